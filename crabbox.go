@@ -1,0 +1,413 @@
+// Package crabbox bakes, smoke-tests, promotes, rolls back and cleans up
+// machine images, and leases boxes to run and check them, on any backend that
+// implements the small driver interfaces in package provider.
+//
+// The portable types here (Client, Lease, Image, SmokeCheck, SmokeReport,
+// CleanupPlan) hold all the waiting, retrying, naming, policy and SSH logic;
+// drivers (provider/awsec2, provider/hetzner, provider/sshhost, and the
+// embedded local cloud in crabboxtest) only translate single calls.
+//
+// Every blocking call takes a context.Context first. Nothing logs unless a
+// logger is given with WithLogger. Errors match the sentinels below with
+// errors.Is and carry details in *OpError, *WaitError, *RunError.
+package crabbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/crabbox/crabbox-go/internal/sshx"
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// Sentinel errors. Match them with errors.Is; the concrete error usually is an
+// *OpError, *WaitError or *RunError with the details.
+var (
+	// ErrNotFound: the lease, machine, image or channel does not exist.
+	ErrNotFound = provider.ErrNotFound
+	// ErrInvalidArgument: the call can never succeed as given.
+	ErrInvalidArgument = provider.ErrInvalidArgument
+	// ErrUnsupported: the provider lacks the capability.
+	ErrUnsupported = provider.ErrUnsupported
+	// ErrConflict: a concurrent change won (e.g. another promotion).
+	ErrConflict = provider.ErrConflict
+	// ErrUnavailable: a transient backend failure survived the retries.
+	ErrUnavailable = provider.ErrUnavailable
+	// ErrThrottled: the backend kept rate-limiting past the retries.
+	ErrThrottled = provider.ErrThrottled
+	// ErrPermission: the backend credentials lack a permission.
+	ErrPermission = provider.ErrPermission
+	// ErrCapacity: no machine type of the class had capacity.
+	ErrCapacity = provider.ErrCapacity
+	// ErrHostKeyMismatch: a box presented a host key other than the one
+	// pinned for its lease. Never retried, never accepted.
+	ErrHostKeyMismatch = sshx.ErrHostKeyMismatch
+	// ErrConnectionLost: the SSH connection to a box died (EOF, reset, or
+	// missed keepalives) while a command ran.
+	ErrConnectionLost = sshx.ErrConnectionLost
+	// ErrSmokeFailed: a smoke report did not pass.
+	ErrSmokeFailed = errors.New("smoke failed")
+	// ErrCommandFailed: a command ran and exited non-zero (see *RunError).
+	ErrCommandFailed = errors.New("command failed")
+	// ErrImageFailed: an image reached the failed state (see *WaitError).
+	ErrImageFailed = errors.New("image failed")
+	// ErrNotOwned: the image was not created by crabbox; the SDK refuses to
+	// promote or delete it.
+	ErrNotOwned = errors.New("not created by crabbox")
+	// ErrNoProof: promotion without a passing smoke report of the image.
+	ErrNoProof = errors.New("no passing smoke proof for this image")
+	// ErrExpired: the lease is past its expiry.
+	ErrExpired = errors.New("lease expired")
+)
+
+// OpError is returned by Client and Lease methods: which operation failed, on
+// which provider and resource. It unwraps to the cause, so errors.Is matches
+// the sentinels and errors.As reaches backend SDK errors.
+type OpError struct {
+	Op       string // e.g. "warmup", "create-image", "promote"
+	Provider string
+	ID       string // lease, image or channel id, if known
+	Err      error
+}
+
+func (e *OpError) Error() string {
+	var b strings.Builder
+	b.WriteString("crabbox: ")
+	b.WriteString(e.Op)
+	if e.Provider != "" {
+		b.WriteString(" [")
+		b.WriteString(e.Provider)
+		b.WriteString("]")
+	}
+	if e.ID != "" {
+		b.WriteString(" ")
+		b.WriteString(e.ID)
+	}
+	b.WriteString(": ")
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// WaitError is returned when waiting for a resource gave up: the context
+// ended, the wait timed out, or the resource reached a terminal bad state. It
+// keeps the last observed state and the resource id, so nothing is lost: an
+// image whose wait timed out can still be found and adopted by ID.
+type WaitError struct {
+	Resource  string // "lease", "image", "ssh"
+	ID        string
+	LastState string
+	Attempts  int
+	Waited    time.Duration
+	// Err is the context error, ErrImageFailed, or the last probe error.
+	Err error
+}
+
+func (e *WaitError) Error() string {
+	return fmt.Sprintf("waiting for %s %s gave up after %s (%d attempts, last state %q): %v",
+		e.Resource, e.ID, e.Waited.Round(time.Millisecond), e.Attempts, e.LastState, e.Err)
+}
+
+func (e *WaitError) Unwrap() error { return e.Err }
+
+// EventKind names a progress event.
+type EventKind string
+
+const (
+	EventLeaseCreating  EventKind = "lease.creating"
+	EventLeaseCreated   EventKind = "lease.created"
+	EventLeaseWaiting   EventKind = "lease.waiting"
+	EventLeaseReady     EventKind = "lease.ready"
+	EventLeaseReleased  EventKind = "lease.released"
+	EventTypeFallback   EventKind = "lease.type-fallback"
+	EventImagePreparing EventKind = "image.preparing"
+	EventImageCreating  EventKind = "image.creating"
+	EventImageWaiting   EventKind = "image.waiting"
+	EventImageReady     EventKind = "image.ready"
+	EventImageDeleted   EventKind = "image.deleted"
+	EventPromoted       EventKind = "channel.promoted"
+	EventRolledBack     EventKind = "channel.rolled-back"
+	EventSmokeCheck     EventKind = "smoke.check"
+	EventRetry          EventKind = "retry"
+)
+
+// Event reports progress. The callback given to WithEvents is called
+// synchronously from the goroutine doing the work (smoke checks run
+// concurrently, so it may be called from several goroutines at once) and
+// never after the call that caused it has returned.
+type Event struct {
+	Time     time.Time
+	Kind     EventKind
+	Resource string // "lease", "image", "channel", "smoke"
+	ID       string
+	State    string
+	Attempt  int
+	Message  string
+}
+
+// Backoff returns the delay before poll attempt n (n starts at 1).
+type Backoff func(attempt int) time.Duration
+
+// ExponentialBackoff doubles from min to max.
+func ExponentialBackoff(min, max time.Duration) Backoff {
+	return func(attempt int) time.Duration {
+		d := min
+		for i := 1; i < attempt && d < max; i++ {
+			d *= 2
+		}
+		if d > max {
+			d = max
+		}
+		return d
+	}
+}
+
+// ConstantBackoff always waits d.
+func ConstantBackoff(d time.Duration) Backoff { return func(int) time.Duration { return d } }
+
+// DialFunc dials a network connection; used for every SSH connection.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+type clientOptions struct {
+	logger        *slog.Logger
+	events        func(Event)
+	operator      string
+	dial          DialFunc
+	backoff       Backoff
+	imageBackoff  Backoff
+	stateDir      string
+	now           func() time.Time
+	retryAttempts int
+}
+
+// Option configures a Client.
+type Option func(*clientOptions) error
+
+// WithLogger sets a structured logger. The default discards everything.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *clientOptions) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidArgument)
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithEvents sets a progress callback (see Event).
+func WithEvents(fn func(Event)) Option {
+	return func(o *clientOptions) error { o.events = fn; return nil }
+}
+
+// WithOperator sets the operator name recorded on leases and images. The
+// default is the OS user.
+func WithOperator(name string) Option {
+	return func(o *clientOptions) error {
+		if sanitizeLabelValue(name) == "" {
+			return fmt.Errorf("%w: operator %q has no usable characters", ErrInvalidArgument, name)
+		}
+		o.operator = name
+		return nil
+	}
+}
+
+// WithDialer sets the function used to open every SSH connection (to route
+// through a bastion, a proxy, or in tests to loopback).
+func WithDialer(dial DialFunc) Option {
+	return func(o *clientOptions) error {
+		if dial == nil {
+			return fmt.Errorf("%w: nil dialer", ErrInvalidArgument)
+		}
+		o.dial = dial
+		return nil
+	}
+}
+
+// WithPollBackoff sets the delay between readiness polls and retries of
+// transient errors. Default: exponential from 1 s to 10 s.
+func WithPollBackoff(b Backoff) Option {
+	return func(o *clientOptions) error {
+		if b == nil {
+			return fmt.Errorf("%w: nil backoff", ErrInvalidArgument)
+		}
+		o.backoff = b
+		return nil
+	}
+}
+
+// WithImagePollBackoff sets the delay between image state polls. Default:
+// exponential from 5 s to 30 s.
+func WithImagePollBackoff(b Backoff) Option {
+	return func(o *clientOptions) error {
+		if b == nil {
+			return fmt.Errorf("%w: nil backoff", ErrInvalidArgument)
+		}
+		o.imageBackoff = b
+		return nil
+	}
+}
+
+// WithRetryAttempts sets how many times a call failing with ErrUnavailable
+// or ErrThrottled is attempted in all (default 5). Permanent errors are
+// never retried.
+func WithRetryAttempts(n int) Option {
+	return func(o *clientOptions) error {
+		if n < 1 {
+			return fmt.Errorf("%w: retry attempts %d < 1", ErrInvalidArgument, n)
+		}
+		o.retryAttempts = n
+		return nil
+	}
+}
+
+// WithStateDir sets where per-lease SSH keys are kept (files 0600), so another
+// process can re-attach to a lease. Default: os.UserConfigDir()/crabbox.
+func WithStateDir(dir string) Option {
+	return func(o *clientOptions) error {
+		if dir == "" {
+			return fmt.Errorf("%w: empty state dir", ErrInvalidArgument)
+		}
+		o.stateDir = dir
+		return nil
+	}
+}
+
+// WithClock sets the time source (for tests and reproducible plans).
+func WithClock(now func() time.Time) Option {
+	return func(o *clientOptions) error {
+		if now == nil {
+			return fmt.Errorf("%w: nil clock", ErrInvalidArgument)
+		}
+		o.now = now
+		return nil
+	}
+}
+
+// Client is the portable entry point. It is safe for concurrent use and
+// holds no global state.
+type Client struct {
+	drv  provider.Driver
+	info provider.Info
+	o    clientOptions
+}
+
+// New returns a Client over a driver.
+func New(p provider.Driver, opts ...Option) (*Client, error) {
+	if p == nil {
+		return nil, fmt.Errorf("crabbox: %w: nil provider", ErrInvalidArgument)
+	}
+	o := clientOptions{
+		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		backoff:       ExponentialBackoff(time.Second, 10*time.Second),
+		imageBackoff:  ExponentialBackoff(5*time.Second, 30*time.Second),
+		now:           time.Now,
+		retryAttempts: 5,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("crabbox: %w", err)
+		}
+	}
+	if o.operator == "" {
+		o.operator = defaultOperator()
+	}
+	if o.stateDir == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		o.stateDir = filepath.Join(dir, "crabbox")
+	}
+	return &Client{drv: p, info: p.Info(), o: o}, nil
+}
+
+// Provider returns the driver's info.
+func (c *Client) Provider() provider.Info { return c.info }
+
+// Operator returns the operator name recorded on created resources.
+func (c *Client) Operator() string { return c.o.operator }
+
+func defaultOperator() string {
+	if u, err := user.Current(); err == nil && sanitizeLabelValue(u.Username) != "" {
+		return u.Username
+	}
+	if v := os.Getenv("USER"); sanitizeLabelValue(v) != "" {
+		return v
+	}
+	return "unknown"
+}
+
+func (c *Client) emit(e Event) {
+	if e.Time.IsZero() {
+		e.Time = c.o.now()
+	}
+	c.o.logger.Debug("crabbox event", "kind", e.Kind, "resource", e.Resource, "id", e.ID,
+		"state", e.State, "attempt", e.Attempt, "message", e.Message)
+	if c.o.events != nil {
+		c.o.events(e)
+	}
+}
+
+func (c *Client) opErr(op, id string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var oe *OpError
+	if errors.As(err, &oe) && oe.Op == op {
+		return err
+	}
+	return &OpError{Op: op, Provider: c.info.Name, ID: id, Err: err}
+}
+
+// retry runs fn, retrying errors that carry ErrUnavailable or ErrThrottled
+// with the client's backoff, at most retryAttempts times in all. Permanent
+// errors return at once.
+func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
+	var zero T
+	for attempt := 1; ; attempt++ {
+		v, err := fn(ctx)
+		if err == nil || !provider.Retryable(err) || attempt >= c.o.retryAttempts {
+			return v, err
+		}
+		c.emit(Event{Kind: EventRetry, Resource: what, Attempt: attempt, Message: err.Error()})
+		t := time.NewTimer(c.o.backoff(attempt))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return zero, errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func retryErr(ctx context.Context, c *Client, what string, fn func(context.Context) error) error {
+	_, err := retry(ctx, c, what, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+	return err
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,322 @@
+// Package provider defines the small driver interfaces a cloud backend
+// implements for crabbox, and the portable error codes drivers map their raw
+// errors to.
+//
+// Users do not call drivers directly: they hand one to crabbox.New and use the
+// portable crabbox.Client. All waiting, retrying, naming, policy and SSH logic
+// lives once in the root package; a driver only translates single calls to its
+// cloud's API. Drivers must be safe for concurrent use, must take a
+// context.Context on every call, must never log by default and must never
+// retry an error that is permanent.
+//
+// A driver implements Driver. Image, channel and optional capabilities are
+// separate interfaces that the root package discovers by type assertion; a
+// capability a driver lacks surfaces to users as an error matching
+// crabbox.ErrUnsupported.
+//
+// Package provider imports nothing of crabbox; provider packages
+// (provider/awsec2, provider/hetzner, provider/sshhost) import only this
+// package and their cloud's SDK.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Portable error codes. Drivers wrap every raw error they return with exactly
+// one of these (see Wrap), once, where the raw error is first seen. The root
+// package re-exports them (crabbox.ErrNotFound is provider.ErrNotFound), so
+// users match with errors.Is against either name.
+var (
+	// ErrNotFound: the resource does not exist (or no longer exists).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the request conflicts with the resource's current state,
+	// e.g. a conditional channel update lost a race, a name is taken.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalidArgument: the request can never succeed as given.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnavailable: a transient failure of the backend; retrying may help.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrThrottled: the backend rate-limited the call; retry with backoff.
+	ErrThrottled = errors.New("throttled")
+	// ErrPermission: the credentials lack a permission.
+	ErrPermission = errors.New("permission denied")
+	// ErrCapacity: the requested machine type has no capacity or the account
+	// hit a quota for it; the SDK moves to the next type in the class list.
+	ErrCapacity = errors.New("insufficient capacity")
+	// ErrUnsupported: the backend does not support this operation.
+	ErrUnsupported = errors.New("unsupported")
+)
+
+// Error is a raw backend error annotated with its portable code.
+// errors.Is(err, provider.ErrNotFound) and errors.As(err, &smithyErr) both
+// work on it.
+type Error struct {
+	Code error // one of the Err* codes above
+	Err  error // the raw error from the backend SDK, may be nil
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Code.Error()
+	}
+	return fmt.Sprintf("%v: %v", e.Code, e.Err)
+}
+
+// Unwrap exposes both the code and the raw error to errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Code}
+	}
+	return []error{e.Code, e.Err}
+}
+
+// Wrap annotates err with a portable code. Wrap(code, nil) returns an error
+// carrying just the code.
+func Wrap(code, err error) error { return &Error{Code: code, Err: err} }
+
+// Errorf builds an error with a portable code and a formatted message.
+func Errorf(code error, format string, args ...any) error {
+	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// Retryable reports whether err carries a code for which retrying the same
+// call may succeed (ErrUnavailable, ErrThrottled).
+func Retryable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrThrottled)
+}
+
+// Info describes a driver.
+type Info struct {
+	Name   string // short provider name recorded on resources: "aws", "hetzner", "local", "sshhost"
+	Region string // region or location the driver works in, "" if none
+}
+
+// Driver is what every backend implements: machines to lease.
+type Driver interface {
+	Info() Info
+	Machines
+	// MachineTypes returns the ordered fallback list of machine types for a
+	// lease class (tiny, small, standard, fast, large, beast) and
+	// architecture ("amd64" or "arm64"). An unknown class returns an error
+	// wrapping ErrInvalidArgument.
+	MachineTypes(class, arch string) ([]string, error)
+	// BaseImage returns the provider's default image for an architecture,
+	// used when neither an explicit image nor a promoted one applies.
+	BaseImage(ctx context.Context, arch string) (string, error)
+}
+
+// MachineState is the lifecycle state of a machine as the backend reports it.
+type MachineState string
+
+const (
+	MachinePending    MachineState = "pending"
+	MachineRunning    MachineState = "running"
+	MachineStopping   MachineState = "stopping"
+	MachineStopped    MachineState = "stopped"
+	MachineTerminated MachineState = "terminated"
+	MachineUnknown    MachineState = "unknown"
+)
+
+// Machine is a backend machine (instance, server, host).
+type Machine struct {
+	ID      string
+	Name    string
+	Type    string
+	Image   string // image the machine booted
+	State   MachineState
+	Labels  map[string]string
+	Created time.Time
+	// SSHAddr is host:port the SDK dials (through the client's dialer hook)
+	// to reach the machine's sshd; empty until the backend assigned an
+	// address.
+	SSHAddr string
+	// FSRoot is set only by emulated machines whose file system is a
+	// directory on the host running them (crabboxtest's local cloud): paths
+	// the SDK checks on the box are resolved under it. Empty for real boxes.
+	FSRoot string
+}
+
+// CreateMachineRequest asks a driver for one machine.
+type CreateMachineRequest struct {
+	// Token is an idempotency token (the lease id): a retried create with
+	// the same token must not create a second machine where the backend
+	// supports it.
+	Token string
+	Name  string // friendly name (lease slug), sanitized by the driver
+	Image string
+	Type  string
+	// UserData is the rendered cloud-init document.
+	UserData []byte
+	Labels   map[string]string
+	// AuthorizedKey is the lease's client public key in authorized_keys
+	// format; drivers that register keys with the backend (AWS key pairs,
+	// Hetzner SSH keys) use it, others may ignore it because UserData also
+	// installs it.
+	AuthorizedKey []byte
+	// TerminateOnShutdown asks the backend to delete the machine when it
+	// powers itself off (the box's own TTL shutdown), where supported.
+	TerminateOnShutdown bool
+}
+
+// Machines manages machines.
+type Machines interface {
+	// CreateMachine creates a machine and returns it as soon as the backend
+	// accepted it (it may still be pending and have no SSHAddr). On a
+	// capacity or quota error for the type, return an error wrapping
+	// ErrCapacity. If the backend created something before failing, return
+	// it with the error so the caller can delete it.
+	CreateMachine(ctx context.Context, req CreateMachineRequest) (*Machine, error)
+	// GetMachine returns ErrNotFound for unknown or terminated machines.
+	GetMachine(ctx context.Context, id string) (*Machine, error)
+	// ListMachines returns live machines having all the given labels.
+	ListMachines(ctx context.Context, labels map[string]string) ([]*Machine, error)
+	// DeleteMachine deletes a machine and what the driver created for it
+	// (key pairs, ...). Deleting a machine that is already gone returns nil.
+	DeleteMachine(ctx context.Context, id string) error
+	// UpdateMachineLabels merges labels into the machine's labels.
+	UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error
+}
+
+// ImageState is the lifecycle state of an image.
+type ImageState string
+
+const (
+	ImagePending   ImageState = "pending"
+	ImageAvailable ImageState = "available"
+	ImageFailed    ImageState = "failed"
+	ImageDeleted   ImageState = "deleted"
+	ImageUnknown   ImageState = "unknown"
+)
+
+// Snapshot is a backing snapshot of an image.
+type Snapshot struct {
+	ID      string  `json:"id"`
+	SizeGiB float64 `json:"size_gib,omitempty"`
+}
+
+// Image is a machine image (AMI, Hetzner snapshot, ...).
+type Image struct {
+	ID          string
+	Name        string
+	Description string
+	State       ImageState
+	StateReason string // why the image failed, when it did
+	Arch        string
+	Labels      map[string]string
+	Created     time.Time
+	Snapshots   []Snapshot
+	// SizeGiB is the storage the image costs, when the backend reports it
+	// (sum of snapshot sizes on AWS, image_size on Hetzner).
+	SizeGiB float64
+	// Protected reports deletion/deregistration protection.
+	Protected bool
+	// Deprecated is the deprecation time, zero if not deprecated.
+	Deprecated time.Time
+}
+
+// CreateImageRequest asks a driver to create an image from a machine.
+type CreateImageRequest struct {
+	MachineID   string
+	Name        string
+	Description string
+	Labels      map[string]string // put on the image and its snapshots
+	NoReboot    bool
+	// Token identifies this creation for idempotency: a driver whose create
+	// call returned an ambiguous error finds the image again by it (it is
+	// also among Labels) instead of creating a second one.
+	Token string
+}
+
+// Images manages images.
+type Images interface {
+	// CreateImage starts creating an image and returns it, usually pending.
+	CreateImage(ctx context.Context, req CreateImageRequest) (*Image, error)
+	// GetImage returns ErrNotFound for unknown or deleted images.
+	GetImage(ctx context.Context, id string) (*Image, error)
+	// ListImages returns images having all the given labels (all images
+	// the account owns when labels is empty).
+	ListImages(ctx context.Context, labels map[string]string) ([]*Image, error)
+	// DeleteImage deletes the image and its backing snapshots. Deleting an
+	// image that is already gone returns nil.
+	DeleteImage(ctx context.Context, id string) error
+	// UpdateImageLabels merges labels into the image's labels; an empty
+	// value removes the label.
+	UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error
+}
+
+// ChannelEntry is one value a channel pointed to.
+type ChannelEntry struct {
+	Channel string
+	ImageID string
+	// Version increases with each Set on the channel.
+	Version int64
+	At      time.Time
+	// Operator who set it, if the backend records it.
+	Operator string
+}
+
+// SetChannelRequest sets a channel's current image.
+type SetChannelRequest struct {
+	Channel  string
+	ImageID  string
+	Operator string
+	// IfVersion, when non-zero, makes the set conditional: it succeeds only
+	// if the channel's current version is still IfVersion, otherwise the
+	// driver returns an error wrapping ErrConflict. Use -1 for "only if the
+	// channel has never been set".
+	IfVersion int64
+}
+
+// Channels stores promoted-image pointers ("channels", e.g. "default").
+type Channels interface {
+	// CurrentChannel returns ErrNotFound when the channel was never set.
+	CurrentChannel(ctx context.Context, channel string) (*ChannelEntry, error)
+	SetChannel(ctx context.Context, req SetChannelRequest) (*ChannelEntry, error)
+	// ChannelHistory returns every value the channel had, oldest first.
+	ChannelHistory(ctx context.Context, channel string) ([]ChannelEntry, error)
+}
+
+// Optional capabilities, discovered by type assertion.
+
+// Deprecator marks images deprecated as of a time.
+type Deprecator interface {
+	DeprecateImage(ctx context.Context, id string, at time.Time) error
+}
+
+// Protector toggles deletion/deregistration protection on an image.
+type Protector interface {
+	ProtectImage(ctx context.Context, id string, protect bool) error
+}
+
+// RegionCopier copies an image to another region, with its labels.
+type RegionCopier interface {
+	CopyImage(ctx context.Context, id, region, name string) (*Image, error)
+}
+
+// UsageFinder reports what still uses an image (instances, launch templates,
+// parameters), as human-readable references.
+type UsageFinder interface {
+	ImageUsage(ctx context.Context, id string) ([]string, error)
+}
+
+// Access tells the SDK how to reach a machine whose driver cannot apply the
+// rendered user-data (existing SSH hosts): which user and key to log in with
+// and which host key to pin.
+type Access struct {
+	User     string
+	Signer   ssh.Signer
+	HostKey  ssh.PublicKey
+	WorkRoot string // "" means /work/crabbox
+}
+
+// AccessProvider is implemented by drivers whose machines ignore user-data.
+// The SDK then uses the returned access instead of the per-lease keys.
+type AccessProvider interface {
+	MachineAccess(ctx context.Context, m *Machine) (*Access, error)
+}
