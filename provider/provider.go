@@ -95,6 +95,11 @@ func Retryable(err error) bool {
 type Info struct {
 	Name   string // short provider name recorded on resources: "aws", "hetzner", "local", "sshhost"
 	Region string // region or location the driver works in, "" if none
+	// ShutdownTerminates reports that a machine powering itself off is
+	// deleted by the backend (AWS with InstanceInitiatedShutdownBehavior
+	// terminate). Only then does the SDK render a TTL shutdown into the
+	// user-data; elsewhere Client.Reap enforces the TTL.
+	ShutdownTerminates bool
 }
 
 // Driver is what every backend implements: machines to lease.
