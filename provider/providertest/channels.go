@@ -1,0 +1,170 @@
+package providertest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// ChannelDeleter is an optional driver method the suite uses to remove the
+// channels it created. provider.Channels has no delete; a driver whose
+// backend keeps channels as deletable objects (SSM parameters, ...) should
+// implement it so conformance runs leave nothing behind.
+type ChannelDeleter interface {
+	DeleteChannel(ctx context.Context, channel string) error
+}
+
+func (s *suite) testChannels(t *testing.T) {
+	chs, ok := s.h.Driver.(provider.Channels)
+	if !ok {
+		t.Skip("driver does not implement provider.Channels: the SDK reports channel calls as unsupported")
+	}
+	ctx := t.Context()
+	image := s.h.ChannelImage
+	if image == "" {
+		image = s.image(t)
+	}
+	name := "conformance-" + s.runID
+	fresh := "conformance-" + s.runID + "-fresh"
+	t.Cleanup(func() {
+		del, ok := s.h.Driver.(ChannelDeleter)
+		if !ok {
+			return
+		}
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		for _, ch := range []string{name, fresh} {
+			if err := del.DeleteChannel(ctx, ch); err != nil && !errors.Is(err, provider.ErrNotFound) {
+				t.Errorf("cleanup: DeleteChannel(%s): %v", ch, err)
+			}
+		}
+	})
+
+	// A channel never set.
+	if e, err := chs.CurrentChannel(ctx, name); !errors.Is(err, provider.ErrNotFound) {
+		t.Fatalf("CurrentChannel(%q) of a channel never set = %+v, %v: want ErrNotFound", name, e, err)
+	}
+	if hist, err := chs.ChannelHistory(ctx, name); err != nil && !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("ChannelHistory(%q) of a channel never set: %v: want an empty history or ErrNotFound", name, err)
+	} else if err == nil && len(hist) != 0 {
+		t.Errorf("ChannelHistory(%q) of a channel never set = %+v: want empty", name, hist)
+	}
+
+	set := func(ifVersion int64) (*provider.ChannelEntry, error) {
+		return chs.SetChannel(ctx, provider.SetChannelRequest{
+			Channel: name, ImageID: image, Operator: "crabbox-conformance", IfVersion: ifVersion,
+		})
+	}
+	mustSet := func(ifVersion, wantVersion int64) {
+		t.Helper()
+		e, err := set(ifVersion)
+		if err != nil {
+			t.Fatalf("SetChannel(%q, IfVersion %d): %v", name, ifVersion, err)
+		}
+		if e == nil {
+			t.Fatalf("SetChannel(%q, IfVersion %d) = nil, nil", name, ifVersion)
+		}
+		if e.Version != wantVersion || e.ImageID != image || e.Channel != name {
+			t.Errorf("SetChannel(%q, IfVersion %d) = %+v: want channel %q, image %q, version %d", name, ifVersion, *e, name, image, wantVersion)
+		}
+	}
+	current := func(wantVersion int64, after string) {
+		t.Helper()
+		e, err := chs.CurrentChannel(ctx, name)
+		switch {
+		case err != nil:
+			t.Fatalf("CurrentChannel(%q) %s: %v", name, after, err)
+		case e == nil:
+			t.Fatalf("CurrentChannel(%q) %s = nil, nil", name, after)
+		case e.Version != wantVersion || e.ImageID != image || e.Channel != name:
+			t.Errorf("CurrentChannel(%q) %s = %+v: want image %q version %d", name, after, *e, image, wantVersion)
+		}
+	}
+	history := func(wantLen int) {
+		t.Helper()
+		hist, err := chs.ChannelHistory(ctx, name)
+		if err != nil {
+			t.Fatalf("ChannelHistory(%q): %v", name, err)
+		}
+		if len(hist) != wantLen {
+			t.Fatalf("ChannelHistory(%q) has %d entries %+v: want %d", name, len(hist), hist, wantLen)
+		}
+		for i, e := range hist {
+			if e.Version != int64(i+1) || e.ImageID != image {
+				t.Errorf("ChannelHistory(%q)[%d] = %+v: want version %d image %q (oldest first)", name, i, e, i+1, image)
+			}
+		}
+	}
+
+	// Unconditional sets count versions from 1.
+	mustSet(0, 1)
+	current(1, "after the first set")
+	mustSet(0, 2)
+	current(2, "after the second set")
+	history(2)
+
+	// Conditional sets: a stale version and "never set" both conflict and
+	// leave the channel alone; the current version wins.
+	if e, err := set(1); !errors.Is(err, provider.ErrConflict) {
+		t.Errorf("SetChannel(%q, IfVersion 1) with current version 2 = %+v, %v: want ErrConflict", name, e, err)
+	}
+	current(2, "after a stale conditional set")
+	if e, err := set(-1); !errors.Is(err, provider.ErrConflict) {
+		t.Errorf("SetChannel(%q, IfVersion -1) on a channel already set = %+v, %v: want ErrConflict", name, e, err)
+	}
+	current(2, "after a conditional set with IfVersion -1")
+	history(2)
+	mustSet(2, 3)
+
+	// Two concurrent conditional sets on the same version: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	entries := make([]*provider.ChannelEntry, 2)
+	start := make(chan struct{})
+	for i := range errs {
+		wg.Go(func() {
+			<-start
+			entries[i], errs[i] = set(3)
+		})
+	}
+	close(start)
+	wg.Wait()
+	wins, conflicts := 0, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+			if entries[i] == nil || entries[i].Version != 4 {
+				t.Errorf("winning concurrent SetChannel(%q, IfVersion 3) = %+v: want version 4", name, entries[i])
+			}
+		case errors.Is(err, provider.ErrConflict):
+			conflicts++
+		default:
+			t.Errorf("concurrent SetChannel(%q, IfVersion 3): %v: want nil or ErrConflict", name, err)
+		}
+	}
+	if wins != 1 || conflicts != 1 {
+		t.Fatalf("two concurrent SetChannel(%q, IfVersion 3): %d won, %d conflicted (errors %v): want exactly one of each", name, wins, conflicts, errs)
+	}
+	current(4, "after the concurrent sets")
+	history(4)
+
+	// IfVersion -1 on a channel never set succeeds with version 1.
+	e, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: fresh, ImageID: image, IfVersion: -1})
+	switch {
+	case err != nil:
+		t.Errorf("SetChannel(%q, IfVersion -1) of a channel never set: %v", fresh, err)
+	case e == nil:
+		t.Errorf("SetChannel(%q, IfVersion -1) = nil, nil", fresh)
+	case e.Version != 1:
+		t.Errorf("SetChannel(%q, IfVersion -1) = %+v: want version 1", fresh, *e)
+	}
+	if err == nil {
+		if e, err := chs.CurrentChannel(ctx, fresh); err != nil || e == nil || e.Version != 1 || e.ImageID != image {
+			t.Errorf("CurrentChannel(%q) = %+v, %v: want image %q version 1", fresh, e, err, image)
+		}
+	}
+}

@@ -1,0 +1,312 @@
+package providertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+func (s *suite) imageLabels() map[string]string {
+	return map[string]string{LabelRun: s.runID, LabelRole: "image"}
+}
+
+// createImage creates an image from a fresh running machine and registers a
+// cleanup that deletes it (and anything else carrying its labels), lifting
+// protection first where the driver can.
+func (s *suite) createImage(t *testing.T, imgs provider.Images) *provider.Image {
+	t.Helper()
+	labels := s.imageLabels()
+	var created string
+	t.Cleanup(func() {
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		ids := map[string]bool{}
+		if created != "" {
+			ids[created] = true
+		}
+		list, err := imgs.ListImages(ctx, labels)
+		if err != nil {
+			t.Errorf("cleanup: ListImages(%v): %v", labels, err)
+		}
+		for _, img := range list {
+			if img != nil && img.ID != "" {
+				ids[img.ID] = true
+			}
+		}
+		for id := range ids {
+			if p, ok := imgs.(provider.Protector); ok {
+				_ = p.ProtectImage(ctx, id, false) // best effort; the delete reports failure
+			}
+			if err := imgs.DeleteImage(ctx, id); err != nil {
+				t.Errorf("cleanup: DeleteImage(%s): %v", id, err)
+			}
+		}
+	})
+
+	m := s.createMachine(t, "image-source")
+	s.waitRunning(t, m.ID)
+
+	name := "crabbox-conformance-" + s.runID
+	req := provider.CreateImageRequest{
+		MachineID:   m.ID,
+		Name:        name,
+		Description: "crabbox driver conformance test image",
+		Labels:      maps.Clone(labels),
+		NoReboot:    true,
+		Token:       "img-" + s.runID,
+	}
+	img, err := imgs.CreateImage(t.Context(), req)
+	if img != nil {
+		created = img.ID
+	}
+	if err != nil {
+		t.Fatalf("CreateImage(from machine %s): %v", m.ID, err)
+	}
+	if img == nil || img.ID == "" {
+		t.Fatalf("CreateImage returned image %+v and no error: want an image with an id", img)
+	}
+
+	var got *provider.Image
+	s.poll(t, fmt.Sprintf("image %s to become available", img.ID), func(ctx context.Context) (bool, string, error) {
+		im, err := imgs.GetImage(ctx, img.ID)
+		if err != nil {
+			return false, "", err
+		}
+		if im == nil {
+			return false, "", errors.New("GetImage returned nil, nil")
+		}
+		seen := fmt.Sprintf("state %q", im.State)
+		switch im.State {
+		case provider.ImageFailed:
+			return false, seen, fmt.Errorf("image %s failed: %q", img.ID, im.StateReason)
+		case provider.ImageDeleted:
+			return false, seen, fmt.Errorf("image %s was deleted while pending", img.ID)
+		}
+		got = im
+		return im.State == provider.ImageAvailable, seen, nil
+	})
+	if got.ID != img.ID {
+		t.Errorf("GetImage(%s).ID = %q", img.ID, got.ID)
+	}
+	if got.Name != name {
+		t.Errorf("GetImage(%s).Name = %q: want %q", img.ID, got.Name, name)
+	}
+	return got
+}
+
+func (s *suite) testImages(t *testing.T) {
+	imgs, ok := s.h.Driver.(provider.Images)
+	if !ok {
+		t.Skip("driver does not implement provider.Images: the SDK reports image calls as unsupported")
+	}
+	ctx := t.Context()
+	labels := s.imageLabels()
+
+	img := s.createImage(t, imgs)
+	id := img.ID
+	if miss := missingLabels(img.Labels, labels); len(miss) > 0 {
+		t.Errorf("image %s lacks the labels it was created with: %v", id, miss)
+	}
+	if len(img.Snapshots) == 0 {
+		t.Errorf("image %s lists no backing snapshots", id)
+	}
+	for i, sn := range img.Snapshots {
+		if sn.ID == "" {
+			t.Errorf("image %s: snapshot %d has an empty id", id, i)
+		}
+	}
+
+	// List by labels finds exactly it; other labels find nothing.
+	var listed []*provider.Image
+	s.poll(t, fmt.Sprintf("ListImages(%v) to return image %s", labels, id), func(ctx context.Context) (bool, string, error) {
+		list, err := imgs.ListImages(ctx, labels)
+		if err != nil {
+			return false, "", err
+		}
+		listed = list
+		return containsImage(list, id), fmt.Sprintf("%d images: %v", len(list), imageIDs(list)), nil
+	})
+	if len(listed) != 1 {
+		t.Errorf("ListImages(%v) = %v: want exactly image %s", labels, imageIDs(listed), id)
+	}
+	other := map[string]string{LabelRun: s.runID + "-other"}
+	if list, err := imgs.ListImages(ctx, other); err != nil {
+		t.Errorf("ListImages(%v): %v", other, err)
+	} else if len(list) != 0 {
+		t.Errorf("ListImages(%v) = %v: want none (the driver ignores the label filter?)", other, imageIDs(list))
+	}
+	partial := merged(labels, map[string]string{LabelExtra: "absent"})
+	if list, err := imgs.ListImages(ctx, partial); err != nil {
+		t.Errorf("ListImages(%v): %v", partial, err)
+	} else if containsImage(list, id) {
+		t.Errorf("ListImages(%v) returned image %s, which lacks %s: every label must match", partial, id, LabelExtra)
+	}
+
+	// UpdateImageLabels merges; an empty value removes.
+	add := map[string]string{LabelExtra: "one"}
+	if err := imgs.UpdateImageLabels(ctx, id, add); err != nil {
+		t.Fatalf("UpdateImageLabels(%s, %v): %v", id, add, err)
+	}
+	got := s.getImage(t, imgs, id)
+	if miss := missingLabels(got.Labels, merged(labels, add)); len(miss) > 0 {
+		t.Errorf("after UpdateImageLabels(%v), image %s labels %v lack %v (labels must merge)", add, id, got.Labels, miss)
+	}
+	remove := map[string]string{LabelExtra: ""}
+	if err := imgs.UpdateImageLabels(ctx, id, remove); err != nil {
+		t.Fatalf("UpdateImageLabels(%s, %v): %v", id, remove, err)
+	}
+	got = s.getImage(t, imgs, id)
+	if v, ok := got.Labels[LabelExtra]; ok {
+		t.Errorf("after UpdateImageLabels(%s=\"\"), image %s still has %s=%q: an empty value must remove the label", LabelExtra, id, LabelExtra, v)
+	}
+	if miss := missingLabels(got.Labels, labels); len(miss) > 0 {
+		t.Errorf("after removing %s, image %s lost other labels: %v", LabelExtra, id, miss)
+	}
+	if err := imgs.UpdateImageLabels(ctx, missingID(id), add); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("UpdateImageLabels(%s) of an image that never existed: %v: want ErrNotFound", missingID(id), err)
+	}
+
+	// Optional capabilities, on the available image.
+	s.run(t, SubtestProtector, func(t *testing.T) { s.testProtector(t, imgs, id) })
+	s.run(t, SubtestDeprecator, func(t *testing.T) { s.testDeprecator(t, imgs, id) })
+
+	// Delete; it goes away; deleting again is fine.
+	if err := imgs.DeleteImage(ctx, id); err != nil {
+		t.Fatalf("DeleteImage(%s): %v", id, err)
+	}
+	s.poll(t, fmt.Sprintf("GetImage(%s) to return ErrNotFound after DeleteImage", id), func(ctx context.Context) (bool, string, error) {
+		im, err := imgs.GetImage(ctx, id)
+		switch {
+		case errors.Is(err, provider.ErrNotFound):
+			return true, "ErrNotFound", nil
+		case err != nil:
+			return false, "", err
+		case im == nil:
+			return false, "", errors.New("GetImage returned nil, nil: want ErrNotFound")
+		}
+		return false, fmt.Sprintf("state %q", im.State), nil
+	})
+	if err := imgs.DeleteImage(ctx, id); err != nil {
+		t.Errorf("DeleteImage(%s) a second time: %v: want nil (idempotent)", id, err)
+	}
+	s.poll(t, fmt.Sprintf("ListImages(%v) to drop deleted image %s", labels, id), func(ctx context.Context) (bool, string, error) {
+		list, err := imgs.ListImages(ctx, labels)
+		if err != nil {
+			return false, "", err
+		}
+		return !containsImage(list, id), fmt.Sprintf("%d images: %v", len(list), imageIDs(list)), nil
+	})
+
+	// An id that never existed.
+	missing := missingID(id)
+	if im, err := imgs.GetImage(ctx, missing); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("GetImage(%q) of an image that never existed = %+v, %v: want ErrNotFound", missing, im, err)
+	}
+	if err := imgs.DeleteImage(ctx, missing); err != nil {
+		t.Errorf("DeleteImage(%q) of an image that never existed: %v: want nil", missing, err)
+	}
+	if im, err := imgs.GetImage(ctx, ""); !errors.Is(err, provider.ErrNotFound) && !errors.Is(err, provider.ErrInvalidArgument) {
+		t.Errorf("GetImage(\"\") = %+v, %v: want ErrNotFound or ErrInvalidArgument", im, err)
+	}
+}
+
+func (s *suite) getImage(t *testing.T, imgs provider.Images, id string) *provider.Image {
+	t.Helper()
+	im, err := imgs.GetImage(t.Context(), id)
+	if err != nil {
+		t.Fatalf("GetImage(%s): %v", id, err)
+	}
+	if im == nil {
+		t.Fatalf("GetImage(%s) = nil, nil", id)
+	}
+	return im
+}
+
+func (s *suite) testProtector(t *testing.T, imgs provider.Images, id string) {
+	p, ok := imgs.(provider.Protector)
+	if !ok {
+		t.Skip("driver does not implement provider.Protector")
+	}
+	ctx := t.Context()
+	if err := p.ProtectImage(ctx, id, true); err != nil {
+		t.Fatalf("ProtectImage(%s, true): %v", id, err)
+	}
+	// Whatever happens below, leave the image deletable.
+	t.Cleanup(func() {
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		_ = p.ProtectImage(ctx, id, false)
+	})
+	if im := s.getImage(t, imgs, id); !im.Protected {
+		t.Errorf("after ProtectImage(%s, true), GetImage reports Protected=false", id)
+	}
+	if err := imgs.DeleteImage(ctx, id); err == nil {
+		t.Errorf("DeleteImage(%s) of a protected image returned nil: want it refused", id)
+	}
+	im, err := imgs.GetImage(ctx, id)
+	switch {
+	case err != nil:
+		t.Fatalf("GetImage(%s) after a refused delete of the protected image: %v: it must still exist", id, err)
+	case im == nil:
+		t.Fatalf("GetImage(%s) = nil, nil", id)
+	case im.State != provider.ImageAvailable:
+		t.Errorf("protected image %s is %q after a refused delete: want available", id, im.State)
+	}
+	if err := p.ProtectImage(ctx, id, false); err != nil {
+		t.Fatalf("ProtectImage(%s, false): %v", id, err)
+	}
+	if im := s.getImage(t, imgs, id); im.Protected {
+		t.Errorf("after ProtectImage(%s, false), GetImage reports Protected=true", id)
+	}
+	if err := p.ProtectImage(ctx, missingID(id), true); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("ProtectImage(%s) of an image that never existed: %v: want ErrNotFound", missingID(id), err)
+	}
+}
+
+func (s *suite) testDeprecator(t *testing.T, imgs provider.Images, id string) {
+	dep, ok := imgs.(provider.Deprecator)
+	if !ok {
+		t.Skip("driver does not implement provider.Deprecator")
+	}
+	// Backends round deprecation times (AWS to the minute): use a whole minute.
+	at := time.Now().Add(time.Hour).UTC().Truncate(time.Minute)
+	if err := dep.DeprecateImage(t.Context(), id, at); err != nil {
+		t.Fatalf("DeprecateImage(%s, %s): %v", id, at, err)
+	}
+	im := s.getImage(t, imgs, id)
+	switch {
+	case im.Deprecated.IsZero():
+		t.Errorf("after DeprecateImage(%s, %s), GetImage reports no deprecation time", id, at)
+	case !im.Deprecated.Equal(at):
+		t.Errorf("after DeprecateImage(%s, %s), GetImage reports Deprecated=%s", id, at, im.Deprecated)
+	}
+	if err := dep.DeprecateImage(t.Context(), missingID(id), at); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("DeprecateImage(%s) of an image that never existed: %v: want ErrNotFound", missingID(id), err)
+	}
+}
+
+func containsImage(list []*provider.Image, id string) bool {
+	for _, im := range list {
+		if im != nil && im.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func imageIDs(list []*provider.Image) []string {
+	out := make([]string, 0, len(list))
+	for _, im := range list {
+		if im == nil {
+			out = append(out, "<nil>")
+			continue
+		}
+		out = append(out, im.ID)
+	}
+	return out
+}
