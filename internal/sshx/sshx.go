@@ -1,0 +1,575 @@
+// Package sshx is crabbox's SSH transport: one lazily dialled SSH connection
+// per box, shared by concurrent commands, with a strictly pinned host key,
+// context-bounded handshakes, keepalives that detect a silent peer, retries
+// when the server has no free session slot, and typed errors for a lost
+// connection or a host key mismatch.
+//
+// Package sshx is internal; the root package crabbox wraps it.
+package sshx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/crabbox/crabbox-go/provider"
+	"golang.org/x/crypto/ssh"
+)
+
+// Sentinel errors. Errors returned by this package wrap them so that
+// errors.Is works.
+var (
+	// ErrHostKeyMismatch: the server presented a host key other than the
+	// pinned one (or offers no key of the pinned key's type). Permanent:
+	// never retried, never accepted.
+	ErrHostKeyMismatch = errors.New("ssh host key mismatch")
+	// ErrConnectionLost: the connection died (EOF, reset, missed keepalive
+	// replies) while a command ran. Whether the command finished on the box
+	// is unknown.
+	ErrConnectionLost = errors.New("ssh connection lost")
+	// ErrAuthFailed: the server rejected the client key. Errors carrying it
+	// also carry provider.ErrUnavailable, because a booting box may not have
+	// installed its authorized_keys yet; callers that wait for readiness
+	// retry it until their deadline.
+	ErrAuthFailed = errors.New("ssh authentication failed")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("ssh client closed")
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultKeepAliveInterval = 10 * time.Second
+	DefaultKeepAliveMax      = 3
+	DefaultSlotRetry         = 50 * time.Millisecond
+	maxSlotRetry             = time.Second
+)
+
+// Config describes one SSH endpoint.
+type Config struct {
+	// Addr is host:port.
+	Addr string
+	// User is the login user.
+	User string
+	// Signer is the client key.
+	Signer ssh.Signer
+	// HostKey is the box's host key. Required; pinned strictly.
+	HostKey ssh.PublicKey
+	// Dial opens the TCP connection. nil means (&net.Dialer{}).DialContext.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// KeepAliveInterval is the interval between keepalive@openssh.com
+	// requests. 0 means DefaultKeepAliveInterval.
+	KeepAliveInterval time.Duration
+	// KeepAliveMax is the number of consecutive intervals without a reply
+	// after which the connection is declared dead and closed. 0 means
+	// DefaultKeepAliveMax.
+	KeepAliveMax int
+	// SlotRetry is the initial delay before retrying when the server refuses
+	// a session channel (OpenSSH MaxSessions); it doubles up to 1s. 0 means
+	// DefaultSlotRetry.
+	SlotRetry time.Duration
+}
+
+// Request is one command to run.
+type Request struct {
+	// Command is passed to the remote user's shell.
+	Command string
+	// Stdin, if not nil, is copied to the command's standard input, which
+	// is closed at EOF.
+	Stdin io.Reader
+	// Stdout and Stderr receive the command's output as it arrives. Either
+	// may be nil (discarded); they may be the same writer. Nothing is
+	// written to them after Run returns.
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Result is how a command ended.
+type Result struct {
+	// ExitCode is the exit status, or -1 if the command died by a signal.
+	ExitCode int
+	// Signal is the signal name without "SIG" (e.g. "KILL") if the command
+	// died by a signal.
+	Signal string
+}
+
+// Client is one SSH connection to one box, dialled lazily and shared by
+// concurrent Runs. It is safe for concurrent use.
+type Client struct {
+	cfg Config
+
+	dialSem chan struct{} // held while dialling, so that dials respect ctx
+	mu      sync.Mutex
+	cur     *conn
+	closed  bool
+}
+
+// conn is one established SSH connection.
+type conn struct {
+	client *ssh.Client
+	dead   chan struct{} // closed when the connection is gone
+	once   sync.Once
+	mu     sync.Mutex
+	err    error // why it died
+}
+
+func (c *conn) kill(err error) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.dead)
+		c.client.Close()
+	})
+}
+
+func (c *conn) isDead() bool {
+	select {
+	case <-c.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *conn) deathErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// New validates cfg and returns a Client. It does not dial.
+func New(cfg Config) (*Client, error) {
+	switch {
+	case cfg.Addr == "":
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: empty address")
+	case cfg.User == "":
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: empty user")
+	case cfg.Signer == nil:
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: no client key")
+	case cfg.HostKey == nil:
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: no pinned host key for %s", cfg.Addr)
+	case cfg.KeepAliveInterval < 0 || cfg.KeepAliveMax < 0 || cfg.SlotRetry < 0:
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: negative keepalive or retry setting")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: address %q: %v", cfg.Addr, err)
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.KeepAliveInterval == 0 {
+		cfg.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if cfg.KeepAliveMax == 0 {
+		cfg.KeepAliveMax = DefaultKeepAliveMax
+	}
+	if cfg.SlotRetry == 0 {
+		cfg.SlotRetry = DefaultSlotRetry
+	}
+	return &Client{cfg: cfg, dialSem: make(chan struct{}, 1)}, nil
+}
+
+// Connect dials and authenticates if the Client has no live connection. The
+// whole dial and handshake is bounded by ctx. A host key other than the pinned
+// one yields an error wrapping ErrHostKeyMismatch; a rejected client key an
+// error wrapping ErrAuthFailed and provider.ErrUnavailable; other network and
+// handshake failures wrap provider.ErrUnavailable.
+func (c *Client) Connect(ctx context.Context) error {
+	_, err := c.conn(ctx, nil)
+	return err
+}
+
+// conn returns the live connection, dialling if there is none or if the
+// current one is broken (or is stale, the one the caller found broken).
+func (c *Client) conn(ctx context.Context, stale *conn) (*conn, error) {
+	if cur, err := c.live(stale); cur != nil || err != nil {
+		return cur, err
+	}
+	select {
+	case c.dialSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, ctx.Err())
+	}
+	defer func() { <-c.dialSem }()
+	// Someone else may have dialled while we waited.
+	if cur, err := c.live(stale); cur != nil || err != nil {
+		return cur, err
+	}
+	nc, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.kill(ErrClosed)
+		return nil, ErrClosed
+	}
+	if c.cur != nil {
+		c.cur.kill(ErrConnectionLost)
+	}
+	c.cur = nc
+	return nc, nil
+}
+
+func (c *Client) live(stale *conn) (*conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if c.cur != nil && c.cur != stale && !c.cur.isDead() {
+		return c.cur, nil
+	}
+	return nil, nil
+}
+
+// ctxExpired reports whether ctx has ended or its deadline has passed (the
+// connection deadline may fire a moment before ctx notices).
+func ctxExpired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+func hostKeyAlgorithms(k ssh.PublicKey) []string {
+	if k.Type() == ssh.KeyAlgoRSA {
+		return []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
+	}
+	return []string{k.Type()}
+}
+
+func (c *Client) dial(ctx context.Context) (*conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, err)
+	}
+	tcp, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, ctx.Err())
+		}
+		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: dial %s: %w", c.cfg.Addr, err))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = tcp.SetDeadline(dl)
+	}
+	// Close the connection if ctx ends mid-handshake, so that a server that
+	// accepts but never speaks cannot hang us.
+	stop := context.AfterFunc(ctx, func() { tcp.Close() })
+
+	var (
+		mismatchMu sync.Mutex
+		mismatch   error
+	)
+	want := c.cfg.HostKey
+	cc := &ssh.ClientConfig{
+		User: c.cfg.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(c.cfg.Signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, got ssh.PublicKey) error {
+			if bytes.Equal(got.Marshal(), want.Marshal()) {
+				return nil
+			}
+			err := fmt.Errorf("%w: %s presented %s %s, pinned %s %s", ErrHostKeyMismatch, c.cfg.Addr,
+				got.Type(), ssh.FingerprintSHA256(got), want.Type(), ssh.FingerprintSHA256(want))
+			mismatchMu.Lock()
+			mismatch = err
+			mismatchMu.Unlock()
+			return err
+		},
+		HostKeyAlgorithms: hostKeyAlgorithms(want),
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(tcp, c.cfg.Addr, cc)
+	ctxFired := !stop()
+	mismatchMu.Lock()
+	mm := mismatch
+	mismatchMu.Unlock()
+	switch {
+	case mm != nil:
+		tcp.Close()
+		return nil, mm
+	case ctxFired || (err != nil && ctxExpired(ctx)):
+		if err == nil {
+			sc.Close()
+		}
+		tcp.Close()
+		cerr := ctx.Err()
+		if cerr == nil {
+			cerr = context.DeadlineExceeded
+		}
+		return nil, fmt.Errorf("sshx: ssh handshake with %s: %w", c.cfg.Addr, cerr)
+	case err != nil:
+		tcp.Close()
+		msg := err.Error()
+		if strings.Contains(msg, "no common algorithm for host key") {
+			return nil, fmt.Errorf("%w: %s offers no %s host key (pinned %s): %v", ErrHostKeyMismatch,
+				c.cfg.Addr, want.Type(), ssh.FingerprintSHA256(want), err)
+		}
+		if strings.Contains(msg, "unable to authenticate") {
+			return nil, provider.Wrap(provider.ErrUnavailable,
+				fmt.Errorf("%w: %s as %q: %v", ErrAuthFailed, c.cfg.Addr, c.cfg.User, err))
+		}
+		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: ssh handshake with %s: %w", c.cfg.Addr, err))
+	}
+	_ = tcp.SetDeadline(time.Time{})
+
+	nc := &conn{client: ssh.NewClient(sc, chans, reqs), dead: make(chan struct{})}
+	go func() {
+		err := nc.client.Wait()
+		if err == nil {
+			err = io.EOF
+		}
+		nc.kill(fmt.Errorf("%w: %v", ErrConnectionLost, err))
+	}()
+	go c.keepAlive(nc)
+	return nc, nil
+}
+
+// keepAlive sends keepalive@openssh.com requests, one outstanding at a time,
+// and kills the connection after KeepAliveMax intervals without a reply.
+func (c *Client) keepAlive(nc *conn) {
+	interval := c.cfg.KeepAliveInterval
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-nc.dead:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := nc.client.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		missed := 0
+	wait:
+		for {
+			t.Reset(interval)
+			select {
+			case <-nc.dead:
+				return
+			case err := <-reply:
+				if err != nil {
+					nc.kill(fmt.Errorf("%w: keepalive: %v", ErrConnectionLost, err))
+					return
+				}
+				break wait
+			case <-t.C:
+				missed++
+				if missed >= c.cfg.KeepAliveMax {
+					nc.kill(fmt.Errorf("%w: no reply to %d keepalives in %v", ErrConnectionLost,
+						missed, time.Duration(missed)*interval))
+					return
+				}
+			}
+		}
+		// t was reset before the reply came; the next request goes out
+		// when it fires.
+	}
+}
+
+// Run runs one command on a session of the shared connection, connecting
+// first if needed.
+//
+// A refused session channel (the server's MaxSessions is reached) is retried
+// with backoff until ctx ends. If the connection turns out broken before the
+// command starts, Run re-dials once. A command that exits non-zero returns
+// its code with a nil error; one killed by a signal returns ExitCode -1 and
+// Signal. If the connection dies while the command runs, the error wraps
+// ErrConnectionLost. If ctx ends while the command runs, the command is sent
+// SIGKILL, its session closed, and the error wraps ctx.Err().
+func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
+	nc, sess, err := c.openSession(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := c.run(ctx, nc, sess, req)
+	// Signalling and closing write to the connection; a stuck peer must not
+	// block us.
+	interrupted := ctx.Err() != nil && err != nil && errors.Is(err, ctx.Err())
+	go func() {
+		if interrupted {
+			_ = sess.Signal(ssh.SIGKILL)
+		}
+		sess.Close()
+	}()
+	return res, err
+}
+
+func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Request) (Result, error) {
+	out := &gate{}
+	if req.Stdout != nil {
+		sess.Stdout = &gatedWriter{g: out, w: req.Stdout}
+	}
+	if req.Stderr != nil {
+		sess.Stderr = &gatedWriter{g: out, w: req.Stderr}
+	}
+	defer out.shut()
+	var stdin io.WriteCloser
+	if req.Stdin != nil {
+		var err error
+		if stdin, err = sess.StdinPipe(); err != nil {
+			return Result{}, fmt.Errorf("sshx: stdin: %w", err)
+		}
+	}
+	if err := sess.Start(req.Command); err != nil {
+		if nc.isDead() || errors.Is(err, io.EOF) {
+			return Result{}, fmt.Errorf("%w: starting command: %v", ErrConnectionLost, err)
+		}
+		return Result{}, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: start command: %w", err))
+	}
+	if stdin != nil {
+		// Not waited for: a stdin that never ends must not keep Run
+		// from returning once the command has exited.
+		go func() {
+			_, _ = io.Copy(stdin, req.Stdin)
+			stdin.Close()
+		}()
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+
+	select {
+	case err := <-done:
+		return c.result(nc, err)
+	case <-nc.dead:
+		select {
+		case err := <-done: // the command ended just before
+			return c.result(nc, err)
+		default:
+			return Result{}, nc.deathErr()
+		}
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("sshx: command interrupted: %w", ctx.Err())
+	}
+}
+
+func (c *Client) result(nc *conn, err error) (Result, error) {
+	if err == nil {
+		return Result{}, nil
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		if ee.Signal() != "" {
+			return Result{ExitCode: -1, Signal: ee.Signal()}, nil
+		}
+		return Result{ExitCode: ee.ExitStatus()}, nil
+	}
+	// No exit status: the channel or the connection went away.
+	if nc.isDead() {
+		return Result{}, nc.deathErr()
+	}
+	return Result{}, fmt.Errorf("%w: %v", ErrConnectionLost, err)
+}
+
+// openSession opens a session channel, waiting for a free slot while the
+// server refuses one, and re-dialling once if the connection is broken.
+func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
+	nc, err := c.conn(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	redialled := false
+	delay := c.cfg.SlotRetry
+	for {
+		sess, err := newSession(ctx, nc)
+		if err == nil {
+			return nc, sess, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("sshx: open session on %s: %w", c.cfg.Addr, ctx.Err())
+		}
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			// MaxSessions reached (or a transient refusal): wait for a slot.
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, nil, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, ctx.Err())
+			}
+			delay = min(2*delay, maxSlotRetry)
+			continue
+		}
+		// The connection is broken.
+		nc.kill(fmt.Errorf("%w: %v", ErrConnectionLost, err))
+		if redialled {
+			return nil, nil, fmt.Errorf("%w: open session: %v", ErrConnectionLost, err)
+		}
+		redialled = true
+		if nc, err = c.conn(ctx, nc); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// newSession is ssh.Client.NewSession bounded by ctx.
+func newSession(ctx context.Context, nc *conn) (*ssh.Session, error) {
+	type res struct {
+		s   *ssh.Session
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, err := nc.client.NewSession()
+		ch <- res{s, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Close closes the connection. Running commands fail. Close is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.cur != nil {
+		c.cur.kill(ErrClosed)
+	}
+	return nil
+}
+
+// gate serialises writes to the caller's writers (which may be the same
+// writer) and stops them once Run returns.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+type gatedWriter struct {
+	g *gate
+	w io.Writer
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.g.mu.Lock()
+	defer w.g.mu.Unlock()
+	if w.g.closed {
+		return len(p), nil
+	}
+	return w.w.Write(p)
+}
