@@ -38,7 +38,8 @@ func (s *suite) createMachine(t *testing.T, role string) *provider.Machine {
 		t.Fatalf("generating the client key: %v", err)
 	}
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
-	userData := s.userData(t, authorized)
+	token := "cbx_" + randomHex(6)
+	userData := s.userData(t, token, authorized)
 
 	var created string
 	t.Cleanup(func() {
@@ -65,7 +66,7 @@ func (s *suite) createMachine(t *testing.T, role string) *provider.Machine {
 	})
 
 	req := provider.CreateMachineRequest{
-		Token:         "cbx_" + randomHex(6),
+		Token:         token,
 		Name:          "conformance-" + role + "-" + s.runID,
 		Image:         image,
 		Type:          typ,

@@ -22,6 +22,7 @@ type memDriver struct {
 	images   map[string]*provider.Image
 	polls    map[string]int // GetImage calls per image, for the pending phase
 	channels map[string][]provider.ChannelEntry
+	requests []provider.CreateMachineRequest // every CreateMachine request seen
 
 	// racyGate makes the "channel-racy" break deterministic: two racing
 	// setters meet here after checking the version and before writing.
@@ -91,6 +92,7 @@ func cloneMachine(m provider.Machine) *provider.Machine {
 func (d *memDriver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.requests = append(d.requests, req)
 	id := d.id("m")
 	labels := maps.Clone(req.Labels)
 	if d.breaks["create-drops-labels"] {

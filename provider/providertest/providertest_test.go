@@ -37,6 +37,30 @@ func TestMemDriverConforms(t *testing.T) {
 	}
 }
 
+// TestDefaultUserData: with Harness.UserData nil the suite renders
+// cloud-init user-data that installs the key it sends as AuthorizedKey.
+func TestDefaultUserData(t *testing.T) {
+	d := newMemDriver()
+	h := memHarness(d)
+	h.UserData = nil
+	t.Run("suite", func(t *testing.T) { Run(t, h) })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.requests) == 0 {
+		t.Fatal("the suite created no machine")
+	}
+	for _, req := range d.requests {
+		key := strings.TrimSpace(string(req.AuthorizedKey))
+		ud := string(req.UserData)
+		if !strings.HasPrefix(ud, "#cloud-config\n") || key == "" || !strings.Contains(ud, key) {
+			t.Errorf("user-data for %s does not install the authorized key %q:\n%s", req.Name, key, ud)
+		}
+		if !strings.Contains(ud, req.Token) {
+			t.Errorf("user-data for %s does not record the lease id %q", req.Name, req.Token)
+		}
+	}
+}
+
 // TestCapabilitiesSkipped: a driver with machines only passes, with the
 // image and channel subtests skipped rather than failed.
 func TestCapabilitiesSkipped(t *testing.T) {
