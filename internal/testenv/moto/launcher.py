@@ -1,0 +1,404 @@
+"""Start moto's server with small extensions that reproduce documented AWS
+behaviour moto 5.x lacks, so that crabbox's AWS driver is tested against the
+semantics it meets on real AWS.
+
+Usage: python3 launcher.py --host 127.0.0.1 --port N [--no-capacity-types a,b]
+       [--image-pending-polls N] [--snapshot-inuse-after-deregister N]
+
+Every extension below is small and names the AWS behaviour it reproduces. They
+patch moto's Python objects before moto.server.main runs; nothing else in moto
+changes. State lives on moto's backend objects, so POST /moto-api/reset clears
+it with everything else.
+"""
+
+import argparse
+import datetime
+import os
+import sys
+
+# AWS rejects RunInstances with an AMI id that does not exist
+# (InvalidAMIID.NotFound) and with a key pair name that does not exist
+# (InvalidKeyPair.NotFound); moto only checks when asked to.
+os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
+os.environ.setdefault("MOTO_ENABLE_KEYPAIR_VALIDATION", "true")
+
+import moto.server  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.core.utils import utcnow  # noqa: E402
+from moto.ec2 import exceptions as ec2exc  # noqa: E402
+from moto.ec2.models import amis as amimodels  # noqa: E402
+from moto.ec2.models import elastic_block_store as ebsmodels  # noqa: E402
+from moto.ec2.responses import EC2Response  # noqa: E402
+
+OPTS = argparse.Namespace(
+    no_capacity_types=set(), image_pending_polls=2, snapshot_inuse_after_deregister=1
+)
+
+# Tags a test puts on an instance to steer the image CreateImage makes from it.
+# (Test control only; real AWS decides this itself.)
+TAG_IMAGE_STATE = "moto-emu:image-state"  # "failed" makes the image fail
+TAG_IMAGE_REASON = "moto-emu:image-state-reason"  # StateReason.Message
+TAG_IMAGE_POLLS = "moto-emu:image-pending-polls"  # DescribeImages polls while pending
+
+
+def _err(code, message):
+    return ec2exc.EC2ClientError(code, message)
+
+
+def _tags_for(tag_specifications, resource_type):
+    tags = {}
+    for spec in tag_specifications or []:
+        if spec.get("ResourceType") == resource_type:
+            for t in spec.get("Tags", []):
+                tags[t["Key"]] = t.get("Value", "")
+    return tags
+
+
+# --- Canonical Ubuntu 24.04 images ------------------------------------------
+# AWS: Canonical (owner 099720109477) publishes "ubuntu/images/hvm-ssd-gp3/
+# ubuntu-noble-24.04-<arch>-server-<date>" AMIs in every region; clients pick
+# the newest by CreationDate. moto's image catalogue has none, so seed two
+# releases per architecture (the newer one must win).
+CANONICAL = "099720109477"
+_orig_load_amis = amimodels.AmiBackend._load_amis
+
+
+def _load_amis(self):
+    _orig_load_amis(self)
+    n = 0
+    for arch, awsarch in (("amd64", "x86_64"), ("arm64", "arm64")):
+        for date in ("20250115", "20250610"):
+            n += 1
+            ami_id = "ami-0ca0ca%02d%s" % (n, date)
+            self.amis[ami_id] = amimodels.Ami(
+                self,
+                ami_id,
+                name="ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-%s-server-%s" % (arch, date),
+                description="Canonical, Ubuntu, 24.04, %s noble image" % arch,
+                owner_id=CANONICAL,
+                public=True,
+                architecture=awsarch,
+                virtualization_type="hvm",
+                root_device_type="ebs",
+                root_device_name="/dev/sda1",
+                creation_date=datetime.datetime.strptime(date, "%Y%m%d").replace(
+                    tzinfo=datetime.timezone.utc
+                ),
+            )
+
+
+amimodels.AmiBackend._load_amis = _load_amis
+
+
+# --- DescribeInstances filter client-token ------------------------------------
+# AWS: DescribeInstances supports the "client-token" filter (the token given to
+# RunInstances); moto raises NotImplementedError for it.
+from moto.ec2 import utils as ec2utils  # noqa: E402
+
+ec2utils.filter_dict_attribute_mapping["client-token"] = "client_token"
+
+
+# --- RunInstances: capacity errors and ClientToken idempotency ---------------
+_orig_run_instances = EC2Response.run_instances
+
+
+def run_instances(self):
+    itype = self._get_param("InstanceType", "m1.small")
+    if itype in OPTS.no_capacity_types:
+        # AWS: InsufficientInstanceCapacity when the type has no capacity in
+        # the zone; nothing is created.
+        raise _err(
+            "InsufficientInstanceCapacity",
+            "We currently do not have sufficient %s capacity in the Availability Zone you requested." % itype,
+        )
+    token = self._get_param("ClientToken")
+    backend = self.ec2_backend
+    tokens = backend.__dict__.setdefault("_emu_client_tokens", {})
+    if token and token in tokens:
+        # AWS: a RunInstances retried with the same ClientToken returns the
+        # original reservation instead of launching again; with different
+        # parameters it fails with IdempotentParameterMismatch.
+        reservation, image_id, itype0 = tokens[token]
+        if image_id != self._get_param("ImageId") or itype0 != itype:
+            raise _err(
+                "IdempotentParameterMismatch",
+                "The client token %s was already used with different parameters." % token,
+            )
+        self.error_on_dryrun()
+        return ActionResult(reservation)
+    result = _orig_run_instances(self)
+    if token:
+        reservation = result.result if hasattr(result, "result") else None
+        if reservation is None:
+            reservation = getattr(result, "_result", None)
+        if reservation is not None:
+            tokens[token] = (reservation, self._get_param("ImageId"), itype)
+    return result
+
+
+EC2Response.run_instances = run_instances
+
+
+# --- CreateImage / CopyImage: snapshot tags, pending and failed states -------
+def _start_pending(backend, ami, polls, fail_reason):
+    # AWS: a new image is "pending" until its snapshots complete, then
+    # "available", or "failed" with a StateReason.
+    ami.state = "pending"
+    ami._emu_polls = polls
+    ami._emu_fail = fail_reason
+    ami.state_reason = None
+    ami.deprecation_time = None
+    ami.deregistration_protection = "disabled"
+
+
+def create_image(self):
+    name = self._get_param("Name")
+    description = self._get_param("Description", "")
+    instance_id = self._get_param("InstanceId")
+    specs = self._get_param("TagSpecifications", [])
+    self.error_on_dryrun()
+    for spec in specs:
+        if spec.get("ResourceType") not in ("image", "snapshot"):
+            raise ec2exc.InvalidTaggableResourceType(spec.get("ResourceType"))
+    backend = self.ec2_backend
+    instance = backend.get_instance(instance_id)
+    for ami in backend.amis.values():
+        # AWS: AMI names are unique per account and region.
+        if ami.name == name and ami.owner_id == backend.account_id:
+            raise _err(
+                "InvalidAMIName.Duplicate",
+                "AMI name %s is already in use by AMI %s" % (name, ami.id),
+            )
+    # image tags only; snapshot tags are applied below (AWS: TagSpecifications
+    # with ResourceType "snapshot" tag every snapshot the image creates).
+    image_specs = [s for s in specs if s.get("ResourceType") == "image"]
+    ami = backend.create_image(instance_id, name, description, tag_specifications=image_specs)
+    for k, v in _tags_for(specs, "snapshot").items():
+        ami.ebs_snapshot.add_tag(k, v)
+    itags = {t["key"]: t["value"] for t in backend.describe_tags(filters={"resource-id": [instance.id]})}
+    polls = int(itags.get(TAG_IMAGE_POLLS, OPTS.image_pending_polls))
+    fail = None
+    if itags.get(TAG_IMAGE_STATE) == "failed":
+        fail = itags.get(TAG_IMAGE_REASON, "image creation failed")
+    _start_pending(backend, ami, polls, fail)
+    return ActionResult({"ImageId": ami.id})
+
+
+EC2Response.create_image = create_image
+
+
+def copy_image(self):
+    source_image_id = self._get_param("SourceImageId")
+    source_region = self._get_param("SourceRegion")
+    name = self._get_param("Name")
+    description = self._get_param("Description")
+    copy_tags = str(self._get_param("CopyImageTags", "false")).lower() == "true"
+    specs = self._get_param("TagSpecifications", [])
+    self.error_on_dryrun()
+    ami = self.ec2_backend.copy_image(source_image_id, source_region, name, description)
+    if copy_tags:
+        # AWS: CopyImageTags=true copies the source AMI's user-defined tags.
+        from moto.ec2.models import ec2_backends
+
+        src = ec2_backends[self.ec2_backend.account_id][source_region].amis[source_image_id]
+        for t in src.get_tags():
+            ami.add_tag(t["key"], t["value"])
+    for k, v in _tags_for(specs, "image").items():
+        ami.add_tag(k, v)
+    for k, v in _tags_for(specs, "snapshot").items():
+        ami.ebs_snapshot.add_tag(k, v)
+    _start_pending(self.ec2_backend, ami, OPTS.image_pending_polls, None)
+    return ActionResult({"ImageId": ami.id})
+
+
+EC2Response.copy_image = copy_image
+
+_orig_describe_images = EC2Response.describe_images
+
+
+def describe_images(self):
+    # Each DescribeImages that returns a pending image counts as one poll;
+    # after the configured number of polls it becomes available (or failed).
+    result = _orig_describe_images(self)
+    for ami in list(self.ec2_backend.amis.values()):
+        if getattr(ami, "state", None) == "pending" and hasattr(ami, "_emu_polls"):
+            if ami._emu_polls > 0:
+                ami._emu_polls -= 1
+                continue
+            if ami._emu_fail:
+                ami.state = "failed"
+                ami.state_reason = {"Code": "Server.InternalError", "Message": ami._emu_fail}
+            else:
+                ami.state = "available"
+    return result
+
+
+EC2Response.describe_images = describe_images
+
+
+# --- Deprecation and deregistration protection -------------------------------
+def _ami(self, ami_id):
+    amis = self.ec2_backend.describe_images(ami_ids=[ami_id])
+    if not amis:
+        raise ec2exc.InvalidAMIIdError(ami_id)
+    return amis[0]
+
+
+def enable_image_deprecation(self):
+    # AWS: sets DeprecationTime (rounded to the minute); a time in the past is
+    # rejected.
+    ami = _ami(self, self._get_param("ImageId"))
+    at = self._get_param("DeprecateAt")
+    if isinstance(at, str):
+        at = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if at < now - datetime.timedelta(seconds=60):
+        raise _err("InvalidParameterValue", "The deprecation time cannot be in the past.")
+    at = (at + datetime.timedelta(seconds=30)).replace(second=0, microsecond=0)
+    self.error_on_dryrun()
+    ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
+def disable_image_deprecation(self):
+    ami = _ami(self, self._get_param("ImageId"))
+    self.error_on_dryrun()
+    ami.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
+def enable_image_deregistration_protection(self):
+    # AWS: a protected image cannot be deregistered until protection is
+    # disabled.
+    ami = _ami(self, self._get_param("ImageId"))
+    cooldown = str(self._get_param("WithCooldown", "false")).lower() == "true"
+    self.error_on_dryrun()
+    ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+def disable_image_deregistration_protection(self):
+    ami = _ami(self, self._get_param("ImageId"))
+    self.error_on_dryrun()
+    ami.deregistration_protection = "disabled"
+    return ActionResult({"Return": "disabled"})
+
+
+_orig_deregister = EC2Response.deregister_image
+
+
+def deregister_image(self):
+    ami_id = self._get_param("ImageId")
+    ami = self.ec2_backend.amis.get(ami_id)
+    if ami is not None and str(getattr(ami, "deregistration_protection", "disabled")).startswith("enabled"):
+        raise _err(
+            "OperationNotPermitted",
+            "Image %s has deregistration protection enabled; disable it first." % ami_id,
+        )
+    snap = getattr(ami, "ebs_snapshot", None) if ami is not None else None
+    result = _orig_deregister(self)
+    if snap is not None:
+        # AWS: right after DeregisterImage, DeleteSnapshot of the image's
+        # snapshot can still fail with InvalidSnapshot.InUse for a while.
+        snap._emu_inuse = OPTS.snapshot_inuse_after_deregister
+        snap._emu_inuse_ami = ami_id
+    return result
+
+
+EC2Response.deregister_image = deregister_image
+EC2Response.enable_image_deprecation = enable_image_deprecation
+EC2Response.disable_image_deprecation = disable_image_deprecation
+EC2Response.enable_image_deregistration_protection = enable_image_deregistration_protection
+EC2Response.disable_image_deregistration_protection = disable_image_deregistration_protection
+
+_orig_delete_snapshot = ebsmodels.EBSBackend.delete_snapshot
+
+
+def delete_snapshot(self, snapshot_id):
+    snap = self.snapshots.get(snapshot_id)
+    if snap is not None and getattr(snap, "_emu_inuse", 0) > 0:
+        snap._emu_inuse -= 1
+        raise ec2exc.InvalidSnapshotInUse(snapshot_id, snap._emu_inuse_ami)
+    return _orig_delete_snapshot(self, snapshot_id)
+
+
+ebsmodels.EBSBackend.delete_snapshot = delete_snapshot
+
+
+# --- DescribeImageReferences -------------------------------------------------
+def describe_image_references(self):
+    # AWS: lists the resources that reference the given images: instances
+    # (not terminated), launch templates ($Default and $Latest versions) and
+    # SSM parameters whose value is the image id.
+    image_ids = self._get_param("ImageIds", [])
+    include_all = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
+    types = {t.get("ResourceType") for t in self._get_param("ResourceTypes", [])}
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    acct, region = backend.account_id, backend.region_name
+    for i in image_ids:
+        _ami(self, i)
+    refs = []
+
+    def want(t):
+        return include_all or t in types
+
+    if want("ec2:Instance"):
+        for inst in backend.all_instances():
+            if inst.image_id in image_ids and inst.state != "terminated":
+                refs.append({
+                    "ImageId": inst.image_id,
+                    "ResourceType": "ec2:Instance",
+                    "Arn": "arn:aws:ec2:%s:%s:instance/%s" % (region, acct, inst.id),
+                })
+    if want("ec2:LaunchTemplate"):
+        for lt in backend.launch_templates.values():
+            seen = set()
+            for v in (lt.default_version(), lt.latest_version()):
+                if v.image_id in image_ids and v.number not in seen:
+                    seen.add(v.number)
+                    refs.append({
+                        "ImageId": v.image_id,
+                        "ResourceType": "ec2:LaunchTemplate",
+                        "Arn": "arn:aws:ec2:%s:%s:launch-template/%s" % (region, acct, lt.id),
+                    })
+    if want("ssm:Parameter"):
+        try:
+            from moto.ssm.models import ssm_backends
+
+            ssm = ssm_backends[acct][region]
+            for name, versions in ssm._parameters.items():
+                if versions and versions[-1].value in image_ids:
+                    refs.append({
+                        "ImageId": versions[-1].value,
+                        "ResourceType": "ssm:Parameter",
+                        "Arn": "arn:aws:ssm:%s:%s:parameter%s" % (region, acct, name if name.startswith("/") else "/" + name),
+                    })
+        except Exception:  # SSM not used in this account/region
+            pass
+    return ActionResult({"ImageReferences": refs})
+
+
+EC2Response.describe_image_references = describe_image_references
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--no-capacity-types", default="")
+    p.add_argument("--image-pending-polls", type=int, default=2)
+    p.add_argument("--snapshot-inuse-after-deregister", type=int, default=1)
+    a = p.parse_args()
+    OPTS.no_capacity_types = {t for t in a.no_capacity_types.split(",") if t}
+    OPTS.image_pending_polls = a.image_pending_polls
+    OPTS.snapshot_inuse_after_deregister = a.snapshot_inuse_after_deregister
+    sys.stdout.write("crabbox moto launcher: extensions loaded\n")
+    sys.stdout.flush()
+    moto.server.main(["-H", a.host, "-p", str(a.port)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+package awsec2
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+var channelRe = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
+
+const operatorPrefix = "crabbox promotion by "
+
+func (d *Driver) paramName(channel string) (string, error) {
+	if !channelRe.MatchString(channel) {
+		return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: bad channel name %q", channel)
+	}
+	return d.o.ssmPrefix + channel, nil
+}
+
+// ParameterName returns the SSM parameter that stores a channel, e.g.
+// "/crabbox/images/default"; EC2 launches can use it as
+// "resolve:ssm:/crabbox/images/default".
+func (d *Driver) ParameterName(channel string) (string, error) { return d.paramName(channel) }
+
+// CurrentChannel implements provider.Channels.
+func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.ChannelEntry, error) {
+	name, err := d.paramName(channel)
+	if err != nil {
+		return nil, err
+	}
+	out, err := d.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	p := out.Parameter
+	if p == nil {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: channel %s", channel)
+	}
+	e := &provider.ChannelEntry{Channel: channel, ImageID: aws.ToString(p.Value), Version: p.Version}
+	if p.LastModifiedDate != nil {
+		e.At = p.LastModifiedDate.UTC()
+	}
+	// GetParameter does not return the description the operator is kept
+	// in; the newest history entry has it.
+	if h, err := d.ChannelHistory(ctx, channel); err == nil {
+		for _, he := range h {
+			if he.Version == e.Version {
+				e.Operator = he.Operator
+			}
+		}
+	}
+	return e, nil
+}
+
+// SetChannel implements provider.Channels: PutParameter with DataType
+// aws:ec2:image (so launches can resolve it), the operator in the version's
+// description.
+//
+// SSM has no compare-and-set. IfVersion -1 ("never set") is exact: the put
+// does not overwrite. For IfVersion > 0 the driver reads the current version,
+// refuses if it differs, writes, and then checks that its write got exactly
+// IfVersion+1. If not, another promotion landed in between: the driver
+// reports ErrConflict and, if its own write is still the newest version,
+// writes the value it displaced back (a compensating version, visible in the
+// history) so the concurrent promotion is not silently overwritten. The
+// residual window: a third writer between the conflicting write and the
+// compensation is not detected by the compensation itself (it sees its own
+// write is no longer newest and leaves the channel alone).
+func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	name, err := d.paramName(req.Channel)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(req.ImageID, "ami-") {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: %q is not an AMI id", req.ImageID)
+	}
+	if req.IfVersion < -1 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: bad IfVersion %d", req.IfVersion)
+	}
+	if req.IfVersion > 0 {
+		cur, err := d.CurrentChannel(ctx, req.Channel)
+		if errors.Is(err, provider.ErrNotFound) {
+			return nil, provider.Errorf(provider.ErrConflict, "awsec2: channel %s was never set (expected version %d)", req.Channel, req.IfVersion)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cur.Version != req.IfVersion {
+			return nil, provider.Errorf(provider.ErrConflict, "awsec2: channel %s is at version %d (image %s), expected %d",
+				req.Channel, cur.Version, cur.ImageID, req.IfVersion)
+		}
+	}
+	desc := operatorPrefix + req.Operator
+	if req.Operator == "" {
+		desc = "crabbox promotion"
+	}
+	out, err := d.ssm.PutParameter(ctx, &ssm.PutParameterInput{
+		Name:        aws.String(name),
+		Value:       aws.String(req.ImageID),
+		Type:        ssmtypes.ParameterTypeString,
+		DataType:    aws.String("aws:ec2:image"),
+		Description: aws.String(desc),
+		Overwrite:   aws.Bool(req.IfVersion != -1),
+	})
+	if err != nil {
+		if apiCode(err) == "ParameterAlreadyExists" {
+			return nil, provider.Errorf(provider.ErrConflict, "awsec2: channel %s was set concurrently", req.Channel)
+		}
+		return nil, mapErr(err)
+	}
+	e := &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator, At: d.o.now().UTC()}
+	if req.IfVersion > 0 && out.Version != req.IfVersion+1 {
+		d.compensate(ctx, req, name, out.Version)
+		return e, provider.Errorf(provider.ErrConflict, "awsec2: channel %s: another promotion landed between version %d and this write (version %d)",
+			req.Channel, req.IfVersion, out.Version)
+	}
+	return e, nil
+}
+
+// compensate restores the value our conflicting write displaced, if our
+// write is still the newest version.
+func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest, name string, ours int64) {
+	h, err := d.ChannelHistory(ctx, req.Channel)
+	if err != nil || len(h) < 2 || h[len(h)-1].Version != ours {
+		return
+	}
+	prev := h[len(h)-2]
+	_, _ = d.ssm.PutParameter(ctx, &ssm.PutParameterInput{
+		Name:        aws.String(name),
+		Value:       aws.String(prev.ImageID),
+		Type:        ssmtypes.ParameterTypeString,
+		DataType:    aws.String("aws:ec2:image"),
+		Description: aws.String(operatorPrefix + prev.Operator + " (restored after a conflicting promotion by " + req.Operator + ")"),
+		Overwrite:   aws.Bool(true),
+	})
+}
+
+// ChannelHistory implements provider.Channels from GetParameterHistory,
+// oldest first.
+func (d *Driver) ChannelHistory(ctx context.Context, channel string) ([]provider.ChannelEntry, error) {
+	name, err := d.paramName(channel)
+	if err != nil {
+		return nil, err
+	}
+	var res []provider.ChannelEntry
+	p := ssm.NewGetParameterHistoryPaginator(d.ssm, &ssm.GetParameterHistoryInput{Name: aws.String(name)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, h := range out.Parameters {
+			e := provider.ChannelEntry{Channel: channel, ImageID: aws.ToString(h.Value), Version: h.Version}
+			if h.LastModifiedDate != nil {
+				e.At = h.LastModifiedDate.UTC()
+			}
+			e.Operator = parseOperator(aws.ToString(h.Description))
+			res = append(res, e)
+		}
+	}
+	return res, nil
+}
+
+func parseOperator(desc string) string {
+	if !strings.HasPrefix(desc, operatorPrefix) {
+		return ""
+	}
+	op := strings.TrimPrefix(desc, operatorPrefix)
+	if i := strings.Index(op, " (restored"); i >= 0 {
+		op = op[:i]
+	}
+	return op
+}
+
+// MarkKnownGood puts the "known-good" label on a channel version (SSM moves
+// the label from the version that had it), in addition to the image labels
+// the SDK writes. KnownGoodVersion reads it back.
+func (d *Driver) MarkKnownGood(ctx context.Context, channel string, version int64) error {
+	name, err := d.paramName(channel)
+	if err != nil {
+		return err
+	}
+	out, err := d.ssm.LabelParameterVersion(ctx, &ssm.LabelParameterVersionInput{
+		Name: aws.String(name), ParameterVersion: aws.Int64(version), Labels: []string{KnownGoodLabel},
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(out.InvalidLabels) > 0 {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: SSM refused labels %v", out.InvalidLabels)
+	}
+	return nil
+}
+
+// KnownGoodVersion returns the channel entry carrying the known-good label.
+func (d *Driver) KnownGoodVersion(ctx context.Context, channel string) (*provider.ChannelEntry, error) {
+	name, err := d.paramName(channel)
+	if err != nil {
+		return nil, err
+	}
+	out, err := d.ssm.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name + ":" + KnownGoodLabel)})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	if out.Parameter == nil {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: channel %s has no known-good version", channel)
+	}
+	e := &provider.ChannelEntry{Channel: channel, ImageID: aws.ToString(out.Parameter.Value), Version: out.Parameter.Version}
+	if out.Parameter.LastModifiedDate != nil {
+		e.At = out.Parameter.LastModifiedDate.UTC()
+	}
+	return e, nil
+}

@@ -1,0 +1,439 @@
+// Package awsec2 is the crabbox driver for Amazon EC2: leases are EC2
+// instances, images are AMIs with their EBS snapshots, and promotion channels
+// are SSM parameters of data type aws:ec2:image.
+//
+// Construct it with New from an aws.Config the caller loaded (default
+// credential chain) or with NewFromClients from anything satisfying the
+// narrow EC2API and SSMAPI interfaces. Hand it to crabbox.New; users never
+// call the driver directly.
+//
+// The driver maps each AWS error code once to a portable provider code (see
+// package provider) and retries only what AWS semantics require inside one
+// operation: InvalidSnapshot.InUse and throttling while deleting an image's
+// snapshots. Everything else is retried, with the client's backoff, by the
+// root package. Configure the SDK's own retryer on the aws.Config you pass.
+package awsec2
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// EC2API lists the EC2 operations the driver calls. *ec2.Client satisfies it.
+type EC2API interface {
+	RunInstances(ctx context.Context, in *ec2.RunInstancesInput, optFns ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+	CreateTags(ctx context.Context, in *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	DeleteTags(ctx context.Context, in *ec2.DeleteTagsInput, optFns ...func(*ec2.Options)) (*ec2.DeleteTagsOutput, error)
+
+	ImportKeyPair(ctx context.Context, in *ec2.ImportKeyPairInput, optFns ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
+	DeleteKeyPair(ctx context.Context, in *ec2.DeleteKeyPairInput, optFns ...func(*ec2.Options)) (*ec2.DeleteKeyPairOutput, error)
+
+	DescribeVpcs(ctx context.Context, in *ec2.DescribeVpcsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeVpcsOutput, error)
+	DescribeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeSecurityGroups(ctx context.Context, in *ec2.DescribeSecurityGroupsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	CreateSecurityGroup(ctx context.Context, in *ec2.CreateSecurityGroupInput, optFns ...func(*ec2.Options)) (*ec2.CreateSecurityGroupOutput, error)
+	AuthorizeSecurityGroupIngress(ctx context.Context, in *ec2.AuthorizeSecurityGroupIngressInput, optFns ...func(*ec2.Options)) (*ec2.AuthorizeSecurityGroupIngressOutput, error)
+
+	DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	CreateImage(ctx context.Context, in *ec2.CreateImageInput, optFns ...func(*ec2.Options)) (*ec2.CreateImageOutput, error)
+	CopyImage(ctx context.Context, in *ec2.CopyImageInput, optFns ...func(*ec2.Options)) (*ec2.CopyImageOutput, error)
+	DeregisterImage(ctx context.Context, in *ec2.DeregisterImageInput, optFns ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
+	DescribeSnapshots(ctx context.Context, in *ec2.DescribeSnapshotsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+	DeleteSnapshot(ctx context.Context, in *ec2.DeleteSnapshotInput, optFns ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	EnableImageDeprecation(ctx context.Context, in *ec2.EnableImageDeprecationInput, optFns ...func(*ec2.Options)) (*ec2.EnableImageDeprecationOutput, error)
+	EnableImageDeregistrationProtection(ctx context.Context, in *ec2.EnableImageDeregistrationProtectionInput, optFns ...func(*ec2.Options)) (*ec2.EnableImageDeregistrationProtectionOutput, error)
+	DisableImageDeregistrationProtection(ctx context.Context, in *ec2.DisableImageDeregistrationProtectionInput, optFns ...func(*ec2.Options)) (*ec2.DisableImageDeregistrationProtectionOutput, error)
+	DescribeImageReferences(ctx context.Context, in *ec2.DescribeImageReferencesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImageReferencesOutput, error)
+	DescribeLaunchTemplates(ctx context.Context, in *ec2.DescribeLaunchTemplatesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplatesOutput, error)
+	DescribeLaunchTemplateVersions(ctx context.Context, in *ec2.DescribeLaunchTemplateVersionsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplateVersionsOutput, error)
+}
+
+// SSMAPI lists the SSM operations the driver calls. *ssm.Client satisfies it.
+type SSMAPI interface {
+	GetParameter(ctx context.Context, in *ssm.GetParameterInput, optFns ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
+	PutParameter(ctx context.Context, in *ssm.PutParameterInput, optFns ...func(*ssm.Options)) (*ssm.PutParameterOutput, error)
+	GetParameterHistory(ctx context.Context, in *ssm.GetParameterHistoryInput, optFns ...func(*ssm.Options)) (*ssm.GetParameterHistoryOutput, error)
+	LabelParameterVersion(ctx context.Context, in *ssm.LabelParameterVersionInput, optFns ...func(*ssm.Options)) (*ssm.LabelParameterVersionOutput, error)
+}
+
+// Compile-time checks.
+var (
+	_ EC2API = (*ec2.Client)(nil)
+	_ SSMAPI = (*ssm.Client)(nil)
+
+	_ provider.Driver       = (*Driver)(nil)
+	_ provider.Images       = (*Driver)(nil)
+	_ provider.Channels     = (*Driver)(nil)
+	_ provider.Deprecator   = (*Driver)(nil)
+	_ provider.Protector    = (*Driver)(nil)
+	_ provider.RegionCopier = (*Driver)(nil)
+	_ provider.UsageFinder  = (*Driver)(nil)
+)
+
+// Tag keys the driver itself writes. Their values match the root package's
+// label keys (crabbox.LabelManaged is "crabbox").
+const (
+	// TagManaged marks everything the driver created ("true"). The driver
+	// never deregisters an image or deletes a snapshot without it.
+	TagManaged = "crabbox"
+	// TagCreateToken carries CreateImageRequest.Token on an image, so an
+	// image whose creation returned an ambiguous error is found again.
+	TagCreateToken = "crabbox-create-token"
+	// TagName is EC2's display name tag.
+	TagName = "Name"
+
+	// CanonicalOwner is the AWS account that publishes Ubuntu images.
+	CanonicalOwner = "099720109477"
+	// DefaultSSMPrefix is where channel parameters live.
+	DefaultSSMPrefix = "/crabbox/images/"
+	// DefaultSecurityGroupName is the group the driver creates when none is
+	// configured.
+	DefaultSecurityGroupName = "crabbox-ssh"
+	// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
+	KnownGoodLabel = "known-good"
+)
+
+// Driver is the EC2 driver. It is safe for concurrent use.
+type Driver struct {
+	ec2 EC2API
+	ssm SSMAPI
+	o   options
+
+	sgMu sync.Mutex
+	sgID string // resolved security group, cached after the first lease
+}
+
+type options struct {
+	region        string
+	subnetID      string
+	sgID          string
+	sgName        string
+	sshCIDR       string
+	privateIP     bool
+	instanceProf  string // name or ARN
+	types         map[string][]string
+	spot          bool
+	spotFallback  bool
+	rootGiB       int32
+	ssmPrefix     string
+	baseImages    map[string]string
+	baseNameFmt   string
+	baseOwner     string
+	endpoint      string
+	regionClients func(region string) (EC2API, error)
+	protectCool   bool
+	cleanupMin    time.Duration
+	cleanupMax    time.Duration
+	cleanupTries  int
+	now           func() time.Time
+	sleep         func(ctx context.Context, d time.Duration) error
+}
+
+// Option configures a Driver.
+type Option func(*options) error
+
+// WithRegion sets the region recorded in Info and used for clients New
+// creates. Default: the aws.Config's region.
+func WithRegion(region string) Option {
+	return func(o *options) error { o.region = region; return nil }
+}
+
+// WithSubnet launches instances in a subnet (and creates the security group
+// in its VPC). Default: the default VPC.
+func WithSubnet(subnetID string) Option {
+	return func(o *options) error { o.subnetID = subnetID; return nil }
+}
+
+// WithSecurityGroup uses an existing security group as is; the driver then
+// neither creates a group nor adds rules.
+func WithSecurityGroup(id string) Option {
+	return func(o *options) error { o.sgID = id; return nil }
+}
+
+// WithSecurityGroupName names the group the driver creates (or finds) when
+// WithSecurityGroup is not given. Default "crabbox-ssh".
+func WithSecurityGroupName(name string) Option {
+	return func(o *options) error {
+		if name == "" {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: empty security group name")
+		}
+		o.sgName = name
+		return nil
+	}
+}
+
+var cidrRe = regexp.MustCompile(`^[0-9a-fA-F:.]+/[0-9]{1,3}$`)
+
+// WithSSHCIDR is the only source range allowed to reach port 22 in the group
+// the driver manages. Required unless WithSecurityGroup is given: the driver
+// never looks up the caller's public address.
+func WithSSHCIDR(cidr string) Option {
+	return func(o *options) error {
+		if !cidrRe.MatchString(cidr) {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: bad SSH CIDR %q", cidr)
+		}
+		o.sshCIDR = cidr
+		return nil
+	}
+}
+
+// WithPrivateIP makes Machine.SSHAddr the private address (for callers
+// inside the VPC or behind a bastion dialer). Default: the public address.
+func WithPrivateIP(private bool) Option {
+	return func(o *options) error { o.privateIP = private; return nil }
+}
+
+// WithInstanceProfile attaches an IAM instance profile (name or ARN) to
+// every instance.
+func WithInstanceProfile(nameOrARN string) Option {
+	return func(o *options) error { o.instanceProf = nameOrARN; return nil }
+}
+
+// WithMachineTypes sets the ordered fallback list of instance types for a
+// class ("tiny", "small", "standard", "fast", "large", "beast") and
+// architecture ("amd64", "arm64").
+func WithMachineTypes(class, arch string, types ...string) Option {
+	return func(o *options) error {
+		if len(types) == 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: no machine types for %s/%s", class, arch)
+		}
+		if arch != "amd64" && arch != "arm64" {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+		}
+		o.types[class+"/"+arch] = append([]string(nil), types...)
+		return nil
+	}
+}
+
+// WithSpot requests spot instances; with fallback, a spot capacity error
+// retries the same type on demand before reporting ErrCapacity.
+func WithSpot(spot, fallbackOnDemand bool) Option {
+	return func(o *options) error { o.spot, o.spotFallback = spot, fallbackOnDemand; return nil }
+}
+
+// WithRootVolumeGiB sets the root volume size. The root volume is always
+// encrypted gp3 and deleted with the instance. Default: the image's size.
+func WithRootVolumeGiB(gib int) Option {
+	return func(o *options) error {
+		if gib < 0 || gib > 16384 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: root volume %d GiB out of range", gib)
+		}
+		o.rootGiB = int32(gib)
+		return nil
+	}
+}
+
+var ssmPrefixRe = regexp.MustCompile(`^/([A-Za-z0-9_.\-]+/)*$`)
+
+// WithSSMPrefix sets the parameter path channels live under. It must start
+// and end with "/". Default "/crabbox/images/".
+func WithSSMPrefix(prefix string) Option {
+	return func(o *options) error {
+		if !ssmPrefixRe.MatchString(prefix) {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: SSM prefix %q must look like /a/b/", prefix)
+		}
+		o.ssmPrefix = prefix
+		return nil
+	}
+}
+
+// WithBaseImage pins the base image for an architecture instead of looking
+// up the newest Canonical Ubuntu 24.04 image.
+func WithBaseImage(arch, imageID string) Option {
+	return func(o *options) error {
+		if arch != "amd64" && arch != "arm64" {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+		}
+		o.baseImages[arch] = imageID
+		return nil
+	}
+}
+
+// WithBaseImageLookup changes the base image lookup: the owner account and a
+// name pattern where %s stands for the architecture ("amd64"/"arm64").
+// Default: Canonical, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-%s-server-*".
+func WithBaseImageLookup(owner, namePattern string) Option {
+	return func(o *options) error { o.baseOwner, o.baseNameFmt = owner, namePattern; return nil }
+}
+
+// WithEndpoint overrides the EC2 and SSM endpoint URL (emulators such as
+// moto). Only used by New.
+func WithEndpoint(url string) Option {
+	return func(o *options) error { o.endpoint = url; return nil }
+}
+
+// WithRegionClients gives the driver EC2 clients for other regions
+// (CopyImage). New provides one by default; NewFromClients needs it for
+// copies.
+func WithRegionClients(fn func(region string) (EC2API, error)) Option {
+	return func(o *options) error { o.regionClients = fn; return nil }
+}
+
+// WithProtectionCooldown makes ProtectImage enable deregistration protection
+// with AWS's 24-hour cooldown after it is disabled.
+func WithProtectionCooldown(cooldown bool) Option {
+	return func(o *options) error { o.protectCool = cooldown; return nil }
+}
+
+// WithCleanupBackoff sets the backoff of DeleteImage's snapshot deletion
+// retries (InvalidSnapshot.InUse after deregistration, throttling): delays
+// double from min to max, at most attempts tries per snapshot.
+// Default 2 s to 30 s, 10 attempts.
+func WithCleanupBackoff(min, max time.Duration, attempts int) Option {
+	return func(o *options) error {
+		if min <= 0 || max < min || attempts < 1 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: bad cleanup backoff")
+		}
+		o.cleanupMin, o.cleanupMax, o.cleanupTries = min, max, attempts
+		return nil
+	}
+}
+
+func defaultOptions() options {
+	return options{
+		sgName:       DefaultSecurityGroupName,
+		types:        map[string][]string{},
+		ssmPrefix:    DefaultSSMPrefix,
+		baseImages:   map[string]string{},
+		baseOwner:    CanonicalOwner,
+		baseNameFmt:  "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-%s-server-*",
+		cleanupMin:   2 * time.Second,
+		cleanupMax:   30 * time.Second,
+		cleanupTries: 10,
+		now:          time.Now,
+		sleep:        sleepCtx,
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// New builds a driver with EC2 and SSM clients made from cfg. Configure
+// credentials, region and the SDK retryer on cfg.
+func New(cfg aws.Config, opts ...Option) (*Driver, error) {
+	o := defaultOptions()
+	o.region = cfg.Region
+	for _, fn := range opts {
+		if err := fn(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.region == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: no region (set it on aws.Config or WithRegion)")
+	}
+	region, endpoint := o.region, o.endpoint
+	ec2c := ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
+		eo.Region = region
+		if endpoint != "" {
+			eo.BaseEndpoint = aws.String(endpoint)
+		}
+	})
+	ssmc := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
+		so.Region = region
+		if endpoint != "" {
+			so.BaseEndpoint = aws.String(endpoint)
+		}
+	})
+	if o.regionClients == nil {
+		o.regionClients = func(r string) (EC2API, error) {
+			return ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
+				eo.Region = r
+				if endpoint != "" {
+					eo.BaseEndpoint = aws.String(endpoint)
+				}
+			}), nil
+		}
+	}
+	return &Driver{ec2: ec2c, ssm: ssmc, o: o}, nil
+}
+
+// NewFromClients builds a driver around existing clients. WithRegion should
+// be given so Info and CopyImage know the source region.
+func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, error) {
+	if ec2API == nil || ssmAPI == nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: nil client")
+	}
+	o := defaultOptions()
+	for _, fn := range opts {
+		if err := fn(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &Driver{ec2: ec2API, ssm: ssmAPI, o: o}, nil
+}
+
+// Info implements provider.Driver.
+func (d *Driver) Info() provider.Info {
+	return provider.Info{Name: "aws", Region: d.o.region, ShutdownTerminates: true}
+}
+
+var defaultTypes = map[string][]string{
+	"tiny/amd64":     {"t3.small", "t3a.small"},
+	"small/amd64":    {"t3.medium", "t3a.medium"},
+	"standard/amd64": {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
+	"fast/amd64":     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
+	"large/amd64":    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
+	"beast/amd64":    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
+	"tiny/arm64":     {"t4g.small"},
+	"small/arm64":    {"t4g.medium"},
+	"standard/arm64": {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
+	"fast/arm64":     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
+	"large/arm64":    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
+	"beast/arm64":    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
+}
+
+// MachineTypes implements provider.Driver.
+func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
+	if arch != "amd64" && arch != "arm64" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+	}
+	key := class + "/" + arch
+	if t, ok := d.o.types[key]; ok {
+		return append([]string(nil), t...), nil
+	}
+	if t, ok := defaultTypes[key]; ok {
+		return append([]string(nil), t...), nil
+	}
+	return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown lease class %q", class)
+}
+
+func awsArch(arch string) (string, error) {
+	switch arch {
+	case "amd64":
+		return "x86_64", nil
+	case "arm64":
+		return "arm64", nil
+	}
+	return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+}
+
+func goArch(a string) string {
+	switch a {
+	case "x86_64":
+		return "amd64"
+	case "arm64":
+		return "arm64"
+	}
+	return a
+}
+
+func fmtErr(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -1,0 +1,161 @@
+package awsec2
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// codeMap maps AWS error codes (EC2 and SSM) to portable provider codes. It is
+// consulted once, in mapErr, where a raw SDK error is first seen.
+var codeMap = map[string]error{
+	// not found
+	"InvalidInstanceID.NotFound":       provider.ErrNotFound,
+	"InvalidAMIID.NotFound":            provider.ErrNotFound,
+	"InvalidAMIID.Unavailable":         provider.ErrNotFound,
+	"InvalidSnapshot.NotFound":         provider.ErrNotFound,
+	"InvalidKeyPair.NotFound":          provider.ErrNotFound,
+	"InvalidGroup.NotFound":            provider.ErrNotFound,
+	"InvalidSubnetID.NotFound":         provider.ErrNotFound,
+	"InvalidVpcID.NotFound":            provider.ErrNotFound,
+	"InvalidLaunchTemplateId.NotFound": provider.ErrNotFound,
+	"ParameterNotFound":                provider.ErrNotFound,
+	"ParameterVersionNotFound":         provider.ErrNotFound,
+	// conflicts with the current state
+	"InvalidKeyPair.Duplicate":    provider.ErrConflict,
+	"InvalidGroup.Duplicate":      provider.ErrConflict,
+	"InvalidPermission.Duplicate": provider.ErrConflict,
+	"InvalidAMIName.Duplicate":    provider.ErrConflict,
+	"ParameterAlreadyExists":      provider.ErrConflict,
+	"IdempotentParameterMismatch": provider.ErrConflict,
+	"OperationNotPermitted":       provider.ErrConflict,
+	"IncorrectInstanceState":      provider.ErrConflict,
+	"IncorrectState":              provider.ErrConflict,
+	"InvalidSnapshot.InUse":       provider.ErrConflict,
+	// capacity and quotas: the SDK moves on to the next type
+	"InsufficientInstanceCapacity": provider.ErrCapacity,
+	"InsufficientCapacity":         provider.ErrCapacity,
+	"InsufficientHostCapacity":     provider.ErrCapacity,
+	"InstanceLimitExceeded":        provider.ErrCapacity,
+	"Unsupported":                  provider.ErrCapacity, // type not offered in the zone
+	"VcpuLimitExceeded":            provider.ErrCapacity,
+	"MaxSpotInstanceCountExceeded": provider.ErrCapacity,
+	"SpotMaxPriceTooLow":           provider.ErrCapacity,
+	"ReservationCapacityExceeded":  provider.ErrCapacity,
+	// throttling
+	"RequestLimitExceeded":      provider.ErrThrottled,
+	"Throttling":                provider.ErrThrottled,
+	"ThrottlingException":       provider.ErrThrottled,
+	"TooManyUpdates":            provider.ErrThrottled,
+	"RequestThrottled":          provider.ErrThrottled,
+	"RequestThrottledException": provider.ErrThrottled,
+	// transient backend failures
+	"InternalError":       provider.ErrUnavailable,
+	"InternalFailure":     provider.ErrUnavailable,
+	"InternalServerError": provider.ErrUnavailable,
+	"Unavailable":         provider.ErrUnavailable,
+	"ServiceUnavailable":  provider.ErrUnavailable,
+	// permissions and credentials
+	"UnauthorizedOperation":       provider.ErrPermission,
+	"AccessDenied":                provider.ErrPermission,
+	"AccessDeniedException":       provider.ErrPermission,
+	"AuthFailure":                 provider.ErrPermission,
+	"Blocked":                     provider.ErrPermission,
+	"OptInRequired":               provider.ErrPermission,
+	"UnrecognizedClientException": provider.ErrPermission,
+	"InvalidClientTokenId":        provider.ErrPermission,
+	"SignatureDoesNotMatch":       provider.ErrPermission,
+	"ExpiredToken":                provider.ErrPermission,
+	// the backend lacks the operation
+	"UnsupportedOperation":      provider.ErrUnsupported,
+	"InvalidAction":             provider.ErrUnsupported,
+	"NotImplemented":            provider.ErrUnsupported,
+	"UnknownOperationException": provider.ErrUnsupported,
+	// invalid requests
+	"MissingParameter":                     provider.ErrInvalidArgument,
+	"ValidationException":                  provider.ErrInvalidArgument,
+	"ParameterLimitExceeded":               provider.ErrInvalidArgument,
+	"ParameterVersionLabelLimitExceeded":   provider.ErrInvalidArgument,
+	"HierarchyLevelLimitExceededException": provider.ErrInvalidArgument,
+	"InvalidKeyPair.Format":                provider.ErrInvalidArgument,
+	"DryRunOperation":                      provider.ErrInvalidArgument,
+}
+
+// mapErr wraps a raw SDK error with its portable code. Context cancellation
+// is returned unwrapped so errors.Is(err, context.Canceled) holds and nobody
+// retries it.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *provider.Error
+	if errors.As(err, &pe) {
+		return err // already mapped
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return provider.Wrap(classify(err), err)
+}
+
+func classify(err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code := ae.ErrorCode()
+		if c, ok := codeMap[code]; ok {
+			return c
+		}
+		switch {
+		case strings.HasSuffix(code, ".NotFound"):
+			return provider.ErrNotFound
+		case strings.HasSuffix(code, ".Duplicate"):
+			return provider.ErrConflict
+		case strings.HasPrefix(code, "InvalidParameter"), strings.HasPrefix(code, "Malformed"),
+			strings.HasSuffix(code, ".Malformed"), strings.HasPrefix(code, "Invalid"):
+			return provider.ErrInvalidArgument
+		}
+		if ae.ErrorFault() == smithy.FaultServer || httpStatus(err) >= 500 {
+			return provider.ErrUnavailable
+		}
+		return provider.ErrInvalidArgument
+	}
+	if s := httpStatus(err); s >= 500 {
+		return provider.ErrUnavailable
+	} else if s == 429 {
+		return provider.ErrThrottled
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return provider.ErrUnavailable
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return provider.ErrUnavailable
+	}
+	// Transport failures the SDK reports without a status (connection reset,
+	// EOF): transient.
+	return provider.ErrUnavailable
+}
+
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// apiCode returns the AWS error code of err, or "".
+func apiCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}

@@ -1,0 +1,472 @@
+package awsec2
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+func (d *Driver) describeImage(ctx context.Context, id string) (*types.Image, error) {
+	if !strings.HasPrefix(id, "ami-") {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: image %q", id)
+	}
+	out, err := d.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	for i := range out.Images {
+		if aws.ToString(out.Images[i].ImageId) == id {
+			return &out.Images[i], nil
+		}
+	}
+	return nil, provider.Errorf(provider.ErrNotFound, "awsec2: image %s", id)
+}
+
+func toImage(im *types.Image) *provider.Image {
+	tags := tagMap(im.Tags)
+	img := &provider.Image{
+		ID:          aws.ToString(im.ImageId),
+		Name:        aws.ToString(im.Name),
+		Description: aws.ToString(im.Description),
+		State:       provider.ImageUnknown,
+		Arch:        goArch(string(im.Architecture)),
+		Labels:      tags,
+		Protected:   strings.HasPrefix(aws.ToString(im.DeregistrationProtection), "enabled"),
+	}
+	delete(img.Labels, TagName)
+	switch im.State {
+	case types.ImageStatePending, types.ImageStateTransient:
+		img.State = provider.ImagePending
+	case types.ImageStateAvailable:
+		img.State = provider.ImageAvailable
+	case types.ImageStateFailed, types.ImageStateError, types.ImageStateInvalid:
+		img.State = provider.ImageFailed
+	case types.ImageStateDeregistered:
+		img.State = provider.ImageDeleted
+	}
+	if im.StateReason != nil {
+		img.StateReason = strings.TrimSpace(aws.ToString(im.StateReason.Code) + ": " + aws.ToString(im.StateReason.Message))
+		img.StateReason = strings.TrimPrefix(img.StateReason, ": ")
+	}
+	if t, ok := parseAWSTime(aws.ToString(im.CreationDate)); ok {
+		img.Created = t
+	}
+	if t, ok := parseAWSTime(aws.ToString(im.DeprecationTime)); ok {
+		img.Deprecated = t
+	}
+	for _, b := range im.BlockDeviceMappings {
+		if b.Ebs == nil || b.Ebs.SnapshotId == nil {
+			continue
+		}
+		s := provider.Snapshot{ID: *b.Ebs.SnapshotId, SizeGiB: float64(aws.ToInt32(b.Ebs.VolumeSize))}
+		img.Snapshots = append(img.Snapshots, s)
+		img.SizeGiB += s.SizeGiB
+	}
+	return img
+}
+
+func parseAWSTime(s string) (time.Time, bool) {
+	if s == "" {
+		return time.Time{}, false
+	}
+	for _, l := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000Z", time.RFC3339} {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// CreateImage implements provider.Images. The AMI and its snapshots are
+// tagged at creation with the labels, the ownership tag and the request
+// token. A retry with the same token adopts the image an earlier attempt
+// created (found by the token tag, or by name when AWS reports the name as
+// taken) instead of creating a second one.
+func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	if req.MachineID == "" || req.Name == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: machine and name are required")
+	}
+	if len(req.Name) < 3 || len(req.Name) > 128 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: image name must be 3..128 characters")
+	}
+	extra := map[string]string{}
+	if req.Token != "" {
+		extra[TagCreateToken] = req.Token
+		if img, err := d.findImageByToken(ctx, req.Token); err != nil {
+			return nil, err
+		} else if img != nil {
+			return img, nil
+		}
+	}
+	if _, err := d.GetMachine(ctx, req.MachineID); err != nil {
+		return nil, err
+	}
+	tags := withManaged(req.Labels, extra)
+	tags[TagName] = req.Name
+	in := &ec2.CreateImageInput{
+		InstanceId: aws.String(req.MachineID),
+		Name:       aws.String(req.Name),
+		NoReboot:   aws.Bool(req.NoReboot),
+		TagSpecifications: []types.TagSpecification{
+			tagSpec(types.ResourceTypeImage, tags),
+			tagSpec(types.ResourceTypeSnapshot, tags),
+		},
+	}
+	if req.Description != "" {
+		in.Description = aws.String(req.Description)
+	}
+	out, err := d.ec2.CreateImage(ctx, in)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if req.Token != "" {
+			// Ambiguous failures (lost response, cancellation) may have
+			// created the image: find it and hand it back with the error.
+			if img, ferr := d.findImageByToken(cctx, req.Token); ferr == nil && img != nil {
+				if apiCode(err) == "InvalidAMIName.Duplicate" {
+					return img, nil // our own earlier attempt: adopt it
+				}
+				return img, mapErr(err)
+			}
+		}
+		return nil, mapErr(err)
+	}
+	img, err := d.GetImage(ctx, aws.ToString(out.ImageId))
+	if err != nil {
+		// Created but not yet visible: return what we know so it can be
+		// found and cleaned up.
+		return &provider.Image{ID: aws.ToString(out.ImageId), Name: req.Name, State: provider.ImagePending, Labels: tags}, err
+	}
+	return img, nil
+}
+
+func (d *Driver) findImageByToken(ctx context.Context, token string) (*provider.Image, error) {
+	imgs, err := d.ListImages(ctx, map[string]string{TagCreateToken: token})
+	if err != nil {
+		return nil, err
+	}
+	for _, im := range imgs {
+		if im.State != provider.ImageDeleted {
+			return im, nil
+		}
+	}
+	return nil, nil
+}
+
+// GetImage implements provider.Images.
+func (d *Driver) GetImage(ctx context.Context, id string) (*provider.Image, error) {
+	im, err := d.describeImage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	img := toImage(im)
+	if img.State == provider.ImageDeleted {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: image %s is deregistered", id)
+	}
+	return img, nil
+}
+
+// ListImages implements provider.Images: images the account owns carrying
+// all labels as tags, oldest first.
+func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*provider.Image, error) {
+	var res []*provider.Image
+	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{
+		Owners:  []string{"self"},
+		Filters: tagFilters(labels),
+	})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for i := range out.Images {
+			img := toImage(&out.Images[i])
+			if img.State != provider.ImageDeleted {
+				res = append(res, img)
+			}
+		}
+	}
+	sort.Slice(res, func(i, j int) bool {
+		if !res[i].Created.Equal(res[j].Created) {
+			return res[i].Created.Before(res[j].Created)
+		}
+		return res[i].ID < res[j].ID
+	})
+	return res, nil
+}
+
+// DeleteImage implements provider.Images: deregister the AMI, then delete
+// its snapshots, retrying InvalidSnapshot.InUse and throttling with backoff
+// and treating NotFound as done. Images and snapshots without the crabbox
+// ownership tag are never touched; a protected image is refused with
+// ErrConflict (lift protection with ProtectImage first). When the image is
+// already gone, its leftover owned snapshots (from an interrupted earlier
+// delete) are found by their AWS description and deleted.
+func (d *Driver) DeleteImage(ctx context.Context, id string) error {
+	im, err := d.describeImage(ctx, id)
+	if errors.Is(err, provider.ErrNotFound) {
+		return d.deleteOrphanSnapshots(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	img := toImage(im)
+	if img.State == provider.ImageDeleted {
+		return d.deleteOrphanSnapshots(ctx, id)
+	}
+	if im.Tags == nil || tagMap(im.Tags)[TagManaged] != "true" {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: image %s lacks the %s=true ownership tag; refusing to delete it", id, TagManaged)
+	}
+	if img.Protected {
+		return provider.Errorf(provider.ErrConflict, "awsec2: image %s has deregistration protection", id)
+	}
+	owned, err := d.ownedSnapshots(ctx, img.Snapshots)
+	if err != nil {
+		return err
+	}
+	if _, err := d.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
+		if !errors.Is(mapErr(err), provider.ErrNotFound) {
+			return mapErr(err)
+		}
+	}
+	return d.deleteSnapshots(ctx, owned)
+}
+
+func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) ([]string, error) {
+	if len(snaps) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, 0, len(snaps))
+	for _, s := range snaps {
+		ids = append(ids, s.ID)
+	}
+	var owned []string
+	for _, id := range ids {
+		out, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		if err != nil {
+			if errors.Is(mapErr(err), provider.ErrNotFound) {
+				continue
+			}
+			return nil, mapErr(err)
+		}
+		for _, s := range out.Snapshots {
+			if tagMap(s.Tags)[TagManaged] == "true" {
+				owned = append(owned, aws.ToString(s.SnapshotId))
+			}
+		}
+	}
+	return owned, nil
+}
+
+func (d *Driver) deleteOrphanSnapshots(ctx context.Context, imageID string) error {
+	out, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters: []types.Filter{
+			{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
+			{Name: aws.String("description"), Values: []string{"* for " + imageID}},
+		},
+	})
+	if err != nil {
+		return mapErr(err)
+	}
+	var ids []string
+	for _, s := range out.Snapshots {
+		if strings.HasSuffix(aws.ToString(s.Description), " for "+imageID) {
+			ids = append(ids, aws.ToString(s.SnapshotId))
+		}
+	}
+	return d.deleteSnapshots(ctx, ids)
+}
+
+func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		delay := d.o.cleanupMin
+		for attempt := 1; ; attempt++ {
+			_, err := d.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(id)})
+			if err == nil {
+				break
+			}
+			merr := mapErr(err)
+			if errors.Is(merr, provider.ErrNotFound) {
+				break
+			}
+			inUse := apiCode(err) == "InvalidSnapshot.InUse"
+			if !(inUse || errors.Is(merr, provider.ErrThrottled)) || attempt >= d.o.cleanupTries {
+				return merr
+			}
+			if err := d.o.sleep(ctx, delay); err != nil {
+				return err
+			}
+			delay *= 2
+			if delay > d.o.cleanupMax {
+				delay = d.o.cleanupMax
+			}
+		}
+	}
+	return nil
+}
+
+// UpdateImageLabels implements provider.Images (on the AMI only; snapshots
+// keep the labels they were created with).
+func (d *Driver) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {
+	if _, err := d.GetImage(ctx, id); err != nil {
+		return err
+	}
+	return d.updateTags(ctx, []string{id}, labels)
+}
+
+// DeprecateImage implements provider.Deprecator. AWS rejects deprecation
+// times in the past and rounds to the minute, so a time earlier than one
+// minute from now is moved to the next whole minute after that.
+func (d *Driver) DeprecateImage(ctx context.Context, id string, at time.Time) error {
+	min := d.o.now().Add(time.Minute)
+	if at.Before(min) {
+		at = min
+	}
+	if t := at.Truncate(time.Minute); !t.Equal(at) {
+		at = t.Add(time.Minute)
+	}
+	_, err := d.ec2.EnableImageDeprecation(ctx, &ec2.EnableImageDeprecationInput{
+		ImageId: aws.String(id), DeprecateAt: aws.Time(at.UTC()),
+	})
+	return mapErr(err)
+}
+
+// ProtectImage implements provider.Protector with EC2 deregistration
+// protection (with AWS's cooldown when WithProtectionCooldown is set).
+func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) error {
+	var err error
+	if protect {
+		_, err = d.ec2.EnableImageDeregistrationProtection(ctx, &ec2.EnableImageDeregistrationProtectionInput{
+			ImageId: aws.String(id), WithCooldown: aws.Bool(d.o.protectCool),
+		})
+	} else {
+		_, err = d.ec2.DisableImageDeregistrationProtection(ctx, &ec2.DisableImageDeregistrationProtectionInput{
+			ImageId: aws.String(id),
+		})
+	}
+	return mapErr(err)
+}
+
+// CopyImage implements provider.RegionCopier: copy the AMI into region with
+// the source's tags on the copy and its snapshots. A ClientToken derived from
+// (image, region, name) makes a retried copy return the same image.
+func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provider.Image, error) {
+	if d.o.regionClients == nil {
+		return nil, provider.Errorf(provider.ErrUnsupported, "awsec2: no client for region %s (WithRegionClients)", region)
+	}
+	if d.o.region == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: source region unknown (WithRegion)")
+	}
+	src, err := d.GetImage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = src.Name
+	}
+	dst, err := d.o.regionClients(region)
+	if err != nil {
+		return nil, provider.Wrap(provider.ErrInvalidArgument, err)
+	}
+	tags := withManaged(src.Labels, map[string]string{TagName: name})
+	sum := sha256.Sum256([]byte(id + "\x00" + region + "\x00" + name))
+	out, err := dst.CopyImage(ctx, &ec2.CopyImageInput{
+		SourceImageId: aws.String(id),
+		SourceRegion:  aws.String(d.o.region),
+		Name:          aws.String(name),
+		Description:   aws.String(src.Description),
+		ClientToken:   aws.String(hex.EncodeToString(sum[:16])),
+		TagSpecifications: []types.TagSpecification{
+			tagSpec(types.ResourceTypeImage, tags),
+			tagSpec(types.ResourceTypeSnapshot, tags),
+		},
+	})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	newID := aws.ToString(out.ImageId)
+	dout, err := dst.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{newID}})
+	if err != nil || len(dout.Images) == 0 {
+		return &provider.Image{ID: newID, Name: name, State: provider.ImagePending, Labels: tags, Arch: src.Arch}, mapErr(err)
+	}
+	return toImage(&dout.Images[0]), nil
+}
+
+// ImageUsage implements provider.UsageFinder with DescribeImageReferences
+// (instances, launch templates, SSM parameters). Where that API is missing
+// or not permitted, it scans instances and launch templates ($Default and
+// $Latest versions) instead.
+func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
+	var refs []string
+	p := ec2.NewDescribeImageReferencesPaginator(d.ec2, &ec2.DescribeImageReferencesInput{
+		ImageIds: []string{id}, IncludeAllResourceTypes: aws.Bool(true),
+	})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			merr := mapErr(err)
+			if errors.Is(merr, provider.ErrUnsupported) || errors.Is(merr, provider.ErrPermission) {
+				return d.scanImageUsage(ctx, id)
+			}
+			return nil, merr
+		}
+		for _, r := range out.ImageReferences {
+			refs = append(refs, string(r.ResourceType)+" "+aws.ToString(r.Arn))
+		}
+	}
+	sort.Strings(refs)
+	return refs, nil
+}
+
+func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error) {
+	var refs []string
+	ip := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+		{Name: aws.String("image-id"), Values: []string{id}},
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped", "shutting-down"}},
+	}})
+	for ip.HasMorePages() {
+		out, err := ip.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, r := range out.Reservations {
+			for _, in := range r.Instances {
+				refs = append(refs, "ec2:Instance "+aws.ToString(in.InstanceId))
+			}
+		}
+	}
+	lp := ec2.NewDescribeLaunchTemplatesPaginator(d.ec2, &ec2.DescribeLaunchTemplatesInput{})
+	for lp.HasMorePages() {
+		out, err := lp.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, lt := range out.LaunchTemplates {
+			vout, err := d.ec2.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
+				LaunchTemplateId: lt.LaunchTemplateId, Versions: []string{"$Default", "$Latest"},
+			})
+			if err != nil {
+				return nil, mapErr(err)
+			}
+			for _, v := range vout.LaunchTemplateVersions {
+				if v.LaunchTemplateData != nil && aws.ToString(v.LaunchTemplateData.ImageId) == id {
+					refs = append(refs, "ec2:LaunchTemplate "+aws.ToString(lt.LaunchTemplateId))
+					break
+				}
+			}
+		}
+	}
+	sort.Strings(refs)
+	return refs, nil
+}

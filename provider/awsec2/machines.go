@@ -1,0 +1,532 @@
+package awsec2
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// cleanupTimeout bounds the calls the driver makes, after its caller's
+// context ended, to undo what a failed create left behind.
+const cleanupTimeout = 30 * time.Second
+
+// BaseImage implements provider.Driver: the pinned image for arch, or the
+// newest available image matching the lookup (Canonical Ubuntu 24.04).
+func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
+	if id := d.o.baseImages[arch]; id != "" {
+		return id, nil
+	}
+	a, err := awsArch(arch)
+	if err != nil {
+		return "", err
+	}
+	out, err := d.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners: []string{d.o.baseOwner},
+		Filters: []types.Filter{
+			{Name: aws.String("name"), Values: []string{fmt.Sprintf(d.o.baseNameFmt, arch)}},
+			{Name: aws.String("architecture"), Values: []string{a}},
+			{Name: aws.String("state"), Values: []string{"available"}},
+		},
+	})
+	if err != nil {
+		return "", mapErr(err)
+	}
+	var best *types.Image
+	for i := range out.Images {
+		im := &out.Images[i]
+		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) {
+			best = im
+		}
+	}
+	if best == nil {
+		return "", provider.Errorf(provider.ErrNotFound, "awsec2: no base image %q owned by %s for %s",
+			fmt.Sprintf(d.o.baseNameFmt, arch), d.o.baseOwner, arch)
+	}
+	return aws.ToString(best.ImageId), nil
+}
+
+var nameSanRe = regexp.MustCompile(`[^A-Za-z0-9._\-]+`)
+
+func keyName(token string) string { return "crabbox-" + nameSanRe.ReplaceAllString(token, "-") }
+
+func tagSpec(rt types.ResourceType, tags map[string]string) types.TagSpecification {
+	ts := types.TagSpecification{ResourceType: rt}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ts.Tags = append(ts.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+	}
+	return ts
+}
+
+func tagMap(tags []types.Tag) map[string]string {
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+func withManaged(labels map[string]string, extra map[string]string) map[string]string {
+	m := map[string]string{}
+	for k, v := range labels {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	m[TagManaged] = "true"
+	return m
+}
+
+// CreateMachine implements provider.Machines: import the lease's key,
+// ensure the SSH security group, then RunInstances with ClientToken =
+// req.Token. If RunInstances failed ambiguously but the instance exists, it
+// is returned with the error so the caller deletes it; otherwise the key is
+// removed again.
+func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
+	if req.Token == "" || len(req.Token) > 64 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: token must be 1..64 characters")
+	}
+	if req.Image == "" || req.Type == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: image and type are required")
+	}
+	if len(req.UserData) > 16*1024 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: user-data is %d bytes, EC2 allows 16 KiB", len(req.UserData))
+	}
+	img, err := d.describeImage(ctx, req.Image)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := d.securityGroup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tags := withManaged(req.Labels, nil)
+	if req.Name != "" {
+		tags[TagName] = req.Name
+	}
+	kn := ""
+	if len(req.AuthorizedKey) > 0 {
+		kn = keyName(req.Token)
+		_, err := d.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
+			KeyName:           aws.String(kn),
+			PublicKeyMaterial: req.AuthorizedKey,
+			TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeKeyPair, tags)},
+		})
+		if err != nil && apiCode(err) != "InvalidKeyPair.Duplicate" { // duplicate: ours, from an earlier attempt with this token
+			if ctx.Err() != nil {
+				d.deleteKey(ctx, kn) // the import may have landed
+			}
+			return nil, mapErr(err)
+		}
+	}
+	in := &ec2.RunInstancesInput{
+		ImageId:      aws.String(req.Image),
+		InstanceType: types.InstanceType(req.Type),
+		MinCount:     aws.Int32(1),
+		MaxCount:     aws.Int32(1),
+		ClientToken:  aws.String(req.Token),
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpTokens:   types.HttpTokensStateRequired,
+			HttpEndpoint: types.InstanceMetadataEndpointStateEnabled,
+		},
+		TagSpecifications: []types.TagSpecification{
+			tagSpec(types.ResourceTypeInstance, tags),
+			tagSpec(types.ResourceTypeVolume, tags),
+		},
+		BlockDeviceMappings: []types.BlockDeviceMapping{{
+			DeviceName: aws.String(rootDevice(img)),
+			Ebs: &types.EbsBlockDevice{
+				VolumeType:          types.VolumeTypeGp3,
+				Encrypted:           aws.Bool(true),
+				DeleteOnTermination: aws.Bool(true),
+			},
+		}},
+	}
+	if d.o.rootGiB > 0 {
+		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(d.o.rootGiB)
+	}
+	if len(req.UserData) > 0 {
+		in.UserData = aws.String(base64.StdEncoding.EncodeToString(req.UserData))
+	}
+	if kn != "" {
+		in.KeyName = aws.String(kn)
+	}
+	if sg != "" {
+		in.SecurityGroupIds = []string{sg}
+	}
+	if d.o.subnetID != "" {
+		in.SubnetId = aws.String(d.o.subnetID)
+	}
+	if req.TerminateOnShutdown {
+		in.InstanceInitiatedShutdownBehavior = types.ShutdownBehaviorTerminate
+	}
+	if p := d.o.instanceProf; p != "" {
+		if strings.HasPrefix(p, "arn:") {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(p)}
+		} else {
+			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(p)}
+		}
+	}
+	out, err := d.runInstances(ctx, in)
+	if err != nil {
+		// The call may have launched an instance before failing (timeout,
+		// cancellation, a lost response): look for it by its token.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if m := d.findByToken(cctx, req.Token); m != nil {
+			return m, mapErr(err)
+		}
+		if kn != "" {
+			d.deleteKey(cctx, kn)
+		}
+		return nil, mapErr(err)
+	}
+	if len(out.Instances) == 0 {
+		return nil, provider.Errorf(provider.ErrUnavailable, "awsec2: RunInstances returned no instance")
+	}
+	return d.machine(&out.Instances[0]), nil
+}
+
+func (d *Driver) runInstances(ctx context.Context, in *ec2.RunInstancesInput) (*ec2.RunInstancesOutput, error) {
+	if !d.o.spot {
+		return d.ec2.RunInstances(ctx, in)
+	}
+	spot := *in
+	spot.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
+		MarketType: types.MarketTypeSpot,
+		SpotOptions: &types.SpotMarketOptions{
+			SpotInstanceType:             types.SpotInstanceTypeOneTime,
+			InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
+		},
+	}
+	out, err := d.ec2.RunInstances(ctx, &spot)
+	if err != nil && d.o.spotFallback && errors.Is(classify(err), provider.ErrCapacity) && ctx.Err() == nil {
+		return d.ec2.RunInstances(ctx, in)
+	}
+	return out, err
+}
+
+func rootDevice(img *types.Image) string {
+	if img != nil && img.RootDeviceName != nil {
+		return *img.RootDeviceName
+	}
+	return "/dev/sda1"
+}
+
+func (d *Driver) deleteKey(ctx context.Context, name string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_, _ = d.ec2.DeleteKeyPair(cctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)})
+}
+
+func (d *Driver) findByToken(ctx context.Context, token string) *provider.Machine {
+	out, err := d.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{{Name: aws.String("client-token"), Values: []string{token}}},
+	})
+	if err != nil {
+		return nil
+	}
+	for _, r := range out.Reservations {
+		for i := range r.Instances {
+			in := &r.Instances[i]
+			if aws.ToString(in.ClientToken) == token && in.State != nil && in.State.Name != types.InstanceStateNameTerminated {
+				return d.machine(in)
+			}
+		}
+	}
+	return nil
+}
+
+// securityGroup returns the group instances join: the configured one, or the
+// driver-managed group allowing SSH from the configured CIDR only.
+func (d *Driver) securityGroup(ctx context.Context) (string, error) {
+	if d.o.sgID != "" {
+		return d.o.sgID, nil
+	}
+	d.sgMu.Lock()
+	defer d.sgMu.Unlock()
+	if d.sgID != "" {
+		return d.sgID, nil
+	}
+	if d.o.sshCIDR == "" {
+		return "", provider.Errorf(provider.ErrInvalidArgument,
+			"awsec2: set WithSSHCIDR (the source range allowed to SSH) or WithSecurityGroup")
+	}
+	vpc, err := d.vpcID(ctx)
+	if err != nil {
+		return "", err
+	}
+	var sg *types.SecurityGroup
+	for attempt := 0; sg == nil; attempt++ {
+		out, err := d.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+			{Name: aws.String("group-name"), Values: []string{d.o.sgName}},
+			{Name: aws.String("vpc-id"), Values: []string{vpc}},
+		}})
+		if err != nil {
+			return "", mapErr(err)
+		}
+		if len(out.SecurityGroups) > 0 {
+			sg = &out.SecurityGroups[0]
+			break
+		}
+		cr, err := d.ec2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
+			GroupName:   aws.String(d.o.sgName),
+			Description: aws.String("crabbox: SSH from " + d.o.sshCIDR),
+			VpcId:       aws.String(vpc),
+			TagSpecifications: []types.TagSpecification{
+				tagSpec(types.ResourceTypeSecurityGroup, map[string]string{TagManaged: "true", TagName: d.o.sgName}),
+			},
+		})
+		if err != nil {
+			if apiCode(err) == "InvalidGroup.Duplicate" && attempt == 0 {
+				continue // created concurrently by another process: describe it
+			}
+			return "", mapErr(err)
+		}
+		sg = &types.SecurityGroup{GroupId: cr.GroupId}
+	}
+	has := false
+	for _, p := range sg.IpPermissions {
+		if aws.ToString(p.IpProtocol) == "tcp" && aws.ToInt32(p.FromPort) == 22 && aws.ToInt32(p.ToPort) == 22 {
+			for _, r := range p.IpRanges {
+				if aws.ToString(r.CidrIp) == d.o.sshCIDR {
+					has = true
+				}
+			}
+			for _, r := range p.Ipv6Ranges {
+				if aws.ToString(r.CidrIpv6) == d.o.sshCIDR {
+					has = true
+				}
+			}
+		}
+	}
+	if !has {
+		perm := types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22)}
+		if strings.Contains(d.o.sshCIDR, ":") {
+			perm.Ipv6Ranges = []types.Ipv6Range{{CidrIpv6: aws.String(d.o.sshCIDR), Description: aws.String("crabbox ssh")}}
+		} else {
+			perm.IpRanges = []types.IpRange{{CidrIp: aws.String(d.o.sshCIDR), Description: aws.String("crabbox ssh")}}
+		}
+		_, err := d.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+			GroupId: sg.GroupId, IpPermissions: []types.IpPermission{perm},
+		})
+		if err != nil && apiCode(err) != "InvalidPermission.Duplicate" {
+			return "", mapErr(err)
+		}
+	}
+	d.sgID = aws.ToString(sg.GroupId)
+	return d.sgID, nil
+}
+
+func (d *Driver) vpcID(ctx context.Context) (string, error) {
+	if d.o.subnetID != "" {
+		out, err := d.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{d.o.subnetID}})
+		if err != nil {
+			return "", mapErr(err)
+		}
+		if len(out.Subnets) == 0 {
+			return "", provider.Errorf(provider.ErrNotFound, "awsec2: subnet %s", d.o.subnetID)
+		}
+		return aws.ToString(out.Subnets[0].VpcId), nil
+	}
+	out, err := d.ec2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{Filters: []types.Filter{
+		{Name: aws.String("is-default"), Values: []string{"true"}},
+	}})
+	if err != nil {
+		return "", mapErr(err)
+	}
+	if len(out.Vpcs) == 0 {
+		return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: no default VPC in %s; set WithSubnet", d.o.region)
+	}
+	return aws.ToString(out.Vpcs[0].VpcId), nil
+}
+
+func (d *Driver) machine(in *types.Instance) *provider.Machine {
+	tags := tagMap(in.Tags)
+	m := &provider.Machine{
+		ID:     aws.ToString(in.InstanceId),
+		Name:   tags[TagName],
+		Type:   string(in.InstanceType),
+		Image:  aws.ToString(in.ImageId),
+		State:  provider.MachineUnknown,
+		Labels: tags,
+	}
+	delete(m.Labels, TagName)
+	if in.LaunchTime != nil {
+		m.Created = *in.LaunchTime
+	}
+	if in.State != nil {
+		switch in.State.Name {
+		case types.InstanceStateNamePending:
+			m.State = provider.MachinePending
+		case types.InstanceStateNameRunning:
+			m.State = provider.MachineRunning
+		case types.InstanceStateNameStopping, types.InstanceStateNameShuttingDown:
+			m.State = provider.MachineStopping
+		case types.InstanceStateNameStopped:
+			m.State = provider.MachineStopped
+		case types.InstanceStateNameTerminated:
+			m.State = provider.MachineTerminated
+		}
+	}
+	ip := aws.ToString(in.PublicIpAddress)
+	if d.o.privateIP {
+		ip = aws.ToString(in.PrivateIpAddress)
+	}
+	if ip != "" && (m.State == provider.MachineRunning || m.State == provider.MachinePending) {
+		if strings.Contains(ip, ":") {
+			m.SSHAddr = "[" + ip + "]:22"
+		} else {
+			m.SSHAddr = ip + ":22"
+		}
+	}
+	return m
+}
+
+func (d *Driver) instance(ctx context.Context, id string) (*types.Instance, error) {
+	if !strings.HasPrefix(id, "i-") {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: instance %q", id)
+	}
+	out, err := d.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	for _, r := range out.Reservations {
+		for i := range r.Instances {
+			if aws.ToString(r.Instances[i].InstanceId) == id {
+				return &r.Instances[i], nil
+			}
+		}
+	}
+	return nil, provider.Errorf(provider.ErrNotFound, "awsec2: instance %s", id)
+}
+
+// GetMachine implements provider.Machines.
+func (d *Driver) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
+	in, err := d.instance(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if in.State != nil && in.State.Name == types.InstanceStateNameTerminated {
+		return nil, provider.Errorf(provider.ErrNotFound, "awsec2: instance %s is terminated", id)
+	}
+	return d.machine(in), nil
+}
+
+// ListMachines implements provider.Machines: instances not terminated or
+// shutting down that carry all labels as tags.
+func (d *Driver) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
+	filters := []types.Filter{{Name: aws.String("instance-state-name"),
+		Values: []string{"pending", "running", "stopping", "stopped"}}}
+	filters = append(filters, tagFilters(labels)...)
+	var res []*provider.Machine
+	p := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: filters})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, r := range out.Reservations {
+			for i := range r.Instances {
+				res = append(res, d.machine(&r.Instances[i]))
+			}
+		}
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].ID < res[j].ID })
+	return res, nil
+}
+
+func tagFilters(labels map[string]string) []types.Filter {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var f []types.Filter
+	for _, k := range keys {
+		f = append(f, types.Filter{Name: aws.String("tag:" + k), Values: []string{labels[k]}})
+	}
+	return f
+}
+
+// DeleteMachine implements provider.Machines: terminate the instance and
+// delete the lease's key pair. Gone already is success.
+func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
+	in, err := d.instance(ctx, id)
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if in.State == nil || in.State.Name != types.InstanceStateNameTerminated {
+		_, err := d.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if err != nil && apiCode(err) != "InvalidInstanceID.NotFound" {
+			return mapErr(err)
+		}
+	}
+	if kn := aws.ToString(in.KeyName); strings.HasPrefix(kn, "crabbox-") {
+		if _, err := d.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(kn)}); err != nil &&
+			apiCode(err) != "InvalidKeyPair.NotFound" {
+			return mapErr(err)
+		}
+	}
+	return nil
+}
+
+// UpdateMachineLabels implements provider.Machines.
+func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
+	if _, err := d.GetMachine(ctx, id); err != nil {
+		return err
+	}
+	return d.updateTags(ctx, []string{id}, labels)
+}
+
+func (d *Driver) updateTags(ctx context.Context, ids []string, labels map[string]string) error {
+	var set []types.Tag
+	var del []types.Tag
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == TagManaged {
+			continue // ownership is not the caller's to change
+		}
+		if v := labels[k]; v == "" {
+			del = append(del, types.Tag{Key: aws.String(k)})
+		} else {
+			set = append(set, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+	}
+	if len(set) > 0 {
+		if _, err := d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: set}); err != nil {
+			return mapErr(err)
+		}
+	}
+	if len(del) > 0 {
+		if _, err := d.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids, Tags: del}); err != nil {
+			return mapErr(err)
+		}
+	}
+	return nil
+}
