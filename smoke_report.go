@@ -67,7 +67,7 @@ type resultWire struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 }
 
-func seconds(d time.Duration) float64 { return d.Seconds() }
+func seconds(d time.Duration) float64 { return float64(d) / 1e9 }
 
 func fromSeconds(s float64) time.Duration {
 	if math.IsNaN(s) || math.IsInf(s, 0) || s < 0 {
