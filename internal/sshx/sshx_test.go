@@ -309,6 +309,10 @@ func TestSilentPeerKeepalive(t *testing.T) {
 	cfg.KeepAliveMax = 3
 	c := newClient(t, cfg)
 	ctx := testCtx(t)
+	// Answered keepalives keep a quiet command alive.
+	if res, err := c.Run(ctx, sshx.Request{Command: "sleep 1.5"}); err != nil || res.ExitCode != 0 {
+		t.Fatalf("quiet command under keepalives: %+v, %v", res, err)
+	}
 	out := newNotify("started")
 	ch := goRun(ctx, c, sshx.Request{Command: "echo started; sleep 60", Stdout: out})
 	out.wait(t, ctx)
@@ -415,7 +419,7 @@ func TestCancelRunningCommand(t *testing.T) {
 	var ps bytes.Buffer
 	for {
 		ps.Reset()
-		res, err := c.Run(guard, sshx.Request{Command: "pgrep -u $(id -u) -x sleep || true", Stdout: &ps})
+		res, err := c.Run(guard, sshx.Request{Command: `ps -u $(id -u) -o stat=,comm= | awk '$1 !~ /Z/ && $2 == "sleep"'`, Stdout: &ps})
 		if err != nil || res.ExitCode != 0 {
 			t.Fatalf("Run after cancel = %+v, %v", res, err)
 		}
