@@ -432,6 +432,14 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	}
 	l.MachineID = m.ID
 	l.applyMachine(m)
+	if _, ok := c.drv.(provider.AccessProvider); ok {
+		// The host ignores user-data: log in with the credentials the
+		// driver gives, not the per-lease keys.
+		l.mu.Lock()
+		l.signer, l.hostKey = nil, nil
+		l.mu.Unlock()
+		c.removeLeaseKeys(id)
+	}
 	c.emit(Event{Kind: EventLeaseCreated, Resource: "lease", ID: id, State: string(m.State),
 		Message: fmt.Sprintf("machine %s (%s) created", m.ID, l.MachineType)})
 
@@ -558,7 +566,11 @@ func (l *Lease) probe(ctx context.Context) (string, error) {
 	if err := client.Connect(ctx); err != nil {
 		return "ssh", err
 	}
-	res, err := client.Run(ctx, sshx.Request{Command: readyCommand(), Stdout: io.Discard, Stderr: io.Discard})
+	ready := readyCommand()
+	if _, ok := c.drv.(provider.AccessProvider); ok {
+		ready = "true" // existing hosts have no crabbox bootstrap
+	}
+	res, err := client.Run(ctx, sshx.Request{Command: ready, Stdout: io.Discard, Stderr: io.Discard})
 	if err != nil {
 		return "ssh", err
 	}
