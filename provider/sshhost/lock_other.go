@@ -1,0 +1,14 @@
+//go:build !unix
+
+package sshhost
+
+import (
+	"context"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// lockFile is not available without flock: WithStateFile needs a Unix system.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	return nil, provider.Errorf(provider.ErrUnsupported, "sshhost: state files need flock (Unix)")
+}
