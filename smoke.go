@@ -87,14 +87,13 @@ func Smoke(ctx context.Context, l *Lease, checks []SmokeCheck, opts ...SmokeOpti
 	if l == nil {
 		return nil, &OpError{Op: "smoke", Err: fmt.Errorf("%w: nil lease", ErrInvalidArgument)}
 	}
-	var emit func(Event)
-	now := time.Now
-	if l.c != nil {
-		emit, now = l.c.emit, l.c.o.now
-	}
 	rep := &SmokeReport{LeaseID: l.ID, LeaseSlug: l.Slug, ImageID: l.ImageID, ImageSource: l.ImageSource,
 		Provider: l.Provider, Results: []CheckResult{}}
-	err := runSmoke(ctx, leaseTarget{l}, rep, emit, now, checks, opts)
+	if l.c == nil {
+		return rep, &OpError{Op: "smoke", Provider: l.Provider, ID: l.ID,
+			Err: fmt.Errorf("%w: lease not obtained from a Client (use Warmup or Lease)", ErrInvalidArgument)}
+	}
+	err := runSmoke(ctx, leaseTarget{l}, rep, l.c.emit, l.c.o.now, checks, opts)
 	if err != nil {
 		return rep, &OpError{Op: "smoke", Provider: l.Provider, ID: l.ID, Err: err}
 	}
