@@ -116,6 +116,51 @@ type conn struct {
 	once   sync.Once
 	mu     sync.Mutex
 	err    error // why it died
+
+	// Session slot accounting: OpenSSH's MaxSessions counts the sessions
+	// of one connection, so a slot frees when one of our own sessions
+	// closes. Waiters for a slot get a token per closed session.
+	slotMu  sync.Mutex
+	waiters int
+	freed   chan struct{}
+}
+
+// sessionClosed wakes one slot waiter, if any. Our channel close was sent
+// before this call, and messages on a connection stay in order, so a
+// channel open sent after it reaches the server after the close.
+func (c *conn) sessionClosed() {
+	c.slotMu.Lock()
+	w := c.waiters
+	c.slotMu.Unlock()
+	if w > 0 {
+		select {
+		case c.freed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitSlot waits until one of our sessions closes, delay passes, the
+// connection dies or ctx ends.
+func (c *conn) waitSlot(ctx context.Context, delay time.Duration) error {
+	c.slotMu.Lock()
+	c.waiters++
+	c.slotMu.Unlock()
+	defer func() {
+		c.slotMu.Lock()
+		c.waiters--
+		c.slotMu.Unlock()
+	}()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.freed:
+	case <-c.dead:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 func (c *conn) kill(err error) {
@@ -320,7 +365,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	}
 	_ = tcp.SetDeadline(time.Time{})
 
-	nc := &conn{client: ssh.NewClient(sc, chans, reqs), dead: make(chan struct{})}
+	nc := &conn{client: ssh.NewClient(sc, chans, reqs), dead: make(chan struct{}), freed: make(chan struct{}, 64)}
 	go func() {
 		err := nc.client.Wait()
 		if err == nil {
@@ -400,6 +445,7 @@ func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
 			_ = sess.Signal(ssh.SIGKILL)
 		}
 		sess.Close()
+		nc.sessionClosed()
 	}()
 	return res, err
 }
@@ -489,13 +535,11 @@ func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
 		}
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) {
-			// MaxSessions reached (or a transient refusal): wait for a slot.
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil, nil, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, ctx.Err())
+			// MaxSessions reached (or a transient refusal): wait for one
+			// of our sessions to close, with a timer as the fallback
+			// (the server may free the slot a moment after the close).
+			if werr := nc.waitSlot(ctx, delay); werr != nil {
+				return nil, nil, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, werr)
 			}
 			delay = min(2*delay, maxSlotRetry)
 			continue
