@@ -158,6 +158,9 @@ func (s *suite) poll(t *testing.T, what string, f func(ctx context.Context) (don
 		if seen != "" {
 			last = seen
 		}
+		if err != nil {
+			last = "error: " + err.Error()
+		}
 		switch {
 		case err != nil && !provider.Retryable(err):
 			t.Fatalf("waiting for %s: %v (last seen: %s)", what, err, last)
