@@ -21,9 +21,10 @@ import (
 // directory tree standing for the box's file system (CRABBOX_FS_ROOT), the
 // way the embedded local cloud does. Screenshots come from shot.
 type shellTarget struct {
-	root string
-	home string
-	shot func() ([]byte, error)
+	root  string
+	home  string
+	shell string // default /bin/sh
+	shot  func() ([]byte, error)
 
 	inflight, maxInflight atomic.Int64
 	calls                 atomic.Int64
@@ -51,7 +52,11 @@ func (s *shellTarget) runCommand(ctx context.Context, command string, stdout, st
 		}
 	}
 	s.calls.Add(1)
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	shell := s.shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	cmd := exec.CommandContext(ctx, shell, "-c", command)
 	cmd.Dir = s.home
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.home, "CRABBOX_FS_ROOT=" + s.root}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -397,6 +402,36 @@ func TestHygieneCatchesPlantedState(t *testing.T) {
 func overlaps(plant string) bool {
 	return strings.HasSuffix(plant, ".md") || strings.Contains(plant, "NOTES") ||
 		strings.Contains(plant, "/Cookies") // under a profile dir, not a checkout or note
+}
+
+// TestHygieneUnderBash runs the hygiene scripts with bash, the login shell
+// OpenSSH uses on most boxes (the local cloud and the other tests use sh).
+func TestHygieneUnderBash(t *testing.T) {
+	needTool(t, "bash")
+	tg := newShellTarget(t)
+	tg.shell = "bash"
+	rep, _, err := smokeOn(t, tg, Hygiene())
+	if err != nil {
+		t.Fatalf("clean box under bash: %v", err)
+	}
+	tg.plant(t, "home/crabbox/.aws/credentials", "x")
+	tg.plant(t, "home/crabbox/.env", "export API_TOKEN=abc\n")
+	tg.plant(t, "work/crabbox/dist/x.js", "x")
+	tg.plant(t, "root/.mozilla/firefox/p/cookies.sqlite", "x")
+	tg.plant(t, "home/crabbox/TODO", "x")
+	rep, _, err = smokeOn(t, tg, Hygiene())
+	if !errors.Is(err, ErrSmokeFailed) || rep.Failed != 4 {
+		t.Fatalf("planted under bash: %v", err)
+	}
+	for _, want := range []string{".aws/credentials", "/.env", "work/crabbox/dist", "cookies.sqlite", "/TODO"} {
+		all := ""
+		for _, r := range rep.Results {
+			all += r.Output
+		}
+		if !strings.Contains(all, want) {
+			t.Errorf("bash run did not report %s", want)
+		}
+	}
 }
 
 func TestHygieneDoesNotReadHostRoot(t *testing.T) {
