@@ -80,11 +80,15 @@ type Request struct {
 	// Command is passed to the remote user's shell.
 	Command string
 	// Stdin, if not nil, is copied to the command's standard input, which
-	// is closed at EOF.
+	// is closed at EOF. Run does not wait for the copy: if the command
+	// exits before reading all of Stdin, Run returns and the copy may still
+	// read from Stdin until it fails or ends.
 	Stdin io.Reader
 	// Stdout and Stderr receive the command's output as it arrives. Either
-	// may be nil (discarded); they may be the same writer. Nothing is
-	// written to them after Run returns.
+	// may be nil (discarded); they may be the same writer (writes are
+	// serialised). Nothing is written to them after Run returns. They
+	// should not block: a blocked write delays Run's return, even on
+	// cancellation.
 	Stdout io.Writer
 	Stderr io.Writer
 }
@@ -432,6 +436,9 @@ func (c *Client) keepAlive(nc *conn) {
 // ErrConnectionLost. If ctx ends while the command runs, the command is sent
 // SIGKILL, its session closed, and the error wraps ctx.Err().
 func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, fmt.Errorf("sshx: run on %s: %w", c.cfg.Addr, err)
+	}
 	nc, sess, err := c.openSession(ctx)
 	if err != nil {
 		return Result{}, err
