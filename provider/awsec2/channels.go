@@ -218,3 +218,15 @@ func (d *Driver) KnownGoodVersion(ctx context.Context, channel string) (*provide
 	}
 	return e, nil
 }
+
+// DeleteChannel deletes a channel's parameter with its whole history. Gone
+// already is ErrNotFound. Only for tests and decommissioning: the history is
+// the promotion audit trail.
+func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
+	name, err := d.paramName(channel)
+	if err != nil {
+		return err
+	}
+	_, err = d.ssm.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)})
+	return mapErr(err)
+}

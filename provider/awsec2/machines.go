@@ -160,8 +160,10 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 			},
 		}},
 	}
-	if d.o.rootGiB > 0 {
-		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(d.o.rootGiB)
+	if size := d.o.rootGiB; size > 0 {
+		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(size)
+	} else if size := rootSize(img); size > 0 {
+		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(size)
 	}
 	if len(req.UserData) > 0 {
 		in.UserData = aws.String(base64.StdEncoding.EncodeToString(req.UserData))
@@ -229,6 +231,16 @@ func rootDevice(img *types.Image) string {
 		return *img.RootDeviceName
 	}
 	return "/dev/sda1"
+}
+
+// rootSize is the size of the image's root snapshot, 0 if unknown.
+func rootSize(img *types.Image) int32 {
+	for _, b := range img.BlockDeviceMappings {
+		if aws.ToString(b.DeviceName) == rootDevice(img) && b.Ebs != nil {
+			return aws.ToInt32(b.Ebs.VolumeSize)
+		}
+	}
+	return 0
 }
 
 func (d *Driver) deleteKey(ctx context.Context, name string) {

@@ -65,7 +65,8 @@ func (d *Driver) Policy() PolicyDocument {
 			Sid:    "CrabboxChannels",
 			Effect: "Allow",
 			Action: []string{
-				"ssm:GetParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion", "ssm:PutParameter",
+				"ssm:DeleteParameter", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion",
+				"ssm:PutParameter",
 			},
 			Resource: []string{"arn:aws:ssm:*:*:parameter" + strings.TrimSuffix(prefix, "/") + "/*"},
 		},
