@@ -47,6 +47,7 @@ const (
 	DefaultKeepAliveInterval = 10 * time.Second
 	DefaultKeepAliveMax      = 3
 	DefaultSlotRetry         = 50 * time.Millisecond
+	DefaultHandshakeTimeout  = 30 * time.Second
 	maxSlotRetry             = time.Second
 )
 
@@ -69,6 +70,12 @@ type Config struct {
 	// after which the connection is declared dead and closed. 0 means
 	// DefaultKeepAliveMax.
 	KeepAliveMax int
+	// HandshakeTimeout bounds one dial plus SSH handshake, in addition to
+	// the caller's context, so that a box that accepts TCP but never
+	// completes the handshake yields a retryable error (wrapping
+	// provider.ErrUnavailable) rather than eating the caller's whole
+	// deadline. 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 	// SlotRetry is the initial delay before retrying when the server refuses
 	// a session channel (OpenSSH MaxSessions); it doubles up to 1s. 0 means
 	// DefaultSlotRetry.
@@ -203,7 +210,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: no client key")
 	case cfg.HostKey == nil:
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: no pinned host key for %s", cfg.Addr)
-	case cfg.KeepAliveInterval < 0 || cfg.KeepAliveMax < 0 || cfg.SlotRetry < 0:
+	case cfg.KeepAliveInterval < 0 || cfg.KeepAliveMax < 0 || cfg.SlotRetry < 0 || cfg.HandshakeTimeout < 0:
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshx: negative keepalive or retry setting")
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
@@ -220,6 +227,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.SlotRetry == 0 {
 		cfg.SlotRetry = DefaultSlotRetry
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	return &Client{cfg: cfg, dialSem: make(chan struct{}, 1)}, nil
 }
@@ -296,7 +306,20 @@ func hostKeyAlgorithms(k ssh.PublicKey) []string {
 	return []string{k.Type()}
 }
 
+// dial connects, bounded by ctx and by HandshakeTimeout.
 func (c *Client) dial(ctx context.Context) (*conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	nc, err := c.handshake(hctx)
+	if err != nil && ctx.Err() == nil && hctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+		// Our own bound, not the caller's: a retryable failure.
+		return nil, provider.Wrap(provider.ErrUnavailable,
+			fmt.Errorf("sshx: connect %s: no SSH session within %v", c.cfg.Addr, c.cfg.HandshakeTimeout))
+	}
+	return nc, err
+}
+
+func (c *Client) handshake(ctx context.Context) (*conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, err)
 	}

@@ -380,6 +380,20 @@ func TestHandshakeHang(t *testing.T) {
 		t.Fatal("Connect hung past its deadline")
 	}
 
+	// HandshakeTimeout without a caller deadline: a retryable error.
+	cfg := sshx.Config{Addr: ln.Addr().String(), User: "u", Signer: k.Signer, HostKey: k.PublicKey(),
+		HandshakeTimeout: 300 * time.Millisecond}
+	c2 := newClient(t, cfg)
+	go func() { done <- c2.Connect(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, provider.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("handshake timeout: err = %v, want ErrUnavailable (not the caller's deadline)", err)
+		}
+	case <-guard.Done():
+		t.Fatal("Connect hung past HandshakeTimeout")
+	}
+
 	// Cancellation without a deadline.
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { done <- c.Connect(ctx) }()
