@@ -52,8 +52,8 @@ var knownSubtests = []string{
 	SubtestProtector, SubtestDeprecator, SubtestChannels,
 }
 
-// Classes are the lease classes every driver maps to machine types.
-var Classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
+// classes are the lease classes every driver maps to machine types.
+var classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
 
 // Label keys the suite puts on what it creates. LabelRun carries a value
 // unique to one Run call, so parallel runs against one account do not see
@@ -222,7 +222,7 @@ func (s *suite) testInfo(t *testing.T) {
 }
 
 func (s *suite) testMachineTypes(t *testing.T) {
-	for _, class := range Classes {
+	for _, class := range classes {
 		types, err := s.h.Driver.MachineTypes(class, "amd64")
 		if err != nil {
 			t.Errorf("MachineTypes(%q, amd64): %v", class, err)

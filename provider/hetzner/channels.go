@@ -1,0 +1,258 @@
+package hetzner
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// MaxChannelLen is the longest channel name the driver accepts.
+const MaxChannelLen = 40
+
+var channelRe = regexp.MustCompile(`^[a-z0-9A-Z]([-_.a-z0-9A-Z]*[a-z0-9A-Z])?$`)
+
+const chTimeLayout = "20060102T150405Z"
+
+// maxSetAttempts bounds how often an unconditional SetChannel retries on
+// top of racing promotions before it gives up with ErrConflict.
+const maxSetAttempts = 8
+
+func checkChannel(ch string) error {
+	if len(ch) > MaxChannelLen || !channelRe.MatchString(ch) {
+		return provider.Errorf(provider.ErrInvalidArgument,
+			"hetzner: channel %q must be 1-%d characters of [-_.a-zA-Z0-9], alphanumeric at both ends", ch, MaxChannelLen)
+	}
+	return nil
+}
+
+// channelRecordName is the SSH key name of a channel version. Hetzner keeps
+// SSH key names unique, which makes creating it an atomic claim of the
+// version. The numeric suffix keeps names of different channels distinct.
+func channelRecordName(ch string, version int64) string {
+	return "crabbox-channel-" + ch + "-v" + strconv.FormatInt(version, 10)
+}
+
+// CurrentChannel returns the channel's highest version; ErrNotFound when the
+// channel was never set.
+func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.ChannelEntry, error) {
+	if err := checkChannel(channel); err != nil {
+		return nil, err
+	}
+	entries, _, err := d.channelRecords(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, provider.Errorf(provider.ErrNotFound, "hetzner: channel %q was never set", channel)
+	}
+	e := entries[len(entries)-1]
+	return &e, nil
+}
+
+// ChannelHistory returns every value the channel had, oldest first.
+func (d *Driver) ChannelHistory(ctx context.Context, channel string) ([]provider.ChannelEntry, error) {
+	if err := checkChannel(channel); err != nil {
+		return nil, err
+	}
+	entries, _, err := d.channelRecords(ctx, channel)
+	return entries, err
+}
+
+// SetChannel points the channel at an image by creating the record of the
+// next version. With IfVersion set it succeeds only if the channel is still
+// at that version (-1: never set); a racing promotion that claimed the next
+// version first makes it fail with ErrConflict. Without IfVersion it lands on
+// top of whatever won.
+func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	if err := checkChannel(req.Channel); err != nil {
+		return nil, err
+	}
+	if req.IfVersion < -1 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: IfVersion %d is invalid", req.IfVersion)
+	}
+	if _, err := d.getImage(ctx, req.ImageID); err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < maxSetAttempts; attempt++ {
+		entries, _, err := d.channelRecords(ctx, req.Channel)
+		if err != nil {
+			return nil, err
+		}
+		var cur int64
+		if len(entries) > 0 {
+			cur = entries[len(entries)-1].Version
+		}
+		switch {
+		case req.IfVersion == -1 && cur != 0:
+			return nil, provider.Errorf(provider.ErrConflict, "hetzner: channel %q is already set (version %d)", req.Channel, cur)
+		case req.IfVersion > 0 && cur != req.IfVersion:
+			return nil, provider.Errorf(provider.ErrConflict, "hetzner: channel %q is at version %d, not %d", req.Channel, cur, req.IfVersion)
+		}
+		e, err := d.claimVersion(ctx, req, cur+1)
+		if err == nil {
+			return e, nil
+		}
+		if !errors.Is(err, provider.ErrConflict) || req.IfVersion != 0 {
+			return nil, err
+		}
+		// Unconditional: another promotion took this version; go on top.
+	}
+	return nil, provider.Errorf(provider.ErrConflict, "hetzner: channel %q: gave up after %d racing promotions", req.Channel, maxSetAttempts)
+}
+
+// claimVersion creates the record of a channel version. Losing the name to
+// another writer is ErrConflict.
+func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelRequest, version int64) (*provider.ChannelEntry, error) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, provider.Wrap(provider.ErrUnavailable, err)
+	}
+	spub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return nil, provider.Wrap(provider.ErrUnavailable, err)
+	}
+	nonce := make([]byte, 8)
+	_, _ = rand.Read(nonce)
+	at := d.cfg.now().UTC().Truncate(time.Second)
+	labels := map[string]string{
+		labelManaged:   "true",
+		labelCreatedBy: "crabbox",
+		LabelKind:      kindChannelEntry,
+		labelChannel:   req.Channel,
+		labelChVersion: strconv.FormatInt(version, 10),
+		labelChImage:   req.ImageID,
+		labelChAt:      at.Format(chTimeLayout),
+		LabelToken:     hex.EncodeToString(nonce),
+	}
+	if op := SanitizeLabelValue(req.Operator); op != "" {
+		labels[labelChBy] = op
+	}
+	name := channelRecordName(req.Channel, version)
+	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " crabbox-channel-record-no-private-key"
+	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: name, PublicKey: authorized, Labels: labels})
+	if err == nil {
+		e, ok := recordEntry(k)
+		if !ok {
+			return nil, provider.Errorf(provider.ErrUnavailable, "hetzner: channel record %s came back malformed", name)
+		}
+		return &e, nil
+	}
+	if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
+		return nil, provider.Wrap(provider.ErrConflict, errors.Join(
+			errors.New("hetzner: channel "+req.Channel+" version "+strconv.FormatInt(version, 10)+" was set concurrently"), err))
+	}
+	merr := mapErr("create channel record", err)
+	if ambiguous(merr) {
+		// The create may have landed: the record with our nonce decides.
+		cctx, cancel := d.detached(ctx)
+		defer cancel()
+		if ex, _, gerr := d.c.SSHKey.GetByName(cctx, name); gerr == nil && ex != nil {
+			if ex.Labels[LabelToken] == labels[LabelToken] {
+				if e, ok := recordEntry(ex); ok {
+					return &e, nil
+				}
+			}
+			return nil, provider.Wrap(provider.ErrConflict, errors.Join(errors.New("hetzner: channel version taken concurrently"), err))
+		}
+	}
+	return nil, merr
+}
+
+// channelRecords returns a channel's entries sorted by version, and the SSH
+// keys holding them in the same order.
+func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider.ChannelEntry, []*hcloud.SSHKey, error) {
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
+		LabelSelector: LabelKind + "=" + kindChannelEntry + "," + labelChannel + "=" + channel}})
+	if err != nil {
+		return nil, nil, mapErr("list channel records", err)
+	}
+	type rec struct {
+		e provider.ChannelEntry
+		k *hcloud.SSHKey
+	}
+	var recs []rec
+	for _, k := range keys {
+		if e, ok := recordEntry(k); ok && e.Channel == channel {
+			recs = append(recs, rec{e, k})
+		}
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].e.Version < recs[j].e.Version })
+	entries := make([]provider.ChannelEntry, 0, len(recs))
+	out := make([]*hcloud.SSHKey, 0, len(recs))
+	for _, r := range recs {
+		entries = append(entries, r.e)
+		out = append(out, r.k)
+	}
+	return entries, out, nil
+}
+
+func recordEntry(k *hcloud.SSHKey) (provider.ChannelEntry, bool) {
+	v, err := strconv.ParseInt(k.Labels[labelChVersion], 10, 64)
+	if err != nil || v <= 0 || k.Name != channelRecordName(k.Labels[labelChannel], v) {
+		return provider.ChannelEntry{}, false
+	}
+	e := provider.ChannelEntry{
+		Channel:  k.Labels[labelChannel],
+		ImageID:  k.Labels[labelChImage],
+		Version:  v,
+		Operator: k.Labels[labelChBy],
+		At:       k.Created,
+	}
+	if t, err := time.Parse(chTimeLayout, k.Labels[labelChAt]); err == nil {
+		e.At = t
+	}
+	return e, true
+}
+
+// DeleteChannel removes every record of a channel. Deleting a channel that
+// does not exist is not an error.
+func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
+	if err := checkChannel(channel); err != nil {
+		return err
+	}
+	_, keys, err := d.channelRecords(ctx, channel)
+	if err != nil {
+		return err
+	}
+	return d.deleteKeys(ctx, keys)
+}
+
+// PruneChannel deletes the oldest records of a channel so that at most keep
+// remain (keep >= 1: the current version always stays). It returns how many
+// records it deleted.
+func (d *Driver) PruneChannel(ctx context.Context, channel string, keep int) (int, error) {
+	if err := checkChannel(channel); err != nil {
+		return 0, err
+	}
+	if keep < 1 {
+		return 0, provider.Errorf(provider.ErrInvalidArgument, "hetzner: prune channel: keep %d < 1", keep)
+	}
+	_, keys, err := d.channelRecords(ctx, channel)
+	if err != nil || len(keys) <= keep {
+		return 0, err
+	}
+	drop := keys[:len(keys)-keep]
+	return len(drop), d.deleteKeys(ctx, drop)
+}
+
+func (d *Driver) deleteKeys(ctx context.Context, keys []*hcloud.SSHKey) error {
+	var errs []error
+	for _, k := range keys {
+		if _, err := d.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			errs = append(errs, mapErr("delete channel record", err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,418 @@
+// Package hetzner is the crabbox driver for Hetzner Cloud: servers as lease
+// machines, snapshot images, promotion channels and cleanup, through the
+// official hcloud-go client.
+//
+// The driver is built from an *hcloud.Client the caller configured (token,
+// endpoint, poll and retry backoff):
+//
+//	client := hcloud.NewClient(hcloud.WithToken(os.Getenv("HCLOUD_TOKEN")))
+//	d, err := hetzner.New(client, hetzner.WithLocation("fsn1"))
+//
+// It implements provider.Driver, provider.Images, provider.Channels and
+// provider.Protector. Hetzner cannot set a deprecation time on snapshots, so
+// provider.Deprecator is not implemented and the SDK reports it unsupported.
+//
+// # Leases
+//
+// CreateMachine uploads the lease's public key as a labelled SSH key (so
+// Hetzner does not mail a root password), then creates the server with the
+// rendered user-data, the labels and a public IPv4 address. The request token
+// is stored in the crabbox-token label of both: a retried create with the
+// same token adopts the server instead of making a second one, and an
+// ambiguous failure (5xx, timeout, cancelled call) is resolved by looking the
+// server up by its token. Capacity and limit errors (resource_limit_exceeded,
+// resource_unavailable, placement_error, ...) wrap provider.ErrCapacity so the
+// SDK moves to the next server type of the class. DeleteMachine deletes the
+// server and the lease's key.
+//
+// # Images
+//
+// CreateImage runs the server's create_image action with type snapshot; the
+// description is the image name and the labels are the ownership labels plus
+// crabbox-token. An ambiguous failure is resolved by looking the snapshot up by
+// its token label, adopting it (and deleting duplicates a retried request may
+// have made) instead of failing or creating it twice. Sizes come from
+// image_size (GB).
+//
+// # Channels
+//
+// Hetzner has no parameter store, and labels cannot be written
+// conditionally. Channels are therefore kept as a chain of small SSH-key
+// records, one per channel version, named "crabbox-channel-CHANNEL-vN" and
+// labelled with the channel, version, image id, operator and time. Hetzner
+// enforces unique SSH key names, which makes "create version N+1" an atomic
+// compare-and-set: of two racing promotions from version N exactly one
+// creates the record for N+1; the other gets uniqueness_error and SetChannel
+// returns provider.ErrConflict (or, when unconditional, retries on top of the
+// winner). The records hold freshly generated public keys whose private
+// halves are discarded at once, so nobody can log in with them. Current =
+// highest version; history = all records, oldest first. Everything is read
+// back from Hetzner alone.
+//
+// # Labels
+//
+// Hetzner label keys are an optional DNS prefix and "/" plus a name of at
+// most 63 characters of [-_.a-zA-Z0-9] that begins and ends alphanumeric;
+// values follow the name rule or are empty. Values are sanitized (invalid
+// characters become "-", cut to 63, trimmed to alphanumeric ends); a key that
+// breaks the rules, a reserved "hetzner.cloud/" key, or a non-empty value with
+// nothing representable is rejected with provider.ErrInvalidArgument.
+package hetzner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// Name is the provider name recorded in Info.
+const Name = "hetzner"
+
+// Label keys the driver adds on top of the SDK's labels.
+const (
+	// LabelToken holds the idempotency token of the request that created a
+	// server, SSH key or snapshot.
+	LabelToken = "crabbox-token"
+	// LabelKind tells the driver's own records apart: "lease-key" on lease
+	// SSH keys, "channel-entry" on channel records.
+	LabelKind = "crabbox-kind"
+
+	labelManaged   = "crabbox"
+	labelCreatedBy = "created-by"
+
+	labelChannel   = "crabbox-chan"
+	labelChVersion = "crabbox-chan-version"
+	labelChImage   = "crabbox-chan-image"
+	labelChBy      = "crabbox-chan-by"
+	labelChAt      = "crabbox-chan-at"
+
+	kindLeaseKey     = "lease-key"
+	kindChannelEntry = "channel-entry"
+)
+
+// DefaultServerTypes maps lease classes to server type fallback lists per
+// architecture ("amd64", "arm64"). Shared-vCPU types come first for small
+// classes; dedicated (ccx) types lead for fast and bigger ones.
+var DefaultServerTypes = map[string]map[string][]string{
+	"tiny":     {"amd64": {"cx22", "cpx11"}, "arm64": {"cax11"}},
+	"small":    {"amd64": {"cx32", "cpx21", "cx22"}, "arm64": {"cax21", "cax11"}},
+	"standard": {"amd64": {"cx42", "cpx31", "cx32"}, "arm64": {"cax31", "cax21"}},
+	"fast":     {"amd64": {"ccx23", "cpx41", "cx42"}, "arm64": {"cax31"}},
+	"large":    {"amd64": {"ccx33", "cpx51", "cx52"}, "arm64": {"cax41"}},
+	"beast":    {"amd64": {"ccx63", "ccx53", "ccx43"}, "arm64": {"cax41"}},
+}
+
+// Driver is the Hetzner Cloud driver. It is safe for concurrent use.
+type Driver struct {
+	c   *hcloud.Client
+	cfg config
+}
+
+type config struct {
+	location   string
+	types      map[string]map[string][]string
+	baseImage  string
+	networks   []int64
+	firewalls  []int64
+	ipv6       bool
+	privateSSH bool
+	sshPort    int
+	keyPrefix  string
+	now        func() time.Time
+	cleanupTO  time.Duration
+}
+
+// Option configures a Driver.
+type Option func(*config) error
+
+// WithLocation sets the location servers are created in (e.g. "fsn1",
+// "nbg1", "hel1", "ash"). Default: Hetzner chooses.
+func WithLocation(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+		}
+		c.location = name
+		return nil
+	}
+}
+
+// WithServerTypes sets the fallback list of server types for a lease class
+// and architecture ("amd64" or "arm64"), replacing the default.
+func WithServerTypes(class, arch string, types ...string) Option {
+	return func(c *config) error {
+		if class == "" || (arch != "amd64" && arch != "arm64") || len(types) == 0 || slices.Contains(types, "") {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: server types for class %q arch %q: need a class, amd64 or arm64 and non-empty types", class, arch)
+		}
+		if c.types[class] == nil {
+			c.types[class] = map[string][]string{}
+		}
+		c.types[class][arch] = slices.Clone(types)
+		return nil
+	}
+}
+
+// WithBaseImage sets the system image name used by BaseImage (default
+// "ubuntu-24.04").
+func WithBaseImage(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty base image")
+		}
+		c.baseImage = name
+		return nil
+	}
+}
+
+// WithNetworks attaches servers to these private networks.
+func WithNetworks(ids ...int64) Option {
+	return func(c *config) error { c.networks = append(c.networks, ids...); return nil }
+}
+
+// WithFirewalls applies these firewalls to new servers.
+func WithFirewalls(ids ...int64) Option {
+	return func(c *config) error { c.firewalls = append(c.firewalls, ids...); return nil }
+}
+
+// WithIPv6 enables or disables a public IPv6 address (default enabled).
+func WithIPv6(enable bool) Option {
+	return func(c *config) error { c.ipv6 = enable; return nil }
+}
+
+// WithPrivateSSH makes the SDK reach servers over their first private
+// network address instead of a public IPv4 address, and creates servers
+// without public IPv4. It needs WithNetworks.
+func WithPrivateSSH() Option {
+	return func(c *config) error { c.privateSSH = true; return nil }
+}
+
+// WithSSHPort sets the port in Machine.SSHAddr (default 22).
+func WithSSHPort(port int) Option {
+	return func(c *config) error {
+		if port <= 0 || port > 65535 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: ssh port %d out of range", port)
+		}
+		c.sshPort = port
+		return nil
+	}
+}
+
+// WithClock sets the clock used for channel timestamps (tests).
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// New returns a driver using client.
+func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
+	if client == nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil hcloud client")
+	}
+	cfg := config{
+		types:     map[string]map[string][]string{},
+		baseImage: "ubuntu-24.04",
+		ipv6:      true,
+		sshPort:   22,
+		now:       time.Now,
+		cleanupTO: 30 * time.Second,
+	}
+	for class, m := range DefaultServerTypes {
+		cfg.types[class] = map[string][]string{}
+		for arch, ts := range m {
+			cfg.types[class][arch] = slices.Clone(ts)
+		}
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.privateSSH && len(cfg.networks) == 0 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: WithPrivateSSH needs WithNetworks")
+	}
+	return &Driver{c: client, cfg: cfg}, nil
+}
+
+var (
+	_ provider.Driver    = (*Driver)(nil)
+	_ provider.Images    = (*Driver)(nil)
+	_ provider.Channels  = (*Driver)(nil)
+	_ provider.Protector = (*Driver)(nil)
+)
+
+// Info describes the driver. A Hetzner server that powers itself off keeps
+// existing (and billing), so ShutdownTerminates is false and the SDK's Reap
+// enforces lease TTLs.
+func (d *Driver) Info() provider.Info {
+	return provider.Info{Name: Name, Region: d.cfg.location}
+}
+
+// MachineTypes returns the server type fallback list for a class and
+// architecture.
+func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
+	m, ok := d.cfg.types[class]
+	if !ok {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown lease class %q", class)
+	}
+	ts, ok := m[arch]
+	if !ok || len(ts) == 0 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: no server types for class %q and architecture %q", class, arch)
+	}
+	return slices.Clone(ts), nil
+}
+
+// BaseImage returns the id of the configured system image (default
+// ubuntu-24.04) for an architecture.
+func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
+	a, err := hcloudArch(arch)
+	if err != nil {
+		return "", err
+	}
+	im, _, err := d.c.Image.GetByNameAndArchitecture(ctx, d.cfg.baseImage, a)
+	if err != nil {
+		return "", mapErr("get base image", err)
+	}
+	if im == nil {
+		return "", provider.Errorf(provider.ErrNotFound, "hetzner: no image %q for architecture %s", d.cfg.baseImage, a)
+	}
+	return strconv.FormatInt(im.ID, 10), nil
+}
+
+func hcloudArch(arch string) (hcloud.Architecture, error) {
+	switch arch {
+	case "amd64", "x86", "x86_64":
+		return hcloud.ArchitectureX86, nil
+	case "arm64", "arm", "aarch64":
+		return hcloud.ArchitectureARM, nil
+	}
+	return "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown architecture %q", arch)
+}
+
+func sdkArch(a hcloud.Architecture) string {
+	switch a {
+	case hcloud.ArchitectureX86:
+		return "amd64"
+	case hcloud.ArchitectureARM:
+		return "arm64"
+	}
+	return string(a)
+}
+
+// parseID parses a numeric Hetzner id. A malformed id cannot name anything,
+// so it is reported as not found (wrapping ErrNotFound) rather than a crash.
+func parseID(kind, id string) (int64, error) {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, provider.Errorf(provider.ErrNotFound, "hetzner: %s id %q is not a Hetzner id", kind, id)
+	}
+	return n, nil
+}
+
+// detached returns a context for cleanup work that must run even when ctx
+// was cancelled (deleting a half-made resource, resolving an ambiguous
+// create), bounded by the driver's cleanup timeout.
+func (d *Driver) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.cleanupTO)
+}
+
+// mapErr wraps a raw hcloud error with its portable code, once.
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *provider.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	return provider.Wrap(classify(err), fmt.Errorf("hetzner: %s: %w", op, err))
+}
+
+func classify(err error) error {
+	var apiErr hcloud.Error
+	if errors.As(err, &apiErr) {
+		switch apiErr.Code {
+		case hcloud.ErrorCodeNotFound:
+			return provider.ErrNotFound
+		case hcloud.ErrorCodeConflict, hcloud.ErrorCodeLocked, hcloud.ErrorCodeUniquenessError,
+			hcloud.ErrorCodeProtected, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeServerNotStopped:
+			return provider.ErrConflict
+		case hcloud.ErrorCodeResourceLimitExceeded, hcloud.ErrorCodeResourceUnavailable,
+			hcloud.ErrorCodePlacementError, hcloud.ErrorCodeNoSpaceLeftInLocation,
+			"server_type_not_available", "location_not_available", "dedicated_core_limit",
+			"dedicated_core_limit_exceeded", "server_limit_exceeded":
+			return provider.ErrCapacity
+		case hcloud.ErrorCodeRateLimitExceeded:
+			return provider.ErrThrottled
+		case hcloud.ErrorCodeServiceError, hcloud.ErrorCodeMaintenance, hcloud.ErrorCodeServerError,
+			hcloud.ErrorCodeBadGateway, hcloud.ErrorCodeTimeout, hcloud.ErrorCodeUnknownError,
+			hcloud.ErrorCodeRobotUnavailable, "unavailable":
+			return provider.ErrUnavailable
+		case hcloud.ErrorCodeForbidden, hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeResourceLocked:
+			return provider.ErrPermission
+		case hcloud.ErrorCodeInvalidInput, hcloud.ErrorCodeJSONError, hcloud.ErrorCodeInvalidServerType:
+			return provider.ErrInvalidArgument
+		case hcloud.ErrorUnsupportedError, hcloud.ErrorDeprecatedAPIEndpoint:
+			return provider.ErrUnsupported
+		}
+		if r := apiErr.Response(); r != nil && r.Response != nil {
+			return classifyStatus(r.StatusCode)
+		}
+		return provider.ErrUnavailable
+	}
+	var argErr hcloud.ArgumentError
+	if errors.As(err, &argErr) {
+		return provider.ErrInvalidArgument
+	}
+	var netErr net.Error
+	switch {
+	case errors.Is(err, hcloud.ErrStatusCode):
+		return provider.ErrUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return provider.ErrUnavailable
+	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return provider.ErrUnavailable
+	}
+	return provider.ErrUnavailable
+}
+
+func classifyStatus(status int) error {
+	switch {
+	case status == 404:
+		return provider.ErrNotFound
+	case status == 409 || status == 423:
+		return provider.ErrConflict
+	case status == 429:
+		return provider.ErrThrottled
+	case status == 401 || status == 403:
+		return provider.ErrPermission
+	case status >= 500:
+		return provider.ErrUnavailable
+	case status >= 400:
+		return provider.ErrInvalidArgument
+	}
+	return provider.ErrUnavailable
+}
+
+// ambiguous reports whether a failed create may nevertheless have created
+// the resource: transient backend errors, timeouts, broken connections and
+// cancelled calls.
+func ambiguous(err error) bool {
+	return errors.Is(err, provider.ErrUnavailable)
+}

@@ -1,0 +1,232 @@
+package hetzner
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strconv"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// CreateImage starts a snapshot of the machine and returns it, usually
+// pending ("creating"). The description is req.Name (Hetzner snapshots have
+// no name of their own); req.Description is not stored. A retried call with
+// the same token, or an ambiguous failure, adopts the snapshot carrying the
+// token instead of creating a second one.
+func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	sid, err := parseID("server", req.MachineID)
+	if err != nil {
+		return nil, err
+	}
+	if req.Name == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: create image: a name is required")
+	}
+	labels, err := toLabels(req.Labels)
+	if err != nil {
+		return nil, err
+	}
+	labels[labelManaged] = "true"
+	labels[labelCreatedBy] = "crabbox"
+	token := ""
+	if req.Token != "" {
+		token = SanitizeLabelValue(req.Token)
+		if token == "" {
+			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: image token %q has no representable characters", req.Token)
+		}
+		labels[LabelToken] = token
+		if im, err := d.adoptImage(ctx, token); err != nil || im != nil {
+			return im, err
+		}
+	}
+	desc := req.Name
+	res, _, err := d.c.Server.CreateImage(ctx, &hcloud.Server{ID: sid}, &hcloud.ServerCreateImageOpts{
+		Type: hcloud.ImageTypeSnapshot, Description: &desc, Labels: labels,
+	})
+	if err == nil {
+		return toImage(res.Image), nil
+	}
+	merr := mapErr("create image", err)
+	// Any failure may hide a created snapshot: hcloud-go retries some
+	// errors itself, and a retry after a landed first attempt fails
+	// "definitely" (locked). The token decides.
+	if token != "" {
+		cctx, cancel := d.detached(ctx)
+		im, ferr := d.adoptImage(cctx, token)
+		cancel()
+		if ferr == nil && im != nil {
+			if ctx.Err() != nil {
+				return im, merr // the caller gave up: hand it back for deletion
+			}
+			return im, nil
+		}
+	}
+	return nil, merr
+}
+
+// adoptImage finds the snapshot made with token. Several (a request retried
+// inside hcloud-go after a lost response) are reduced to the oldest; the
+// others are deleted.
+func (d *Driver) adoptImage(ctx context.Context, token string) (*provider.Image, error) {
+	ims, err := d.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{
+		Type:     []hcloud.ImageType{hcloud.ImageTypeSnapshot},
+		ListOpts: hcloud.ListOpts{LabelSelector: LabelToken + "=" + token},
+	})
+	if err != nil {
+		return nil, mapErr("find image by token", err)
+	}
+	if len(ims) == 0 {
+		return nil, nil
+	}
+	sort.Slice(ims, func(i, j int) bool { return ims[i].ID < ims[j].ID })
+	for _, dup := range ims[1:] {
+		if _, err := d.c.Image.Delete(ctx, dup); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			return toImage(ims[0]), mapErr("delete duplicate image", err)
+		}
+	}
+	return toImage(ims[0]), nil
+}
+
+// GetImage returns a snapshot, backup or system image by id.
+func (d *Driver) GetImage(ctx context.Context, id string) (*provider.Image, error) {
+	im, err := d.getImage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return toImage(im), nil
+}
+
+func (d *Driver) getImage(ctx context.Context, id string) (*hcloud.Image, error) {
+	n, err := parseID("image", id)
+	if err != nil {
+		return nil, err
+	}
+	im, _, err := d.c.Image.GetByID(ctx, n)
+	if err != nil {
+		return nil, mapErr("get image", err)
+	}
+	if im == nil || !im.Deleted.IsZero() {
+		return nil, provider.Errorf(provider.ErrNotFound, "hetzner: image %s not found", id)
+	}
+	return im, nil
+}
+
+// ListImages returns the project's snapshots having all the labels.
+func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*provider.Image, error) {
+	sel, err := selector(labels)
+	if err != nil {
+		return nil, err
+	}
+	ims, err := d.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{
+		Type:     []hcloud.ImageType{hcloud.ImageTypeSnapshot},
+		ListOpts: hcloud.ListOpts{LabelSelector: sel},
+	})
+	if err != nil {
+		return nil, mapErr("list images", err)
+	}
+	out := make([]*provider.Image, 0, len(ims))
+	for _, im := range ims {
+		out = append(out, toImage(im))
+	}
+	return out, nil
+}
+
+// DeleteImage deletes a snapshot. An image that is already gone is not an
+// error; a delete-protected image fails with ErrConflict.
+func (d *Driver) DeleteImage(ctx context.Context, id string) error {
+	n, err := parseID("image", id)
+	if err != nil {
+		return nil
+	}
+	if _, err := d.c.Image.Delete(ctx, &hcloud.Image{ID: n}); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		return mapErr("delete image", err)
+	}
+	return nil
+}
+
+// UpdateImageLabels merges labels into the image's labels; an empty value
+// removes a label.
+func (d *Driver) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {
+	upd, err := toLabels(labels)
+	if err != nil {
+		return err
+	}
+	im, err := d.getImage(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, _, err := d.c.Image.Update(ctx, im, hcloud.ImageUpdateOpts{Labels: mergeLabels(im.Labels, upd)}); err != nil {
+		return mapErr("update image labels", err)
+	}
+	return nil
+}
+
+// ProtectImage sets or lifts delete protection, waiting for the action.
+func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) error {
+	n, err := parseID("image", id)
+	if err != nil {
+		return err
+	}
+	a, _, err := d.c.Image.ChangeProtection(ctx, &hcloud.Image{ID: n}, hcloud.ImageChangeProtectionOpts{Delete: hcloud.Ptr(protect)})
+	if err != nil {
+		return mapErr("change image protection", err)
+	}
+	if err := d.c.Action.WaitFor(ctx, a); err != nil {
+		return mapErr("wait for image protection", err)
+	}
+	return nil
+}
+
+func toImage(im *hcloud.Image) *provider.Image {
+	out := &provider.Image{
+		ID:          strconv.FormatInt(im.ID, 10),
+		Name:        im.Description,
+		Description: im.Description,
+		State:       imageState(im.Status),
+		Arch:        sdkArch(im.Architecture),
+		Labels:      im.Labels,
+		Created:     im.Created,
+		SizeGiB:     float64(im.ImageSize),
+		Protected:   im.Protection.Delete,
+		Deprecated:  im.Deprecated,
+	}
+	if im.Type == hcloud.ImageTypeSystem || im.Type == hcloud.ImageTypeApp {
+		out.Name = im.Name
+	}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	if im.Type == hcloud.ImageTypeSnapshot || im.Type == hcloud.ImageTypeBackup {
+		// A Hetzner snapshot is its own backing storage.
+		out.Snapshots = []provider.Snapshot{{ID: out.ID, SizeGiB: out.SizeGiB}}
+	}
+	if out.State == provider.ImageFailed {
+		out.StateReason = "Hetzner reports the image unavailable"
+	}
+	return out
+}
+
+func imageState(s hcloud.ImageStatus) provider.ImageState {
+	switch s {
+	case hcloud.ImageStatusCreating:
+		return provider.ImagePending
+	case hcloud.ImageStatusAvailable:
+		return provider.ImageAvailable
+	case hcloud.ImageStatus("unavailable"):
+		return provider.ImageFailed
+	}
+	return provider.ImageUnknown
+}
+
+// fingerprint is Hetzner's SSH key fingerprint (MD5, colon-separated hex).
+func fingerprint(authorized string) (string, error) {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(authorized))
+	if err != nil {
+		return "", provider.Wrap(provider.ErrInvalidArgument, errors.New("hetzner: authorized key does not parse"))
+	}
+	fp := ssh.FingerprintLegacyMD5(k)
+	return fp, nil
+}

@@ -1,0 +1,96 @@
+package hetzner
+
+import (
+	"maps"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+var (
+	labelKeyRe   = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
+	labelValueRe = regexp.MustCompile(`^(([a-z0-9A-Z](?:[\-_.]|[a-z0-9A-Z]){0,61})?[a-z0-9A-Z]$|$)`)
+)
+
+// SanitizeLabelValue maps v to a valid Hetzner label value: characters
+// outside [-_.a-zA-Z0-9] become "-", the result is cut to 63 characters and
+// trimmed to begin and end alphanumeric. It returns "" when nothing
+// representable remains.
+func SanitizeLabelValue(v string) string {
+	if labelValueRe.MatchString(v) {
+		return v
+	}
+	var b strings.Builder
+	for _, r := range v {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	s := b.String()
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return strings.Trim(s, "-_.")
+}
+
+// ValidLabelKey reports whether k is a label key Hetzner accepts and does
+// not reserve.
+func ValidLabelKey(k string) bool {
+	return labelKeyRe.MatchString(k) && !strings.HasPrefix(k, "hetzner.cloud/")
+}
+
+// toLabels converts SDK labels to Hetzner labels: keys are checked, values
+// sanitized. Empty values stay empty (Hetzner accepts them; the update
+// helpers treat them as "remove").
+func toLabels(in map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		if !ValidLabelKey(k) {
+			return nil, provider.Errorf(provider.ErrInvalidArgument,
+				"hetzner: label key %q cannot be represented (an optional DNS prefix and \"/\" plus at most 63 characters of [-_.a-zA-Z0-9], alphanumeric at both ends)", k)
+		}
+		s := SanitizeLabelValue(v)
+		if s == "" && v != "" {
+			return nil, provider.Errorf(provider.ErrInvalidArgument,
+				"hetzner: label %s=%q has no representable characters ([-_.a-zA-Z0-9], alphanumeric at both ends)", k, v)
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+// mergeLabels applies update to cur: an empty value removes the key.
+func mergeLabels(cur, update map[string]string) map[string]string {
+	out := maps.Clone(cur)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for k, v := range update {
+		if v == "" {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// selector builds a label selector requiring every label (k=v, or k=""
+// for empty values which Hetzner matches as "k=").
+func selector(labels map[string]string) (string, error) {
+	l, err := toLabels(labels)
+	if err != nil {
+		return "", err
+	}
+	parts := make([]string, 0, len(l))
+	for k, v := range l {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ","), nil
+}

@@ -1,0 +1,376 @@
+package hetzner
+
+import (
+	"context"
+	"errors"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// maxUserData is Hetzner's user_data limit.
+const maxUserData = 32 * 1024
+
+var nonHost = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// serverName maps a friendly name to a valid server name (RFC 1123 label,
+// at most 63 characters).
+func serverName(name, token string) string {
+	n := strings.Trim(nonHost.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if n == "" {
+		n = "crabbox-" + strings.Trim(nonHost.ReplaceAllString(strings.ToLower(token), "-"), "-")
+	}
+	if len(n) > 63 {
+		n = strings.TrimRight(n[:63], "-")
+	}
+	return n
+}
+
+// CreateMachine uploads the lease key, creates the server and returns it as
+// soon as Hetzner accepted it (usually "initializing", already with its
+// address). See the package documentation for idempotency and fallback.
+func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
+	if req.Type == "" || req.Image == "" {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: create machine: type and image are required")
+	}
+	if len(req.UserData) > maxUserData {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: user-data is %d bytes, Hetzner accepts at most %d", len(req.UserData), maxUserData)
+	}
+	labels, err := toLabels(req.Labels)
+	if err != nil {
+		return nil, err
+	}
+	labels[labelManaged] = "true"
+	labels[labelCreatedBy] = "crabbox"
+	token := ""
+	if req.Token != "" {
+		token = SanitizeLabelValue(req.Token)
+		if token == "" {
+			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", req.Token)
+		}
+		labels[LabelToken] = token
+		// A retried create with the same token adopts the first one's server.
+		if m, err := d.findServerByToken(ctx, token); err != nil {
+			return nil, err
+		} else if m != nil {
+			return m, nil
+		}
+	}
+
+	var keys []*hcloud.SSHKey
+	var ownKey *hcloud.SSHKey
+	if len(req.AuthorizedKey) > 0 {
+		k, own, err := d.leaseKey(ctx, token, req.Name, req.AuthorizedKey)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+		if own {
+			ownKey = k
+		}
+	}
+	dropKey := func() {
+		if ownKey == nil {
+			return
+		}
+		cctx, cancel := d.detached(ctx)
+		defer cancel()
+		_, _ = d.c.SSHKey.Delete(cctx, ownKey)
+	}
+
+	opts := hcloud.ServerCreateOpts{
+		Name:       serverName(req.Name, req.Token),
+		ServerType: &hcloud.ServerType{Name: req.Type},
+		Image:      imageRef(req.Image),
+		SSHKeys:    keys,
+		UserData:   string(req.UserData),
+		Labels:     labels,
+		PublicNet:  &hcloud.ServerCreatePublicNet{EnableIPv4: !d.cfg.privateSSH, EnableIPv6: d.cfg.ipv6},
+	}
+	if d.cfg.location != "" {
+		opts.Location = &hcloud.Location{Name: d.cfg.location}
+	}
+	for _, id := range d.cfg.networks {
+		opts.Networks = append(opts.Networks, &hcloud.Network{ID: id})
+	}
+	for _, id := range d.cfg.firewalls {
+		opts.Firewalls = append(opts.Firewalls, &hcloud.ServerCreateFirewall{Firewall: hcloud.Firewall{ID: id}})
+	}
+
+	res, _, err := d.c.Server.Create(ctx, opts)
+	if err != nil && hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
+		// The name is taken: by our own earlier attempt (adopt it) or by
+		// someone else's server (retry with a token suffix).
+		if token != "" {
+			if m, ferr := d.findServerByToken(ctx, token); ferr == nil && m != nil {
+				return m, nil
+			}
+		}
+		if suffix := strings.Trim(nonHost.ReplaceAllString(strings.ToLower(req.Token), "-"), "-"); suffix != "" {
+			base := opts.Name
+			if len(base)+1+len(suffix) > 63 {
+				base = strings.TrimRight(base[:max(0, 63-1-len(suffix))], "-")
+			}
+			opts.Name = strings.TrimLeft(base+"-"+suffix, "-")
+			res, _, err = d.c.Server.Create(ctx, opts)
+		}
+	}
+	if err != nil {
+		merr := mapErr("create server", err)
+		// Any failure may hide a created server (hcloud-go retries some
+		// errors itself); the token decides.
+		if token != "" {
+			cctx, cancel := d.detached(ctx)
+			m, ferr := d.findServerByToken(cctx, token)
+			cancel()
+			if ferr == nil && m != nil {
+				if ctx.Err() != nil {
+					// The caller gave up: hand the server back with the
+					// error so it can be deleted.
+					return m, merr
+				}
+				return m, nil
+			}
+		}
+		dropKey()
+		return nil, merr
+	}
+	return d.machine(res.Server), nil
+}
+
+func imageRef(image string) *hcloud.Image {
+	if id, err := strconv.ParseInt(image, 10, 64); err == nil {
+		return &hcloud.Image{ID: id}
+	}
+	return &hcloud.Image{Name: image}
+}
+
+// leaseKey uploads the lease's public key with the lease token. own reports
+// whether the returned key belongs to this lease (and is deleted with it); a
+// key already registered by someone else is used but left alone.
+func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []byte) (key *hcloud.SSHKey, own bool, err error) {
+	pub := strings.TrimSpace(string(authorized))
+	keyName := "crabbox-" + token
+	if token == "" {
+		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.cfg.now().UnixNano(), 36)
+	}
+	labels := map[string]string{labelManaged: "true", labelCreatedBy: "crabbox", LabelKind: kindLeaseKey}
+	if token != "" {
+		labels[LabelToken] = token
+	}
+	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: keyName, PublicKey: pub, Labels: labels})
+	if err == nil {
+		return k, true, nil
+	}
+	if !hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) && !ambiguous(mapErr("", err)) {
+		return nil, false, mapErr("create ssh key", err)
+	}
+	// Same name (an earlier attempt of this lease) or same fingerprint (the
+	// key is already registered): use the existing key.
+	if ex, _, gerr := d.c.SSHKey.GetByName(ctx, keyName); gerr == nil && ex != nil {
+		return ex, ex.Labels[LabelToken] == token && token != "", nil
+	}
+	if fp, ferr := fingerprint(pub); ferr == nil {
+		if ex, _, gerr := d.c.SSHKey.GetByFingerprint(ctx, fp); gerr == nil && ex != nil {
+			return ex, ex.Labels[LabelToken] == token && token != "", nil
+		}
+	}
+	return nil, false, mapErr("create ssh key", err)
+}
+
+func (d *Driver) findServerByToken(ctx context.Context, token string) (*provider.Machine, error) {
+	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelToken + "=" + token}})
+	if err != nil {
+		return nil, mapErr("find server by token", err)
+	}
+	for _, s := range servers {
+		if s.Status != hcloud.ServerStatusDeleting {
+			return d.machine(s), nil
+		}
+	}
+	return nil, nil
+}
+
+// GetMachine returns the server; ErrNotFound when it does not exist or is
+// being deleted.
+func (d *Driver) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
+	s, err := d.getServer(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return d.machine(s), nil
+}
+
+func (d *Driver) getServer(ctx context.Context, id string) (*hcloud.Server, error) {
+	n, err := parseID("server", id)
+	if err != nil {
+		return nil, err
+	}
+	s, _, err := d.c.Server.GetByID(ctx, n)
+	if err != nil {
+		return nil, mapErr("get server", err)
+	}
+	if s == nil || s.Status == hcloud.ServerStatusDeleting {
+		return nil, provider.Errorf(provider.ErrNotFound, "hetzner: server %s not found", id)
+	}
+	return s, nil
+}
+
+// ListMachines returns live servers having all the labels.
+func (d *Driver) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
+	sel, err := selector(labels)
+	if err != nil {
+		return nil, err
+	}
+	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: sel}})
+	if err != nil {
+		return nil, mapErr("list servers", err)
+	}
+	out := make([]*provider.Machine, 0, len(servers))
+	for _, s := range servers {
+		if s.Status == hcloud.ServerStatusDeleting {
+			continue
+		}
+		out = append(out, d.machine(s))
+	}
+	return out, nil
+}
+
+// DeleteMachine deletes the server and the lease's SSH key. A server that is
+// already gone is not an error.
+func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
+	n, err := parseID("server", id)
+	if err != nil {
+		return nil // nothing by that id can exist
+	}
+	s, _, err := d.c.Server.GetByID(ctx, n)
+	if err != nil {
+		return mapErr("get server", err)
+	}
+	if s == nil {
+		return nil
+	}
+	if s.Status != hcloud.ServerStatusDeleting {
+		if _, _, err := d.c.Server.DeleteWithResult(ctx, s); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			return mapErr("delete server", err)
+		}
+	}
+	if tok := s.Labels[LabelToken]; tok != "" {
+		return d.deleteLeaseKeys(ctx, tok)
+	}
+	return nil
+}
+
+func (d *Driver) deleteLeaseKeys(ctx context.Context, token string) error {
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
+		LabelSelector: LabelKind + "=" + kindLeaseKey + "," + LabelToken + "=" + token}})
+	if err != nil {
+		return mapErr("list lease keys", err)
+	}
+	var errs []error
+	for _, k := range keys {
+		if _, err := d.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			errs = append(errs, mapErr("delete ssh key", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeleteOrphanKeys deletes lease SSH keys whose server no longer exists
+// (left behind when a release was interrupted between the server and the
+// key). It returns how many keys it deleted.
+func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelKind + "=" + kindLeaseKey}})
+	if err != nil {
+		return 0, mapErr("list lease keys", err)
+	}
+	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelToken}})
+	if err != nil {
+		return 0, mapErr("list servers", err)
+	}
+	live := map[string]bool{}
+	for _, s := range servers {
+		if s.Status != hcloud.ServerStatusDeleting {
+			live[s.Labels[LabelToken]] = true
+		}
+	}
+	n := 0
+	for _, k := range keys {
+		if tok := k.Labels[LabelToken]; tok != "" && !live[tok] {
+			if _, err := d.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+				return n, mapErr("delete ssh key", err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// UpdateMachineLabels merges labels into the server's labels; an empty
+// value removes a label.
+func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
+	upd, err := toLabels(labels)
+	if err != nil {
+		return err
+	}
+	s, err := d.getServer(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, _, err := d.c.Server.Update(ctx, s, hcloud.ServerUpdateOpts{Labels: mergeLabels(s.Labels, upd)}); err != nil {
+		return mapErr("update server labels", err)
+	}
+	return nil
+}
+
+func (d *Driver) machine(s *hcloud.Server) *provider.Machine {
+	m := &provider.Machine{
+		ID:      strconv.FormatInt(s.ID, 10),
+		Name:    s.Name,
+		State:   machineState(s.Status),
+		Labels:  s.Labels,
+		Created: s.Created,
+	}
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	if s.ServerType != nil {
+		m.Type = s.ServerType.Name
+	}
+	if s.Image != nil && s.Image.ID != 0 {
+		m.Image = strconv.FormatInt(s.Image.ID, 10)
+	}
+	var ip net.IP
+	if d.cfg.privateSSH {
+		if len(s.PrivateNet) > 0 {
+			ip = s.PrivateNet[0].IP
+		}
+	} else if !s.PublicNet.IPv4.IsUnspecified() {
+		ip = s.PublicNet.IPv4.IP
+	}
+	if len(ip) > 0 && !ip.IsUnspecified() {
+		m.SSHAddr = net.JoinHostPort(ip.String(), strconv.Itoa(d.cfg.sshPort))
+	}
+	return m
+}
+
+func machineState(s hcloud.ServerStatus) provider.MachineState {
+	switch s {
+	case hcloud.ServerStatusInitializing, hcloud.ServerStatusStarting, hcloud.ServerStatusMigrating, hcloud.ServerStatusRebuilding:
+		return provider.MachinePending
+	case hcloud.ServerStatusRunning:
+		return provider.MachineRunning
+	case hcloud.ServerStatusStopping:
+		return provider.MachineStopping
+	case hcloud.ServerStatusOff:
+		return provider.MachineStopped
+	case hcloud.ServerStatusDeleting:
+		return provider.MachineTerminated
+	}
+	return provider.MachineUnknown
+}
