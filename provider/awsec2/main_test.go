@@ -2,6 +2,7 @@ package awsec2_test
 
 import (
 	"context"
+	"flag"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -79,7 +80,7 @@ func checkPolicyCoversCalls() int {
 		fmt.Printf("FAIL: the driver called operations its IAM policy does not grant: %v\n", missing)
 		return 1
 	}
-	if len(calledOps) < 10 {
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" && len(calledOps) < 10 {
 		fmt.Printf("FAIL: policy check recorded only %d operations; the recorder is broken\n", len(calledOps))
 		return 1
 	}
