@@ -414,33 +414,18 @@ func Render(cfg Config) ([]byte, error) {
 	yamlBlock(&b, 4, string(c.HostKeyPEM))
 	b.WriteString("  ed25519_public: " + yamlQuote(c.HostKeyPublic) + "\n")
 
-	// Files.
+	// Files: crabbox's own as text blocks, extra ones as base64, written
+	// after the packages are installed (defer).
 	b.WriteString("write_files:\n")
-	writeText := func(p, mode, content string) {
-		b.WriteString("  - path: " + p + "\n")
-		b.WriteString("    owner: \"root:root\"\n")
-		b.WriteString("    permissions: \"" + mode + "\"\n")
-		b.WriteString("    content: ")
-		yamlBlock(&b, 6, content)
-	}
-	writeText(SSHDConfigFile, "0644", sshdConfig(c))
-	writeText(ReadyCommand, "0755", readyScript(c))
-	writeText(LeaseEnvFile, "0644", leaseEnv(c))
-	if c.Browser {
-		writeText(BrowserEnvFile, "0644", "BROWSER=/usr/bin/chromium\n")
-	}
-	if c.Desktop {
-		writeText(xvfbUnit, "0644", unit("Crabbox virtual display "+Display, c.User, "",
-			"/usr/bin/Xvfb "+Display+" -screen 0 "+ScreenGeometry+" -nolisten tcp"))
-		writeText(wmUnit, "0644", unit("Crabbox window manager", c.User, "crabbox-xvfb.service",
-			"/usr/bin/openbox"))
-		writeText(x11vncUnt, "0644", unit("Crabbox VNC server (127.0.0.1 only)", c.User, "crabbox-xvfb.service",
-			"/usr/bin/x11vnc -display "+Display+" -localhost -rfbport "+strconv.Itoa(VNCPort)+" -forever -shared -nopw -quiet"))
-	}
-	for _, f := range c.Files {
+	for _, f := range bootFiles(c) {
 		b.WriteString("  - path: " + f.Path + "\n")
 		b.WriteString("    owner: \"root:root\"\n")
 		b.WriteString("    permissions: \"" + modeString(f.Mode) + "\"\n")
+		if ownedPath(f.Path) {
+			b.WriteString("    content: ")
+			yamlBlock(&b, 6, string(f.Content))
+			continue
+		}
 		b.WriteString("    encoding: b64\n")
 		b.WriteString("    defer: true\n")
 		b.WriteString("    content: \"" + base64.StdEncoding.EncodeToString(f.Content) + "\"\n")
@@ -482,6 +467,47 @@ func Render(cfg Config) ([]byte, error) {
 	}
 	cmd("touch", BootstrapMarker)
 	return []byte(b.String()), nil
+}
+
+// BootFiles validates cfg and returns every file the user-data writes, in
+// order: crabbox's own (sshd drop-in, ReadyCommand, LeaseEnvFile,
+// BrowserEnvFile, desktop units) followed by cfg.Files. Emulated machines
+// write them under their file-system root to "boot". Errors wrap
+// provider.ErrInvalidArgument.
+func BootFiles(cfg Config) ([]File, error) {
+	c, err := Normalize(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return bootFiles(c), nil
+}
+
+// bootFiles lists the files of a normalized config.
+func bootFiles(c Config) []File {
+	text := func(p string, mode os.FileMode, content string) File {
+		return File{Path: p, Content: []byte(content), Mode: mode}
+	}
+	files := []File{
+		text(SSHDConfigFile, 0o644, sshdConfig(c)),
+		text(ReadyCommand, 0o755, readyScript(c)),
+		text(LeaseEnvFile, 0o644, leaseEnv(c)),
+	}
+	if c.Browser {
+		files = append(files, text(BrowserEnvFile, 0o644, "BROWSER=/usr/bin/chromium\n"))
+	}
+	if c.Desktop {
+		files = append(files,
+			text(xvfbUnit, 0o644, unit("Crabbox virtual display "+Display, c.User, "",
+				"/usr/bin/Xvfb "+Display+" -screen 0 "+ScreenGeometry+" -nolisten tcp")),
+			text(wmUnit, 0o644, unit("Crabbox window manager", c.User, "crabbox-xvfb.service",
+				"/usr/bin/openbox")),
+			text(x11vncUnt, 0o644, unit("Crabbox VNC server (127.0.0.1 only)", c.User, "crabbox-xvfb.service",
+				"/usr/bin/x11vnc -display "+Display+" -localhost -rfbport "+strconv.Itoa(VNCPort)+" -forever -shared -nopw -quiet")))
+	}
+	for _, f := range c.Files {
+		files = append(files, File{Path: f.Path, Content: append([]byte{}, f.Content...), Mode: f.Mode})
+	}
+	return files
 }
 
 func sshdConfig(c Config) string {

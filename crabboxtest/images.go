@@ -1,0 +1,238 @@
+package crabboxtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+type image struct {
+	img         provider.Image
+	root        string // the image's file-system tree
+	token       string
+	pendingLeft int    // GetImage polls still reporting pending
+	failReason  string // non-empty: the image ends failed
+	base        bool
+}
+
+func (im *image) snapshot() *provider.Image {
+	out := im.img
+	out.Labels = cloneLabels(im.img.Labels)
+	out.Snapshots = append([]provider.Snapshot(nil), im.img.Snapshots...)
+	return &out
+}
+
+// CreateImage copies the machine's file-system tree (sockets, pipes and
+// devices skipped) into a new image "img-<hex>" with one snapshot
+// "snap-<hex>" sized from the tree. The image is pending for the configured
+// number of GetImage polls, then available, or failed after FailNextImage. A
+// request whose Token matches an existing image returns that image; a name
+// already used by another image is an error wrapping ErrConflict.
+func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	if req.Token != "" {
+		for _, im := range c.images {
+			if im.token == req.Token {
+				c.mu.Unlock()
+				return c.lockedSnapshot(im), nil
+			}
+		}
+	}
+	m, ok := c.machines[req.MachineID]
+	var nameTaken bool
+	for _, im := range c.images {
+		if im.img.Name == req.Name {
+			nameTaken = true
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case req.Name == "":
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image name is empty")
+	case !ok:
+		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", req.MachineID)
+	case nameTaken:
+		return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", req.Name)
+	}
+
+	id := newID("img-")
+	dir := filepath.Join(c.o.dir, "images", id)
+	root := filepath.Join(dir, "root")
+	size, err := copyTree(ctx, m.root, root)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, provider.Errorf(provider.ErrUnavailable, "crabboxtest: copying machine %s: %v", m.id, err)
+	}
+	sizeGiB := float64(size) / (1 << 30)
+	im := &image{
+		img: provider.Image{
+			ID:          id,
+			Name:        req.Name,
+			Description: req.Description,
+			State:       provider.ImagePending,
+			Arch:        "amd64",
+			Labels:      cloneLabels(req.Labels),
+			Created:     time.Now().UTC(),
+			Snapshots:   []provider.Snapshot{{ID: newID("snap-"), SizeGiB: sizeGiB}},
+			SizeGiB:     sizeGiB,
+		},
+		root:  root,
+		token: req.Token,
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		_ = os.RemoveAll(dir)
+		return nil, errClosed()
+	}
+	for _, other := range c.images {
+		if req.Token != "" && other.token == req.Token {
+			_ = os.RemoveAll(dir)
+			return other.snapshot(), nil
+		}
+		if other.img.Name == req.Name {
+			_ = os.RemoveAll(dir)
+			return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", req.Name)
+		}
+	}
+	im.pendingLeft = c.o.pendingPolls
+	if len(c.failNext) > 0 {
+		im.failReason = c.failNext[0]
+		c.failNext = c.failNext[1:]
+	}
+	c.images[id] = im
+	return im.snapshot(), nil
+}
+
+// lockedSnapshot snapshots im under c.mu.
+func (c *Cloud) lockedSnapshot(im *image) *provider.Image {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return im.snapshot()
+}
+
+// GetImage returns the image, or an error wrapping ErrNotFound. Each call on
+// a pending image counts as one poll (see WithImagePendingPolls).
+func (c *Cloud) GetImage(ctx context.Context, id string) (*provider.Image, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.Unlock()
+	im, ok := c.images[id]
+	if !ok {
+		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", id)
+	}
+	if im.img.State == provider.ImagePending {
+		if im.pendingLeft > 0 {
+			im.pendingLeft--
+		} else if im.failReason != "" {
+			im.img.State = provider.ImageFailed
+			im.img.StateReason = im.failReason
+		} else {
+			im.img.State = provider.ImageAvailable
+		}
+	}
+	return im.snapshot(), nil
+}
+
+// ListImages returns the images having all the given labels (with no
+// labels: every image, the base image included), oldest first.
+func (c *Cloud) ListImages(ctx context.Context, labels map[string]string) ([]*provider.Image, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer c.mu.Unlock()
+	var out []*provider.Image
+	for _, im := range c.images {
+		if matchLabels(im.img.Labels, labels) {
+			out = append(out, im.snapshot())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// DeleteImage deletes the image and its snapshot. Deleting an image that
+// does not exist returns nil; a protected image is refused with
+// ErrConflict, the base image with ErrPermission.
+func (c *Cloud) DeleteImage(ctx context.Context, id string) error {
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	im, ok := c.images[id]
+	switch {
+	case !ok:
+		c.mu.Unlock()
+		return nil
+	case im.base:
+		c.mu.Unlock()
+		return provider.Errorf(provider.ErrPermission, "crabboxtest: image %q is not owned by this account", id)
+	case im.img.Protected:
+		c.mu.Unlock()
+		return provider.Errorf(provider.ErrConflict, "crabboxtest: image %q is protected from deletion", id)
+	}
+	delete(c.images, id)
+	c.mu.Unlock()
+	if err := os.RemoveAll(filepath.Dir(im.root)); err != nil {
+		return provider.Errorf(provider.ErrUnavailable, "crabboxtest: removing image %s: %v", id, err)
+	}
+	return nil
+}
+
+// UpdateImageLabels merges labels into the image's labels; an empty value
+// removes the label.
+func (c *Cloud) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {
+	return c.updateImage(ctx, id, func(im *image) {
+		if im.img.Labels == nil {
+			im.img.Labels = map[string]string{}
+		}
+		for k, v := range labels {
+			if v == "" {
+				delete(im.img.Labels, k)
+			} else {
+				im.img.Labels[k] = v
+			}
+		}
+	})
+}
+
+// ProtectImage toggles deletion protection.
+func (c *Cloud) ProtectImage(ctx context.Context, id string, protect bool) error {
+	return c.updateImage(ctx, id, func(im *image) { im.img.Protected = protect })
+}
+
+// DeprecateImage records the deprecation time (zero clears it).
+func (c *Cloud) DeprecateImage(ctx context.Context, id string, at time.Time) error {
+	return c.updateImage(ctx, id, func(im *image) { im.img.Deprecated = at })
+}
+
+func (c *Cloud) updateImage(ctx context.Context, id string, f func(*image)) error {
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	im, ok := c.images[id]
+	switch {
+	case !ok:
+		return provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", id)
+	case im.base:
+		return provider.Errorf(provider.ErrPermission, "crabboxtest: image %q is not owned by this account", id)
+	}
+	f(im)
+	return nil
+}

@@ -1,0 +1,400 @@
+package crabboxtest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-go/internal/cloudinit"
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// machine is one emulated box.
+type machine struct {
+	c     *Cloud
+	id    string
+	token string
+	dir   string // <cloud>/machines/<id>
+	root  string // dir/root: the box's file system
+	cfg   *cloudinit.Config
+
+	sshCfg *ssh.ServerConfig
+	env    []string // base environment of commands
+
+	mu        sync.Mutex // guards everything below
+	info      provider.Machine
+	stopped   bool
+	listener  net.Listener
+	conns     map[net.Conn]struct{}
+	pgids     map[int]struct{} // process groups started on the box
+	procs     map[*proc]struct{}
+	timers    []*time.Timer
+	wg        sync.WaitGroup // goroutines serving the box
+	terminate bool           // delete on its own shutdown
+}
+
+// snapshot returns a copy of the machine's provider view.
+func (m *machine) snapshot() *provider.Machine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.info
+	out.Labels = cloneLabels(m.info.Labels)
+	return &out
+}
+
+// CreateMachine boots a machine from req.Image ("" means the base image):
+// it parses req.UserData (an error wrapping ErrInvalidArgument when it is
+// not crabbox user-data), copies the image's tree to the machine's root,
+// writes the user-data's files, work root, home and bootstrap marker, and
+// starts the SSH server (after the boot delay, if any). A request with the
+// Token of a live machine returns that machine.
+func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	if req.Token != "" {
+		for _, m := range c.machines {
+			if m.token == req.Token {
+				c.mu.Unlock()
+				return m.snapshot(), nil
+			}
+		}
+	}
+	typ := req.Type
+	if typ == "" {
+		typ = machineTypes("small", "amd64")[0]
+	}
+	noCap := c.noCap[typ]
+	imageID := req.Image
+	if imageID == "" {
+		imageID = BaseImageID
+	}
+	var imgRoot, imgState, imgReason string
+	if im, ok := c.images[imageID]; ok {
+		imgRoot, imgState, imgReason = im.root, string(im.img.State), im.img.StateReason
+	}
+	bootDelay := c.o.bootDelay
+	c.mu.Unlock()
+
+	switch {
+	case !knownType(typ):
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown machine type %q", typ)
+	case noCap:
+		return nil, provider.Errorf(provider.ErrCapacity, "crabboxtest: no capacity for machine type %q", typ)
+	case imgRoot == "":
+		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", imageID)
+	case imgState == string(provider.ImagePending):
+		return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: image %q is still pending", imageID)
+	case imgState == string(provider.ImageFailed):
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image %q failed: %s", imageID, imgReason)
+	}
+	cfg, err := cloudinit.Parse(req.UserData)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.ParsePrivateKey(cfg.HostKeyPEM)
+	if err != nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: host key: %v", err)
+	}
+	authorized := map[string]bool{}
+	for _, line := range cfg.AuthorizedKeys {
+		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+		if err != nil {
+			return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: authorized key: %v", err)
+		}
+		authorized[string(k.Marshal())] = true
+	}
+
+	id := newID("m-")
+	m := &machine{
+		c:     c,
+		id:    id,
+		token: req.Token,
+		dir:   filepath.Join(c.o.dir, "machines", id),
+		cfg:   cfg,
+		conns: map[net.Conn]struct{}{},
+		pgids: map[int]struct{}{},
+		procs: map[*proc]struct{}{},
+		info: provider.Machine{
+			ID:      id,
+			Name:    req.Name,
+			Type:    typ,
+			Image:   imageID,
+			State:   provider.MachinePending,
+			Labels:  cloneLabels(req.Labels),
+			Created: time.Now().UTC(),
+		},
+		terminate: req.TerminateOnShutdown,
+	}
+	m.root = filepath.Join(m.dir, "root")
+	m.info.FSRoot = m.root
+	user := cfg.User
+	m.sshCfg = &ssh.ServerConfig{
+		PublicKeyCallback: func(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if conn.User() == user && authorized[string(key.Marshal())] {
+				return &ssh.Permissions{}, nil
+			}
+			return nil, errors.New("public key not authorized")
+		},
+		ServerVersion: "SSH-2.0-OpenSSH_9.6 crabboxtest",
+	}
+	m.sshCfg.AddHostKey(signer)
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	home := filepath.Join(m.root, "home", user)
+	m.env = []string{
+		"HOME=" + home,
+		"USER=" + user,
+		"LOGNAME=" + user,
+		"SHELL=/bin/sh",
+		"LANG=C.UTF-8",
+		"CRABBOX_FS_ROOT=" + m.root,
+		"PATH=" + filepath.Join(m.root, "usr", "local", "bin") + ":" + path,
+	}
+
+	if err := m.bootFS(ctx, imgRoot); err != nil {
+		_ = os.RemoveAll(m.dir)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, provider.Errorf(provider.ErrUnavailable, "crabboxtest: booting machine %s: %v", id, err)
+	}
+
+	// Register, then start SSH (now or after the boot delay).
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = os.RemoveAll(m.dir)
+		return nil, errClosed()
+	}
+	if req.Token != "" {
+		for _, other := range c.machines {
+			if other.token == req.Token { // a concurrent create with the same token won
+				c.mu.Unlock()
+				_ = os.RemoveAll(m.dir)
+				return other.snapshot(), nil
+			}
+		}
+	}
+	c.machines[id] = m
+	c.mu.Unlock()
+
+	if bootDelay == 0 {
+		if err := m.startSSH("127.0.0.1:0"); err != nil {
+			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting SSH: %v", id, err)
+		}
+	} else {
+		// Reserve an address now so SSHAddr is known; it refuses
+		// connections until the listener starts.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: %v", id, err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		m.mu.Lock()
+		m.info.SSHAddr = addr
+		m.timers = append(m.timers, time.AfterFunc(bootDelay, func() { _ = m.startSSH(addr) }))
+		m.mu.Unlock()
+	}
+	if d := cfg.ShutdownAfter; d > 0 {
+		m.mu.Lock()
+		if !m.stopped {
+			m.timers = append(m.timers, time.AfterFunc(d, m.powerOff))
+		}
+		m.mu.Unlock()
+	}
+	return m.snapshot(), nil
+}
+
+// bootFS does what cloud-init does on first boot, under m.root.
+func (m *machine) bootFS(ctx context.Context, imgRoot string) error {
+	if err := os.MkdirAll(m.root, 0o755); err != nil {
+		return err
+	}
+	if _, err := copyTree(ctx, imgRoot, m.root); err != nil {
+		return err
+	}
+	files, err := cloudinit.BootFiles(*m.cfg)
+	if err != nil {
+		return err
+	}
+	cfg := m.cfg
+	home := filepath.Join("/home", cfg.User)
+	files = append(files,
+		cloudinit.File{Path: cloudinit.HostKeyFile, Content: cfg.HostKeyPEM, Mode: 0o600},
+		cloudinit.File{Path: cloudinit.HostKeyFile + ".pub", Content: []byte(cfg.HostKeyPublic + "\n"), Mode: 0o644},
+		cloudinit.File{Path: home + "/.ssh/authorized_keys", Content: []byte(strings.Join(cfg.AuthorizedKeys, "\n") + "\n"), Mode: 0o600},
+	)
+	for _, f := range files {
+		if err := writeFile(m.root, f.Path, f.Content, f.Mode); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{cfg.WorkRoot, home} {
+		if err := os.MkdirAll(filepath.Join(m.root, filepath.FromSlash(d)), 0o755); err != nil {
+			return err
+		}
+	}
+	return writeFile(m.root, cloudinit.BootstrapMarker, nil, 0o644)
+}
+
+// startSSH starts the SSH listener on addr (any free loopback port if addr
+// is taken) and marks the machine running.
+func (m *machine) startSSH(addr string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil && addr != "127.0.0.1:0" {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		return err
+	}
+	m.listener = l
+	m.info.SSHAddr = l.Addr().String()
+	m.info.State = provider.MachineRunning
+	m.wg.Add(1)
+	go m.acceptLoop(l)
+	return nil
+}
+
+// powerOff is the box's own scheduled shutdown (TTL).
+func (m *machine) powerOff() {
+	m.mu.Lock()
+	if m.stopped {
+		m.mu.Unlock()
+		return
+	}
+	m.info.State = provider.MachineStopped
+	terminate := m.terminate
+	m.mu.Unlock()
+	m.stop()
+	if terminate {
+		_ = m.c.DeleteMachine(context.Background(), m.id)
+	}
+}
+
+// stop closes the listener and every connection, kills every process
+// group the box started, and waits for the goroutines serving the box.
+func (m *machine) stop() {
+	m.mu.Lock()
+	m.stopped = true
+	if m.info.State == provider.MachineRunning || m.info.State == provider.MachinePending {
+		m.info.State = provider.MachineStopped
+	}
+	for _, t := range m.timers {
+		t.Stop()
+	}
+	if m.listener != nil {
+		_ = m.listener.Close()
+	}
+	for nc := range m.conns {
+		_ = nc.Close()
+	}
+	for p := range m.procs {
+		p.kill()
+	}
+	for pgid := range m.pgids {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// GetMachine returns the machine, or an error wrapping ErrNotFound.
+func (c *Cloud) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	m, ok := c.machines[id]
+	c.mu.Unlock()
+	if !ok {
+		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
+	}
+	return m.snapshot(), nil
+}
+
+// ListMachines returns the machines having all the given labels, oldest
+// first.
+func (c *Cloud) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	ms := make([]*machine, 0, len(c.machines))
+	for _, m := range c.machines {
+		ms = append(ms, m)
+	}
+	c.mu.Unlock()
+	var out []*provider.Machine
+	for _, m := range ms {
+		s := m.snapshot()
+		if matchLabels(s.Labels, labels) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// DeleteMachine stops the machine and removes its directory. Deleting a
+// machine that does not exist returns nil.
+func (c *Cloud) DeleteMachine(ctx context.Context, id string) error {
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	m, ok := c.machines[id]
+	delete(c.machines, id)
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	m.stop()
+	m.mu.Lock()
+	m.info.State = provider.MachineTerminated
+	m.mu.Unlock()
+	if err := os.RemoveAll(m.dir); err != nil {
+		return provider.Errorf(provider.ErrUnavailable, "crabboxtest: removing machine %s: %v", id, err)
+	}
+	return nil
+}
+
+// UpdateMachineLabels merges labels into the machine's labels.
+func (c *Cloud) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
+	if err := c.begin(ctx); err != nil {
+		return err
+	}
+	m, ok := c.machines[id]
+	c.mu.Unlock()
+	if !ok {
+		return provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.info.Labels == nil {
+		m.info.Labels = map[string]string{}
+	}
+	for k, v := range labels {
+		m.info.Labels[k] = v
+	}
+	return nil
+}
