@@ -122,6 +122,12 @@ type Options struct {
 	ImageSizeGB float32
 	// Boot, if set, starts a box for every created server (see Box).
 	Boot BootFunc
+	// Snapshot, if set, is called when create_image made a new image from a
+	// server, so a box layer can capture the server's disk; an error fails
+	// the create_image action and leaves the image "unavailable".
+	Snapshot func(ctx context.Context, serverID, imageID int64) error
+	// ImageDeleted, if set, is called after an image was deleted.
+	ImageDeleted func(imageID int64)
 	// BeforeRequest and AfterRequest, if set, are called for every API
 	// request, outside the fake's lock: before it is handled, and after its
 	// effect is applied but before the response is sent. Tests use them to

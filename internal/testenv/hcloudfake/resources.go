@@ -499,6 +499,16 @@ func (f *Fake) createImage(r *http.Request, body []byte) (int, any, *apiError) {
 		im.s.ImageSize = &size
 	}
 	im.create = a
+	if hook := f.opts.Snapshot; hook != nil {
+		f.mu.Unlock()
+		err := hook(f.bootCtx, id, imgID)
+		f.mu.Lock()
+		if err != nil && a.s.Status == "running" {
+			a.fail = &schema.ActionError{Code: "server_error", Message: "snapshot failed: " + err.Error()}
+			a.finish()
+			im.s.Status = "unavailable"
+		}
+	}
 	return http.StatusCreated, schema.ServerActionCreateImageResponse{Action: a.s, Image: copyImage(im.s)}, nil
 }
 
@@ -619,6 +629,11 @@ func (f *Fake) deleteImage(r *http.Request, _ []byte) (int, any, *apiError) {
 		im.create.finish()
 	}
 	delete(f.images, id)
+	if hook := f.opts.ImageDeleted; hook != nil {
+		f.mu.Unlock()
+		hook(id)
+		f.mu.Lock()
+	}
 	return http.StatusNoContent, nil, nil
 }
 
