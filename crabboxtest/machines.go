@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -38,6 +39,7 @@ type machine struct {
 	pgids     map[int]struct{} // process groups started on the box
 	procs     map[*proc]struct{}
 	timers    []*time.Timer
+	xvfb      *exec.Cmd      // the desktop's display server, if any
 	wg        sync.WaitGroup // goroutines serving the box
 	terminate bool           // delete on its own shutdown
 }
@@ -171,7 +173,8 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		return nil, provider.Errorf(provider.ErrUnavailable, "crabboxtest: booting machine %s: %v", id, err)
 	}
 
-	// Register, then start SSH (now or after the boot delay).
+	// Register, then start the display and SSH (now or after the boot
+	// delay).
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -189,6 +192,16 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 	}
 	c.machines[id] = m
 	c.mu.Unlock()
+
+	if cfg.Desktop {
+		display, err := m.startDisplay(ctx)
+		if err != nil {
+			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting Xvfb: %v", id, err)
+		}
+		if display != "" {
+			m.env = append(m.env, "DISPLAY="+display, "CRABBOX_DISPLAY="+display)
+		}
+	}
 
 	if bootDelay == 0 {
 		if err := m.startSSH("127.0.0.1:0"); err != nil {
@@ -300,6 +313,7 @@ func (m *machine) stop() {
 	for _, t := range m.timers {
 		t.Stop()
 	}
+	m.stopDisplay()
 	if m.listener != nil {
 		_ = m.listener.Close()
 	}

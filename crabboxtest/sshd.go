@@ -171,8 +171,9 @@ func (m *machine) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				reply(r, false)
 			}
 		case <-done:
-			m.sendExit(ch, p)
+			// Like sshd: EOF, exit status, close.
 			_ = ch.CloseWrite()
+			m.sendExit(ch, p)
 			_ = ch.Close()
 			// Drain what the client still sends until the channel closes.
 			ssh.DiscardRequests(reqs)
