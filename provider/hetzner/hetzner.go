@@ -332,7 +332,9 @@ func (d *Driver) detached(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.cleanupTO)
 }
 
-// mapErr wraps a raw hcloud error with its portable code, once.
+// mapErr wraps a raw hcloud error with its portable code, once. A
+// cancelled or expired context is returned without a code, so
+// errors.Is(err, context.Canceled) holds and nobody retries it.
 func mapErr(op string, err error) error {
 	if err == nil {
 		return nil
@@ -340,6 +342,9 @@ func mapErr(op string, err error) error {
 	var pe *provider.Error
 	if errors.As(err, &pe) {
 		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("hetzner: %s: %w", op, err)
 	}
 	return provider.Wrap(classify(err), fmt.Errorf("hetzner: %s: %w", op, err))
 }
@@ -384,8 +389,6 @@ func classify(err error) error {
 	switch {
 	case errors.Is(err, hcloud.ErrStatusCode):
 		return provider.ErrUnavailable
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return provider.ErrUnavailable
 	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return provider.ErrUnavailable
 	}
@@ -414,5 +417,5 @@ func classifyStatus(status int) error {
 // the resource: transient backend errors, timeouts, broken connections and
 // cancelled calls.
 func ambiguous(err error) bool {
-	return errors.Is(err, provider.ErrUnavailable)
+	return errors.Is(err, provider.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
