@@ -236,6 +236,22 @@ func runCheck(ctx context.Context, t smokeTarget, leaseID string, idx int, c Smo
 			}
 		}
 	}
+	for j, f := range last.files {
+		if o.evidenceDir == "" {
+			break
+		}
+		name := fmt.Sprintf("%s-%02d-%s", fileSafe(leaseID, 40), idx+1, fileSafe(res.Title, 48))
+		if j > 0 {
+			name += fmt.Sprintf("-%d", j+1)
+		}
+		p := filepath.Join(o.evidenceDir, name+"."+fileSafe(f.ext, 8))
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			res.Passed = false
+			res.Error = strings.TrimPrefix(res.Error+"; ", "; ") + "keeping evidence: " + err.Error()
+		} else {
+			res.Evidence = append(res.Evidence, p)
+		}
+	}
 	state, msg := "passed", res.Title
 	if !res.Passed {
 		state, msg = "failed", res.Title+": "+res.Error

@@ -71,10 +71,18 @@ type checkFunc func(ctx context.Context, t smokeTarget) attempt
 
 // attempt is the outcome of one try of a check.
 type attempt struct {
-	exitCode int    // -1 when no command finished
-	output   string // bounded tail shown in the report
-	err      error  // nil: passed
-	png      []byte // screenshot kept as evidence
+	exitCode int            // -1 when no command finished
+	output   string         // bounded tail shown in the report
+	err      error          // nil: passed
+	png      []byte         // screenshot kept as evidence
+	files    []evidenceFile // other evidence (videos), written with WithEvidenceDir
+}
+
+// evidenceFile is evidence other than the screenshot: data written to a
+// file with extension ext in the evidence dir.
+type evidenceFile struct {
+	ext  string
+	data []byte
 }
 
 func invalidCheck(kind, title string, err error) SmokeCheck {
