@@ -850,19 +850,21 @@ var ErrNoDisplay = errors.New("no display")
 // ErrMissingTool: a tool the operation needs is not installed on the box.
 var ErrMissingTool = errors.New("missing tool")
 
-const screenshotScript = `export DISPLAY="${DISPLAY:-:99}"
+const screenshotScript = `export DISPLAY="${CRABBOX_DISPLAY:-:99}"
 n="${DISPLAY#:}"; n="${n%%.*}"
 if [ ! -S "/tmp/.X11-unix/X$n" ]; then echo "crabbox: no X display $DISPLAY" >&2; exit 90; fi
 if command -v scrot >/dev/null 2>&1; then exec scrot -o -
 elif command -v import >/dev/null 2>&1; then exec import -window root png:-
 else echo "crabbox: neither scrot nor ImageMagick import is installed" >&2; exit 91; fi`
 
-// Screenshot returns a PNG of the lease's display (:99), taken with scrot,
+// Screenshot returns a PNG of the lease's display (:99, or the box's
+// $CRABBOX_DISPLAY when it sets one, as test hosts and the embedded local
+// cloud do), taken with scrot,
 // falling back to ImageMagick import. A lease without a display returns an
 // error matching ErrNoDisplay; one without a capture tool ErrMissingTool.
 func (l *Lease) Screenshot(ctx context.Context) ([]byte, error) {
 	var out bytes.Buffer
-	res, err := l.Run(ctx, screenshotScript, WithStdout(&out), WithTailBytes(512), WithEnv(map[string]string{"DISPLAY": Display}))
+	res, err := l.Run(ctx, screenshotScript, WithStdout(&out), WithTailBytes(512))
 	if err != nil {
 		if res != nil {
 			switch res.ExitCode {
