@@ -29,6 +29,7 @@ type machine struct {
 	cfg   *cloudinit.Config
 
 	sshCfg *ssh.ServerConfig
+	gate   *gate    // network partition
 	env    []string // base environment of commands
 
 	mu        sync.Mutex // guards everything below
@@ -124,6 +125,7 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		dir:   filepath.Join(c.o.dir, "machines", id),
 		cfg:   cfg,
 		conns: map[net.Conn]struct{}{},
+		gate:  newGate(),
 		pgids: map[int]struct{}{},
 		procs: map[*proc]struct{}{},
 		info: provider.Machine{

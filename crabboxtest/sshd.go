@@ -21,7 +21,7 @@ const handshakeTimeout = 30 * time.Second
 func (m *machine) acceptLoop(l net.Listener) {
 	defer m.wg.Done()
 	for {
-		nc, err := l.Accept()
+		raw, err := l.Accept()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -29,6 +29,7 @@ func (m *machine) acceptLoop(l net.Listener) {
 			}
 			return
 		}
+		nc := &gatedConn{Conn: raw, g: m.gate, done: make(chan struct{})}
 		m.mu.Lock()
 		if m.stopped {
 			m.mu.Unlock()
