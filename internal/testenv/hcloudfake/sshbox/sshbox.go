@@ -3,11 +3,14 @@
 //
 // Each box is an sshd (internal/testenv/sshd) logging in the user-data's user
 // (created on the host if missing) with its authorized keys and host key. The
-// box's "disk" is a directory: the user-data's boot files (readiness command,
-// lease env file, ...) are written below it, its work root is created and
-// owned by the user, and the bootstrap marker is touched last. sshd exports
-// CRABBOX_FS_ROOT=<dir> to sessions, so the SDK's readiness command and smoke
-// checks (which resolve box paths below ${CRABBOX_FS_ROOT}) see that disk.
+// box's "disk" is a directory owned by the login user: the user-data's boot
+// files (readiness command, lease env file, ...) are written below it, its
+// work root and the user's home are created, and the bootstrap marker is
+// touched last. sshd exports CRABBOX_FS_ROOT=<dir>, HOME=<dir>/home/<user>
+// and a PATH starting with <dir>/usr/local/bin to sessions (as the embedded
+// local cloud does), so the SDK's readiness command and smoke checks, which
+// resolve box paths below ${CRABBOX_FS_ROOT}, see that disk, and what a
+// session writes to its home stays on the box.
 // create_image copies a server's disk; a server booted from that snapshot
 // starts from the copy, so what a bake wrote is there in the next lease.
 //
@@ -134,10 +137,15 @@ func (b *Boxes) Boot(ctx context.Context, r hcloudfake.BootRequest) (hcloudfake.
 		}
 	}
 	work := filepath.Join(disk, cfg.WorkRoot)
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, err
+	home := filepath.Join(disk, "home", cfg.User)
+	for _, d := range []string{work, home} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
 	}
-	if err := chownTree(work, uid, gid); err != nil {
+	// The login user owns the whole disk: it stands in for root on a real
+	// box (sudo must never reach the host running the fake).
+	if err := chownTree(disk, uid, gid); err != nil {
 		return nil, err
 	}
 	marker := filepath.Join(disk, cloudinit.BootstrapMarker)
@@ -160,7 +168,8 @@ func (b *Boxes) Boot(ctx context.Context, r hcloudfake.BootRequest) (hcloudfake.
 		User:           cfg.User,
 		AuthorizedKeys: keys,
 		HostKey:        &sshd.Key{Signer: signer, PEM: cfg.HostKeyPEM},
-		Extra:          []string{"SetEnv CRABBOX_FS_ROOT=" + disk},
+		Extra: []string{"SetEnv CRABBOX_FS_ROOT=" + disk + " HOME=" + home +
+			" PATH=" + filepath.Join(disk, "usr", "local", "bin") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 	})
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("sshbox: sshd: %w", err)

@@ -89,8 +89,15 @@ func TestBoxBootsFromUserDataAndSnapshotsCarryTheDisk(t *testing.T) {
 	if got := run(t, c, `whoami; "${CRABBOX_FS_ROOT:-}"`+cloudinit.ReadyCommand); got != "crabbox\nready\n" {
 		t.Fatalf("whoami+ready = %q", got)
 	}
-	// The bake writes into the work root; the snapshot keeps it.
-	run(t, c, `echo baked > "$CRABBOX_FS_ROOT"/work/crabbox/marker`)
+	// HOME and PATH live on the box's disk.
+	if got := run(t, c, `echo "$HOME"; echo "$PATH"`); !strings.HasPrefix(got, "/") ||
+		!strings.Contains(got, "/home/crabbox\n") || !strings.Contains(got, "/usr/local/bin:") || strings.HasPrefix(got, "/home/") {
+		t.Fatalf("HOME and PATH = %q", got)
+	}
+	// The bake writes into the work root, its home and a tool on PATH; the
+	// snapshot keeps them.
+	run(t, c, `echo baked > "$CRABBOX_FS_ROOT"/work/crabbox/marker && echo note > "$HOME/notes" &&
+mkdir -p "$CRABBOX_FS_ROOT/usr/local/bin" && printf '#!/bin/sh\necho hello\n' > "$CRABBOX_FS_ROOT/usr/local/bin/cbx-hello" && chmod 755 "$CRABBOX_FS_ROOT/usr/local/bin/cbx-hello"`)
 	ci, _, err := hc.Server.CreateImage(ctx, res.Server, &hcloud.ServerCreateImageOpts{Type: hcloud.ImageTypeSnapshot})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +113,7 @@ func TestBoxBootsFromUserDataAndSnapshotsCarryTheDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2 := dialSSH(t, f, res2.Server.PublicNet.IPv4.IP.String(), clientKey2, hostKey2)
-	if got := run(t, c2, `cat "$CRABBOX_FS_ROOT"/work/crabbox/marker`); got != "baked\n" {
+	if got := run(t, c2, `cat "$CRABBOX_FS_ROOT"/work/crabbox/marker "$HOME/notes"; cbx-hello`); got != "baked\nnote\nhello\n" {
 		t.Fatalf("marker in the lease booted from the snapshot = %q", got)
 	}
 	// A deleted server is unreachable.
