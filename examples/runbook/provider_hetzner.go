@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake"
+	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake/sshbox"
+	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
+	"github.com/crabbox/crabbox-go/provider"
+	"github.com/crabbox/crabbox-go/provider/hetzner"
+)
+
+// Hetzner Cloud, for real (HCLOUD_TOKEN) or against the fake Hetzner API
+// whose servers are OpenSSH boxes on loopback.
+func init() {
+	register(backend{
+		name: "hetzner",
+		help: "Hetzner Cloud (HCLOUD_TOKEN; HCLOUD_LOCATION, default fsn1)",
+		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+			token := os.Getenv("HCLOUD_TOKEN")
+			if token == "" {
+				return nil, nil, params{}, nil, errors.New("HCLOUD_TOKEN is not set")
+			}
+			loc := os.Getenv("HCLOUD_LOCATION")
+			if loc == "" {
+				loc = "fsn1"
+			}
+			client := hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox-runbook", ""))
+			d, err := hetzner.New(client, hetzner.WithLocation(loc))
+			if err != nil {
+				return nil, nil, params{}, nil, err
+			}
+			p := params{
+				// What the crabbox bootstrap installs on Ubuntu 24.04; add a
+				// bake (packages) and the runbook's full tool list for a
+				// production image.
+				tools:   []string{"sh", "git", "curl", "tar", "jq", "rsync"},
+				class:   crabbox.ClassStandard,
+				owner:   "crabbox",
+				product: "hetzner",
+			}
+			return d, nil, p, func() {}, nil
+		},
+	})
+	register(backend{
+		name:  "hetzner-fake",
+		help:  "fake Hetzner API with OpenSSH boxes on loopback (needs root and sshd; no account)",
+		setup: setupHetznerFake,
+	})
+}
+
+func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+	if err := sshd.Available(); err != nil {
+		return nil, nil, params{}, nil, err
+	}
+	tb := &processTB{}
+	boxes := sshbox.New(tb)
+	fake := hcloudfake.New(boxes.Options(hcloudfake.Options{}))
+	client := hcloud.NewClient(
+		hcloud.WithEndpoint(fake.URL()),
+		hcloud.WithToken("fake"),
+		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(20 * time.Millisecond)}),
+		hcloud.WithRetryOpts(hcloud.RetryOpts{BackoffFunc: hcloud.ConstantBackoff(20 * time.Millisecond), MaxRetries: 3}),
+	)
+	d, err := hetzner.New(client, hetzner.WithLocation("fsn1"))
+	if err != nil {
+		fake.Close()
+		tb.runCleanups()
+		return nil, nil, params{}, nil, err
+	}
+	opts := []crabbox.Option{
+		crabbox.WithDialer(fake.Dial),
+		crabbox.WithPollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
+		crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
+	}
+	p := params{
+		// Tools the host running the fake boxes has; the bake installs one
+		// into the image's disk, as a real bake installs packages.
+		tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
+		bake: `R="${CRABBOX_FS_ROOT:-}"
+mkdir -p "$R/usr/local/bin" "$R/var/cache/crabbox/pnpm"
+printf '#!/bin/sh\necho crabbox-hello from the baked image\n' > "$R/usr/local/bin/crabbox-hello"
+chmod 755 "$R/usr/local/bin/crabbox-hello"
+crabbox-hello`,
+		class:   crabbox.ClassStandard,
+		owner:   "crabbox",
+		product: "hetzner",
+	}
+	cleanup := func() {
+		st := fake.State()
+		fake.Close()
+		tb.runCleanups()
+		fmt.Printf("\nfake Hetzner at exit: %d servers, %d SSH keys (channel records), %d snapshots\n", st.Servers, st.SSHKeys, st.Images)
+	}
+	return d, opts, p, cleanup, nil
+}
+
+// processTB lets the test harnesses (sshd, sshbox) run in a program: cleanups
+// run at exit, fatal errors panic (an HTTP handler's panic is answered as a
+// failed request by net/http).
+type processTB struct {
+	testing.TB // nil: only the methods below are used by the harnesses
+
+	mu       sync.Mutex
+	cleanups []func()
+	failed   bool
+}
+
+func (t *processTB) Helper() {}
+func (t *processTB) Cleanup(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cleanups = append(t.cleanups, f)
+}
+func (t *processTB) Failed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failed
+}
+func (t *processTB) Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "hetzner-fake: "+format+"\n", args...)
+}
+func (t *processTB) Errorf(format string, args ...any) {
+	t.mu.Lock()
+	t.failed = true
+	t.mu.Unlock()
+	t.Logf(format, args...)
+}
+func (t *processTB) Fatalf(format string, args ...any) {
+	t.Errorf(format, args...)
+	panic(fmt.Sprintf(format, args...))
+}
+func (t *processTB) Skipf(format string, args ...any) { t.Fatalf(format, args...) }
+
+func (t *processTB) runCleanups() {
+	t.mu.Lock()
+	fs := t.cleanups
+	t.cleanups = nil
+	t.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
