@@ -72,6 +72,10 @@ const (
 	// ReadyShellCommand runs ReadyCommand from a shell on real and on
 	// emulated machines alike ($CRABBOX_FS_ROOT is empty on real boxes).
 	ReadyShellCommand = `"${CRABBOX_FS_ROOT:-}"` + ReadyCommand
+	// MaxUserDataSize is the largest document Render returns: AWS's
+	// user-data limit (16 KiB), the strictest of the supported clouds.
+	MaxUserDataSize = 16 << 10
+
 	// DisplayShellExpr expands to the box's X display in a shell command:
 	// emulated machines may set CRABBOX_DISPLAY to their own display.
 	DisplayShellExpr = `"${CRABBOX_DISPLAY:-:99}"`
@@ -466,6 +470,9 @@ func Render(cfg Config) ([]byte, error) {
 			"p=$(command -v \"$b\") && { echo \"BROWSER=$p\" > "+BrowserEnvFile+"; break; }; done")
 	}
 	cmd("touch", BootstrapMarker)
+	if b.Len() > MaxUserDataSize {
+		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
+	}
 	return []byte(b.String()), nil
 }
 

@@ -275,6 +275,7 @@ func TestValidation(t *testing.T) {
 		"owned file":            func(c *Config) { c.Files = []File{{Path: ReadyCommand}} },
 		"file twice":            func(c *Config) { c.Files = []File{{Path: "/a"}, {Path: "/a"}} },
 		"file mode":             func(c *Config) { c.Files = []File{{Path: "/a", Mode: os.ModeDir | 0o755}} },
+		"too large":             func(c *Config) { c.Files = []File{{Path: "/big", Content: make([]byte, 12<<10)}} },
 	}
 	for name, mut := range cases {
 		t.Run(name, func(t *testing.T) {
