@@ -39,9 +39,14 @@ func checkChannel(ch string) error {
 
 // channelRecordName is the SSH key name of a channel version. Hetzner keeps
 // SSH key names unique, which makes creating it an atomic claim of the
-// version. The numeric suffix keeps names of different channels distinct.
-func channelRecordName(ch string, version int64) string {
-	return "crabbox-channel-" + ch + "-v" + strconv.FormatInt(version, 10)
+// version. The numeric suffix keeps names of different channels distinct;
+// with a label prefix, the prefix keeps installations apart.
+func (d *Driver) channelRecordName(ch string, version int64) string {
+	p := "crabbox-channel-"
+	if d.cfg.labelPrefix != "" {
+		p = "crabbox-channel-" + d.cfg.labelPrefix + "/"
+	}
+	return p + ch + "-v" + strconv.FormatInt(version, 10)
 }
 
 // CurrentChannel returns the channel's highest version; ErrNotFound when the
@@ -127,23 +132,23 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	_, _ = rand.Read(nonce)
 	at := d.cfg.now().UTC().Truncate(time.Second)
 	labels := map[string]string{
-		labelManaged:   "true",
-		labelCreatedBy: "crabbox",
-		LabelKind:      kindChannelEntry,
-		labelChannel:   req.Channel,
-		labelChVersion: strconv.FormatInt(version, 10),
-		labelChImage:   req.ImageID,
-		labelChAt:      at.Format(chTimeLayout),
-		LabelToken:     hex.EncodeToString(nonce),
+		d.rk(labelManaged):   "true",
+		d.rk(labelCreatedBy): "crabbox",
+		d.rk(LabelKind):      kindChannelEntry,
+		d.rk(labelChannel):   req.Channel,
+		d.rk(labelChVersion): strconv.FormatInt(version, 10),
+		d.rk(labelChImage):   req.ImageID,
+		d.rk(labelChAt):      at.Format(chTimeLayout),
+		d.rk(LabelToken):     hex.EncodeToString(nonce),
 	}
 	if op := SanitizeLabelValue(req.Operator); op != "" {
-		labels[labelChBy] = op
+		labels[d.rk(labelChBy)] = op
 	}
-	name := channelRecordName(req.Channel, version)
+	name := d.channelRecordName(req.Channel, version)
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " crabbox-channel-record-no-private-key"
 	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: name, PublicKey: authorized, Labels: labels})
 	if err == nil {
-		e, ok := recordEntry(k)
+		e, ok := d.recordEntry(k)
 		if !ok {
 			return nil, provider.Errorf(provider.ErrUnavailable, "hetzner: channel record %s came back malformed", name)
 		}
@@ -159,8 +164,8 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 		cctx, cancel := d.detached(ctx)
 		defer cancel()
 		if ex, _, gerr := d.c.SSHKey.GetByName(cctx, name); gerr == nil && ex != nil {
-			if ex.Labels[LabelToken] == labels[LabelToken] {
-				if e, ok := recordEntry(ex); ok {
+			if ex.Labels[d.rk(LabelToken)] == labels[d.rk(LabelToken)] {
+				if e, ok := d.recordEntry(ex); ok {
 					return &e, nil
 				}
 			}
@@ -174,7 +179,7 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 // keys holding them in the same order.
 func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider.ChannelEntry, []*hcloud.SSHKey, error) {
 	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
-		LabelSelector: LabelKind + "=" + kindChannelEntry + "," + labelChannel + "=" + channel}})
+		LabelSelector: d.rk(LabelKind) + "=" + kindChannelEntry + "," + d.rk(labelChannel) + "=" + channel}})
 	if err != nil {
 		return nil, nil, mapErr("list channel records", err)
 	}
@@ -184,7 +189,7 @@ func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider
 	}
 	var recs []rec
 	for _, k := range keys {
-		if e, ok := recordEntry(k); ok && e.Channel == channel {
+		if e, ok := d.recordEntry(k); ok && e.Channel == channel {
 			recs = append(recs, rec{e, k})
 		}
 	}
@@ -198,19 +203,20 @@ func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider
 	return entries, out, nil
 }
 
-func recordEntry(k *hcloud.SSHKey) (provider.ChannelEntry, bool) {
-	v, err := strconv.ParseInt(k.Labels[labelChVersion], 10, 64)
-	if err != nil || v <= 0 || k.Name != channelRecordName(k.Labels[labelChannel], v) {
+func (d *Driver) recordEntry(k *hcloud.SSHKey) (provider.ChannelEntry, bool) {
+	l := d.fromLabels(k.Labels)
+	v, err := strconv.ParseInt(l[labelChVersion], 10, 64)
+	if err != nil || v <= 0 || k.Name != d.channelRecordName(l[labelChannel], v) {
 		return provider.ChannelEntry{}, false
 	}
 	e := provider.ChannelEntry{
-		Channel:  k.Labels[labelChannel],
-		ImageID:  k.Labels[labelChImage],
+		Channel:  l[labelChannel],
+		ImageID:  l[labelChImage],
 		Version:  v,
-		Operator: k.Labels[labelChBy],
+		Operator: l[labelChBy],
 		At:       k.Created,
 	}
-	if t, err := time.Parse(chTimeLayout, k.Labels[labelChAt]); err == nil {
+	if t, err := time.Parse(chTimeLayout, l[labelChAt]); err == nil {
 		e.At = t
 	}
 	return e, true

@@ -65,8 +65,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -118,17 +120,17 @@ type Driver struct {
 }
 
 type config struct {
-	location   string
-	types      map[string]map[string][]string
-	baseImage  string
-	networks   []int64
-	firewalls  []int64
-	ipv6       bool
-	privateSSH bool
-	sshPort    int
-	keyPrefix  string
-	now        func() time.Time
-	cleanupTO  time.Duration
+	location    string
+	types       map[string]map[string][]string
+	baseImage   string
+	networks    []int64
+	firewalls   []int64
+	ipv6        bool
+	privateSSH  bool
+	sshPort     int
+	labelPrefix string
+	now         func() time.Time
+	cleanupTO   time.Duration
 }
 
 // Option configures a Driver.
@@ -202,6 +204,24 @@ func WithSSHPort(port int) Option {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: ssh port %d out of range", port)
 		}
 		c.sshPort = port
+		return nil
+	}
+}
+
+var prefixRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+
+// WithLabelPrefix stores every label the driver writes under a DNS-style
+// prefix ("crabbox.example.com" gives keys like
+// "crabbox.example.com/crabbox-lease") and reads back only labels with it,
+// so several crabbox installations, or crabbox and other tools, can share a
+// Hetzner project without seeing each other's resources. Channel records
+// are kept apart by the prefix as well.
+func WithLabelPrefix(prefix string) Option {
+	return func(c *config) error {
+		if !prefixRe.MatchString(prefix) || prefix == "hetzner.cloud" || strings.HasSuffix(prefix, ".hetzner.cloud") {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: label prefix %q must be a DNS subdomain (lowercase letters, digits, '-' and '.') other than hetzner.cloud", prefix)
+		}
+		c.labelPrefix = prefix
 		return nil
 	}
 }

@@ -25,19 +25,19 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 	if req.Name == "" {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: create image: a name is required")
 	}
-	labels, err := toLabels(req.Labels)
+	labels, err := d.toLabels(req.Labels)
 	if err != nil {
 		return nil, err
 	}
-	labels[labelManaged] = "true"
-	labels[labelCreatedBy] = "crabbox"
+	labels[d.rk(labelManaged)] = "true"
+	labels[d.rk(labelCreatedBy)] = "crabbox"
 	token := ""
 	if req.Token != "" {
 		token = SanitizeLabelValue(req.Token)
 		if token == "" {
 			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: image token %q has no representable characters", req.Token)
 		}
-		labels[LabelToken] = token
+		labels[d.rk(LabelToken)] = token
 		if im, err := d.adoptImage(ctx, token); err != nil || im != nil {
 			return im, err
 		}
@@ -47,7 +47,7 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 		Type: hcloud.ImageTypeSnapshot, Description: &desc, Labels: labels,
 	})
 	if err == nil {
-		return toImage(res.Image), nil
+		return d.toImage(res.Image), nil
 	}
 	merr := mapErr("create image", err)
 	// Any failure may hide a created snapshot: hcloud-go retries some
@@ -73,7 +73,7 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 func (d *Driver) adoptImage(ctx context.Context, token string) (*provider.Image, error) {
 	ims, err := d.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{
 		Type:     []hcloud.ImageType{hcloud.ImageTypeSnapshot},
-		ListOpts: hcloud.ListOpts{LabelSelector: LabelToken + "=" + token},
+		ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken) + "=" + token},
 	})
 	if err != nil {
 		return nil, mapErr("find image by token", err)
@@ -84,10 +84,10 @@ func (d *Driver) adoptImage(ctx context.Context, token string) (*provider.Image,
 	sort.Slice(ims, func(i, j int) bool { return ims[i].ID < ims[j].ID })
 	for _, dup := range ims[1:] {
 		if _, err := d.c.Image.Delete(ctx, dup); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return toImage(ims[0]), mapErr("delete duplicate image", err)
+			return d.toImage(ims[0]), mapErr("delete duplicate image", err)
 		}
 	}
-	return toImage(ims[0]), nil
+	return d.toImage(ims[0]), nil
 }
 
 // GetImage returns a snapshot, backup or system image by id.
@@ -96,7 +96,7 @@ func (d *Driver) GetImage(ctx context.Context, id string) (*provider.Image, erro
 	if err != nil {
 		return nil, err
 	}
-	return toImage(im), nil
+	return d.toImage(im), nil
 }
 
 func (d *Driver) getImage(ctx context.Context, id string) (*hcloud.Image, error) {
@@ -116,7 +116,7 @@ func (d *Driver) getImage(ctx context.Context, id string) (*hcloud.Image, error)
 
 // ListImages returns the project's snapshots having all the labels.
 func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*provider.Image, error) {
-	sel, err := selector(labels)
+	sel, err := d.selector(labels)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*p
 	}
 	out := make([]*provider.Image, 0, len(ims))
 	for _, im := range ims {
-		out = append(out, toImage(im))
+		out = append(out, d.toImage(im))
 	}
 	return out, nil
 }
@@ -150,7 +150,7 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 // UpdateImageLabels merges labels into the image's labels; an empty value
 // removes a label.
 func (d *Driver) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {
-	upd, err := toLabels(labels)
+	upd, err := d.toLabels(labels)
 	if err != nil {
 		return err
 	}
@@ -180,14 +180,14 @@ func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) erro
 	return nil
 }
 
-func toImage(im *hcloud.Image) *provider.Image {
+func (d *Driver) toImage(im *hcloud.Image) *provider.Image {
 	out := &provider.Image{
 		ID:          strconv.FormatInt(im.ID, 10),
 		Name:        im.Description,
 		Description: im.Description,
 		State:       imageState(im.Status),
 		Arch:        sdkArch(im.Architecture),
-		Labels:      im.Labels,
+		Labels:      d.fromLabels(im.Labels),
 		Created:     im.Created,
 		SizeGiB:     float64(im.ImageSize),
 		Protected:   im.Protection.Delete,
@@ -195,9 +195,6 @@ func toImage(im *hcloud.Image) *provider.Image {
 	}
 	if im.Type == hcloud.ImageTypeSystem || im.Type == hcloud.ImageTypeApp {
 		out.Name = im.Name
-	}
-	if out.Labels == nil {
-		out.Labels = map[string]string{}
 	}
 	if im.Type == hcloud.ImageTypeSnapshot || im.Type == hcloud.ImageTypeBackup {
 		// A Hetzner snapshot is its own backing storage.

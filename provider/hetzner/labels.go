@@ -44,13 +44,46 @@ func ValidLabelKey(k string) bool {
 	return labelKeyRe.MatchString(k) && !strings.HasPrefix(k, "hetzner.cloud/")
 }
 
-// toLabels converts SDK labels to Hetzner labels: keys are checked, values
-// sanitized. Empty values stay empty (Hetzner accepts them; the update
-// helpers treat them as "remove").
-func toLabels(in map[string]string) (map[string]string, error) {
+// rk maps an SDK label key to the key stored on Hetzner (with the label
+// prefix, if one is configured).
+func (d *Driver) rk(k string) string {
+	if d.cfg.labelPrefix == "" {
+		return k
+	}
+	return d.cfg.labelPrefix + "/" + k
+}
+
+// fromLabels converts Hetzner labels to SDK labels: with a label prefix,
+// only prefixed labels are returned, without the prefix.
+func (d *Driver) fromLabels(raw map[string]string) map[string]string {
+	out := make(map[string]string, len(raw))
+	if d.cfg.labelPrefix == "" {
+		for k, v := range raw {
+			out[k] = v
+		}
+		return out
+	}
+	p := d.cfg.labelPrefix + "/"
+	for k, v := range raw {
+		if strings.HasPrefix(k, p) {
+			out[k[len(p):]] = v
+		}
+	}
+	return out
+}
+
+// toLabels converts SDK labels to Hetzner labels: keys are checked (with
+// the prefix), values sanitized. Empty values stay empty (Hetzner accepts
+// them; the update helpers treat them as "remove").
+func (d *Driver) toLabels(in map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(in))
 	for k, v := range in {
-		if !ValidLabelKey(k) {
+		if strings.Contains(k, "/") && d.cfg.labelPrefix != "" {
+			return nil, provider.Errorf(provider.ErrInvalidArgument,
+				"hetzner: label key %q has its own prefix, but the driver adds the prefix %q", k, d.cfg.labelPrefix)
+		}
+		rk := d.rk(k)
+		if !ValidLabelKey(rk) {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label key %q cannot be represented (an optional DNS prefix and \"/\" plus at most 63 characters of [-_.a-zA-Z0-9], alphanumeric at both ends)", k)
 		}
@@ -59,7 +92,7 @@ func toLabels(in map[string]string) (map[string]string, error) {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label %s=%q has no representable characters ([-_.a-zA-Z0-9], alphanumeric at both ends)", k, v)
 		}
-		out[k] = s
+		out[rk] = s
 	}
 	return out, nil
 }
@@ -82,8 +115,8 @@ func mergeLabels(cur, update map[string]string) map[string]string {
 
 // selector builds a label selector requiring every label (k=v, or k=""
 // for empty values which Hetzner matches as "k=").
-func selector(labels map[string]string) (string, error) {
-	l, err := toLabels(labels)
+func (d *Driver) selector(labels map[string]string) (string, error) {
+	l, err := d.toLabels(labels)
 	if err != nil {
 		return "", err
 	}

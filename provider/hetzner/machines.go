@@ -41,19 +41,19 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if len(req.UserData) > maxUserData {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: user-data is %d bytes, Hetzner accepts at most %d", len(req.UserData), maxUserData)
 	}
-	labels, err := toLabels(req.Labels)
+	labels, err := d.toLabels(req.Labels)
 	if err != nil {
 		return nil, err
 	}
-	labels[labelManaged] = "true"
-	labels[labelCreatedBy] = "crabbox"
+	labels[d.rk(labelManaged)] = "true"
+	labels[d.rk(labelCreatedBy)] = "crabbox"
 	token := ""
 	if req.Token != "" {
 		token = SanitizeLabelValue(req.Token)
 		if token == "" {
 			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", req.Token)
 		}
-		labels[LabelToken] = token
+		labels[d.rk(LabelToken)] = token
 		// A retried create with the same token adopts the first one's server.
 		if m, err := d.findServerByToken(ctx, token); err != nil {
 			return nil, err
@@ -159,9 +159,9 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	if token == "" {
 		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.cfg.now().UnixNano(), 36)
 	}
-	labels := map[string]string{labelManaged: "true", labelCreatedBy: "crabbox", LabelKind: kindLeaseKey}
+	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): "crabbox", d.rk(LabelKind): kindLeaseKey}
 	if token != "" {
-		labels[LabelToken] = token
+		labels[d.rk(LabelToken)] = token
 	}
 	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: keyName, PublicKey: pub, Labels: labels})
 	if err == nil {
@@ -173,18 +173,18 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	// Same name (an earlier attempt of this lease) or same fingerprint (the
 	// key is already registered): use the existing key.
 	if ex, _, gerr := d.c.SSHKey.GetByName(ctx, keyName); gerr == nil && ex != nil {
-		return ex, ex.Labels[LabelToken] == token && token != "", nil
+		return ex, ex.Labels[d.rk(LabelToken)] == token && token != "", nil
 	}
 	if fp, ferr := fingerprint(pub); ferr == nil {
 		if ex, _, gerr := d.c.SSHKey.GetByFingerprint(ctx, fp); gerr == nil && ex != nil {
-			return ex, ex.Labels[LabelToken] == token && token != "", nil
+			return ex, ex.Labels[d.rk(LabelToken)] == token && token != "", nil
 		}
 	}
 	return nil, false, mapErr("create ssh key", err)
 }
 
 func (d *Driver) findServerByToken(ctx context.Context, token string) (*provider.Machine, error) {
-	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelToken + "=" + token}})
+	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken) + "=" + token}})
 	if err != nil {
 		return nil, mapErr("find server by token", err)
 	}
@@ -223,7 +223,7 @@ func (d *Driver) getServer(ctx context.Context, id string) (*hcloud.Server, erro
 
 // ListMachines returns live servers having all the labels.
 func (d *Driver) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
-	sel, err := selector(labels)
+	sel, err := d.selector(labels)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +260,7 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 			return mapErr("delete server", err)
 		}
 	}
-	if tok := s.Labels[LabelToken]; tok != "" {
+	if tok := s.Labels[d.rk(LabelToken)]; tok != "" {
 		return d.deleteLeaseKeys(ctx, tok)
 	}
 	return nil
@@ -268,7 +268,7 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 
 func (d *Driver) deleteLeaseKeys(ctx context.Context, token string) error {
 	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
-		LabelSelector: LabelKind + "=" + kindLeaseKey + "," + LabelToken + "=" + token}})
+		LabelSelector: d.rk(LabelKind) + "=" + kindLeaseKey + "," + d.rk(LabelToken) + "=" + token}})
 	if err != nil {
 		return mapErr("list lease keys", err)
 	}
@@ -285,23 +285,23 @@ func (d *Driver) deleteLeaseKeys(ctx context.Context, token string) error {
 // (left behind when a release was interrupted between the server and the
 // key). It returns how many keys it deleted.
 func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
-	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelKind + "=" + kindLeaseKey}})
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelKind) + "=" + kindLeaseKey}})
 	if err != nil {
 		return 0, mapErr("list lease keys", err)
 	}
-	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: LabelToken}})
+	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken)}})
 	if err != nil {
 		return 0, mapErr("list servers", err)
 	}
 	live := map[string]bool{}
 	for _, s := range servers {
 		if s.Status != hcloud.ServerStatusDeleting {
-			live[s.Labels[LabelToken]] = true
+			live[s.Labels[d.rk(LabelToken)]] = true
 		}
 	}
 	n := 0
 	for _, k := range keys {
-		if tok := k.Labels[LabelToken]; tok != "" && !live[tok] {
+		if tok := k.Labels[d.rk(LabelToken)]; tok != "" && !live[tok] {
 			if _, err := d.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
 				return n, mapErr("delete ssh key", err)
 			}
@@ -314,7 +314,7 @@ func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
 // UpdateMachineLabels merges labels into the server's labels; an empty
 // value removes a label.
 func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
-	upd, err := toLabels(labels)
+	upd, err := d.toLabels(labels)
 	if err != nil {
 		return err
 	}
@@ -333,11 +333,8 @@ func (d *Driver) machine(s *hcloud.Server) *provider.Machine {
 		ID:      strconv.FormatInt(s.ID, 10),
 		Name:    s.Name,
 		State:   machineState(s.Status),
-		Labels:  s.Labels,
+		Labels:  d.fromLabels(s.Labels),
 		Created: s.Created,
-	}
-	if m.Labels == nil {
-		m.Labels = map[string]string{}
 	}
 	if s.ServerType != nil {
 		m.Type = s.ServerType.Name
