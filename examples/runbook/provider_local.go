@@ -28,7 +28,7 @@ func init() {
 				// Tools a fresh machine set up as the README says has; the
 				// runbook's full list (node, pnpm, ffmpeg, ...) applies to
 				// cloud images.
-				tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
+				tools: []string{"sh", "git", "curl", "rsync", "jq", "tar", "crabbox-hello"},
 				// The bake installs a tool into the image, the way a real
 				// bake installs packages, so the candidate smoke checks
 				// something the source did not have at boot.
