@@ -177,9 +177,11 @@ func runSmoke(ctx context.Context, t smokeTarget, rep *SmokeReport, emit func(Ev
 	return fmt.Errorf("%w: %s", ErrSmokeFailed, msg)
 }
 
-// permanent reports errors a retry cannot fix.
+// permanent reports errors a retry cannot fix. A missing display is not
+// among them: a desktop may still be starting.
 func permanent(err error) bool {
-	return errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrHostKeyMismatch)
+	return errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrHostKeyMismatch) ||
+		errors.Is(err, ErrMissingTool) || errors.Is(err, ErrExpired)
 }
 
 func runCheck(ctx context.Context, t smokeTarget, leaseID string, idx int, c SmokeCheck, o smokeOptions, emit func(Event)) CheckResult {
