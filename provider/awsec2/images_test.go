@@ -374,3 +374,13 @@ func TestImageUsage(t *testing.T) {
 	}
 	e.expectClean()
 }
+
+func tagFailed(t *testing.T, e *env, instanceID, reason string) {
+	t.Helper()
+	if _, err := e.ec2.CreateTags(t.Context(), &ec2.CreateTagsInput{Resources: []string{instanceID}, Tags: []types.Tag{
+		{Key: aws.String(moto.TagImageState), Value: aws.String("failed")},
+		{Key: aws.String(moto.TagImageReason), Value: aws.String(reason)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+}

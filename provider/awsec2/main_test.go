@@ -2,9 +2,9 @@ package awsec2_test
 
 import (
 	"context"
-	"flag"
 	"crypto/ed25519"
 	"crypto/rand"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"

@@ -273,11 +273,11 @@ func (e *Emulator) boot(ctx context.Context, b *box, in *types.Instance) error {
 	if err := writeFile(b.root, cloudinit.BootstrapMarker, nil, 0o644); err != nil {
 		return err
 	}
-	// The box's user owns its work root and home, as on a real box.
-	for _, d := range []string{cfg.WorkRoot, home} {
-		if err := chownR(filepath.Join(b.root, filepath.FromSlash(d)), uid, gid); err != nil {
-			return err
-		}
+	// The box's user owns the box's whole file system: on a real box it
+	// has sudo, here it runs unprivileged on the host, so a bake writing
+	// under "$CRABBOX_FS_ROOT" (like the local cloud) must be allowed to.
+	if err := chownR(b.root, uid, gid); err != nil {
+		return err
 	}
 	keys := make([][]byte, 0, len(cfg.AuthorizedKeys))
 	for _, k := range cfg.AuthorizedKeys {
