@@ -759,3 +759,61 @@ func mergeRaw(a, b map[string]string) map[string]string {
 	}
 	return out
 }
+
+func TestCancelWhileUploadingKeyLeavesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var fo hcloudfake.Options
+	fo.AfterRequest = func(r *http.Request, status int) {
+		if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
+			cancel()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+	e := newEnv(t, fo, 0)
+	m, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_0123456789ab", "cx22"))
+	if !errors.Is(err, context.Canceled) || m != nil {
+		t.Fatalf("CreateMachine = %v, %v; want nil, context.Canceled", m, err)
+	}
+	if st := e.fake.State(); st.Servers != 0 || st.SSHKeys != 0 {
+		t.Fatalf("left %+v: the key uploaded before the cancellation must be deleted", st)
+	}
+}
+
+func TestDeleteOrphanKeys(t *testing.T) {
+	e := newEnv(t, hcloudfake.Options{}, 0)
+	ctx := context.Background()
+	live, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_00000000000a", "cx22"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_00000000000b", "cx22"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server vanishes behind the driver's back (deleted in the console).
+	if _, _, err := e.client.Server.DeleteWithResult(ctx, &hcloud.Server{ID: mustID(t, gone.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	// A foreign key is never touched.
+	if _, _, err := e.client.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "someone", PublicKey: string(authorizedKey(t))}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.d.DeleteOrphanKeys(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteOrphanKeys = %d, %v; want 1", n, err)
+	}
+	keys := e.fake.SSHKeys()
+	if len(keys) != 2 {
+		t.Fatalf("keys left = %+v", keys)
+	}
+	for _, k := range keys {
+		if k.Labels[hetzner.LabelToken] == "cbx_00000000000b" {
+			t.Fatal("the orphan key survived")
+		}
+	}
+	_ = live
+}

@@ -167,20 +167,38 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	if err == nil {
 		return k, true, nil
 	}
-	if !hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) && !ambiguous(mapErr("", err)) {
-		return nil, false, mapErr("create ssh key", err)
+	merr := mapErr("create ssh key", err)
+	taken := hcloud.IsError(err, hcloud.ErrorCodeUniquenessError)
+	if !taken && !ambiguous(merr) {
+		return nil, false, merr
 	}
-	// Same name (an earlier attempt of this lease) or same fingerprint (the
-	// key is already registered): use the existing key.
-	if ex, _, gerr := d.c.SSHKey.GetByName(ctx, keyName); gerr == nil && ex != nil {
-		return ex, ex.Labels[d.rk(LabelToken)] == token && token != "", nil
+	// Same name (an earlier attempt of this lease, or this attempt's
+	// create whose answer was lost) or same fingerprint (the key is already
+	// registered): use the existing key.
+	lctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		lctx, cancel = d.detached(ctx)
+		defer cancel()
 	}
-	if fp, ferr := fingerprint(pub); ferr == nil {
-		if ex, _, gerr := d.c.SSHKey.GetByFingerprint(ctx, fp); gerr == nil && ex != nil {
-			return ex, ex.Labels[d.rk(LabelToken)] == token && token != "", nil
+	ex, _, gerr := d.c.SSHKey.GetByName(lctx, keyName)
+	if gerr == nil && ex == nil && taken {
+		if fp, ferr := fingerprint(pub); ferr == nil {
+			ex, _, gerr = d.c.SSHKey.GetByFingerprint(lctx, fp)
 		}
 	}
-	return nil, false, mapErr("create ssh key", err)
+	if gerr != nil || ex == nil {
+		return nil, false, merr
+	}
+	own = token != "" && ex.Labels[d.rk(LabelToken)] == token
+	if ctx.Err() != nil {
+		// The caller gave up before the server exists: take our key back.
+		if own {
+			_, _ = d.c.SSHKey.Delete(lctx, ex)
+		}
+		return nil, false, merr
+	}
+	return ex, own, nil
 }
 
 func (d *Driver) findServerByToken(ctx context.Context, token string) (*provider.Machine, error) {
