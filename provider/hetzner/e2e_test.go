@@ -452,3 +452,44 @@ func TestPromotionRace(t *testing.T) {
 		t.Fatalf("losing image = %+v, %v: it must not have been protected", loser, err)
 	}
 }
+
+func TestReattachAndReap(t *testing.T) {
+	w := newWorld(t, hcloudfake.Options{})
+	ctx := ctxFor(t, time.Minute)
+	state := t.TempDir()
+	c1, err := crabbox.New(w.d, crabbox.WithStateDir(state), crabbox.WithDialer(w.fake.Dial),
+		crabbox.WithPollBackoff(crabbox.ConstantBackoff(10*time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c1.Warmup(ctx, crabbox.WithClass("tiny"), crabbox.WithTTL(time.Hour), crabbox.WithIdleTimeout(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Close()
+
+	// Another process re-attaches by slug through the label selector.
+	c2, err := crabbox.New(w.d, crabbox.WithStateDir(state), crabbox.WithDialer(w.fake.Dial),
+		crabbox.WithClock(func() time.Time { return time.Now().Add(2 * time.Hour) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c2.Lease(ctx, l.Slug)
+	if err != nil || again.ID != l.ID || again.MachineID != l.MachineID {
+		t.Fatalf("reattach = %+v, %v", again, err)
+	}
+	res, err := again.Run(ctx, "echo reattached")
+	if err != nil || strings.TrimSpace(res.StdoutTail) != "reattached" {
+		t.Fatalf("run after reattach = %+v, %v", res, err)
+	}
+	_ = again.Close()
+
+	// Two hours later the lease is past its expiry: Reap releases it.
+	reaped, err := c2.Reap(ctx)
+	if err != nil || len(reaped) != 1 || reaped[0].ID != l.ID {
+		t.Fatalf("reap = %+v, %v", reaped, err)
+	}
+	if st := w.fake.State(); st.Servers != 0 || st.SSHKeys != 0 || st.Boxes != 0 {
+		t.Fatalf("reap left %+v", st)
+	}
+}

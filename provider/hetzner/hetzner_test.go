@@ -220,7 +220,8 @@ func TestNameTakenBySomeoneElse(t *testing.T) {
 }
 
 func TestCapacityErrorsAndNoLeftovers(t *testing.T) {
-	for _, code := range []string{"resource_limit_exceeded", "resource_unavailable", "placement_error"} {
+	for _, code := range []string{"resource_limit_exceeded", "resource_unavailable", "placement_error",
+		"server_type_not_available", "location_not_available"} {
 		t.Run(code, func(t *testing.T) {
 			e := newEnv(t, hcloudfake.Options{}, 0)
 			e.fake.InjectFault(hcloudfake.Fault{ServerType: "cx32", Code: code})
