@@ -129,6 +129,14 @@ func startDesktopHost(t *testing.T, o hostOptions) *desktopHost {
 	l, err := c.Warmup(ctx, crabbox.WithDesktop(), crabbox.WithBrowser())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	// Runs before the release and before sshd kills everything: stop the
+	// display gracefully, so Xvfb removes its lock and socket.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, _ = l.Run(ctx, `pkill -TERM -u "$(id -u)" -x Xvfb
+i=0; while [ -e "/tmp/.X${CRABBOX_DISPLAY#:}-lock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`)
+	})
 	h.c, h.l = c, l
 	return h
 }
@@ -143,8 +151,11 @@ func removeStaleXLock(n int) {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err == nil && pid > 0 {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			return
+		// Alive unless gone or a zombie.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			if _, rest, ok := strings.Cut(string(st), ") "); !ok || !strings.HasPrefix(rest, "Z") {
+				return
+			}
 		}
 	}
 	_ = os.Remove(lock)
@@ -656,4 +667,3 @@ func TestDesktopInvalidArguments(t *testing.T) {
 		assert.Contains(t, r.Error, "invalid argument")
 	}
 }
-
