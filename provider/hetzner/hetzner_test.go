@@ -818,3 +818,19 @@ func TestDeleteOrphanKeys(t *testing.T) {
 	}
 	_ = live
 }
+
+func TestFailedSnapshotIsReportedFailed(t *testing.T) {
+	e := newEnv(t, hcloudfake.Options{Snapshot: func(ctx context.Context, serverID, imageID int64) error {
+		return errors.New("disk read error")
+	}}, 0)
+	ctx := context.Background()
+	m := e.runningMachine(t, "cbx_0123456789ab")
+	im, err := e.d.CreateImage(ctx, provider.CreateImageRequest{MachineID: m.ID, Name: "a-b-c-20260101-0000", Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.d.GetImage(ctx, im.ID)
+	if err != nil || got.State != provider.ImageFailed || got.StateReason == "" {
+		t.Fatalf("image after a failed snapshot = %+v, %v; want failed with a reason", got, err)
+	}
+}
