@@ -834,3 +834,21 @@ func TestFailedSnapshotIsReportedFailed(t *testing.T) {
 		t.Fatalf("image after a failed snapshot = %+v, %v; want failed with a reason", got, err)
 	}
 }
+
+func TestPrivateNetworkSSH(t *testing.T) {
+	if _, err := hetzner.New(hcloud.NewClient(), hetzner.WithPrivateSSH()); !errors.Is(err, provider.ErrInvalidArgument) {
+		t.Fatalf("WithPrivateSSH without networks: %v", err)
+	}
+	e := newEnv(t, hcloudfake.Options{}, 0, hetzner.WithNetworks(42), hetzner.WithPrivateSSH(), hetzner.WithIPv6(false), hetzner.WithSSHPort(2222))
+	m, err := e.d.CreateMachine(context.Background(), e.createReq(t, "cbx_0123456789ab", "cx22"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(m.SSHAddr, "10.") || !strings.HasSuffix(m.SSHAddr, ":2222") {
+		t.Fatalf("SSHAddr = %q, want the private address on port 2222", m.SSHAddr)
+	}
+	s := e.fake.Servers()[0]
+	if s.PublicNet.IPv4.IP != "" || s.PublicNet.IPv6.IP != "" || len(s.PrivateNet) != 1 || s.PrivateNet[0].Network != 42 {
+		t.Fatalf("server networking = %+v / %+v", s.PublicNet, s.PrivateNet)
+	}
+}

@@ -25,6 +25,16 @@
 // client saw an error). An optional Boot hook gives each fake server a real
 // box (e.g. an OpenSSH sshd on loopback), reached through Dial: the fake's
 // public addresses come from documentation ranges and are never dialled.
+// Package sshbox provides such boxes, booted from the server's user-data.
+//
+// Known differences from the real API (the provider does not rely on them):
+// a deleted server disappears at once (the delete_server action still runs
+// to completion); servers go initializing -> running without "starting";
+// only the endpoints listed in routes exist (no volumes, networks,
+// firewalls, primary IPs: network ids give the server a private address in
+// 10.0.0.0/8, firewall ids are accepted and ignored);
+// server protection cannot be changed; rate limiting happens only through
+// injected faults; the RateLimit-Remaining header counts down per request.
 package hcloudfake
 
 import (
@@ -394,8 +404,9 @@ func (f *Fake) SSHKeys() []schema.SSHKey {
 	return out
 }
 
-// Dial connects to the box of the fake server whose public IPv4 is addr's
-// host, on port 22. It never dials anything but a box's loopback address.
+// Dial connects to the box of the fake server whose public IPv4 (or
+// private network address) is addr's host, on port 22. It never dials
+// anything but a box's loopback address.
 func (f *Fake) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -407,9 +418,16 @@ func (f *Fake) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	f.mu.Lock()
 	var target string
 	for _, s := range f.servers {
-		if s.s.PublicNet.IPv4.IP == host && s.box != nil {
+		if s.box == nil {
+			continue
+		}
+		if s.s.PublicNet.IPv4.IP == host {
 			target = s.box.Addr()
-			break
+		}
+		for _, pn := range s.s.PrivateNet {
+			if pn.IP == host {
+				target = s.box.Addr()
+			}
 		}
 	}
 	f.mu.Unlock()

@@ -266,6 +266,12 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 		s.s.PublicNet.IPv6 = schema.ServerPublicNetIPv6{ID: id + 8000000, IP: fmt.Sprintf("2001:db8:%x::/64", id)}
 	}
 	s.s.PublicNet.FloatingIPs = []int64{}
+	for i, nid := range req.Networks {
+		s.s.PrivateNet = append(s.s.PrivateNet, schema.ServerPrivateNet{
+			Network: nid, IP: fmt.Sprintf("10.%d.%d.%d", i, (id/250)%250, 2+id%250), AliasIPs: []string{},
+			MACAddress: fmt.Sprintf("86:00:00:%02x:%02x:%02x", i, (id>>8)&0xff, id&0xff),
+		})
+	}
 	ref := schema.ActionResourceReference{ID: id, Type: "server"}
 	s.create = f.newAction("create_server", ref)
 	s.create.done = func() { s.s.Status = "running" }
