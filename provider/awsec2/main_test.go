@@ -44,6 +44,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse() // a bad flag exits here, before moto starts
 	motoSrv, motoErr = moto.Launch(moto.Options{NoCapacityTypes: []string{noCapacity}})
 	code := m.Run()
 	if motoSrv != nil {

@@ -289,7 +289,10 @@ func (e *Emulator) boot(ctx context.Context, b *box, in *types.Instance) error {
 		HostKey:        &sshd.Key{Signer: signer, PEM: cfg.HostKeyPEM},
 		// Sessions see the box's file system root, and tools the bake
 		// installed there come first on PATH, as on the local cloud.
+		// HOME is the box's own home, so files a bake leaves there go into
+		// the image (and the host's home stays untouched).
 		Extra: []string{"SetEnv CRABBOX_FS_ROOT=" + b.root +
+			" HOME=" + filepath.Join(b.root, "home", cfg.User) +
 			" PATH=" + b.root + "/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 	})
 	if err != nil {

@@ -77,12 +77,12 @@ func TestBoxFromUserData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := sess.CombinedOutput(`whoami; echo "$CRABBOX_FS_ROOT"; ` + cloudinit.ReadyShellCommand)
+	b, err := sess.CombinedOutput(`whoami; echo "$CRABBOX_FS_ROOT"; echo "$HOME"; ` + cloudinit.ReadyShellCommand)
 	if err != nil {
 		t.Fatalf("ready check: %v: %s", err, b)
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if lines[0] != "crabbox" || lines[1] != emu.Root(id) || lines[len(lines)-1] != "ready" {
+	if len(lines) < 4 || lines[0] != "crabbox" || lines[1] != emu.Root(id) || lines[2] != emu.Root(id)+"/home/crabbox" || lines[len(lines)-1] != "ready" {
 		t.Errorf("box session = %q (root %s)", lines, emu.Root(id))
 	}
 

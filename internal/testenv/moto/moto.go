@@ -134,6 +134,7 @@ func Launch(opts ...Options) (*Server, error) {
 	w := &lockedWriter{mu: s.logMu, b: s.log}
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("moto: start: %w", err)

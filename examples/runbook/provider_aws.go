@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/internal/testenv/awsbox"
+	"github.com/crabbox/crabbox-go/internal/testenv/moto"
+	"github.com/crabbox/crabbox-go/provider"
+	"github.com/crabbox/crabbox-go/provider/awsec2"
+)
+
+var (
+	flagAWSRegion  = flag.String("aws-region", "", "aws: region (default: from the AWS config)")
+	flagAWSProfile = flag.String("aws-profile", "", "aws: shared config profile")
+	flagAWSSubnet  = flag.String("aws-subnet", "", "aws: subnet for leases (default: the default VPC)")
+	flagAWSSG      = flag.String("aws-security-group", "", "aws: existing security group (default: crabbox-ssh, managed)")
+	flagAWSCIDR    = flag.String("aws-ssh-cidr", "", "aws: source CIDR allowed to SSH (required without -aws-security-group)")
+	flagAWSPrefix  = flag.String("aws-ssm-prefix", awsec2.DefaultSSMPrefix, "aws: SSM parameter prefix of channels")
+	flagAWSSpot    = flag.Bool("aws-spot", false, "aws: spot instances, falling back to on-demand")
+	flagMotoEP     = flag.String("moto-endpoint", "", "moto: use this running crabbox moto launcher instead of starting one")
+)
+
+func init() {
+	register(backend{
+		name: "aws",
+		help: "Amazon EC2 with the default credential chain (costs money; see -aws-* flags)",
+		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+			var lo []func(*config.LoadOptions) error
+			if *flagAWSRegion != "" {
+				lo = append(lo, config.WithRegion(*flagAWSRegion))
+			}
+			if *flagAWSProfile != "" {
+				lo = append(lo, config.WithSharedConfigProfile(*flagAWSProfile))
+			}
+			cfg, err := config.LoadDefaultConfig(ctx, lo...)
+			if err != nil {
+				return nil, nil, params{}, nil, err
+			}
+			opts := []awsec2.Option{awsec2.WithSSMPrefix(*flagAWSPrefix), awsec2.WithSpot(*flagAWSSpot, true)}
+			if *flagAWSSubnet != "" {
+				opts = append(opts, awsec2.WithSubnet(*flagAWSSubnet))
+			}
+			if *flagAWSSG != "" {
+				opts = append(opts, awsec2.WithSecurityGroup(*flagAWSSG))
+			}
+			if *flagAWSCIDR != "" {
+				opts = append(opts, awsec2.WithSSHCIDR(*flagAWSCIDR))
+			}
+			if *flagAWSSG == "" && *flagAWSCIDR == "" {
+				return nil, nil, params{}, nil, errors.New("aws: give -aws-ssh-cidr (your address range) or -aws-security-group")
+			}
+			d, err := awsec2.New(cfg, opts...)
+			if err != nil {
+				return nil, nil, params{}, nil, err
+			}
+			p := params{class: crabbox.ClassStandard, desktop: true, browser: true, owner: "openclaw", product: "crabbox"}
+			return d, nil, p, func() {}, nil
+		},
+	})
+	register(backend{
+		name: "moto",
+		help: "EC2 emulated by moto (crabbox launcher) with real sshd boxes on loopback; needs root, python3 with moto[server], sshd",
+		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+			endpoint := *flagMotoEP
+			var srv *moto.Server
+			if endpoint == "" {
+				s, err := moto.Launch()
+				if err != nil {
+					return nil, nil, params{}, nil, err
+				}
+				srv, endpoint = s, s.Endpoint
+			}
+			closeAll := func() {
+				if srv != nil {
+					srv.Close()
+				}
+			}
+			cfg := aws.Config{
+				Region:      "us-east-1",
+				Credentials: credentials.NewStaticCredentialsProvider("moto", "moto", ""),
+				HTTPClient:  &http.Client{Timeout: time.Minute},
+				Retryer:     func() aws.Retryer { return retry.AddWithMaxAttempts(retry.NewStandard(), 1) },
+			}
+			d, err := awsec2.New(cfg, awsec2.WithEndpoint(endpoint), awsec2.WithSSHCIDR("127.0.0.0/8"),
+				awsec2.WithCleanupBackoff(10*time.Millisecond, 100*time.Millisecond, 10))
+			if err != nil {
+				closeAll()
+				return nil, nil, params{}, nil, err
+			}
+			raw := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(endpoint) })
+			emu, err := awsbox.Start(raw)
+			if err != nil {
+				closeAll()
+				return nil, nil, params{}, nil, fmt.Errorf("box emulator: %w", err)
+			}
+			opts := []crabbox.Option{
+				crabbox.WithDialer(emu.Dial),
+				crabbox.WithPollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
+				crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
+			}
+			p := params{
+				// Boxes run on this host: the tools it has, plus one the
+				// bake installs into the image.
+				tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
+				bake: `R="${CRABBOX_FS_ROOT:-}"
+mkdir -p "$R/usr/local/bin" "$R/var/cache/crabbox/pnpm"
+printf '#!/bin/sh\necho crabbox-hello from the baked AMI\n' > "$R/usr/local/bin/crabbox-hello"
+chmod 755 "$R/usr/local/bin/crabbox-hello"
+crabbox-hello`,
+				class:   crabbox.ClassStandard,
+				owner:   "openclaw",
+				product: "crabbox",
+			}
+			return d, opts, p, func() { emu.Close(); closeAll() }, nil
+		},
+	})
+}
