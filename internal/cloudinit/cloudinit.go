@@ -127,9 +127,12 @@ type File struct {
 }
 
 // DefaultPackages returns the packages every box gets: the base tools, and
-// the desktop and browser packages when asked. Ubuntu 24.04 ships Chromium
-// as the chromium-browser package (a snap wrapper); the user-data records
-// the binary it finds in BrowserEnvFile.
+// the desktop and browser packages when asked. The user-data's package list
+// holds only the base tools (and Config.Packages); the desktop and browser
+// packages are installed by DesktopBootstrapScript, and only when the image
+// lacks the tools (a baked image skips the package work). Ubuntu 24.04
+// ships Chromium as the chromium-browser package (a snap wrapper); the
+// bootstrap records the browser binary it finds in BrowserEnvFile.
 func DefaultPackages(desktop, browser bool) []string {
 	p := []string{"git", "rsync", "curl", "jq", "ca-certificates"}
 	if desktop {
@@ -159,7 +162,7 @@ func invalid(format string, args ...any) error {
 func ownedPath(p string) bool {
 	switch p {
 	case SSHDConfigFile, ReadyCommand, BrowserEnvFile, LeaseEnvFile, BootstrapMarker, HostKeyFile,
-		HostKeyFile + ".pub", xvfbUnit, wmUnit, x11vncUnt:
+		HostKeyFile + ".pub", xvfbUnit, wmUnit, x11vncUnt, DesktopBootstrapFile:
 		return true
 	}
 	return false
@@ -438,7 +441,9 @@ func Render(cfg Config) ([]byte, error) {
 	// Packages.
 	b.WriteString("package_update: true\n")
 	b.WriteString("packages:\n")
-	for _, p := range append(DefaultPackages(c.Desktop, c.Browser), c.Packages...) {
+	// Base tools only: the desktop bootstrap installs the desktop and
+	// browser packages when the image lacks them.
+	for _, p := range append(DefaultPackages(false, false), c.Packages...) {
 		b.WriteString("  - " + yamlQuote(p) + "\n")
 	}
 
@@ -461,13 +466,10 @@ func Render(cfg Config) ([]byte, error) {
 	if c.ShutdownAfter > 0 {
 		cmd("shutdown", "-P", "+"+strconv.FormatInt(shutdownMinutes(c.ShutdownAfter), 10), "crabbox lease TTL reached")
 	}
-	if c.Desktop {
-		cmd("systemctl", "daemon-reload")
-		cmd("systemctl", "enable", "--now", "crabbox-xvfb.service", "crabbox-wm.service", "crabbox-x11vnc.service")
-	}
-	if c.Browser {
-		cmd("sh", "-c", "PATH=\"$PATH:/snap/bin\"; for b in google-chrome chromium chromium-browser; do "+
-			"p=$(command -v \"$b\") && { echo \"BROWSER=$p\" > "+BrowserEnvFile+"; break; }; done")
+	if c.Desktop || c.Browser {
+		// Installs what is missing, starts the display services (the
+		// units below), records the browser; see DesktopBootstrapScript.
+		cmd(DesktopBootstrapFile)
 	}
 	cmd("touch", BootstrapMarker)
 	if b.Len() > MaxUserDataSize {
@@ -510,6 +512,9 @@ func bootFiles(c Config) []File {
 				"/usr/bin/openbox")),
 			text(x11vncUnt, 0o644, unit("Crabbox VNC server (127.0.0.1 only)", c.User, "crabbox-xvfb.service",
 				"/usr/bin/x11vnc -display "+Display+" -localhost -rfbport "+strconv.Itoa(VNCPort)+" -forever -shared -nopw -quiet")))
+	}
+	if c.Desktop || c.Browser {
+		files = append(files, text(DesktopBootstrapFile, 0o755, DesktopBootstrapScript(c)))
 	}
 	for _, f := range c.Files {
 		files = append(files, File{Path: f.Path, Content: append([]byte{}, f.Content...), Mode: f.Mode})

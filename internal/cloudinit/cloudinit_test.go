@@ -152,20 +152,31 @@ func TestRenderDesktopBrowser(t *testing.T) {
 	for _, want := range []string{
 		"ExecStart=/usr/bin/Xvfb :99 -screen 0 1280x800x24 -nolisten tcp\n",
 		"-localhost -rfbport 5900",
-		"  - \"xvfb\"\n", "  - \"x11vnc\"\n", "  - \"xdotool\"\n", "  - \"scrot\"\n", "  - \"ffmpeg\"\n",
-		"  - \"chromium-browser\"\n",
+		"  - path: " + DesktopBootstrapFile + "\n",
+		`bg xvfb Xvfb "$D" -screen 0 "$GEOMETRY" -nolisten tcp`,
+		`x11vnc -display "$D" -localhost`,
+		"BROWSERS='google-chrome chromium chromium-browser'",
+		"skipping package installs",
 		"  - path: " + BrowserEnvFile + "\n",
 		"BROWSER=/usr/bin/chromium\n",
 		"xdotool getdisplaygeometry",
 		`"$BROWSER" --version`,
-		`"enable", "--now", "crabbox-xvfb.service"`,
+		`enable --now crabbox-xvfb.service`,
+		`  - ["` + DesktopBootstrapFile + `"]` + "\n",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("rendered desktop user-data lacks %q", want)
 		}
 	}
-	if strings.Index(doc, "crabbox-xvfb.service\", \"crabbox-wm") > strings.Index(doc, "bootstrap-done\"]") {
+	if strings.Index(doc, `["`+DesktopBootstrapFile+`"]`) > strings.Index(doc, "bootstrap-done\"]") {
 		t.Error("desktop services start after the bootstrap marker")
+	}
+	// The package list has the base tools only: the bootstrap installs the
+	// desktop packages when the image lacks them.
+	for _, p := range []string{"xvfb", "x11vnc", "xdotool", "scrot", "ffmpeg", "chromium-browser", "openbox"} {
+		if strings.Contains(doc, "  - \""+p+"\"\n") {
+			t.Errorf("package list installs %s unconditionally", p)
+		}
 	}
 }
 

@@ -105,7 +105,7 @@ func checkCloudConfig(t *testing.T, doc map[string]any, cfg Config) {
 	for _, p := range doc["packages"].([]any) {
 		pk = append(pk, p.(string))
 	}
-	if wantPk := append(DefaultPackages(n.Desktop, n.Browser), n.Packages...); !reflect.DeepEqual(pk, wantPk) {
+	if wantPk := append(DefaultPackages(false, false), n.Packages...); !reflect.DeepEqual(pk, wantPk) {
 		t.Errorf("packages = %v, want %v", pk, wantPk)
 	}
 	rc := doc["runcmd"].([]any)
@@ -192,7 +192,7 @@ func TestBootFiles(t *testing.T) {
 		paths = append(paths, f.Path)
 	}
 	want := []string{SSHDConfigFile, ReadyCommand, LeaseEnvFile, BrowserEnvFile,
-		xvfbUnit, wmUnit, x11vncUnt, "/etc/x.conf"}
+		xvfbUnit, wmUnit, x11vncUnt, DesktopBootstrapFile, "/etc/x.conf"}
 	if !reflect.DeepEqual(paths, want) {
 		t.Fatalf("paths = %v, want %v", paths, want)
 	}
@@ -219,7 +219,7 @@ func TestShellSyntax(t *testing.T) {
 		}
 	}
 	for _, f := range files {
-		if f.Path == ReadyCommand || f.Path == LeaseEnvFile || f.Path == BrowserEnvFile {
+		if f.Path == ReadyCommand || f.Path == LeaseEnvFile || f.Path == BrowserEnvFile || f.Path == DesktopBootstrapFile {
 			p := t.TempDir() + "/script"
 			if err := os.WriteFile(p, f.Content, 0o600); err != nil {
 				t.Fatal(err)
