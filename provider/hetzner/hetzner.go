@@ -46,8 +46,13 @@
 // returns provider.ErrConflict (or, when unconditional, retries on top of the
 // winner). The records hold freshly generated public keys whose private
 // halves are discarded at once, so nobody can log in with them. Current =
-// highest version; history = all records, oldest first. Everything is read
-// back from Hetzner alone.
+// highest version; history = all records, oldest first (a rollback is a new
+// version pointing at the older image). Everything is read back from
+// Hetzner alone. DeleteChannel removes a channel's records and PruneChannel
+// keeps only the newest ones.
+//
+// A lease key left behind by an interrupted release (server gone, key
+// still there) is removed by DeleteOrphanKeys.
 //
 // # Labels
 //
@@ -57,6 +62,8 @@
 // characters become "-", cut to 63, trimmed to alphanumeric ends); a key that
 // breaks the rules, a reserved "hetzner.cloud/" key, or a non-empty value with
 // nothing representable is rejected with provider.ErrInvalidArgument.
+// WithLabelPrefix namespaces every label under a DNS prefix so several
+// installations can share a project.
 package hetzner
 
 import (
