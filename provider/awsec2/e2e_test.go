@@ -12,6 +12,7 @@ import (
 
 	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/internal/testenv/awsbox"
+	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/awsec2"
 )
@@ -255,6 +256,45 @@ func TestFailedImageIsNotPromoted(t *testing.T) {
 	}
 	if _, err := e.d.CurrentChannel(ctx, crabbox.DefaultChannel); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("channel set after a failed image: %v", err)
+	}
+	e.expectClean()
+}
+
+// Throttling injected in front of moto, on calls that did reach it (lost
+// responses), is retried by the SDK's client without duplicating the
+// instance, the key pair or the image.
+func TestThrottlingIsRetriedWithoutDuplicates(t *testing.T) {
+	e := newEnv(t)
+	c, _ := newClient(t, e)
+	ctx := t.Context()
+	for _, a := range []string{"ImportKeyPair", "RunInstances", "DescribeInstances", "CreateTags", "CreateImage", "DescribeImages"} {
+		e.faults.Add(moto.Fault{Action: a, Times: 1, After: true})
+	}
+	l, err := c.Warmup(ctx, crabbox.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatalf("Warmup under throttling: %v", err)
+	}
+	img, err := c.CreateImage(ctx, l.ID, imageName(t, "throttled", time.Now()), crabbox.WithWait(time.Minute))
+	if err != nil {
+		t.Fatalf("CreateImage under throttling: %v", err)
+	}
+	for _, a := range []string{"ImportKeyPair", "RunInstances", "CreateImage"} {
+		if e.faults.Injected(a) != 1 {
+			t.Errorf("%s: %d faults injected, want 1", a, e.faults.Injected(a))
+		}
+	}
+	if n := countInstances(t, e, l.ID); n != 1 {
+		t.Errorf("%d instances for the lease, want 1", n)
+	}
+	imgs, err := e.d.ListImages(ctx, nil)
+	if err != nil || len(imgs) != 1 || imgs[0].ID != img.ID {
+		t.Errorf("images = %v, %v; want only %s", imgs, err, img.ID)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.DeleteImage(ctx, img.ID); err != nil {
+		t.Fatal(err)
 	}
 	e.expectClean()
 }
