@@ -68,7 +68,7 @@ func newEnv(t *testing.T, fo hcloudfake.Options, retries int, opts ...hetzner.Op
 	return e
 }
 
-func authorizedKey(t *testing.T) []byte {
+func authorizedKey(t testing.TB) []byte {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
