@@ -369,3 +369,54 @@ func needTools(t *testing.T, names ...string) {
 		}
 	}
 }
+
+// Smoke a lease with the runbook's candidate checks (here on the embedded
+// local cloud, with the tools its machines have), then keep the report as
+// JSON and JUnit next to the candidate image's record.
+func ExampleSmoke() {
+	cloud, err := crabboxtest.New()
+	if err != nil {
+		panic(err)
+	}
+	defer cloud.Close()
+	stateDir, err := os.MkdirTemp("", "crabbox-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(stateDir)
+	c, err := crabbox.New(cloud, crabbox.WithStateDir(stateDir))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	l, err := c.Warmup(ctx, crabbox.WithClass("small"))
+	if err != nil {
+		panic(err)
+	}
+	defer l.Release(ctx)
+
+	checks := crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}})
+	checks = append(checks, crabbox.CommandExists("crabbox-no-such-tool"))
+	rep, err := crabbox.Smoke(ctx, l, checks)
+	for _, r := range rep.Results {
+		fmt.Printf("%-6v %s\n", r.Passed, r.Title)
+	}
+	fmt.Println(rep.Passed, "passed,", rep.Failed, "failed; ok:", rep.OK(), "; smoke failed:", errors.Is(err, crabbox.ErrSmokeFailed))
+
+	var js, junit bytes.Buffer
+	_ = rep.WriteJSON(&js)
+	_ = rep.WriteJUnit(&junit)
+	fmt.Println(strings.Contains(js.String(), `"image_id": "`+l.ImageID+`"`), strings.Contains(junit.String(), `failures="1"`))
+	// Output:
+	// true   echo image-smoke-ok
+	// true   uname -srm
+	// true   command -v sh
+	// true   test -d /work/crabbox
+	// true   no credentials or tokens
+	// true   no browser profiles, cookies or chat sessions
+	// true   no repository checkouts, node_modules or dist
+	// true   no operator notes, screenshots or videos
+	// false  command -v crabbox-no-such-tool
+	// 8 passed, 1 failed; ok: false ; smoke failed: true
+	// true true
+}
