@@ -41,10 +41,10 @@ func (s ScreenStats) String() string {
 	return fmt.Sprintf("%dx%d, %d colours, variance %.2f: %s", s.Width, s.Height, s.Colors, s.Variance, verdict)
 }
 
-// maxScreenPixels bounds the image size JudgeScreenshot decodes (a 16K by
-// 8K screen), so a hostile or corrupt PNG header cannot make it allocate
-// without limit.
-const maxScreenPixels = 16384 * 8192
+// maxScreenPixels bounds the image size JudgeScreenshot decodes (8192 by
+// 8192, beyond an 8K screen), so a hostile or corrupt PNG header cannot make
+// it allocate without limit.
+const maxScreenPixels = 8192 * 8192
 
 // JudgeScreenshot decodes a PNG and measures it. It never judges by file
 // size: it decodes every pixel, counts distinct colours and computes the

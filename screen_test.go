@@ -134,6 +134,28 @@ func TestJudgeScreenshotBadInput(t *testing.T) {
 	}
 }
 
+// FuzzJudgeScreenshot: no input panics, and every accepted PNG has pixels
+// and consistent stats.
+func FuzzJudgeScreenshot(f *testing.F) {
+	f.Add(pngOf(f, solid(4, 4)))
+	f.Add(pngOf(f, noise(8, 3)))
+	f.Add(pngOf(f, image.NewPaletted(image.Rect(0, 0, 3, 3), color.Palette{color.Black, color.White})))
+	f.Add(pngOf(f, image.NewGray16(image.Rect(0, 0, 2, 5))))
+	f.Add([]byte("\x89PNG\r\n\x1a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := JudgeScreenshot(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("error %v does not match ErrInvalidArgument", err)
+			}
+			return
+		}
+		if st.Width <= 0 || st.Height <= 0 || st.Colors < 1 || st.Colors > st.Width*st.Height || st.Variance < 0 {
+			t.Fatalf("stats %+v", st)
+		}
+	})
+}
+
 func BenchmarkJudgeScreenshot(b *testing.B) {
 	data := pngOf(b, gradientWithText(1280, 800))
 	b.ResetTimer()
