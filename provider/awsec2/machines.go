@@ -188,6 +188,15 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		}
 	}
 	out, err := d.runInstances(ctx, in)
+	if err != nil && sg != "" && d.o.sgID == "" && apiCode(err) == "InvalidGroup.NotFound" {
+		// The managed group was deleted behind our back: find or create
+		// it again on the next lease.
+		d.sgMu.Lock()
+		if d.sgID == sg {
+			d.sgID = ""
+		}
+		d.sgMu.Unlock()
+	}
 	if err != nil {
 		// The call may have launched an instance before failing (timeout,
 		// cancellation, a lost response): look for it by its token.
