@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/crabbox/crabbox-go/internal/cloudinit"
 )
 
 // Desktop and browser operations for QA harnesses. They run small shell
@@ -143,6 +145,34 @@ func keyValues(s string) map[string]string {
 		}
 	}
 	return kv
+}
+
+// PrepareDesktop runs the desktop and browser bootstrap that Warmup puts
+// in the user-data of desktop and browser leases
+// (cloudinit.DesktopBootstrapScript, for the lease's Desktop and Browser
+// flags) over SSH, and returns its summary line ("ready: display :99
+// 1280 800; browser /usr/bin/chromium (Chromium ...);"). Hosts that ignore
+// user-data (provider/sshhost) need it before the desktop methods work;
+// on crabbox boxes it is idempotent and cheap. It installs missing tools
+// only as root or with passwordless sudo; otherwise missing tools are an
+// error matching ErrMissingTool (a *MissingToolError naming them). A lease
+// with neither flag is ErrInvalidArgument.
+func (l *Lease) PrepareDesktop(ctx context.Context) (string, error) {
+	if !l.Desktop && !l.Browser {
+		return "", l.c.opErr("prepare-desktop", l.ID, fmt.Errorf("%w: the lease asked for neither a desktop nor a browser", ErrInvalidArgument))
+	}
+	script := cloudinit.DesktopBootstrapScript(cloudinit.Config{Desktop: l.Desktop, Browser: l.Browser})
+	var out bytes.Buffer
+	errTail := newTail(4 << 10)
+	code, err := leaseTarget{l}.runCommand(ctx, script, &out, errTail)
+	if err == nil && code != 0 {
+		err = scriptError("desktop bootstrap", code, errTail.String())
+	}
+	if err != nil {
+		return "", l.c.opErr("prepare-desktop", l.ID, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return lines[len(lines)-1], nil
 }
 
 // boxPath renders a path for the desktop scripts: absolute paths below

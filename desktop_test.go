@@ -171,11 +171,16 @@ func (h *desktopHost) bootstrap(t *testing.T, desktop, browser bool) (*crabbox.R
 	return h.l.Run(ctx, script)
 }
 
+// mustBootstrap brings the display up with Lease.PrepareDesktop (the same
+// script, for the lease's desktop and browser flags).
 func (h *desktopHost) mustBootstrap(t *testing.T) {
 	t.Helper()
-	res, err := h.bootstrap(t, true, true)
-	require.NoError(t, err, "bootstrap failed: %v", res)
-	require.Contains(t, res.StdoutTail, fmt.Sprintf("ready: display :%d 1280 800;", h.display))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	summary, err := h.l.PrepareDesktop(ctx)
+	require.NoError(t, err)
+	require.Contains(t, summary, fmt.Sprintf("ready: display :%d 1280 800;", h.display))
+	require.Contains(t, summary, "browser /usr/bin/chromium")
 }
 
 // listening reports the local addresses (hex, as in /proc/net/tcp) that
@@ -600,12 +605,16 @@ func TestDesktopNoBrowser(t *testing.T) {
 	res, err = h.bootstrap(t, true, true)
 	require.ErrorIs(t, err, crabbox.ErrCommandFailed)
 	assert.Contains(t, res.StderrTail, "google-chrome|chromium|chromium-browser")
+	_, err = h.l.PrepareDesktop(ctx)
+	var me *crabbox.MissingToolError
+	require.ErrorAs(t, err, &me)
+	assert.Equal(t, crabbox.BrowserCommands(), me.Tools)
 	res, err = h.bootstrap(t, true, false)
 	require.NoError(t, err, "%+v", res)
 
 	_, err = h.l.OpenURL(ctx, "about:blank")
 	require.ErrorIs(t, err, crabbox.ErrMissingTool)
-	var me *crabbox.MissingToolError
+	me = nil
 	require.ErrorAs(t, err, &me)
 	assert.Equal(t, crabbox.BrowserCommands(), me.Tools)
 	assert.Contains(t, err.Error(), "google-chrome")
@@ -628,9 +637,12 @@ n="${CRABBOX_DISPLAY#:}"; i=0; until [ -S "/tmp/.X11-unix/X$n" ] || [ $i -gt 100
 	res, err := h.bootstrap(t, true, false)
 	require.ErrorIs(t, err, crabbox.ErrCommandFailed)
 	assert.Contains(t, res.StderrTail, "missing: xdotool scrot ffmpeg")
+	_, err = h.l.PrepareDesktop(ctx)
+	var me *crabbox.MissingToolError
+	require.ErrorAs(t, err, &me)
+	assert.Equal(t, []string{"xdotool", "scrot", "ffmpeg"}, me.Tools)
 
 	_, err = h.l.Record(ctx, time.Second)
-	var me *crabbox.MissingToolError
 	require.ErrorAs(t, err, &me)
 	assert.Equal(t, []string{"ffmpeg"}, me.Tools)
 	_, err = h.l.WaitWindow(ctx, "x")

@@ -35,6 +35,10 @@ func DesktopTools() []string { return []string{"Xvfb", "xdotool", "scrot", "ffmp
 //   - ends with the readiness test: exit 0 only when the display answers
 //     (xdotool getdisplaygeometry) and "$BROWSER --version" works.
 //
+// When tools are missing and cannot be installed it exits 91 after a
+// stderr line "crabbox-missing: TOOL..." (for a browser: every command
+// it looked for); other failures exit 1.
+//
 // Paths of crabbox state are resolved below ${CRABBOX_FS_ROOT} when it is
 // set, like ReadyCommand does. Messages go to stderr prefixed with
 // "crabbox-desktop:"; the last stdout line summarizes what is up.
@@ -87,11 +91,13 @@ find_browser() {
 
 # 1. Packages: only what is missing (a baked image has everything).
 missing=""
+names=""
 pkgs=""
 if [ "$WANT_DESKTOP" = 1 ]; then
   for t in $TOOLS; do
     if ! have "$t"; then
       missing="$missing $t"
+      names="$names $t"
       case "$t" in
         Xvfb) pkgs="$pkgs xvfb" ;;
         ffmpeg|ffprobe) case " $pkgs " in *" ffmpeg "*) ;; *) pkgs="$pkgs ffmpeg" ;; esac ;;
@@ -103,6 +109,7 @@ if [ "$WANT_DESKTOP" = 1 ]; then
 fi
 if [ "$WANT_BROWSER" = 1 ] && ! find_browser >/dev/null; then
   missing="$missing browser($(echo $BROWSERS | sed 's/ /|/g'))"
+  names="$names $BROWSERS"
 fi
 if [ -z "$missing" ]; then
   log "capabilities present (baked image): skipping package installs"
@@ -117,7 +124,9 @@ elif [ "$PRIV" = 1 ] && have apt-get; then
       fail "installing chromium (or chromium-browser) failed"
   fi
 else
-  fail "missing:$missing (and no root or passwordless sudo to install them)"
+  echo "crabbox-missing:$names" >&2
+  log "missing:$missing (and no root or passwordless sudo to install them)"
+  exit 91
 fi
 if [ "$WANT_DESKTOP" = 1 ]; then
   for t in $TOOLS; do have "$t" || fail "missing tool $t after installing"; done
