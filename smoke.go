@@ -243,8 +243,10 @@ func runCheck(ctx context.Context, t smokeTarget, leaseID string, idx int, c Smo
 			break
 		}
 		name := fmt.Sprintf("%s-%02d-%s", fileSafe(leaseID, 40), idx+1, fileSafe(res.Title, 48))
-		if j > 0 {
-			name += fmt.Sprintf("-%d", j+1)
+		// The screenshot, if any, has the plain name; other files are
+		// numbered after it.
+		if n := j + btoi(last.png != nil); n > 0 {
+			name += fmt.Sprintf("-%d", n+1)
 		}
 		p := filepath.Join(o.evidenceDir, name+"."+fileSafe(f.ext, 8))
 		if err := os.WriteFile(p, f.data, 0o644); err != nil {
@@ -260,6 +262,13 @@ func runCheck(ctx context.Context, t smokeTarget, leaseID string, idx int, c Smo
 	}
 	emit(Event{Kind: EventSmokeCheck, Resource: "smoke", ID: leaseID, State: state, Attempt: res.Attempts, Message: msg})
 	return res
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // fileSafe maps s to [a-z0-9-], at most n bytes.

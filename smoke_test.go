@@ -709,3 +709,26 @@ func TestFileSafe(t *testing.T) {
 		}
 	}
 }
+
+func TestEvidenceFilesDoNotCollide(t *testing.T) {
+	tg := newShellTarget(t)
+	dir := t.TempDir()
+	c := SmokeCheck{Title: "two pictures", Kind: "test", run: func(context.Context, smokeTarget) attempt {
+		return attempt{exitCode: -1, png: []byte("shot"), files: []evidenceFile{{ext: "png", data: []byte("other")}, {ext: "webm", data: []byte("video")}}}
+	}}
+	rep, _, err := smokeOn(t, tg, []SmokeCheck{c}, WithEvidenceDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := rep.Results[0].Evidence
+	if len(ev) != 3 {
+		t.Fatalf("evidence %v", ev)
+	}
+	want := []string{"shot", "other", "video"}
+	for i, p := range ev {
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != want[i] {
+			t.Fatalf("%s: %q %v", p, b, err)
+		}
+	}
+}
