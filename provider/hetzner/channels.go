@@ -147,36 +147,65 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	name := d.channelRecordName(req.Channel, version)
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " crabbox-channel-record-no-private-key"
 	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: name, PublicKey: authorized, Labels: labels})
-	if err == nil {
-		e, ok := d.recordEntry(k)
-		if !ok {
-			return nil, provider.Errorf(provider.ErrUnavailable, "hetzner: channel record %s came back malformed", name)
+	if err != nil {
+		if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
+			return nil, provider.Wrap(provider.ErrConflict, errors.Join(
+				errors.New("hetzner: channel "+req.Channel+" version "+strconv.FormatInt(version, 10)+" was set concurrently"), err))
 		}
-		return &e, nil
-	}
-	if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
-		return nil, provider.Wrap(provider.ErrConflict, errors.Join(
-			errors.New("hetzner: channel "+req.Channel+" version "+strconv.FormatInt(version, 10)+" was set concurrently"), err))
-	}
-	merr := mapErr("create channel record", err)
-	if ambiguous(merr) {
-		// The create may have landed: the record with our nonce decides.
+		merr := mapErr("create channel record", err)
+		if !ambiguous(merr) {
+			return nil, merr
+		}
+		// The create may have landed: look for the record with our nonce.
 		cctx, cancel := d.detached(ctx)
 		defer cancel()
-		if ex, _, gerr := d.c.SSHKey.GetByName(cctx, name); gerr == nil && ex != nil {
-			if ex.Labels[d.rk(LabelToken)] == labels[d.rk(LabelToken)] {
-				if e, ok := d.recordEntry(ex); ok {
-					return &e, nil
-				}
-			}
-			return nil, provider.Wrap(provider.ErrConflict, errors.Join(errors.New("hetzner: channel version taken concurrently"), err))
+		keys, lerr := d.c.SSHKey.AllWithOpts(cctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
+			LabelSelector: d.rk(LabelKind) + "=" + kindChannelEntry + "," + d.rk(LabelToken) + "=" + labels[d.rk(LabelToken)]}})
+		if lerr != nil || len(keys) == 0 {
+			return nil, merr
+		}
+		k = keys[0]
+		if ctx.Err() != nil {
+			// The caller gave up: a cancelled promotion leaves no record.
+			d.dropRecord(ctx, k)
+			return nil, merr
 		}
 	}
-	return nil, merr
+	// Hetzner keeps SSH key names unique, so normally nobody else holds this
+	// version. Should a rival record of the same version exist anyway, the
+	// first one created (the lowest id: ids only grow) wins, and every later
+	// writer sees it here because it was written before its own record.
+	rivals, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
+		LabelSelector: d.rk(LabelKind) + "=" + kindChannelEntry + "," + d.rk(labelChannel) + "=" + req.Channel +
+			"," + d.rk(labelChVersion) + "=" + strconv.FormatInt(version, 10)}})
+	if err != nil {
+		d.dropRecord(ctx, k)
+		return nil, mapErr("verify channel record", err)
+	}
+	for _, r := range rivals {
+		if r.ID < k.ID && r.Name == k.Name {
+			d.dropRecord(ctx, k)
+			return nil, provider.Errorf(provider.ErrConflict, "hetzner: channel %s version %d was set concurrently (record %d came first)", req.Channel, version, r.ID)
+		}
+	}
+	e, ok := d.recordEntry(k)
+	if !ok {
+		d.dropRecord(ctx, k)
+		return nil, provider.Errorf(provider.ErrUnavailable, "hetzner: channel record %s came back malformed", name)
+	}
+	return &e, nil
+}
+
+// dropRecord deletes a channel record this call created and did not keep.
+func (d *Driver) dropRecord(ctx context.Context, k *hcloud.SSHKey) {
+	cctx, cancel := d.detached(ctx)
+	defer cancel()
+	_, _ = d.c.SSHKey.Delete(cctx, k)
 }
 
 // channelRecords returns a channel's entries sorted by version, and the SSH
-// keys holding them in the same order.
+// keys holding them in the same order. Of records sharing a version, only
+// the first created counts.
 func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider.ChannelEntry, []*hcloud.SSHKey, error) {
 	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
 		LabelSelector: d.rk(LabelKind) + "=" + kindChannelEntry + "," + d.rk(labelChannel) + "=" + channel}})
@@ -193,10 +222,18 @@ func (d *Driver) channelRecords(ctx context.Context, channel string) ([]provider
 			recs = append(recs, rec{e, k})
 		}
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].e.Version < recs[j].e.Version })
+	sort.Slice(recs, func(i, j int) bool {
+		if recs[i].e.Version != recs[j].e.Version {
+			return recs[i].e.Version < recs[j].e.Version
+		}
+		return recs[i].k.ID < recs[j].k.ID
+	})
 	entries := make([]provider.ChannelEntry, 0, len(recs))
 	out := make([]*hcloud.SSHKey, 0, len(recs))
-	for _, r := range recs {
+	for i, r := range recs {
+		if i > 0 && recs[i-1].e.Version == r.e.Version {
+			continue // a rival of the same version that lost (see claimVersion)
+		}
 		entries = append(entries, r.e)
 		out = append(out, r.k)
 	}
@@ -228,9 +265,10 @@ func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
 	if err := checkChannel(channel); err != nil {
 		return err
 	}
-	_, keys, err := d.channelRecords(ctx, channel)
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{
+		LabelSelector: d.rk(LabelKind) + "=" + kindChannelEntry + "," + d.rk(labelChannel) + "=" + channel}})
 	if err != nil {
-		return err
+		return mapErr("list channel records", err)
 	}
 	return d.deleteKeys(ctx, keys)
 }

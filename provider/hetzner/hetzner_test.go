@@ -653,6 +653,74 @@ func TestChannelsAndRace(t *testing.T) {
 	}
 }
 
+func TestRaceWithoutNameUniqueness(t *testing.T) {
+	// Should Hetzner ever accept two SSH keys with one name, the record
+	// created first still wins and the other racer gets ErrConflict.
+	for _, conditional := range []bool{true, false} {
+		e := newEnv(t, hcloudfake.Options{AllowDuplicateSSHKeyNames: true}, 0)
+		ctx := context.Background()
+		img := e.baseImage(t)
+		if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "ch", ImageID: img}); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		arrived := 0
+		both := make(chan struct{})
+		e.fakeBefore(func(r *http.Request) {
+			if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
+				mu.Lock()
+				arrived++
+				if arrived == 2 {
+					close(both)
+				}
+				mu.Unlock()
+				select {
+				case <-both:
+				case <-time.After(10 * time.Second):
+				}
+			}
+		})
+		ifv := int64(0)
+		if conditional {
+			ifv = 1
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				_, errs[i] = e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "ch", ImageID: img, IfVersion: ifv})
+			}(i)
+		}
+		wg.Wait()
+		e.fakeBefore(nil)
+		hist, err := e.d.ChannelHistory(ctx, "ch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conditional {
+			won := 0
+			for _, err := range errs {
+				if err == nil {
+					won++
+				} else if !errors.Is(err, provider.ErrConflict) {
+					t.Fatalf("loser: %v", err)
+				}
+			}
+			if won != 1 || len(hist) != 2 {
+				t.Fatalf("conditional race without name uniqueness: %d won (errors %v), history %+v", won, errs, hist)
+			}
+		} else if errs[0] != nil || errs[1] != nil || len(hist) != 3 || hist[2].Version != 3 {
+			t.Fatalf("unconditional race without name uniqueness: errors %v, history %+v", errs, hist)
+		}
+		// The loser's record is gone: one record per version.
+		if n := len(e.fake.SSHKeys()); n != len(hist) {
+			t.Fatalf("%d records for %d versions", n, len(hist))
+		}
+	}
+}
+
 func TestUnconditionalRaceBothLand(t *testing.T) {
 	e := newEnv(t, hcloudfake.Options{}, 0)
 	ctx := context.Background()

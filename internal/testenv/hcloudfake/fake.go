@@ -148,6 +148,10 @@ type Options struct {
 	Now func() time.Time
 	// RateLimit is the RateLimit-Limit header value (default 3600).
 	RateLimit int
+	// AllowDuplicateSSHKeyNames turns off the API's SSH key name
+	// uniqueness (fingerprints stay unique), to test clients that must not
+	// depend on it.
+	AllowDuplicateSSHKeyNames bool
 }
 
 // Fault makes matching requests fail. See Fake.InjectFault.

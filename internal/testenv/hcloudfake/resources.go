@@ -705,7 +705,7 @@ func (f *Fake) createKey(r *http.Request, body []byte) (int, any, *apiError) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, k := range f.keys {
-		if k.Name == req.Name {
+		if k.Name == req.Name && !f.opts.AllowDuplicateSSHKeyNames {
 			return 0, nil, errf("uniqueness_error", "SSH key with the same name already exists")
 		}
 		if k.Fingerprint == fp {
