@@ -44,11 +44,14 @@
 // compare-and-set: of two racing promotions from version N exactly one
 // creates the record for N+1; the other gets uniqueness_error and SetChannel
 // returns provider.ErrConflict (or, when unconditional, retries on top of the
-// winner). The records hold freshly generated public keys whose private
-// halves are discarded at once, so nobody can log in with them. Current =
-// highest version; history = all records, oldest first (a rollback is a new
-// version pointing at the older image). Everything is read back from
-// Hetzner alone. DeleteChannel removes a channel's records and PruneChannel
+// winner). The driver does not rely on name uniqueness alone: after creating
+// its record it re-reads the version, and if a rival record of the same
+// version exists the first created one (lowest id) wins and the later writer
+// deletes its record and gets ErrConflict. The records hold freshly
+// generated public keys whose private halves are discarded at once, so
+// nobody can log in with them. Current = highest version; history = all
+// records, oldest first (a rollback is a new version pointing at the older
+// image). Everything is read back from Hetzner alone. DeleteChannel removes a channel's records and PruneChannel
 // keeps only the newest ones.
 //
 // A lease key left behind by an interrupted release (server gone, key
