@@ -148,15 +148,18 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " crabbox-channel-record-no-private-key"
 	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: name, PublicKey: authorized, Labels: labels})
 	if err != nil {
-		if hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
-			return nil, provider.Wrap(provider.ErrConflict, errors.Join(
+		taken := hcloud.IsError(err, hcloud.ErrorCodeUniquenessError)
+		merr := mapErr("create channel record", err)
+		if taken {
+			merr = provider.Wrap(provider.ErrConflict, errors.Join(
 				errors.New("hetzner: channel "+req.Channel+" version "+strconv.FormatInt(version, 10)+" was set concurrently"), err))
 		}
-		merr := mapErr("create channel record", err)
-		if !ambiguous(merr) {
+		if !taken && !ambiguous(merr) {
 			return nil, merr
 		}
-		// The create may have landed: look for the record with our nonce.
+		// The create may have landed, also when the name is taken: hcloud-go
+		// retries a create that timed out, and the retry then finds our own
+		// record. The record with our nonce decides.
 		cctx, cancel := d.detached(ctx)
 		defer cancel()
 		keys, lerr := d.c.SSHKey.AllWithOpts(cctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{

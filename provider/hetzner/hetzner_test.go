@@ -920,3 +920,22 @@ func TestPrivateNetworkSSH(t *testing.T) {
 		t.Fatalf("server networking = %+v / %+v", s.PublicNet, s.PrivateNet)
 	}
 }
+
+func TestChannelSetRetriedInsideHcloudGo(t *testing.T) {
+	// The record create lands but answers "timeout"; hcloud-go retries and
+	// the retry hits our own record's name. The set must succeed once.
+	e := newEnv(t, hcloudfake.Options{}, 2)
+	ctx := context.Background()
+	img := e.baseImage(t)
+	e.fake.InjectFault(hcloudfake.Fault{Method: "POST", Path: "/ssh_keys", Code: "timeout", After: true})
+	got, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "ch", ImageID: img, IfVersion: -1})
+	if err != nil || got.Version != 1 {
+		t.Fatalf("SetChannel = %+v, %v; want version 1", got, err)
+	}
+	if n := len(e.fake.SSHKeys()); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
+	if e.fake.PendingFaults() != 0 {
+		t.Fatal("the fault did not fire")
+	}
+}
