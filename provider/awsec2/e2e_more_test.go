@@ -116,3 +116,32 @@ func TestCleanupKeepsImagesInUse(t *testing.T) {
 	}
 	e.expectClean("us-east-1", "eu-west-1")
 }
+
+// A box that dies under a lease: commands fail instead of hanging, and the
+// release still cleans up in moto.
+func TestBoxDeathFailsCommands(t *testing.T) {
+	e := newEnv(t)
+	c, emu := newClient(t, e)
+	ctx := t.Context()
+	l, err := c.Warmup(ctx, crabbox.WithTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Run(ctx, "true"); err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Kill(l.MachineID); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // a bound, not an assertion
+	defer cancel()
+	if _, err := l.Run(rctx, "true"); err == nil {
+		t.Fatal("Run on a dead box succeeded")
+	} else if rctx.Err() != nil {
+		t.Fatalf("Run on a dead box hung until the bound: %v", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.expectClean()
+}
