@@ -378,7 +378,6 @@ func (c *Client) opErr(op, id string, err error) error {
 // with the client's backoff, at most retryAttempts times in all. Permanent
 // errors return at once.
 func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
-	var zero T
 	for attempt := 1; ; attempt++ {
 		v, err := fn(ctx)
 		if err == nil || !provider.Retryable(err) || attempt >= c.o.retryAttempts {
@@ -389,7 +388,9 @@ func retry[T any](ctx context.Context, c *Client, what string, fn func(context.C
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return zero, errors.Join(ctx.Err(), err)
+			// Keep what the failed attempt returned: a driver may hand
+			// back a half-made resource with its error.
+			return v, errors.Join(ctx.Err(), err)
 		case <-t.C:
 		}
 	}
