@@ -806,12 +806,20 @@ const (
 	KindRecording     = "recording"
 )
 
+// MinBrowserColors is the number of distinct colours a screenshot must
+// have before BrowserWindowVisible counts the browser as drawn: a freshly
+// mapped, still empty browser window is a flat rectangle with a handful of
+// colours, a rendered browser (toolbar text, icons, the page) has hundreds.
+const MinBrowserColors = 32
+
 // BrowserWindowVisible opens rawURL in the lease's browser (OpenURL), waits
 // for a visible browser window (class or title matching
-// "chromium|chrome"), and takes screenshots until one is not blank (see
-// JudgeScreenshot) or the attempt's timeout ends; the browser is then
-// closed and its profile removed. The last screenshot is kept as evidence
-// (CheckResult.PNG, and a file with WithEvidenceDir). It retries once.
+// "chromium|chrome"), then takes screenshots until the browser is drawn:
+// not blank (see JudgeScreenshot) and at least MinBrowserColors colours.
+// It then lets the page settle for a second and judges one more screenshot,
+// which is kept as evidence (CheckResult.PNG, and a file with
+// WithEvidenceDir). The browser is closed and its profile removed at the
+// end of every attempt. It retries once.
 func BrowserWindowVisible(rawURL string) SmokeCheck {
 	title := "browser shows " + rawURL
 	if len(title) > 120 {
@@ -821,49 +829,86 @@ func BrowserWindowVisible(rawURL string) SmokeCheck {
 		return invalidCheck(KindBrowserWindow, title, err)
 	}
 	return SmokeCheck{Title: title, Kind: KindBrowserWindow, Timeout: DefaultSmokeTimeout, Retries: 1,
-		RetryDelay: 2 * time.Second,
-		run: func(ctx context.Context, t smokeTarget) attempt {
-			a := attempt{exitCode: -1}
-			b, err := openBrowser(ctx, t, rawURL)
-			if err != nil {
-				a.err = err
-				return a
-			}
-			defer func() {
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				defer cancel()
-				if cerr := b.Close(cctx); cerr != nil && a.err == nil {
-					a.err = fmt.Errorf("closing the browser: %w", cerr)
-				}
-			}()
-			w, err := waitWindow(ctx, t, "chromium|chrome")
-			if err != nil {
-				a.err = fmt.Errorf("no browser window: %w", err)
-				return a
-			}
-			for {
-				data, err := t.screenshot(ctx)
-				if err != nil {
-					a.err = fmt.Errorf("screenshot: %w", err)
-					return a
-				}
-				a.png = data
-				st, err := JudgeScreenshot(data)
-				if err != nil {
-					a.err = err
-					return a
-				}
-				a.output = fmt.Sprintf("window %s %q %dx%d; screenshot %s", w.ID, w.Name, w.Width, w.Height, st)
-				if !st.Blank() {
-					a.err = nil
-					return a
-				}
-				a.err = fmt.Errorf("screenshot with the browser window is blank: %s", st)
-				if sleep(ctx, 500*time.Millisecond) != nil {
-					return a
-				}
-			}
+		RetryDelay: 2 * time.Second, run: func(ctx context.Context, t smokeTarget) attempt {
+			return browserWindowAttempt(ctx, t, rawURL)
 		}}
+}
+
+func browserShown(st ScreenStats) bool { return !st.Blank() && st.Colors >= MinBrowserColors }
+
+func browserWindowAttempt(ctx context.Context, t smokeTarget, rawURL string) (a attempt) {
+	a.exitCode = -1
+	b, err := openBrowser(ctx, t, rawURL)
+	if err != nil {
+		a.err = err
+		return a
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if cerr := b.Close(cctx); cerr != nil && a.err == nil {
+			a.err = fmt.Errorf("closing the browser: %w", cerr)
+		}
+	}()
+	w, err := waitWindow(ctx, t, "chromium|chrome")
+	if err != nil {
+		a.err = fmt.Errorf("no browser window: %w", err)
+		return a
+	}
+	shoot := func() (ScreenStats, bool) {
+		data, err := t.screenshot(ctx)
+		if err != nil {
+			a.err = fmt.Errorf("screenshot: %w", err)
+			return ScreenStats{}, false
+		}
+		a.png = data
+		st, err := JudgeScreenshot(data)
+		if err != nil {
+			a.err = err
+			return st, false
+		}
+		a.output = fmt.Sprintf("window %s %q %dx%d; screenshot %s", w.ID, w.Name, w.Width, w.Height, st)
+		return st, true
+	}
+	for {
+		st, ok := shoot()
+		if !ok {
+			return a
+		}
+		if browserShown(st) {
+			break
+		}
+		a.err = fmt.Errorf("the browser window is not drawn (blank or fewer than %d colours): %s", MinBrowserColors, st)
+		if sleep(ctx, 500*time.Millisecond) != nil {
+			return a
+		}
+	}
+	// Let the page settle, then judge the screenshot kept as evidence.
+	if err := sleep(ctx, time.Second); err != nil {
+		a.err = err
+		return a
+	}
+	st, ok := shoot()
+	if !ok {
+		return a
+	}
+	if name := windowName(ctx, t, w.ID); name != "" {
+		a.output = fmt.Sprintf("window %s %q %dx%d; screenshot %s", w.ID, name, w.Width, w.Height, st)
+	}
+	a.err = nil
+	if !browserShown(st) {
+		a.err = fmt.Errorf("the browser window is not drawn (blank or fewer than %d colours): %s", MinBrowserColors, st)
+	}
+	return a
+}
+
+// windowName returns a window's current title ("" if unknown).
+func windowName(ctx context.Context, r boxRunner, id string) string {
+	out, err := runScript(ctx, r, "window name", "need_display\nneed xdotool\nDISPLAY=\"$D\" xdotool getwindowname "+ShellQuote(id)+"\n", nil)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
 }
 
 // RecordingNotEmpty records the lease's display for d (Record, MP4) and

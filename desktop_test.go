@@ -418,6 +418,8 @@ func TestDesktopBrowserWindowPassesAndLeavesNoProfile(t *testing.T) {
 	est, err := crabbox.JudgeScreenshot(ev)
 	require.NoError(t, err)
 	assert.False(t, est.Blank(), "%s", est)
+	assert.GreaterOrEqual(t, est.Colors, crabbox.MinBrowserColors, "the kept screenshot shows a drawn browser: %s", est)
+	assert.Contains(t, r.Output, "Crabbox QA page", "the window shows the page's title once it settled")
 	left, _ = filepath.Glob(filepath.Join(h.root, "tmp", "crabbox-browser.*"))
 	assert.Empty(t, left, "the check closes its browser")
 

@@ -1,0 +1,261 @@
+package main
+
+// The local desktop host: a real OpenSSH sshd on 127.0.0.1 for a fresh,
+// temporary user, used like any existing host (provider/sshhost). Needs
+// root (to create the user and run sshd) and the tools of scripts/setup
+// (openssh-server, Xvfb, xdotool, scrot, ffmpeg, x11vnc, Chromium).
+//
+// The user is not root, so the host's crabbox state (what a real box keeps
+// in /var/lib/crabbox and /tmp) lives below a temporary directory given to
+// the sessions as CRABBOX_FS_ROOT, and the display is :99 unless another X
+// server has it, given as CRABBOX_DISPLAY. Close stops everything it
+// started and removes the user and the directories.
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-go/provider/sshhost"
+)
+
+type localDesktop struct {
+	host    sshhost.Host
+	display string
+	root    string // CRABBOX_FS_ROOT of the host
+	dir     string // sshd's config, keys and log
+	user    string
+	uid     int
+	sshd    *exec.Cmd
+}
+
+func newKey() (ssh.Signer, []byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, nil, err
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "crabbox-qa")
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, pem.EncodeToMemory(blk), nil
+}
+
+// freeDisplay prefers :99 and otherwise finds a display nobody locked.
+func freeDisplay() (string, error) {
+	for n := 99; n < 999; n++ {
+		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
+			continue
+		}
+		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+			continue
+		}
+		return ":" + strconv.Itoa(n), nil
+	}
+	return "", errors.New("no free X display")
+}
+
+func startLocalDesktop() (_ *localDesktop, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("-local-desktop needs root (it creates a temporary user and runs sshd); " +
+			"run as root, or point -host at an SSH host with a desktop")
+	}
+	for _, tool := range []string{"/usr/sbin/sshd", "useradd", "userdel", "usermod"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("-local-desktop needs %s (run scripts/setup): %w", tool, err)
+		}
+	}
+	d := &localDesktop{uid: -1}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if d.display, err = freeDisplay(); err != nil {
+		return nil, err
+	}
+	if d.dir, err = os.MkdirTemp("", "crabbox-qa-sshd-"); err != nil {
+		return nil, err
+	}
+	if d.root, err = os.MkdirTemp("", "crabbox-qa-host-"); err != nil {
+		return nil, err
+	}
+	for _, p := range []string{d.dir, d.root} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.createUser(); err != nil {
+		return nil, err
+	}
+	u, err := user.Lookup(d.user)
+	if err != nil {
+		return nil, err
+	}
+	gid, _ := strconv.Atoi(u.Gid)
+	for _, p := range []string{"tmp", "work/crabbox", "var/lib/crabbox"} {
+		if err := os.MkdirAll(filepath.Join(d.root, p), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := filepath.Walk(d.root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, d.uid, gid)
+	}); err != nil {
+		return nil, err
+	}
+
+	hostSigner, hostPEM, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	clientSigner, _, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	hostKeyPath := filepath.Join(d.dir, "ssh_host_ed25519_key")
+	if err := os.WriteFile(hostKeyPath, hostPEM, 0o600); err != nil {
+		return nil, err
+	}
+	akPath := filepath.Join(d.dir, "authorized_keys")
+	if err := os.WriteFile(akPath, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), 0o644); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf(`SetEnv CRABBOX_DISPLAY=%s CRABBOX_FS_ROOT=%s
+ListenAddress %s
+HostKey %s
+PidFile %s
+AuthorizedKeysFile %s
+AllowUsers %s
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UseDNS no
+PrintMotd no
+`, d.display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user)
+	cfgPath := filepath.Join(d.dir, "sshd_config")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(d.dir, "sshd.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	d.sshd = exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgPath)
+	d.sshd.Stdout, d.sshd.Stderr = logf, logf
+	d.sshd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.sshd.Start(); err != nil {
+		return nil, err
+	}
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 150 {
+			log, _ := os.ReadFile(filepath.Join(d.dir, "sshd.log"))
+			return nil, fmt.Errorf("sshd on %s did not start: %s", addr, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.host = sshhost.Host{Addr: addr, User: d.user, Signer: clientSigner, HostKey: hostSigner.PublicKey()}
+	return d, nil
+}
+
+func (d *localDesktop) createUser() error {
+	var last error
+	for i := 0; i < 20; i++ {
+		n, err := rand.Int(rand.Reader, big.NewInt(1e6))
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("crabqa%06d", n.Int64())
+		if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
+			last = fmt.Errorf("useradd %s: %v: %s", name, err, out)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		d.user = name
+		// useradd leaves the account locked, which sshd refuses without
+		// PAM; "*" allows key logins only.
+		if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
+			return fmt.Errorf("usermod %s: %v: %s", name, err, out)
+		}
+		u, err := user.Lookup(name)
+		if err != nil {
+			return err
+		}
+		d.uid, _ = strconv.Atoi(u.Uid)
+		return nil
+	}
+	return last
+}
+
+// Close stops the display gracefully (so Xvfb removes its lock), then
+// sshd and every process of the temporary user, removes the user and the
+// directories.
+func (d *localDesktop) Close() {
+	if d.uid > 0 {
+		_ = exec.Command("pkill", "-TERM", "-u", strconv.Itoa(d.uid)).Run()
+		for i := 0; i < 50 && exec.Command("pgrep", "-u", strconv.Itoa(d.uid)).Run() == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = exec.Command("pkill", "-KILL", "-u", strconv.Itoa(d.uid)).Run()
+	}
+	if d.sshd != nil && d.sshd.Process != nil {
+		_ = syscall.Kill(-d.sshd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = d.sshd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-d.sshd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	if d.user != "" {
+		for i := 0; i < 50; i++ {
+			if exec.Command("userdel", "-r", d.user).Run() == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, p := range []string{d.root, d.dir} {
+		if p != "" && strings.HasPrefix(p, os.TempDir()) {
+			_ = os.RemoveAll(p)
+		}
+	}
+}
