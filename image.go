@@ -721,6 +721,13 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 			return chs.CurrentChannel(ctx, o.channel)
 		})
 		if err == nil && cur.ImageID == imageID {
+			if mk, ok := c.drv.(provider.ChannelVersionMarker); ok {
+				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
+					return mk.MarkKnownGood(ctx, o.channel, cur.Version)
+				}); err != nil {
+					return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
+				}
+			}
 			hist, err := retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
 				return chs.ChannelHistory(ctx, o.channel)
 			})

@@ -310,6 +310,13 @@ type UsageFinder interface {
 	ImageUsage(ctx context.Context, id string) ([]string, error)
 }
 
+// ChannelVersionMarker records on the channel store itself that a channel
+// version was verified known-good (an SSM parameter version label on AWS),
+// in addition to the image status label the SDK writes.
+type ChannelVersionMarker interface {
+	MarkKnownGood(ctx context.Context, channel string, version int64) error
+}
+
 // Access tells the SDK how to reach a machine whose driver cannot apply the
 // rendered user-data (existing SSH hosts): which user and key to log in with
 // and which host key to pin.

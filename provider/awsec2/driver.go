@@ -80,6 +80,8 @@ var (
 	_ provider.Protector    = (*Driver)(nil)
 	_ provider.RegionCopier = (*Driver)(nil)
 	_ provider.UsageFinder  = (*Driver)(nil)
+
+	_ provider.ChannelVersionMarker = (*Driver)(nil)
 )
 
 // Tag keys the driver itself writes. Their values match the root package's

@@ -129,6 +129,10 @@ crabbox-hello`
 	if _, err := c.MarkKnownGood(ctx, img.ID, repN); err != nil {
 		t.Fatalf("MarkKnownGood: %v", err)
 	}
+	// ... and the SSM parameter version is labelled known-good too.
+	if kg, err := e.d.KnownGoodVersion(ctx, crabbox.DefaultChannel); err != nil || kg.ImageID != img.ID {
+		t.Errorf("SSM known-good version = %+v, %v; want %s", kg, err, img.ID)
+	}
 
 	// A second image from the normal lease, promoted, then rolled back.
 	img2, err := c.CreateImage(ctx, norm.ID, imageName(t, "linux2", now), crabbox.WithWait(time.Minute))
