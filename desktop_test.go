@@ -425,6 +425,21 @@ func TestDesktopBrowserWindowPassesAndLeavesNoProfile(t *testing.T) {
 
 	rep, err = crabbox.Smoke(ctx, h.l, []crabbox.SmokeCheck{crabbox.NoBrowserProfiles()})
 	require.NoError(t, err, "%+v", rep)
+
+	// The ready-made desktop proof (a data: page, a recording) passes and
+	// keeps a screenshot of the drawn page and the video.
+	dir = t.TempDir()
+	rep, err = crabbox.Smoke(ctx, h.l, crabbox.DesktopProof(), crabbox.WithEvidenceDir(dir))
+	require.NoError(t, err, "%+v", rep)
+	require.Len(t, rep.Results, 2)
+	assert.Contains(t, rep.Results[0].Output, "Crabbox desktop proof")
+	require.Len(t, rep.Results[0].Evidence, 1)
+	require.Len(t, rep.Results[1].Evidence, 1)
+	ev, err = os.ReadFile(rep.Results[0].Evidence[0])
+	require.NoError(t, err)
+	est, err = crabbox.JudgeScreenshot(ev)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, est.Colors, crabbox.MinBrowserColors, "%s", est)
 }
 
 func ffprobe(t *testing.T, path string) (frames int, duration float64, width int) {
