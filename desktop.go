@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ const (
 	exitPermission = 93
 )
 
-// BrowserCommands are the browser commands OpenURL looks for, in order,
+// browserCommands are the browser commands OpenURL looks for, in order,
 // when the box has no /var/lib/crabbox/browser.env.
 var browserCommands = []string{"google-chrome", "chromium", "chromium-browser"}
 
@@ -703,6 +704,27 @@ func parseVideoInfo(kv map[string]string) VideoInfo {
 		}
 	}
 	return v
+}
+
+type videoInfoJSON VideoInfo
+
+// MarshalJSON adds the duration as float seconds ("duration_seconds").
+func (v VideoInfo) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		videoInfoJSON
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{videoInfoJSON(v), seconds(v.Duration)})
+}
+
+type recordingJSON Recording
+
+// MarshalJSON adds the requested duration as float seconds
+// ("requested_seconds").
+func (r Recording) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		recordingJSON
+		RequestedSeconds float64 `json:"requested_seconds"`
+	}{recordingJSON(r), seconds(r.Requested)})
 }
 
 // Check reports whether the video has a positive duration and frames.

@@ -727,3 +727,30 @@ func TestDesktopOnLocalCloud(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, left)
 }
+
+func TestDesktopValuesWithoutAHost(t *testing.T) {
+	// Recordings marshal durations as float seconds.
+	b, err := json.Marshal(&crabbox.Recording{Format: crabbox.FormatMP4, Requested: 2 * time.Second,
+		Video: crabbox.VideoInfo{Duration: 1500 * time.Millisecond, Frames: 15, Source: "ffprobe"}})
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"requested_seconds":2`)
+	assert.Contains(t, string(b), `"duration_seconds":1.5`)
+	assert.Contains(t, string(b), `"frames":15`)
+
+	// VideoInfo.Check wants a duration and frames.
+	assert.NoError(t, crabbox.VideoInfo{Duration: time.Second, Frames: 1}.Check())
+	assert.Error(t, crabbox.VideoInfo{Duration: time.Second}.Check())
+	assert.Error(t, crabbox.VideoInfo{Frames: 3}.Check())
+
+	// A missing browser names every command tried.
+	err = fmt.Errorf("open: %w", &crabbox.MissingToolError{Tools: crabbox.BrowserCommands()})
+	assert.ErrorIs(t, err, crabbox.ErrMissingTool)
+	assert.Contains(t, err.Error(), "none of google-chrome, chromium, chromium-browser is installed")
+	assert.Contains(t, (&crabbox.MissingToolError{Tools: []string{"ffmpeg"}}).Error(), "missing tool: ffmpeg")
+
+	// The proof page is a self-contained data: URL.
+	assert.True(t, strings.HasPrefix(crabbox.ProofPageURL, "data:text/html"))
+	assert.NotContains(t, crabbox.ProofPageURL, "http")
+	assert.Len(t, crabbox.DesktopProof(), 2)
+	assert.NotContains(t, crabbox.BrowserArgs(), "--no-sandbox", "--no-sandbox is added only for root")
+}

@@ -227,17 +227,10 @@ type qaRecord struct {
 	Screenshot string                `json:"screenshot"`
 	Screen     crabbox.ScreenStats   `json:"screen"`
 	Recording  *crabbox.Recording    `json:"recording"`
-	Video      *videoSummary         `json:"video"`
 	Smoke      string                `json:"smoke_report"`
 	SmokeOK    bool                  `json:"smoke_ok"`
 	Evidence   []string              `json:"evidence"`
 	Checks     []crabbox.CheckResult `json:"checks"`
-}
-
-type videoSummary struct {
-	DurationSeconds float64 `json:"duration_seconds"`
-	Frames          int     `json:"frames"`
-	Summary         string  `json:"summary"`
 }
 
 func run() error {
@@ -358,8 +351,6 @@ xdotool key Return`, crabbox.Strict()); err != nil {
 	if recErr != nil {
 		return recErr
 	}
-	rec.Video = &videoSummary{DurationSeconds: rec.Recording.Video.Duration.Seconds(),
-		Frames: rec.Recording.Video.Frames, Summary: rec.Recording.Video.String()}
 	fmt.Printf("    recording.mp4: %s\n", rec.Recording.Video)
 
 	// 5. Screenshot of the driven page.
