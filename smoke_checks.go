@@ -530,10 +530,7 @@ func CandidateSmoke(o CheckSetOptions) []SmokeCheck {
 	}
 	checks = append(checks, WorkRootExists())
 	checks = append(checks, Hygiene()...)
-	if o.Desktop {
-		checks = append(checks, ScreenshotNotBlank())
-	}
-	return checks
+	return append(checks, desktopChecks(o)...)
 }
 
 // PromotedSmoke mirrors the runbook's check of a normal lease on the
@@ -551,8 +548,20 @@ func PromotedSmoke(o CheckSetOptions) []SmokeCheck {
 	if o.Hygiene {
 		checks = append(checks, Hygiene()...)
 	}
-	if o.Desktop {
-		checks = append(checks, ScreenshotNotBlank())
+	return append(checks, desktopChecks(o)...)
+}
+
+// desktopChecks is the runbook's "real desktop/browser proof": with a
+// browser, a page drawn in a browser window (screenshot judged not blank,
+// kept as evidence) and a screen recording with frames; with a display
+// only, the recording (an idle virtual display is legitimately blank, so a
+// blank-screen judgement would fail every healthy desktop image).
+func desktopChecks(o CheckSetOptions) []SmokeCheck {
+	switch {
+	case o.Desktop && o.Browser:
+		return DesktopProof()
+	case o.Desktop:
+		return []SmokeCheck{RecordingNotEmpty(3 * time.Second)}
 	}
-	return checks
+	return nil
 }

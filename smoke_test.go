@@ -641,13 +641,16 @@ func TestCheckSets(t *testing.T) {
 	for _, want := range []string{"echo image-smoke-ok", "uname -srm", "command -v node", "command -v pnpm",
 		"command -v ffmpeg", "command -v scrot", "test -d /work/crabbox", "no credentials or tokens",
 		"no browser profiles, cookies or chat sessions", "no repository checkouts, node_modules or dist",
-		"no operator notes, screenshots or videos", "screenshot of display :99 is not blank"} {
+		"no operator notes, screenshots or videos", "browser draws the desktop proof page", "screen recording of 3s has frames"} {
 		if !strings.Contains(ct+"\n", want+"\n") {
 			t.Errorf("candidate smoke lacks %q:\n%s", want, ct)
 		}
 	}
-	if strings.Contains(titles(CandidateSmoke(CheckSetOptions{})), "display :99") {
-		t.Errorf("screenshot without desktop")
+	if c := titles(CandidateSmoke(CheckSetOptions{})); strings.Contains(c, "browser draws") || strings.Contains(c, "recording") {
+		t.Errorf("desktop proof without desktop:\n%s", c)
+	}
+	if c := titles(CandidateSmoke(CheckSetOptions{Desktop: true})); !strings.Contains(c, "recording") || strings.Contains(c, "browser draws") {
+		t.Errorf("desktop without browser: want the recording proof only:\n%s", c)
 	}
 	pt := titles(PromotedSmoke(CheckSetOptions{}))
 	if pt != "echo promoted-image-smoke-ok\ncommand -v ffmpeg\ncommand -v node" {

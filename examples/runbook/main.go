@@ -67,6 +67,7 @@ var (
 	flagApply    = flag.Bool("apply-cleanup", false, "apply the cleanup plan (default: dry run)")
 	flagState    = flag.String("state-dir", "", "directory for per-lease keys (default: a temp dir)")
 	flagVerbose  = flag.Bool("v", false, "print every progress event")
+	flagDesktop  = flag.Bool("desktop", false, "desktop+browser leases with the real desktop/browser proof (needs Xvfb, scrot, ffmpeg, xdotool and Chromium where the boxes run; on the local cloud: this machine)")
 )
 
 func run() error {
@@ -118,6 +119,9 @@ func run() error {
 	c, err := crabbox.New(drv, opts...)
 	if err != nil {
 		return err
+	}
+	if *flagDesktop {
+		p.desktop, p.browser = true, true
 	}
 	r := &runbook{c: c, p: p, evidence: evidence}
 	defer r.releaseAll()
