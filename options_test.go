@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,4 +78,36 @@ func TestStateDirKeysArePrivateAndRemovedOnRelease(t *testing.T) {
 	require.NoError(t, l.Release(context.Background()))
 	_, err = os.Stat(dir)
 	assert.True(t, os.IsNotExist(err), "release removes the lease's keys")
+}
+
+func TestTouchAndExtend(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	c := localClient(t, cloud, crabbox.WithClock(clock))
+	ctx := testCtx(t)
+	l, err := c.Warmup(ctx, crabbox.WithTTL(time.Hour), crabbox.WithIdleTimeout(10*time.Minute))
+	require.NoError(t, err)
+	defer l.Release(context.Background())
+	first := l.Expires
+
+	now.Add(int64(5 * time.Minute))
+	require.NoError(t, l.Touch(ctx))
+	assert.Equal(t, first.Add(5*time.Minute), l.Expires, "touch moves the idle expiry")
+
+	// Near the TTL the idle expiry is capped by it; Extend lifts the cap.
+	now.Add(int64(54 * time.Minute))
+	require.NoError(t, l.Touch(ctx))
+	assert.Equal(t, l.Created.Add(time.Hour), l.Expires)
+	require.NoError(t, l.Extend(ctx, time.Hour))
+	assert.Equal(t, 2*time.Hour, l.TTL)
+	assert.Equal(t, clock().UTC().Truncate(time.Second).Add(10*time.Minute), l.Expires)
+	m, err := cloud.GetMachine(ctx, l.MachineID)
+	require.NoError(t, err)
+	assert.Equal(t, "7200", m.Labels[crabbox.LabelTTL])
+
+	assert.ErrorIs(t, l.Extend(ctx, 0), crabbox.ErrInvalidArgument)
+	now.Add(int64(3 * time.Hour))
+	assert.ErrorIs(t, l.Touch(ctx), crabbox.ErrExpired)
 }
