@@ -85,13 +85,21 @@ func run() error {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	b, ok := backends[*flagProvider]
-	if !ok {
+	if _, ok := backends[*flagProvider]; !ok {
 		flag.Usage()
 		return fmt.Errorf("unknown -provider %q", *flagProvider)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	return execute(ctx)
+}
+
+// execute runs the runbook with the parsed flags.
+func execute(ctx context.Context) error {
+	b, ok := backends[*flagProvider]
+	if !ok {
+		return fmt.Errorf("unknown -provider %q", *flagProvider)
+	}
 
 	drv, opts, p, cleanup, err := b.setup(ctx)
 	if err != nil {
