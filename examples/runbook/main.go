@@ -131,7 +131,7 @@ func execute(ctx context.Context) error {
 	if *flagDesktop {
 		p.desktop, p.browser = true, true
 	}
-	r := &runbook{c: c, p: p, evidence: evidence}
+	r := &runbook{c: c, p: p, evidence: evidence, drv: drv, opts: opts}
 	defer r.releaseAll()
 	if err := r.steps(ctx); err != nil {
 		return err
@@ -150,6 +150,8 @@ func printEvent(e crabbox.Event) {
 
 type runbook struct {
 	c        *crabbox.Client
+	drv      provider.Driver
+	opts     []crabbox.Option
 	p        params
 	evidence string
 	step     int
@@ -404,6 +406,20 @@ func (r *runbook) steps(ctx context.Context) error {
 		return err
 	}
 	if err := plan.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	// The same policy a week and a day from now: the failed images are past
+	// their inspection period by then. Planning changes nothing.
+	r.say("Plan the cleanup as it will stand in 8 days (dry run)")
+	later, err := crabbox.New(r.drv, append(r.opts, crabbox.WithClock(func() time.Time { return time.Now().Add(8 * 24 * time.Hour) }))...)
+	if err != nil {
+		return err
+	}
+	future, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
+	if err != nil {
+		return err
+	}
+	if err := future.WriteText(os.Stdout); err != nil {
 		return err
 	}
 	if *flagApply {
