@@ -255,7 +255,7 @@ func TestDesktopBootstrapOnRealHost(t *testing.T) {
 	// The readiness script the user-data installs passes on this host once
 	// bootstrap is done (marker and work root exist).
 	key := sshd.MustKey(t)
-	files, err := cloudinit.BootFiles(cloudinit.Config{Desktop: true, Browser: true,
+	files, err := cloudinit.BootFiles(cloudinit.Config{LeaseID: "cbx_desktop00000", Desktop: true, Browser: true,
 		AuthorizedKeys: []string{string(key.AuthorizedKey())}, HostKeyPEM: key.PEM})
 	require.NoError(t, err)
 	var ready string
@@ -267,7 +267,7 @@ func TestDesktopBootstrapOnRealHost(t *testing.T) {
 	require.NotEmpty(t, ready)
 	_, err = h.l.Run(ctx, ready)
 	require.Error(t, err, "readiness must fail before the bootstrap marker exists")
-	_, err = h.l.Run(ctx, `touch "$CRABBOX_FS_ROOT`+cloudinit.BootstrapMarker+`"`)
+	_, err = h.l.Run(ctx, `mkdir -p "$CRABBOX_FS_ROOT/var/lib/crabbox" && echo cbx_desktop00000 >"$CRABBOX_FS_ROOT`+cloudinit.BootstrapMarker+`"`)
 	require.NoError(t, err)
 	out, err := h.l.Run(ctx, ready)
 	require.NoError(t, err, "readiness: %+v", out)

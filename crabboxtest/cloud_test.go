@@ -156,6 +156,68 @@ func TestReadyCommand(t *testing.T) {
 	}
 }
 
+// TestImageMarkerIsNotReady: an image keeps the bootstrap marker of the
+// lease that baked it; a machine booted from that image is ready only once
+// its own boot wrote its own lease id there, never on the image's marker.
+func TestImageMarkerIsNotReady(t *testing.T) {
+	var missing []string
+	for _, tool := range cloudinit.ReadyTools() {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("tools the readiness check needs are missing: %v", missing)
+		}
+		t.Skipf("tools the readiness check needs are missing: %v (install them)", missing)
+	}
+	c := Start(t)
+	ctx := ctxT(t)
+	la := newLease(t, nil)
+	a := boot(t, c, la)
+	img, err := c.CreateImage(ctx, provider.CreateImageRequest{MachineID: a.ID, Name: "marker-image"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "image available", func() bool {
+		got, err := c.GetImage(ctx, img.ID)
+		return err == nil && got.State == provider.ImageAvailable
+	})
+	stale, err := os.ReadFile(filepath.Join(a.FSRoot, cloudinit.BootstrapMarker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(stale) != string(cloudinit.BootstrapMarkerContent(la.cfg.LeaseID)) {
+		t.Fatalf("machine A's marker = %q, want its lease id %s", stale, la.cfg.LeaseID)
+	}
+
+	lb := newLease(t, nil)
+	req := lb.request(nil)
+	req.Image = img.ID
+	b, err := c.CreateMachine(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clb := dial(t, b, lb)
+	if out := mustRun(t, clb, cloudinit.ReadyShellCommand); strings.TrimSpace(out) != "ready" {
+		t.Fatalf("machine B after its boot: ready printed %q", out)
+	}
+	marker := filepath.Join(b.FSRoot, cloudinit.BootstrapMarker)
+	if got, err := os.ReadFile(marker); err != nil || string(got) != string(cloudinit.BootstrapMarkerContent(lb.cfg.LeaseID)) {
+		t.Fatalf("machine B's marker = %q, %v; want its lease id %s", got, err, lb.cfg.LeaseID)
+	}
+	// Before B's own bootstrap finishes, its disk holds the image's marker
+	// (A's): B must not be ready.
+	if err := os.WriteFile(marker, stale, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := run(t, clb, cloudinit.ReadyShellCommand)
+	if err == nil || !strings.Contains(errOut, "bootstrap not finished") {
+		t.Fatalf("machine B with the image's marker of lease %s: err %v, stderr %q; want not ready", la.cfg.LeaseID, err, errOut)
+	}
+}
+
 func TestHostKeyAndAuth(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)

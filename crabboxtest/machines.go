@@ -262,7 +262,7 @@ func (m *machine) bootFS(ctx context.Context, imgRoot string) error {
 			return err
 		}
 	}
-	return writeFile(m.root, cloudinit.BootstrapMarker, nil, 0o644)
+	return writeFile(m.root, cloudinit.BootstrapMarker, cloudinit.BootstrapMarkerContent(cfg.LeaseID), 0o644)
 }
 
 // startSSH starts the SSH listener on addr (any free loopback port if addr

@@ -9,8 +9,9 @@
 // host key as the only host key, configure sshd without passwords on the
 // lease's ports, install the packages, create the work root, schedule the
 // box's own poweroff (TTL), start the desktop services when asked, and
-// finally touch BootstrapMarker. ReadyCommand, installed by the document,
-// exits 0 once all of that is done.
+// finally write the lease id into BootstrapMarker. ReadyCommand, installed
+// by the document, exits 0 once all of that is done for this lease: a
+// marker left in a baked image by the lease that built it does not count.
 //
 // Parse reads back exactly what Render writes (emulated clouds use it to
 // boot their machines); it understands only the YAML subset Render produces
@@ -48,7 +49,12 @@ const (
 	// stderr otherwise. It resolves every path under $CRABBOX_FS_ROOT when
 	// that is set (emulated machines whose file system is a host directory).
 	ReadyCommand = "/usr/local/bin/crabbox-ready"
-	// BootstrapMarker is touched as the very last bootstrap step.
+	// BootstrapMarker holds the lease id (BootstrapMarkerContent), written
+	// as the very last bootstrap step. ReadyCommand passes only when it
+	// holds the box's own lease id, so a marker an image kept from the
+	// lease that baked it does not make a new box ready before its own
+	// bootstrap ran. Emulated clouds write BootstrapMarkerContent(LeaseID)
+	// there when they "boot" a machine.
 	BootstrapMarker = "/var/lib/crabbox/bootstrap-done"
 	// BrowserEnvFile holds BROWSER=<absolute path of the browser binary>
 	// on boxes with a browser.
@@ -161,7 +167,7 @@ func invalid(format string, args ...any) error {
 // ownedPaths are the files Render writes itself; Config.Files may not use them.
 func ownedPath(p string) bool {
 	switch p {
-	case SSHDConfigFile, ReadyCommand, BrowserEnvFile, LeaseEnvFile, BootstrapMarker, HostKeyFile,
+	case SSHDConfigFile, ReadyCommand, BrowserEnvFile, LeaseEnvFile, BootstrapMarker, BootstrapMarker + ".tmp", HostKeyFile,
 		HostKeyFile + ".pub", xvfbUnit, wmUnit, x11vncUnt, DesktopBootstrapFile:
 		return true
 	}
@@ -471,7 +477,9 @@ func Render(cfg Config) ([]byte, error) {
 		// units below), records the browser; see DesktopBootstrapScript.
 		cmd(DesktopBootstrapFile)
 	}
-	cmd("touch", BootstrapMarker)
+	// The marker names the lease, written atomically (ReadyCommand never
+	// reads a half-written one).
+	cmd("sh", "-c", markerCommand(c.LeaseID))
 	if b.Len() > MaxUserDataSize {
 		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
 	}
@@ -574,6 +582,16 @@ func unit(desc, user, after, exec string) string {
 	return b.String()
 }
 
+// BootstrapMarkerContent returns what the last bootstrap step writes to
+// BootstrapMarker for the lease leaseID: the lease id and a newline.
+func BootstrapMarkerContent(leaseID string) []byte { return []byte(leaseID + "\n") }
+
+// markerCommand is the shell command writing BootstrapMarkerContent.
+func markerCommand(leaseID string) string {
+	tmp := BootstrapMarker + ".tmp"
+	return "printf '%s\\n' " + shellQuote(leaseID) + " >" + tmp + " && mv -f " + tmp + " " + BootstrapMarker
+}
+
 func readyScript(c Config) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\n")
@@ -582,6 +600,11 @@ func readyScript(c Config) string {
 	b.WriteString("root=\"${CRABBOX_FS_ROOT:-}\"\n")
 	b.WriteString("fail() {\n  echo \"crabbox-ready: $*\" >&2\n  exit 1\n}\n")
 	b.WriteString("test -f \"$root\"" + shellQuote(BootstrapMarker) + " || fail \"bootstrap not finished\"\n")
+	// A marker from another lease (kept in the image this box booted)
+	// means this box's own bootstrap has not finished yet.
+	b.WriteString("lease=" + shellQuote(c.LeaseID) + "\n")
+	b.WriteString("marker=$(cat \"$root\"" + shellQuote(BootstrapMarker) + " 2>/dev/null) || fail \"bootstrap marker unreadable\"\n")
+	b.WriteString("[ \"$marker\" = \"$lease\" ] || fail \"bootstrap not finished (marker is from lease '$marker', not '$lease')\"\n")
 	b.WriteString("test -d \"$root\"" + shellQuote(c.WorkRoot) + " || fail \"work root " + c.WorkRoot + " missing\"\n")
 	b.WriteString("for tool in " + strings.Join(ReadyTools(), " ") + "; do\n")
 	b.WriteString("  command -v \"$tool\" >/dev/null 2>&1 || fail \"missing tool $tool\"\n")

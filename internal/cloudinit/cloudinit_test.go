@@ -99,7 +99,7 @@ func TestRenderContent(t *testing.T) {
 			t.Errorf("rendered user-data lacks %q\n%s", want, doc)
 		}
 	}
-	if !strings.HasSuffix(doc, `  - ["touch", "/var/lib/crabbox/bootstrap-done"]`+"\n") {
+	if !strings.HasSuffix(doc, `  - ["sh", "-c", "printf '%s\\n' 'cbx_0123456789ab' >/var/lib/crabbox/bootstrap-done.tmp && mv -f /var/lib/crabbox/bootstrap-done.tmp /var/lib/crabbox/bootstrap-done"]`+"\n") {
 		t.Errorf("bootstrap marker is not the last command:\n%s", doc)
 	}
 	for _, bad := range []string{"PasswordAuthentication yes", "Xvfb", "chromium", "ssh_pwauth: true"} {

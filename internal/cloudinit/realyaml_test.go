@@ -117,7 +117,7 @@ func checkCloudConfig(t *testing.T, doc map[string]any, cfg Config) {
 		}
 		cmds = append(cmds, strings.Join(args, " "))
 	}
-	if cmds[len(cmds)-1] != "touch "+BootstrapMarker {
+	if cmds[len(cmds)-1] != "sh -c "+markerCommand(n.LeaseID) {
 		t.Errorf("last command = %q", cmds[len(cmds)-1])
 	}
 	if n.ShutdownAfter > 0 {

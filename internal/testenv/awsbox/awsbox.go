@@ -270,7 +270,7 @@ func (e *Emulator) boot(ctx context.Context, b *box, in *types.Instance) error {
 			return err
 		}
 	}
-	if err := writeFile(b.root, cloudinit.BootstrapMarker, nil, 0o644); err != nil {
+	if err := writeFile(b.root, cloudinit.BootstrapMarker, cloudinit.BootstrapMarkerContent(cfg.LeaseID), 0o644); err != nil {
 		return err
 	}
 	// The box's user owns the box's whole file system: on a real box it

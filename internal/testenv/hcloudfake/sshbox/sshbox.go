@@ -6,7 +6,7 @@
 // box's "disk" is a directory owned by the login user: the user-data's boot
 // files (readiness command, lease env file, ...) are written below it, its
 // work root and the user's home are created, and the bootstrap marker is
-// touched last. sshd exports CRABBOX_FS_ROOT=<dir>, HOME=<dir>/home/<user>
+// written last with the lease id. sshd exports CRABBOX_FS_ROOT=<dir>, HOME=<dir>/home/<user>
 // and a PATH starting with <dir>/usr/local/bin to sessions (as the embedded
 // local cloud does), so the SDK's readiness command and smoke checks, which
 // resolve box paths below ${CRABBOX_FS_ROOT}, see that disk, and what a
@@ -152,7 +152,7 @@ func (b *Boxes) Boot(ctx context.Context, r hcloudfake.BootRequest) (hcloudfake.
 	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(marker, []byte("done\n"), 0o644); err != nil {
+	if err := os.WriteFile(marker, cloudinit.BootstrapMarkerContent(cfg.LeaseID), 0o644); err != nil {
 		return nil, err
 	}
 
