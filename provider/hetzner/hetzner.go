@@ -111,16 +111,33 @@ const (
 	kindChannelEntry = "channel-entry"
 )
 
-// DefaultServerTypes maps lease classes to server type fallback lists per
-// architecture ("amd64", "arm64"). Shared-vCPU types come first for small
-// classes; dedicated (ccx) types lead for fast and bigger ones.
-var DefaultServerTypes = map[string]map[string][]string{
+// defaultServerTypes maps lease classes to server type fallback lists per
+// architecture ("amd64", "arm64"). It is never modified; DefaultServerTypes
+// hands out copies.
+var defaultServerTypes = map[string]map[string][]string{
 	"tiny":     {"amd64": {"cx22", "cpx11"}, "arm64": {"cax11"}},
 	"small":    {"amd64": {"cx32", "cpx21", "cx22"}, "arm64": {"cax21", "cax11"}},
 	"standard": {"amd64": {"cx42", "cpx31", "cx32"}, "arm64": {"cax31", "cax21"}},
 	"fast":     {"amd64": {"ccx23", "cpx41", "cx42"}, "arm64": {"cax31"}},
 	"large":    {"amd64": {"ccx33", "cpx51", "cx52"}, "arm64": {"cax41"}},
 	"beast":    {"amd64": {"ccx63", "ccx53", "ccx43"}, "arm64": {"cax41"}},
+}
+
+// DefaultServerTypes returns the default server type fallback lists: lease
+// class -> architecture ("amd64", "arm64") -> server types, in order.
+// Shared-vCPU types come first for small classes; dedicated (ccx) types lead
+// for fast and bigger ones. The result is a fresh copy on every call, so
+// changing it changes nothing in the package; use WithServerTypes to
+// configure a driver.
+func DefaultServerTypes() map[string]map[string][]string {
+	out := make(map[string]map[string][]string, len(defaultServerTypes))
+	for class, m := range defaultServerTypes {
+		out[class] = make(map[string][]string, len(m))
+		for arch, ts := range m {
+			out[class][arch] = slices.Clone(ts)
+		}
+	}
+	return out
 }
 
 // Driver is the Hetzner Cloud driver. It is safe for concurrent use.
@@ -253,18 +270,12 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil hcloud client")
 	}
 	cfg := config{
-		types:     map[string]map[string][]string{},
+		types:     DefaultServerTypes(),
 		baseImage: "ubuntu-24.04",
 		ipv6:      true,
 		sshPort:   22,
 		now:       time.Now,
 		cleanupTO: 30 * time.Second,
-	}
-	for class, m := range DefaultServerTypes {
-		cfg.types[class] = map[string][]string{}
-		for arch, ts := range m {
-			cfg.types[class][arch] = slices.Clone(ts)
-		}
 	}
 	for _, o := range opts {
 		if o == nil {

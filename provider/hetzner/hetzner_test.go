@@ -939,3 +939,34 @@ func TestChannelSetRetriedInsideHcloudGo(t *testing.T) {
 		t.Fatal("the fault did not fire")
 	}
 }
+
+func TestDefaultServerTypesIsACopy(t *testing.T) {
+	def := hetzner.DefaultServerTypes()
+	if got := def["small"]["amd64"]; len(got) == 0 || got[0] != "cx32" {
+		t.Fatalf("default small/amd64 = %v", got)
+	}
+	// A user scribbling over the result changes nothing in the package.
+	def["small"]["amd64"][0] = "mutated"
+	def["small"]["arm64"] = nil
+	delete(def, "tiny")
+	again := hetzner.DefaultServerTypes()
+	if again["small"]["amd64"][0] != "cx32" || len(again["small"]["arm64"]) == 0 || again["tiny"] == nil {
+		t.Fatalf("DefaultServerTypes changed after mutating a returned copy: %v", again)
+	}
+	d, err := hetzner.New(hcloud.NewClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := d.MachineTypes("small", "amd64")
+	if err != nil || ts[0] != "cx32" {
+		t.Fatalf("driver types after mutating a returned copy = %v, %v", ts, err)
+	}
+	// Nor does mutating what MachineTypes returns.
+	ts[0] = "mutated"
+	if ts, _ := d.MachineTypes("small", "amd64"); ts[0] != "cx32" {
+		t.Fatalf("MachineTypes shares its slice: %v", ts)
+	}
+	if _, err := d.MachineTypes("tiny", "amd64"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -48,6 +48,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,8 +68,9 @@ type ServerType struct {
 	CPUType      string // "shared" or "dedicated"
 }
 
-// DefaultServerTypes is the catalogue used when Options.ServerTypes is nil.
-var DefaultServerTypes = []ServerType{
+// defaultServerTypes is the catalogue used when Options.ServerTypes is nil.
+// It is never modified; DefaultServerTypes hands out copies.
+var defaultServerTypes = []ServerType{
 	{"cx22", "x86", 2, 4, 40, "shared"},
 	{"cx32", "x86", 4, 8, 80, "shared"},
 	{"cx42", "x86", 8, 16, 160, "shared"},
@@ -89,6 +91,10 @@ var DefaultServerTypes = []ServerType{
 	{"cax31", "arm", 8, 16, 160, "shared"},
 	{"cax41", "arm", 16, 32, 320, "shared"},
 }
+
+// DefaultServerTypes returns a copy of the catalogue used when
+// Options.ServerTypes is nil.
+func DefaultServerTypes() []ServerType { return slices.Clone(defaultServerTypes) }
 
 // BootRequest tells a Boot hook about a server that was just created.
 type BootRequest struct {
@@ -230,7 +236,7 @@ type action struct {
 // New starts a fake. Close it when done.
 func New(opts Options) *Fake {
 	if opts.ServerTypes == nil {
-		opts.ServerTypes = DefaultServerTypes
+		opts.ServerTypes = slices.Clone(defaultServerTypes)
 	}
 	if opts.Locations == nil {
 		opts.Locations = []string{"fsn1", "nbg1", "hel1"}

@@ -318,7 +318,7 @@ func indexOf(xs []string, x string) int {
 }
 
 func serverTypeID(name string) int {
-	for i, t := range DefaultServerTypes {
+	for i, t := range defaultServerTypes {
 		if t.Name == name {
 			return i + 1
 		}
