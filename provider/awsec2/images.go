@@ -91,7 +91,9 @@ func parseAWSTime(s string) (time.Time, bool) {
 // tagged at creation with the labels, the ownership tag and the request
 // token. A retry with the same token adopts the image an earlier attempt
 // created (found by the token tag, or by name when AWS reports the name as
-// taken) instead of creating a second one.
+// taken) instead of creating a second one. An image EC2 does not describe
+// yet right after creating it (eventual consistency) is returned pending
+// with a nil error.
 func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
 	if req.MachineID == "" || req.Name == "" {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: machine and name are required")
@@ -141,11 +143,21 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 		}
 		return nil, mapErr(err)
 	}
-	img, err := d.GetImage(ctx, aws.ToString(out.ImageId))
+	id := aws.ToString(out.ImageId)
+	img, err := d.GetImage(ctx, id)
 	if err != nil {
-		// Created but not yet visible: return what we know so it can be
-		// found and cleaned up.
-		return &provider.Image{ID: aws.ToString(out.ImageId), Name: req.Name, State: provider.ImagePending, Labels: tags}, err
+		pending := &provider.Image{ID: id, Name: req.Name, Description: req.Description, State: provider.ImagePending, Labels: tags}
+		delete(pending.Labels, TagName)
+		if errors.Is(err, provider.ErrNotFound) {
+			// EC2 is eventually consistent: an image CreateImage just
+			// returned may not be describable yet. It exists; report it
+			// pending and let the caller's wait find it.
+			return pending, nil
+		}
+		// Any other failure (cancellation, throttling): the image exists
+		// all the same, so hand it back with the error for the caller to
+		// adopt or delete.
+		return pending, err
 	}
 	return img, nil
 }

@@ -384,3 +384,47 @@ func tagFailed(t *testing.T, e *env, instanceID, reason string) {
 		t.Fatal(err)
 	}
 }
+
+// EC2 is eventually consistent: right after CreateImage succeeds,
+// DescribeImages may not know the new image yet. CreateImage then reports it
+// pending (id, name, labels) with no error, and the image turns up later.
+func TestCreateImageNotYetDescribableIsPending(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	m := newMachine(t, e, "cbx_888888888888")
+	armed := false
+	e.build(&hookTransport{base: e.faults, after: func(action string) error {
+		if action == "CreateImage" && !armed {
+			armed = true
+			// The next DescribeImages (the driver's read-back) does not
+			// see the image yet.
+			e.faults.Add(moto.Fault{Action: "DescribeImages", Times: 1, Code: "InvalidAMIID.NotFound", Status: 400})
+		}
+		return nil
+	}})
+	req := imageReq(m, "openclaw-crabbox-ec-20260101-0000", "tok-ec")
+	img, err := e.d.CreateImage(ctx, req)
+	if !armed || e.faults.Injected("DescribeImages") != 1 {
+		t.Fatalf("read-back NotFound not staged (armed %v, injected %d)", armed, e.faults.Injected("DescribeImages"))
+	}
+	if err != nil {
+		t.Fatalf("CreateImage = %v, %v; want the pending image and no error", img, err)
+	}
+	if img == nil || !strings.HasPrefix(img.ID, "ami-") || img.Name != req.Name || img.State != provider.ImagePending {
+		t.Fatalf("CreateImage = %+v; want the new image, pending, with its name", img)
+	}
+	if img.Labels["crabbox-source-lease"] != "cbx_0123456789ab" || img.Labels[awsec2.TagManaged] != "true" || img.Labels[awsec2.TagCreateToken] != "tok-ec" {
+		t.Errorf("pending image labels = %v", img.Labels)
+	}
+	got := waitImage(t, e, img.ID)
+	if got.State != provider.ImageAvailable {
+		t.Errorf("image later = %+v", got)
+	}
+	if err := e.d.DeleteImage(ctx, img.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.expectClean()
+}
