@@ -55,7 +55,9 @@
 // keeps only the newest ones.
 //
 // A lease key left behind by an interrupted release (server gone, key
-// still there) is removed by DeleteOrphanKeys.
+// still there) is removed by DeleteOrphanKeys, once it is older than a grace
+// period (WithOrphanKeyGrace) so that the key of a lease being created at
+// that moment, uploaded just before its server, is never taken.
 //
 // # Labels
 //
@@ -158,6 +160,7 @@ type config struct {
 	labelPrefix string
 	now         func() time.Time
 	cleanupTO   time.Duration
+	orphanGrace time.Duration
 }
 
 // Option configures a Driver.
@@ -253,7 +256,27 @@ func WithLabelPrefix(prefix string) Option {
 	}
 }
 
-// WithClock sets the clock used for channel timestamps (tests).
+// DefaultOrphanKeyGrace is how old a lease SSH key must be before
+// DeleteOrphanKeys may delete it (see WithOrphanKeyGrace).
+const DefaultOrphanKeyGrace = 10 * time.Minute
+
+// WithOrphanKeyGrace sets how old a lease SSH key must be (from its creation
+// time on Hetzner) before DeleteOrphanKeys may delete it for lack of a
+// server. A lease uploads its key before it creates its server, so a young
+// key without a server is usually a lease being created right now; the grace
+// must exceed the longest gap between the two (default 10 minutes).
+func WithOrphanKeyGrace(grace time.Duration) Option {
+	return func(c *config) error {
+		if grace <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: orphan key grace %v must be positive", grace)
+		}
+		c.orphanGrace = grace
+		return nil
+	}
+}
+
+// WithClock sets the clock used for channel timestamps and for the age of
+// lease keys in DeleteOrphanKeys (tests).
 func WithClock(now func() time.Time) Option {
 	return func(c *config) error {
 		if now == nil {
@@ -270,12 +293,13 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil hcloud client")
 	}
 	cfg := config{
-		types:     DefaultServerTypes(),
-		baseImage: "ubuntu-24.04",
-		ipv6:      true,
-		sshPort:   22,
-		now:       time.Now,
-		cleanupTO: 30 * time.Second,
+		types:       DefaultServerTypes(),
+		baseImage:   "ubuntu-24.04",
+		ipv6:        true,
+		sshPort:     22,
+		now:         time.Now,
+		cleanupTO:   30 * time.Second,
+		orphanGrace: DefaultOrphanKeyGrace,
 	}
 	for _, o := range opts {
 		if o == nil {
