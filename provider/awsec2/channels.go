@@ -3,8 +3,10 @@ package awsec2
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -69,10 +71,20 @@ func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.
 // IfVersion+1. If not, another promotion landed in between: the driver
 // reports ErrConflict and, if its own write is still the newest version,
 // writes the value it displaced back (a compensating version, visible in the
-// history) so the concurrent promotion is not silently overwritten. The
-// residual window: a third writer between the conflicting write and the
-// compensation is not detected by the compensation itself (it sees its own
-// write is no longer newest and leaves the channel alone).
+// history) so the concurrent promotion is not silently overwritten.
+//
+// Readers can see the losing value: from the moment the losing write lands
+// until the compensating write lands (normally two SSM round trips; at most
+// compensationTimeout), GetParameter and launches resolving
+// resolve:ssm:<parameter> get the image of the promotion that lost. The
+// compensation runs on a context detached from the caller's cancellation
+// (bounded by compensationTimeout), so a caller giving up mid-way does not
+// leave the losing value in place. If the compensation itself fails, the
+// losing value stays current: the returned error then joins the ErrConflict
+// with a *CompensationError naming the version that was not restored, and
+// an operator must re-promote. A third writer between the conflicting write
+// and the compensation is not detected by the compensation itself (it sees
+// its own write is no longer newest and leaves the channel alone).
 func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
 	name, err := d.paramName(req.Channel)
 	if err != nil {
@@ -117,22 +129,56 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 	}
 	e := &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator, At: d.o.now().UTC()}
 	if req.IfVersion > 0 && out.Version != req.IfVersion+1 {
-		d.compensate(ctx, req, name, out.Version)
-		return e, provider.Errorf(provider.ErrConflict, "awsec2: channel %s: another promotion landed between version %d and this write (version %d)",
+		conflict := provider.Errorf(provider.ErrConflict, "awsec2: channel %s: another promotion landed between version %d and this write (version %d)",
 			req.Channel, req.IfVersion, out.Version)
+		if cerr := d.compensate(ctx, req, name, out.Version); cerr != nil {
+			return e, errors.Join(conflict, cerr)
+		}
+		return e, conflict
 	}
 	return e, nil
 }
 
+// compensationTimeout bounds the compensating write SetChannel makes after
+// a lost conditional set, on a context detached from the caller's.
+const compensationTimeout = 30 * time.Second
+
+// CompensationError reports that SetChannel lost a race and could not
+// restore the value its write displaced: the channel still serves the
+// losing image (Losing, at version Version) until someone re-promotes.
+// SetChannel joins it with an ErrConflict. It deliberately does not unwrap
+// to Err: a retry of the same SetChannel cannot repair the channel (it only
+// sees the version moved on), so the joined error must not look retryable.
+type CompensationError struct {
+	Channel string
+	Version int64  // the losing write that is still current
+	Losing  string // its image
+	Err     error  // why restoring failed
+}
+
+func (e *CompensationError) Error() string {
+	return fmt.Sprintf("awsec2: channel %s: could not restore the value displaced by losing version %d (%s), which may still be current: %v",
+		e.Channel, e.Version, e.Losing, e.Err)
+}
+
 // compensate restores the value our conflicting write displaced, if our
-// write is still the newest version.
-func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest, name string, ours int64) {
-	h, err := d.ChannelHistory(ctx, req.Channel)
-	if err != nil || len(h) < 2 || h[len(h)-1].Version != ours {
-		return
+// write is still the newest version. It runs detached from ctx's
+// cancellation, bounded by compensationTimeout.
+func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest, name string, ours int64) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensationTimeout)
+	defer cancel()
+	fail := func(err error) error {
+		return &CompensationError{Channel: req.Channel, Version: ours, Losing: req.ImageID, Err: err}
+	}
+	h, err := d.ChannelHistory(cctx, req.Channel)
+	if err != nil {
+		return fail(err)
+	}
+	if len(h) < 2 || h[len(h)-1].Version != ours {
+		return nil // someone wrote after us: the channel is theirs, leave it
 	}
 	prev := h[len(h)-2]
-	_, _ = d.ssm.PutParameter(ctx, &ssm.PutParameterInput{
+	_, err = d.ssm.PutParameter(cctx, &ssm.PutParameterInput{
 		Name:        aws.String(name),
 		Value:       aws.String(prev.ImageID),
 		Type:        ssmtypes.ParameterTypeString,
@@ -140,6 +186,10 @@ func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest,
 		Description: aws.String(operatorPrefix + prev.Operator + " (restored after a conflicting promotion by " + req.Operator + ")"),
 		Overwrite:   aws.Bool(true),
 	})
+	if err != nil {
+		return fail(mapErr(err))
+	}
+	return nil
 }
 
 // ChannelHistory implements provider.Channels from GetParameterHistory,

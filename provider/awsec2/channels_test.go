@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
+	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/awsec2"
 )
@@ -110,6 +111,94 @@ func TestConcurrentPromotionIsDetected(t *testing.T) {
 	cur, err := e.d.CurrentChannel(ctx, "default")
 	if err != nil || cur.ImageID != rival {
 		t.Errorf("channel after the conflict = %+v, %v; want the rival's %s kept", cur, err, rival)
+	}
+	_ = e.d.DeleteChannel(ctx, "default")
+}
+
+// stageRival makes another operator promote rival between SetChannel's read
+// and its write; compensating runs when the driver, its own write done,
+// starts checking the history to compensate.
+func stageRival(t *testing.T, e *env, rival string, compensating func()) *bool {
+	t.Helper()
+	raced, done := false, false
+	e.build(&hookTransport{base: e.faults, before: func(action string) {
+		switch {
+		case action == "PutParameter" && !raced:
+			raced = true
+			if _, err := e.ssm.PutParameter(context.Background(), &ssm.PutParameterInput{
+				Name: aws.String(awsec2.DefaultSSMPrefix + "default"), Value: aws.String(rival),
+				Type: ssmtypes.ParameterTypeString, DataType: aws.String("aws:ec2:image"), Overwrite: aws.Bool(true),
+				Description: aws.String("crabbox promotion by rival"),
+			}); err != nil {
+				t.Error(err)
+			}
+		case action == "GetParameterHistory" && raced && !done:
+			done = true
+			compensating()
+		}
+	}})
+	return &raced
+}
+
+// The caller's context ending after the losing write, while the driver
+// compensates, must not leave the losing value in the channel: the
+// compensation runs detached from the caller's cancellation.
+func TestConflictCompensationSurvivesCancellation(t *testing.T) {
+	e := newEnv(t)
+	const a, b, rival = "ami-0aaaaaaaaaaaaaaaa", "ami-0bbbbbbbbbbbbbbbb", "ami-0cccccccccccccccc"
+	if _, err := e.d.SetChannel(t.Context(), provider.SetChannelRequest{Channel: "default", ImageID: a, IfVersion: -1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	raced := stageRival(t, e, rival, cancel)
+	_, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: b, Operator: "us", IfVersion: 1})
+	if !*raced {
+		t.Fatal("race not staged")
+	}
+	if !errors.Is(err, provider.ErrConflict) {
+		t.Fatalf("SetChannel = %v, want ErrConflict", err)
+	}
+	var ce *awsec2.CompensationError
+	if errors.As(err, &ce) {
+		t.Errorf("compensation failed: %v", ce)
+	}
+	cur, cerr := e.d.CurrentChannel(t.Context(), "default")
+	if cerr != nil || cur.ImageID != rival {
+		t.Errorf("channel after a cancelled conflicting SetChannel = %+v, %v; want the rival's %s restored", cur, cerr, rival)
+	}
+	_ = e.d.DeleteChannel(t.Context(), "default")
+}
+
+// A compensation that fails is reported, joined with the conflict, and the
+// joined error is not retryable (a retry cannot repair the channel).
+func TestConflictCompensationFailureIsReported(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const a, b, rival = "ami-0aaaaaaaaaaaaaaaa", "ami-0bbbbbbbbbbbbbbbb", "ami-0cccccccccccccccc"
+	if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: a, IfVersion: -1}); err != nil {
+		t.Fatal(err)
+	}
+	raced := stageRival(t, e, rival, func() {
+		// The compensating write fails.
+		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 1, Code: "InternalServerError", Status: 500})
+	})
+	_, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: b, Operator: "us", IfVersion: 1})
+	if !*raced || e.faults.Injected("PutParameter") != 1 {
+		t.Fatalf("race or failing compensation not staged (injected %d)", e.faults.Injected("PutParameter"))
+	}
+	if !errors.Is(err, provider.ErrConflict) {
+		t.Fatalf("SetChannel = %v, want ErrConflict", err)
+	}
+	var ce *awsec2.CompensationError
+	if !errors.As(err, &ce) || ce.Losing != b || ce.Channel != "default" || ce.Err == nil {
+		t.Fatalf("SetChannel = %v; want a *CompensationError for %s joined", err, b)
+	}
+	if provider.Retryable(err) {
+		t.Errorf("failed compensation is retryable: %v", err)
+	}
+	if cur, _ := e.d.CurrentChannel(ctx, "default"); cur == nil || cur.ImageID != b || cur.Version != ce.Version {
+		t.Errorf("channel = %+v; the error should name the losing version that stayed current (%d)", cur, ce.Version)
 	}
 	_ = e.d.DeleteChannel(ctx, "default")
 }
