@@ -40,8 +40,15 @@ func DesktopTools() []string { return []string{"Xvfb", "xdotool", "scrot", "ffmp
 // it looked for); other failures exit 1.
 //
 // Paths of crabbox state are resolved below ${CRABBOX_FS_ROOT} when it is
-// set, like ReadyCommand does. Messages go to stderr prefixed with
-// "crabbox-desktop:"; the last stdout line summarizes what is up.
+// set, like ReadyCommand does. A non-empty ${CRABBOX_FS_ROOT} means the
+// script runs on the host of an emulated box (the local cloud, test
+// emulators), and then it never changes that host: it runs neither sudo nor
+// apt-get (missing tools are the exit-91 error, even as root), it requires
+// ${CRABBOX_DISPLAY} (no fallback to :99), and it removes a stale X lock
+// and socket only for a display it started itself (it records the pid of
+// each Xvfb it starts in /var/lib/crabbox/xvfb-N.pid below the root); any
+// other leftover lock is an error naming it. Messages go to stderr prefixed
+// with "crabbox-desktop:"; the last stdout line summarizes what is up.
 func DesktopBootstrapScript(cfg Config) string {
 	bit := func(v bool) string {
 		if v {
@@ -65,7 +72,9 @@ func DesktopBootstrapScript(cfg Config) string {
 // desktopScriptBody is the fixed part of DesktopBootstrapScript.
 const desktopScriptBody = `set -u
 R="${CRABBOX_FS_ROOT:-}"
-D="${CRABBOX_DISPLAY:-:99}"
+# On an emulated box's host (R set) there is no default display: :99 of the
+# host is not the box's.
+if [ -n "$R" ]; then D="${CRABBOX_DISPLAY:-}"; else D="${CRABBOX_DISPLAY:-:99}"; fi
 N="${D#:}"; N="${N%%.*}"
 VNC_PORT="${CRABBOX_VNC_PORT:-5900}"
 STATE="$R/var/lib/crabbox"
@@ -73,11 +82,16 @@ PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/snap/bin"; export PATH
 log() { printf 'crabbox-desktop: %s\n' "$*" >&2; }
 fail() { log "$*"; exit 1; }
 have() { command -v "$1" >/dev/null 2>&1; }
-case "$N" in ''|*[!0-9]*) fail "display $D is not of the form :N" ;; esac
+if [ "$WANT_DESKTOP" = 1 ]; then
+  [ -n "$D" ] || fail "CRABBOX_DISPLAY is not set: with CRABBOX_FS_ROOT set (an emulated box on its host) the display must be given; not using the host's :99"
+  case "$N" in ''|*[!0-9]*) fail "display $D is not of the form :N" ;; esac
+fi
 
 # Privileges: root, passwordless sudo, or none (then nothing is installed and
-# services run as the calling user).
-if [ "$(id -u)" = 0 ]; then SUDO=""; PRIV=1
+# services run as the calling user). An emulated box (R set) never gets any:
+# sudo and apt-get would change its host.
+if [ -n "$R" ]; then SUDO=""; PRIV=0
+elif [ "$(id -u)" = 0 ]; then SUDO=""; PRIV=1
 elif have sudo && sudo -n true >/dev/null 2>&1; then SUDO="sudo -n"; PRIV=1
 else SUDO=""; PRIV=0; fi
 as_root() { if [ "$PRIV" = 1 ]; then $SUDO "$@"; else "$@"; fi; }
@@ -125,7 +139,11 @@ elif [ "$PRIV" = 1 ] && have apt-get; then
   fi
 else
   echo "crabbox-missing:$names" >&2
-  log "missing:$missing (and no root or passwordless sudo to install them)"
+  if [ -n "$R" ]; then
+    log "missing:$missing (not installing packages: CRABBOX_FS_ROOT is set, this is an emulated box's host)"
+  else
+    log "missing:$missing (and no root or passwordless sudo to install them)"
+  fi
   exit 91
 fi
 if [ "$WANT_DESKTOP" = 1 ]; then
@@ -157,14 +175,21 @@ if [ "$WANT_DESKTOP" = 1 ]; then
   else
     if ! answers >/dev/null; then
       lock="/tmp/.X$N-lock"
+      pidfile="$STATE/xvfb-$N.pid"
       if [ -f "$lock" ]; then
         pid=$(tr -dc '0-9' <"$lock")
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-          log "removing stale $lock"
-          rm -f "$lock" "/tmp/.X11-unix/X$N" 2>/dev/null
+          mine=$(tr -dc '0-9' <"$pidfile" 2>/dev/null)
+          if [ -z "$R" ] || [ "$pid" = "$mine" ]; then
+            log "removing stale $lock"
+            rm -f "$lock" "/tmp/.X11-unix/X$N" 2>/dev/null
+          else
+            fail "display $D is locked by $lock (pid $pid, not running) and was not started by crabbox: not touching the host's X files; remove them or choose another CRABBOX_DISPLAY"
+          fi
         fi
       fi
       bg xvfb Xvfb "$D" -screen 0 "$GEOMETRY" -nolisten tcp
+      echo "$!" >"$pidfile" 2>/dev/null || log "cannot record the Xvfb pid in $pidfile"
       started=1
     fi
   fi
