@@ -327,9 +327,11 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		o.operator = defaultOperator()
 	}
 	if o.stateDir == "" {
+		// Never fall back to a shared temp dir: the state dir holds
+		// private keys.
 		dir, err := os.UserConfigDir()
 		if err != nil {
-			dir = os.TempDir()
+			return nil, fmt.Errorf("crabbox: %w: no user config dir for lease keys (%v); pass WithStateDir", ErrInvalidArgument, err)
 		}
 		o.stateDir = filepath.Join(dir, "crabbox")
 	}

@@ -2,7 +2,7 @@ package crabbox
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -162,6 +162,9 @@ if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then S="sudo -n"; fi
 if [ -z "$R" ] && command -v cloud-init >/dev/null 2>&1; then $S cloud-init clean --logs || true; fi
 $S rm -f "$R"/etc/ssh/ssh_host_*_key "$R"/etc/ssh/ssh_host_*_key.pub
 $S rm -f "$R"/root/.bash_history "$R"/root/.zsh_history "$R"/root/.python_history "$R"/root/.lesshst "$R"/root/.viminfo
+# The next box booted from the image must run its own bootstrap before it
+# counts as ready.
+$S rm -f "$R/var/lib/crabbox/bootstrap-done"
 for h in "$R"/home/*; do
   [ -d "$h" ] || continue
   $S rm -f "$h/.bash_history" "$h/.zsh_history" "$h/.python_history" "$h/.lesshst" "$h/.viminfo" "$h/.ssh/authorized_keys"
@@ -213,6 +216,7 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 	if err != nil {
 		return nil, err
 	}
+	defer l.Close()
 	if o.prepare {
 		c.emit(Event{Kind: EventImagePreparing, Resource: "lease", ID: l.ID, State: "preparing",
 			Message: "cleaning cloud-init state, keys and histories"})
@@ -220,11 +224,12 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 			return nil, fmt.Errorf("preparing source: %w", err)
 		}
 	}
-	tok := make([]byte, 6)
-	if _, err := rand.Read(tok); err != nil {
-		return nil, err
-	}
-	token := "cbi_" + hex.EncodeToString(tok)
+	// The token is derived from the lease and the name, so calling
+	// CreateImage again for the same lease and name (after a wait that gave
+	// up, or an ambiguous error) adopts the image instead of making a
+	// second one.
+	sum := sha256.Sum256([]byte(l.ID + "\x00" + name))
+	token := "cbi_" + hex.EncodeToString(sum[:6])
 	now := c.o.now().UTC()
 	labels := map[string]string{}
 	for k, v := range o.labels {
@@ -524,15 +529,24 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 			return nil, err
 		}
 	}
-	return c.setChannel(ctx, im, chs, img, o, EventPromoted)
+	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
 }
 
-func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind) (*Promotion, error) {
+// setChannel points the channel at img, conditionally on the channel's
+// version: the one just read, or expect when non-nil (the version a caller
+// based its decision on, as Rollback does).
+func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
 	cur, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
 		return chs.CurrentChannel(ctx, o.channel)
 	})
 	ifVersion := int64(-1)
 	prev := ""
+	if expect != nil && (err != nil || cur.Version != expect.Version || cur.ImageID != expect.ImageID) {
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: channel %s changed since version %d was read", ErrConflict, o.channel, expect.Version)
+	}
 	switch {
 	case err == nil:
 		ifVersion, prev = cur.Version, cur.ImageID
@@ -661,7 +675,8 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 		reason = "rolled back"
 	}
 	o := promoteOptions{channel: channel, forceReason: "rollback: " + reason}
-	pr, err := c.setChannel(ctx, im, chs, target, o, EventRolledBack)
+	last := hist[len(hist)-1]
+	pr, err := c.setChannel(ctx, im, chs, target, o, EventRolledBack, &last)
 	if err != nil {
 		return nil, err
 	}
@@ -700,6 +715,10 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	}
 	if err := checkProof(proof, imageID); err != nil {
 		return nil, err
+	}
+	if proof.ImageSource != ImagePromoted {
+		return nil, fmt.Errorf("%w: known-good needs a pass on a normal lease that booted %s from its channel, not a lease with image source %q",
+			ErrNoProof, imageID, proof.ImageSource)
 	}
 	im, err := c.images()
 	if err != nil {

@@ -35,8 +35,10 @@ const (
 	ClassBeast    = "beast"
 )
 
-// Classes lists the lease classes, smallest first.
-var Classes = []string{ClassTiny, ClassSmall, ClassStandard, ClassFast, ClassLarge, ClassBeast}
+var classes = []string{ClassTiny, ClassSmall, ClassStandard, ClassFast, ClassLarge, ClassBeast}
+
+// Classes lists the lease classes, smallest first (a fresh copy).
+func Classes() []string { return append([]string(nil), classes...) }
 
 // DefaultChannel is the channel leases boot from when none is given.
 const DefaultChannel = "default"
@@ -76,13 +78,13 @@ type LeaseOption func(*leaseOptions) error
 // WithClass picks the lease class (default "standard").
 func WithClass(class string) LeaseOption {
 	return func(o *leaseOptions) error {
-		for _, c := range Classes {
+		for _, c := range classes {
 			if c == class {
 				o.class = class
 				return nil
 			}
 		}
-		return fmt.Errorf("%w: unknown class %q (want one of %s)", ErrInvalidArgument, class, strings.Join(Classes, ", "))
+		return fmt.Errorf("%w: unknown class %q (want one of %s)", ErrInvalidArgument, class, strings.Join(classes, ", "))
 	}
 }
 
@@ -240,6 +242,7 @@ type Lease struct {
 	hostKey ssh.PublicKey
 
 	mu       sync.Mutex
+	expMu    sync.Mutex // serializes setExpiry
 	ssh      *sshx.Client
 	released bool
 }
@@ -405,8 +408,15 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	for i, typ := range types {
 		c.emit(Event{Kind: EventLeaseCreating, Resource: "lease", ID: id, State: "creating", Attempt: i + 1,
 			Message: fmt.Sprintf("creating %s machine from %s image %s", typ, source, imageID)})
+		// A distinct idempotency token per type: a retried create of the
+		// same type never makes two boxes, and the next type is not
+		// mistaken for a retry of the previous one.
+		token := id
+		if i > 0 {
+			token = fmt.Sprintf("%s-t%d", id, i+1)
+		}
 		req := provider.CreateMachineRequest{
-			Token: id, Name: slug, Image: imageID, Type: typ, UserData: userData, Labels: labels,
+			Token: token, Name: slug, Image: imageID, Type: typ, UserData: userData, Labels: labels,
 			AuthorizedKey: []byte(authorized), TerminateOnShutdown: c.info.ShutdownTerminates,
 		}
 		m, err = retry(ctx, c, "lease", func(ctx context.Context) (*provider.Machine, error) {
@@ -466,7 +476,9 @@ func (l *Lease) fail(ctx context.Context, o leaseOptions, cause error) (*Lease, 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.releaseBound)
 	defer cancel()
 	if rerr := l.Release(rctx); rerr != nil {
-		return nil, errors.Join(cause, fmt.Errorf("releasing machine %s after failure: %w", l.MachineID, rerr))
+		// The machine may still exist: hand the lease back so the caller
+		// can retry the release.
+		return l, errors.Join(cause, fmt.Errorf("releasing machine %s after failure: %w", l.MachineID, rerr))
 	}
 	return nil, cause
 }
@@ -654,6 +666,9 @@ type RunError struct {
 }
 
 func (e *RunError) Error() string {
+	if e == nil || e.Result == nil {
+		return "command failed"
+	}
 	tail := strings.TrimSpace(e.Result.StderrTail)
 	if tail == "" {
 		tail = strings.TrimSpace(e.Result.StdoutTail)
@@ -729,6 +744,9 @@ func ShellQuote(s string) string {
 // returns a *RunError (errors.Is ErrCommandFailed). Transport failures match
 // ErrConnectionLost or ErrHostKeyMismatch; a cancelled ctx stops the command.
 func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*RunResult, error) {
+	if err := l.usable("run"); err != nil {
+		return nil, err
+	}
 	o := runOptions{tail: 8 << 10}
 	for _, opt := range opts {
 		if opt != nil {
@@ -863,6 +881,9 @@ else echo "crabbox: neither scrot nor ImageMagick import is installed" >&2; exit
 // falling back to ImageMagick import. A lease without a display returns an
 // error matching ErrNoDisplay; one without a capture tool ErrMissingTool.
 func (l *Lease) Screenshot(ctx context.Context) ([]byte, error) {
+	if err := l.usable("screenshot"); err != nil {
+		return nil, err
+	}
 	var out bytes.Buffer
 	res, err := l.Run(ctx, screenshotScript, WithStdout(&out), WithTailBytes(512))
 	if err != nil {
@@ -886,22 +907,30 @@ func (l *Lease) Screenshot(ctx context.Context) ([]byte, error) {
 // Touch records activity, pushing the idle expiry forward (never past the
 // TTL).
 func (l *Lease) Touch(ctx context.Context) error {
-	return l.setExpiry(ctx, "touch", l.TTL)
+	if err := l.usable("touch"); err != nil {
+		return err
+	}
+	_, err := l.setExpiry(ctx, "touch", 0)
+	return err
 }
 
 // Extend lengthens the lease's TTL by d and touches it. On providers where
 // the box enforces its TTL with a scheduled shutdown, the shutdown is moved
 // too.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
+	if err := l.usable("extend"); err != nil {
+		return err
+	}
 	if d <= 0 {
 		return l.c.opErr("extend", l.ID, fmt.Errorf("%w: extend by %v", ErrInvalidArgument, d))
 	}
-	if err := l.setExpiry(ctx, "extend", l.TTL+d); err != nil {
+	hard, err := l.setExpiry(ctx, "extend", d)
+	if err != nil {
 		return err
 	}
-	if l.c.info.ShutdownTerminates && l.fsRoot == "" {
+	if l.c.info.ShutdownTerminates && l.FSRoot() == "" {
 		if _, ok := l.c.drv.(provider.AccessProvider); !ok {
-			left := time.Until(l.Created.Add(l.TTL))
+			left := hard.Sub(l.c.o.now())
 			mins := int((left + time.Minute - 1) / time.Minute)
 			if mins < 1 {
 				mins = 1
@@ -919,13 +948,22 @@ sudo -n shutdown -P +%d`, mins)
 	return nil
 }
 
-func (l *Lease) setExpiry(ctx context.Context, op string, ttl time.Duration) error {
+// setExpiry adds extra to the TTL (0 for a plain touch), recomputes the
+// expiry and writes both to the machine's labels. Calls are serialized so
+// a touch never undoes a concurrent extend. It returns the hard end of the
+// lease (created + TTL).
+func (l *Lease) setExpiry(ctx context.Context, op string, extra time.Duration) (time.Time, error) {
+	l.expMu.Lock()
+	defer l.expMu.Unlock()
+	l.mu.Lock()
+	ttl, created, idle := l.TTL+extra, l.Created, l.IdleTimeout
+	l.mu.Unlock()
 	now := l.c.o.now().UTC().Truncate(time.Second)
-	hard := l.Created.Add(ttl)
+	hard := created.Add(ttl)
 	if !hard.After(now) {
-		return l.c.opErr(op, l.ID, ErrExpired)
+		return hard, l.c.opErr(op, l.ID, ErrExpired)
 	}
-	exp := now.Add(l.IdleTimeout)
+	exp := now.Add(idle)
 	if exp.After(hard) {
 		exp = hard
 	}
@@ -937,16 +975,28 @@ func (l *Lease) setExpiry(ctx context.Context, op string, ttl time.Duration) err
 	if err := retryErr(ctx, l.c, "lease", func(ctx context.Context) error {
 		return l.c.drv.UpdateMachineLabels(ctx, l.MachineID, labels)
 	}); err != nil {
-		return l.c.opErr(op, l.ID, err)
+		return hard, l.c.opErr(op, l.ID, err)
 	}
 	l.mu.Lock()
 	l.TTL, l.Expires = ttl, exp
 	l.mu.Unlock()
+	return hard, nil
+}
+
+// usable rejects leases that did not come from a Client (a zero Lease, or
+// one decoded from JSON), instead of panicking.
+func (l *Lease) usable(op string) error {
+	if l == nil || l.c == nil {
+		return &OpError{Op: op, Err: fmt.Errorf("%w: lease was not obtained from a Client (Warmup, Lease, Leases)", ErrInvalidArgument)}
+	}
 	return nil
 }
 
 // Close closes the lease's SSH connection without releasing the machine.
 func (l *Lease) Close() error {
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ssh == nil {
@@ -960,6 +1010,9 @@ func (l *Lease) Close() error {
 // Release deletes the machine and the lease's local keys. Releasing a lease
 // twice, or one whose machine is already gone, returns nil.
 func (l *Lease) Release(ctx context.Context) error {
+	if err := l.usable("release"); err != nil {
+		return err
+	}
 	_ = l.Close()
 	err := retryErr(ctx, l.c, "lease", func(ctx context.Context) error {
 		return l.c.drv.DeleteMachine(ctx, l.MachineID)
@@ -978,7 +1031,11 @@ func (l *Lease) Release(ctx context.Context) error {
 
 // FSRoot is the directory emulated machines (crabboxtest) keep their file
 // system in on the host; empty for real boxes.
-func (l *Lease) FSRoot() string { return l.fsRoot }
+func (l *Lease) FSRoot() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fsRoot
+}
 
 // Lease re-attaches to a live lease by id (cbx_...) or slug, e.g. from
 // another process. Its keys come from the client's state dir.
@@ -1026,18 +1083,32 @@ func (c *Client) Leases(ctx context.Context) ([]*Lease, error) {
 	return out, nil
 }
 
-// Reap releases leases past their expiry and returns them. It goes on past
-// individual failures and returns them joined.
+// Reap releases leases past their expiry and returns them. A lease still
+// being created is left alone until an hour after its creation (its
+// readiness wait may take up to 45 minutes). Machines that already
+// terminated themselves (the box's own TTL shutdown) are released too,
+// so the driver removes what it made for them (key pairs, SSH keys). Reap
+// goes on past individual failures and returns them joined.
 func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
-	leases, err := c.Leases(ctx)
+	ms, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
+		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
+	})
 	if err != nil {
-		return nil, err
+		return nil, c.opErr("reap", "", err)
 	}
 	now := c.o.now()
 	var reaped []*Lease
 	var errs []error
-	for _, l := range leases {
-		if l.Expires.IsZero() || now.Before(l.Expires) {
+	for _, m := range ms {
+		if m.Labels[LabelLease] == "" {
+			continue
+		}
+		l := c.leaseFromMachine(m)
+		switch {
+		case m.State == provider.MachineTerminated:
+		case m.Labels[LabelState] == "creating" && now.Before(l.Created.Add(time.Hour)):
+			continue
+		case l.Expires.IsZero() || now.Before(l.Expires):
 			continue
 		}
 		if err := l.Release(ctx); err != nil {

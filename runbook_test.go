@@ -85,6 +85,18 @@ func proveImage(t *testing.T, ctx context.Context, c *crabbox.Client, imageID st
 	return smokeOK(t, ctx, l)
 }
 
+// proveNormal smokes a normal lease (no image override) and checks it
+// booted the promoted image want.
+func proveNormal(t *testing.T, ctx context.Context, c *crabbox.Client, want string) *crabbox.SmokeReport {
+	t.Helper()
+	l, err := c.Warmup(ctx, crabbox.WithClass("small"))
+	require.NoError(t, err)
+	defer l.Release(context.Background())
+	require.Equal(t, crabbox.ImagePromoted, l.ImageSource)
+	require.Equal(t, want, l.ImageID)
+	return smokeOK(t, ctx, l)
+}
+
 func TestWarmupLabelsKeysAndEvents(t *testing.T) {
 	cloud := crabboxtest.Start(t)
 	var mu sync.Mutex
@@ -371,7 +383,9 @@ func TestRollbackAndKnownGood(t *testing.T) {
 	// Known-good needs a passing report of that image.
 	_, err = c.MarkKnownGood(ctx, a.ID, nil)
 	assert.ErrorIs(t, err, crabbox.ErrNoProof)
-	kg, err := c.MarkKnownGood(ctx, a.ID, proveImage(t, ctx, c, a.ID))
+	_, err = c.MarkKnownGood(ctx, a.ID, proveImage(t, ctx, c, a.ID))
+	assert.ErrorIs(t, err, crabbox.ErrNoProof, "an explicit boot of the candidate is no known-good proof")
+	kg, err := c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
 	require.NoError(t, err)
 	assert.Equal(t, crabbox.StatusKnownGood, kg.Status)
 

@@ -133,7 +133,23 @@ func TestRunbookEndToEnd(t *testing.T) {
 	if p1.Version != 1 || p1.Channel != crabbox.DefaultChannel {
 		t.Fatalf("promotion 1 = %+v", p1)
 	}
-	if _, err := w.c.MarkKnownGood(ctx, img1.ID, rep1); err != nil {
+	// Known-good needs a pass on a normal lease booted from the channel,
+	// not the candidate's explicit boot.
+	if _, err := w.c.MarkKnownGood(ctx, img1.ID, rep1); !errors.Is(err, crabbox.ErrNoProof) {
+		t.Fatalf("known-good from an explicit boot: %v", err)
+	}
+	normal, err := w.c.Warmup(ctx, crabbox.WithClass("small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repN, err := crabbox.Smoke(ctx, normal, []crabbox.SmokeCheck{crabbox.CommandExists("sh")})
+	if err != nil || normal.ImageID != img1.ID || normal.ImageSource != crabbox.ImagePromoted {
+		t.Fatalf("normal lease %s (%s): %v", normal.ImageID, normal.ImageSource, err)
+	}
+	if err := normal.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.c.MarkKnownGood(ctx, img1.ID, repN); err != nil {
 		t.Fatal(err)
 	}
 	got, err := w.c.Promoted(ctx, crabbox.DefaultChannel)
