@@ -93,6 +93,13 @@ const (
 	// TagCreateToken carries CreateImageRequest.Token on an image, so an
 	// image whose creation returned an ambiguous error is found again.
 	TagCreateToken = "crabbox-create-token"
+	// TagClientToken carries CreateMachineRequest.Token on an instance (its
+	// EC2 ClientToken may differ: see WithSpot). DeleteMachine derives the
+	// key pair name from it when the instance has no KeyName.
+	TagClientToken = "crabbox-client-token"
+	// TagDeleted ("true") marks an instance DeleteMachine deleted, so
+	// ListMachines stops listing it once it is terminated.
+	TagDeleted = "crabbox-deleted"
 	// TagName is EC2's display name tag.
 	TagName = "Name"
 

@@ -118,7 +118,7 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if err != nil {
 		return nil, err
 	}
-	tags := withManaged(req.Labels, nil)
+	tags := withManaged(req.Labels, map[string]string{TagClientToken: req.Token})
 	if req.Name != "" {
 		tags[TagName] = req.Name
 	}
@@ -452,11 +452,17 @@ func (d *Driver) GetMachine(ctx context.Context, id string) (*provider.Machine, 
 	return d.machine(in), nil
 }
 
-// ListMachines implements provider.Machines: instances not terminated or
-// shutting down that carry all labels as tags.
+// ListMachines implements provider.Machines: instances carrying all labels
+// as tags that are pending, running, stopping or stopped, and also those
+// that terminated without DeleteMachine (the box's own TTL shutdown, a spot
+// interruption), reported with State MachineTerminated so that the caller
+// releases what the driver made for them (their key pair). EC2 describes
+// terminated instances for about an hour; one that DeleteMachine deleted
+// carries TagDeleted and is not listed. Shutting-down instances are not
+// listed (they are listed again once terminated).
 func (d *Driver) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
 	filters := []types.Filter{{Name: aws.String("instance-state-name"),
-		Values: []string{"pending", "running", "stopping", "stopped"}}}
+		Values: []string{"pending", "running", "stopping", "stopped", "terminated"}}}
 	filters = append(filters, tagFilters(labels)...)
 	var res []*provider.Machine
 	p := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: filters})
@@ -467,12 +473,20 @@ func (d *Driver) ListMachines(ctx context.Context, labels map[string]string) ([]
 		}
 		for _, r := range out.Reservations {
 			for i := range r.Instances {
-				res = append(res, d.machine(&r.Instances[i]))
+				in := &r.Instances[i]
+				if terminated(in) && tagMap(in.Tags)[TagDeleted] == "true" {
+					continue // deleted by DeleteMachine: nothing left to release
+				}
+				res = append(res, d.machine(in))
 			}
 		}
 	}
 	sort.Slice(res, func(i, j int) bool { return res[i].ID < res[j].ID })
 	return res, nil
+}
+
+func terminated(in *types.Instance) bool {
+	return in.State != nil && in.State.Name == types.InstanceStateNameTerminated
 }
 
 func tagFilters(labels map[string]string) []types.Filter {
@@ -488,8 +502,19 @@ func tagFilters(labels map[string]string) []types.Filter {
 	return f
 }
 
-// DeleteMachine implements provider.Machines: terminate the instance and
-// delete the lease's key pair. Gone already is success.
+// DeleteMachine implements provider.Machines: delete the lease's key pair,
+// mark the instance with TagDeleted, and terminate it. Gone already is
+// success.
+//
+// The key pair goes first, so that a DeleteMachine interrupted at any point
+// leaves either a listed instance (Client.Reap deletes it again) or nothing.
+// An instance that terminated itself (TTL shutdown, spot interruption) stays
+// describable for about an hour, and ListMachines reports it terminated: its
+// DeleteMachine deletes the key pair (named by the instance's KeyName, or
+// from its TagClientToken tag) and marks the instance. Once EC2 no longer
+// describes an instance, DeleteMachine(id) cannot know its key pair and
+// returns nil; such a key pair (named "crabbox-<token>", tagged crabbox=true
+// and with the lease's labels) is left for a sweep by tags.
 func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 	in, err := d.instance(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {
@@ -498,15 +523,26 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if in.State == nil || in.State.Name != types.InstanceStateNameTerminated {
-		_, err := d.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
-		if err != nil && apiCode(err) != "InvalidInstanceID.NotFound" {
+	tags := tagMap(in.Tags)
+	kn := aws.ToString(in.KeyName)
+	if kn == "" && tags[TagClientToken] != "" {
+		kn = keyName(tags[TagClientToken])
+	}
+	if strings.HasPrefix(kn, "crabbox-") {
+		if _, err := d.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(kn)}); err != nil &&
+			apiCode(err) != "InvalidKeyPair.NotFound" {
 			return mapErr(err)
 		}
 	}
-	if kn := aws.ToString(in.KeyName); strings.HasPrefix(kn, "crabbox-") {
-		if _, err := d.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(kn)}); err != nil &&
-			apiCode(err) != "InvalidKeyPair.NotFound" {
+	if tags[TagDeleted] != "true" {
+		// Best effort: without the mark, a terminated instance stays
+		// listed as terminated and a later DeleteMachine is a no-op.
+		_, _ = d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
+			Tags: []types.Tag{{Key: aws.String(TagDeleted), Value: aws.String("true")}}})
+	}
+	if !terminated(in) {
+		_, err := d.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if err != nil && apiCode(err) != "InvalidInstanceID.NotFound" {
 			return mapErr(err)
 		}
 	}

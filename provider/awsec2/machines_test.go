@@ -1,9 +1,13 @@
 package awsec2_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -372,3 +376,104 @@ func TestCreateMachineCancelledAtEveryStep(t *testing.T) {
 }
 
 type fakeSSM struct{ awsec2.SSMAPI }
+
+// An instance that terminated itself (the box's TTL shutdown) behind the
+// SDK's back is listed as terminated, and DeleteMachine on it still deletes
+// the lease's key pair; afterwards it is no longer listed.
+func TestSelfTerminatedMachineReleasesItsKeyPair(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	req := createReq(t, e, "cbx_999999999999")
+	m, err := e.d.CreateMachine(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{m.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	var listed *provider.Machine
+	for i := 0; i < 20 && listed == nil; i++ { // bounded by polls: shutting-down is not listed
+		ms, err := e.d.ListMachines(ctx, map[string]string{"crabbox-lease": req.Token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range ms {
+			if x.ID == m.ID && x.State == provider.MachineTerminated {
+				listed = x
+			}
+		}
+	}
+	if listed == nil {
+		t.Fatalf("ListMachines does not report the self-terminated instance %s as terminated", m.ID)
+	}
+	if listed.Labels["crabbox-lease"] != req.Token || listed.SSHAddr != "" {
+		t.Errorf("terminated machine = %+v", listed)
+	}
+	if _, err := e.d.GetMachine(ctx, m.ID); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("GetMachine(terminated) = %v, want ErrNotFound", err)
+	}
+	if keys, err := e.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{}); err != nil || len(keys.KeyPairs) != 1 {
+		t.Fatalf("key pairs before DeleteMachine = %v, %v; want the lease's", keys, err)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatalf("DeleteMachine(terminated) = %v", err)
+	}
+	if keys, err := e.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{}); err != nil || len(keys.KeyPairs) != 0 {
+		t.Errorf("key pairs after DeleteMachine of a self-terminated instance = %+v, %v; want none", keys.KeyPairs, err)
+	}
+	if ms, err := e.d.ListMachines(ctx, map[string]string{"crabbox-lease": req.Token}); err != nil || len(ms) != 0 {
+		t.Errorf("ListMachines after DeleteMachine = %v, %v; want it gone", ms, err)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Errorf("second DeleteMachine = %v", err)
+	}
+	e.expectClean()
+}
+
+// An instance without a KeyName (as some describe paths report it) still
+// has its key pair found from the client-token tag.
+func TestDeleteMachineFindsKeyPairFromTag(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	req := createReq(t, e, "cbx_9999999999aa")
+	m, err := e.d.CreateMachine(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{m.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tags(out.Reservations[0].Instances[0].Tags)[awsec2.TagClientToken]; got != req.Token {
+		t.Errorf("instance tag %s = %q, want the request token", awsec2.TagClientToken, got)
+	}
+	// The driver sees no KeyName.
+	e.build(&stripKeyName{base: e.faults})
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.expectClean()
+}
+
+// stripKeyName removes keyName from DescribeInstances responses.
+type stripKeyName struct{ base http.RoundTripper }
+
+var keyNameRe = regexp.MustCompile(`<keyName>[^<]*</keyName>`)
+
+func (s *stripKeyName) RoundTrip(req *http.Request) (*http.Response, error) {
+	action := actionOf(req)
+	resp, err := s.base.RoundTrip(req)
+	if err != nil || action != "DescribeInstances" {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	b = keyNameRe.ReplaceAll(b, nil)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
