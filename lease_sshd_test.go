@@ -121,6 +121,7 @@ func TestSSHDHostKeyMismatchRejected(t *testing.T) {
 	assert.ErrorIs(t, err, crabbox.ErrHostKeyMismatch)
 	var we *crabbox.WaitError
 	require.ErrorAs(t, err, &we, "readiness gives up with a WaitError")
+	assert.Equal(t, 1, we.Attempts, "a host key mismatch is never retried")
 	assert.Less(t, time.Since(start), 40*time.Second, "a host key mismatch must not be retried until the timeout")
 	assert.Equal(t, 0, liveLeases(t, c), "the failed lease must be released")
 }
