@@ -447,14 +447,16 @@ type CheckSetOptions struct {
 	// Tools are the commands that must exist. Nil means the runbook's full
 	// list for the set; an empty non-nil slice checks no tools.
 	Tools []string
-	// Desktop adds ScreenshotNotBlank to CandidateSmoke.
+	// Desktop adds the desktop proof to CandidateSmoke and PromotedSmoke:
+	// with Browser, DesktopProof (a page drawn in a browser window and a
+	// screen recording); without, the recording only.
 	Desktop bool
 	// Browser adds the browser check (google-chrome, chromium or
 	// chromium-browser).
 	Browser bool
 	// Hygiene adds the do-not-bake checks to SourceVerification (the
-	// source lease may still hold the operator's work); CandidateSmoke
-	// always includes them.
+	// source lease may still hold the operator's work) and PromotedSmoke;
+	// CandidateSmoke always includes them.
 	Hygiene bool
 }
 
@@ -518,7 +520,7 @@ func SourceVerification(o CheckSetOptions) []SmokeCheck {
 // CandidateSmoke mirrors the runbook's "Smoke Candidate Before Promotion":
 // echo image-smoke-ok, uname -srm, the tools (default node pnpm ffmpeg
 // scrot), a browser when o.Browser, the work root, the four hygiene checks,
-// and ScreenshotNotBlank when o.Desktop.
+// and the desktop proof when o.Desktop (see CheckSetOptions.Desktop).
 func CandidateSmoke(o CheckSetOptions) []SmokeCheck {
 	checks := []SmokeCheck{
 		CommandSucceeds("echo image-smoke-ok", "echo image-smoke-ok", OutputContains("image-smoke-ok")),
@@ -535,8 +537,8 @@ func CandidateSmoke(o CheckSetOptions) []SmokeCheck {
 
 // PromotedSmoke mirrors the runbook's check of a normal lease on the
 // promoted image: echo promoted-image-smoke-ok and the tools (default
-// ffmpeg and node), plus a browser when o.Browser and ScreenshotNotBlank
-// when o.Desktop.
+// ffmpeg and node), plus a browser when o.Browser, the hygiene checks when
+// o.Hygiene, and the desktop proof when o.Desktop.
 func PromotedSmoke(o CheckSetOptions) []SmokeCheck {
 	checks := []SmokeCheck{
 		CommandSucceeds("echo promoted-image-smoke-ok", "echo promoted-image-smoke-ok", OutputContains("promoted-image-smoke-ok")),
