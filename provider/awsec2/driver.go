@@ -227,7 +227,10 @@ func WithMachineTypes(class, arch string, types ...string) Option {
 }
 
 // WithSpot requests spot instances; with fallback, a spot capacity error
-// retries the same type on demand before reporting ErrCapacity.
+// retries the same type on demand before reporting ErrCapacity. The
+// on-demand retry's EC2 ClientToken is the request token + "-od" (a digest
+// where that passes 64 characters), so EC2 does not refuse the reused
+// token with IdempotentParameterMismatch; lookups by token cover both.
 func WithSpot(spot, fallbackOnDemand bool) Option {
 	return func(o *options) error { o.spot, o.spotFallback = spot, fallbackOnDemand; return nil }
 }

@@ -2,10 +2,13 @@ package awsec2
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -97,9 +100,12 @@ func withManaged(labels map[string]string, extra map[string]string) map[string]s
 
 // CreateMachine implements provider.Machines: import the lease's key,
 // ensure the SSH security group, then RunInstances with ClientToken =
-// req.Token. If RunInstances failed ambiguously but the instance exists, it
-// is returned with the error so the caller deletes it; otherwise the key is
-// removed again.
+// req.Token (a distinct derived token for the on-demand retry of a spot
+// request, see runInstances) and the token in the TagClientToken tag. If
+// RunInstances failed ambiguously but the instance exists, it is returned
+// with the error so the caller deletes it; otherwise the key is removed
+// again. A token EC2 already saw with other parameters
+// (IdempotentParameterMismatch) is ErrConflict, and nothing is touched.
 func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	if req.Token == "" || len(req.Token) > 64 {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: token must be 1..64 characters")
@@ -197,6 +203,11 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		}
 		d.sgMu.Unlock()
 	}
+	if err != nil && apiCode(err) == "IdempotentParameterMismatch" {
+		// The token belongs to another request's launch: its instance and
+		// key pair are not ours to return or delete.
+		return nil, mapErr(err)
+	}
 	if err != nil {
 		// The call may have launched an instance before failing (timeout,
 		// cancellation, a lost response): look for it by its token.
@@ -216,9 +227,28 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	return d.machine(&out.Instances[0]), nil
 }
 
+// runInstances launches in: as a spot instance when configured, falling
+// back to on demand. The on-demand retry uses its own ClientToken
+// (onDemandToken): EC2 answers a token reused with other parameters with
+// IdempotentParameterMismatch. A spot fallback request first looks for an
+// instance an earlier attempt launched on demand with that token, so a
+// retried CreateMachine whose on-demand launch succeeded does not launch a
+// second (spot) instance.
 func (d *Driver) runInstances(ctx context.Context, in *ec2.RunInstancesInput) (*ec2.RunInstancesOutput, error) {
 	if !d.o.spot {
 		return d.ec2.RunInstances(ctx, in)
+	}
+	token := aws.ToString(in.ClientToken)
+	od := *in
+	od.ClientToken = aws.String(onDemandToken(token))
+	if d.o.spotFallback {
+		found, err := d.instancesByToken(ctx, []string{aws.ToString(od.ClientToken)})
+		if err != nil {
+			return nil, err
+		}
+		if len(found) > 0 {
+			return &ec2.RunInstancesOutput{Instances: []types.Instance{*found[0]}}, nil
+		}
 	}
 	spot := *in
 	spot.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
@@ -230,9 +260,20 @@ func (d *Driver) runInstances(ctx context.Context, in *ec2.RunInstancesInput) (*
 	}
 	out, err := d.ec2.RunInstances(ctx, &spot)
 	if err != nil && d.o.spotFallback && errors.Is(classify(err), provider.ErrCapacity) && ctx.Err() == nil {
-		return d.ec2.RunInstances(ctx, in)
+		return d.ec2.RunInstances(ctx, &od)
 	}
 	return out, err
+}
+
+// onDemandToken is the ClientToken of the on-demand retry after a spot
+// capacity error: token + "-od", or, where that would pass EC2's 64
+// characters, a digest of the token.
+func onDemandToken(token string) string {
+	if t := token + "-od"; len(t) <= 64 {
+		return t
+	}
+	sum := sha256.Sum256([]byte(token))
+	return "od-" + hex.EncodeToString(sum[:24])
 }
 
 func rootDevice(img *types.Image) string {
@@ -258,22 +299,36 @@ func (d *Driver) deleteKey(ctx context.Context, name string) {
 	_, _ = d.ec2.DeleteKeyPair(cctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(name)})
 }
 
+// findByToken returns the live instance launched for a CreateMachineRequest
+// token: with the token itself or, after a spot fallback, with its
+// on-demand token.
 func (d *Driver) findByToken(ctx context.Context, token string) *provider.Machine {
-	out, err := d.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
-		Filters: []types.Filter{{Name: aws.String("client-token"), Values: []string{token}}},
-	})
-	if err != nil {
+	found, err := d.instancesByToken(ctx, []string{token, onDemandToken(token)})
+	if err != nil || len(found) == 0 {
 		return nil
 	}
+	return d.machine(found[0])
+}
+
+// instancesByToken returns the instances not terminated whose ClientToken
+// is one of tokens.
+func (d *Driver) instancesByToken(ctx context.Context, tokens []string) ([]*types.Instance, error) {
+	out, err := d.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{{Name: aws.String("client-token"), Values: tokens}},
+	})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	var res []*types.Instance
 	for _, r := range out.Reservations {
 		for i := range r.Instances {
 			in := &r.Instances[i]
-			if aws.ToString(in.ClientToken) == token && in.State != nil && in.State.Name != types.InstanceStateNameTerminated {
-				return d.machine(in)
+			if slices.Contains(tokens, aws.ToString(in.ClientToken)) && !terminated(in) {
+				res = append(res, in)
 			}
 		}
 	}
-	return nil
+	return res, nil
 }
 
 // securityGroup returns the group instances join: the configured one, or the

@@ -477,3 +477,93 @@ func (s *stripKeyName) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Header.Del("Content-Length")
 	return resp, nil
 }
+
+// The on-demand retry after a spot capacity error uses its own ClientToken
+// (EC2 refuses a token reused with other parameters), the instance carries
+// the request token as a tag, and a CreateMachine retried after the
+// on-demand launch's response was lost finds that instance instead of
+// launching a second one.
+func TestSpotFallbackUsesItsOwnClientToken(t *testing.T) {
+	e := newEnv(t, awsec2.WithSpot(true, true))
+	ctx := t.Context()
+	req := createReq(t, e, "cbx_dddddddddd01")
+	e.faults.Add(moto.Fault{Action: "RunInstances", Times: 1, Code: "InsufficientInstanceCapacity"})            // spot: no capacity
+	e.faults.Add(moto.Fault{Action: "RunInstances", Times: 1, After: true, Code: "InternalError", Status: 500}) // on demand: lost response
+	m, err := e.d.CreateMachine(ctx, req)
+	if !errors.Is(err, provider.ErrUnavailable) || m == nil {
+		t.Fatalf("CreateMachine = %v, %v; want the on-demand instance with ErrUnavailable", m, err)
+	}
+	out, err := e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{m.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := out.Reservations[0].Instances[0]
+	if got := aws.ToString(in.ClientToken); got != req.Token+"-od" {
+		t.Errorf("on-demand ClientToken = %q, want %q (distinct from the spot request's)", got, req.Token+"-od")
+	}
+	if in.InstanceLifecycle == types.InstanceLifecycleTypeSpot {
+		t.Error("fallback instance is spot")
+	}
+	if got := tags(in.Tags)[awsec2.TagClientToken]; got != req.Token {
+		t.Errorf("instance tag %s = %q, want %q", awsec2.TagClientToken, got, req.Token)
+	}
+	// The root retries with the same token: no second instance, spot or not.
+	again, err := e.d.CreateMachine(ctx, req)
+	if err != nil || again.ID != m.ID {
+		t.Fatalf("retry = %v, %v; want %s", again, err, m.ID)
+	}
+	if n := countInstances(t, e, req.Token); n != 1 {
+		t.Errorf("%d instances for the lease, want 1", n)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A 64-character token still gives a distinct on-demand token within
+	// EC2's 64 characters.
+	long := createReq(t, e, "cbx_"+strings.Repeat("e", 57)+"-t2")
+	e.faults.Add(moto.Fault{Action: "RunInstances", Times: 1, Code: "InsufficientInstanceCapacity"})
+	m2, err := e.d.CreateMachine(ctx, long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{m2.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToString(out.Reservations[0].Instances[0].ClientToken); got == long.Token || len(got) > 64 || got == "" {
+		t.Errorf("on-demand ClientToken for a 64-character token = %q", got)
+	}
+	if err := e.d.DeleteMachine(ctx, m2.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.expectClean()
+}
+
+// EC2 refuses a ClientToken reused with other parameters; the driver maps
+// that to ErrConflict (the root gives each machine type its own token).
+func TestClientTokenReusedWithOtherParametersConflicts(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	req := createReq(t, e, "cbx_dddddddddd02")
+	m, err := e.d.CreateMachine(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := req
+	other.Type = "t3.large"
+	if got, err := e.d.CreateMachine(ctx, other); !errors.Is(err, provider.ErrConflict) || got != nil {
+		t.Errorf("same token, other type = %v, %v; want nil, ErrConflict (the instance is not this request's to delete)", got, err)
+	}
+	// The first request's instance and key pair are untouched.
+	if got, err := e.d.GetMachine(ctx, m.ID); err != nil || got.State == provider.MachineTerminated {
+		t.Errorf("first instance after the conflict = %v, %v", got, err)
+	}
+	if keys, err := e.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{}); err != nil || len(keys.KeyPairs) != 1 {
+		t.Errorf("key pairs after the conflict = %v, %v; want the first request's kept", keys, err)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.expectClean()
+}

@@ -112,14 +112,16 @@ def run_instances(self):
             "We currently do not have sufficient %s capacity in the Availability Zone you requested." % itype,
         )
     token = self._get_param("ClientToken")
+    market = (self.querystring.get("InstanceMarketOptions.MarketType") or ["on-demand"])[0]
     backend = self.ec2_backend
     tokens = backend.__dict__.setdefault("_emu_client_tokens", {})
     if token and token in tokens:
         # AWS: a RunInstances retried with the same ClientToken returns the
         # original reservation instead of launching again; with different
-        # parameters it fails with IdempotentParameterMismatch.
-        reservation, image_id, itype0 = tokens[token]
-        if image_id != self._get_param("ImageId") or itype0 != itype:
+        # parameters (image, type, spot or on demand) it fails with
+        # IdempotentParameterMismatch.
+        reservation, image_id, itype0, market0 = tokens[token]
+        if image_id != self._get_param("ImageId") or itype0 != itype or market0 != market:
             raise _err(
                 "IdempotentParameterMismatch",
                 "The client token %s was already used with different parameters." % token,
@@ -132,7 +134,7 @@ def run_instances(self):
         if reservation is None:
             reservation = getattr(result, "_result", None)
         if reservation is not None:
-            tokens[token] = (reservation, self._get_param("ImageId"), itype)
+            tokens[token] = (reservation, self._get_param("ImageId"), itype, market)
     return result
 
 
