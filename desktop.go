@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,8 +192,9 @@ type Browser struct {
 	// PID is the browser's process id on the box; it leads its own
 	// session and process group.
 	PID int `json:"pid"`
-	// Dir is the browser's fresh temporary directory on the box (below
-	// /tmp, never below $HOME or the work root): the profile
+	// Dir is the browser's fresh temporary directory on the box (a new
+	// directory with a random name below /tmp, never below $HOME or the
+	// work root): the profile
 	// (--user-data-dir=Dir/profile), HOME and XDG directories of the
 	// browser, and its log (Dir/browser.log). Close removes it.
 	Dir string `json:"dir"`
@@ -291,7 +294,8 @@ if [ -z "$B" ]; then
   exit 91
 fi
 mkdir -p "$R/tmp" 2>/dev/null
-P=$(mktemp -d "$R/tmp/crabbox-browser.XXXXXXXX") || exit 1
+P="$R$DIR"
+mkdir -m 700 "$P" || exit 1
 mkdir -p "$P/home/.config" "$P/home/.cache" "$P/profile" || exit 1
 SANDBOX=""
 if [ "$(id -u)" = 0 ]; then SANDBOX=--no-sandbox; fi
@@ -314,10 +318,16 @@ printf 'pid=%s\ndir=%s\nbrowser=%s\nsandbox=%s\n' "$pid" "${P#"$R"}" "$B" "$SAND
 // and opens rawURL. The browser is the one recorded in
 // /var/lib/crabbox/browser.env, else the first of google-chrome, chromium
 // and chromium-browser found. It runs with BrowserArgs, --no-sandbox only
-// as root, --user-data-dir in a new directory made with mktemp below /tmp
+// as root, --user-data-dir in a new directory with a random name below /tmp
 // (HOME and the XDG directories point there too, so nothing lands in the
 // login user's home or the work root: the do-not-bake rule), and its own
 // session, so Close stops every process it started.
+//
+// When OpenURL fails after the browser may have started (ctx cancelled or
+// the connection lost while the box starts it), it stops that browser and
+// removes its directory before returning, with a context detached from
+// ctx's cancellation and bounded in time (30 s), so nothing is left
+// behind on the box.
 //
 // Errors: a lease without a display matches ErrNoDisplay; one without a
 // browser matches ErrMissingTool (a *MissingToolError naming every command
@@ -348,19 +358,30 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 	for i, a := range o.args {
 		quoted[i] = ShellQuote(a)
 	}
+	dir, err := boxTempDir("crabbox-browser.")
+	if err != nil {
+		return nil, err
+	}
 	script := "set -- " + strings.Join(quoted, " ") + "\n" +
+		"DIR=" + ShellQuote(dir) + "\n" +
 		"CANDIDATES=" + ShellQuote(strings.Join(browserCommands, " ")) + "\n" +
 		"ARGS=" + ShellQuote(strings.Join(baseBrowserArgs, " ")) + "\n" +
 		"SIZE=" + ShellQuote(fmt.Sprintf("%d,%d", o.width, o.height)) + "\n" +
 		"URL=" + ShellQuote(rawURL) + "\n" + openURLScript
 	out, err := runScript(ctx, r, "opening "+rawURL, script, nil)
 	if err != nil {
-		return nil, err
+		if startedNothing(err) {
+			return nil, err
+		}
+		// The browser may run already (its own session survives the
+		// killed script): stop it and remove its directory.
+		return nil, errors.Join(err, cleanupBoxDir(ctx, r, dir, true))
 	}
 	kv := keyValues(out)
 	pid, perr := strconv.Atoi(kv["pid"])
-	if perr != nil || pid < 2 || kv["dir"] == "" {
-		return nil, fmt.Errorf("opening %s: unexpected output from the box: %q", rawURL, out)
+	if perr != nil || pid < 2 || kv["dir"] != dir {
+		err := fmt.Errorf("opening %s: unexpected output from the box: %q", rawURL, out)
+		return nil, errors.Join(err, cleanupBoxDir(ctx, r, dir, true))
 	}
 	args := append(BrowserArgs(), kv["sandbox"])
 	if args[len(args)-1] == "" {
@@ -370,6 +391,81 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 		"--window-position=0,0")
 	args = append(args, o.args...)
 	return &Browser{URL: rawURL, Path: kv["browser"], PID: pid, Dir: kv["dir"], Args: args, r: r}, nil
+}
+
+// cleanupTimeout bounds the cleanup OpenURL and Record run on the box
+// after they failed (or, for Record, after the fetch): it runs detached
+// from the caller's cancelled context, for at most this long.
+const cleanupTimeout = 30 * time.Second
+
+// boxTempDir returns a new random directory name below /tmp on the box,
+// with the given name prefix. The scripts create it with mkdir, which fails
+// if it exists.
+func boxTempDir(prefix string) (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("crabbox: random directory name: %w", err)
+	}
+	return "/tmp/" + prefix + hex.EncodeToString(b[:]), nil
+}
+
+// startedNothing reports whether a desktop script's error means it stopped
+// before it created anything on the box (no display, missing tool, bad
+// argument).
+func startedNothing(err error) bool {
+	return errors.Is(err, ErrNoDisplay) || errors.Is(err, ErrMissingTool) || errors.Is(err, ErrInvalidArgument)
+}
+
+// cleanupBoxDirScript stops every process whose command line names a path
+// below "$R$DIR" (a browser with its profile there, ffmpeg writing a
+// recording there), with the whole session of those that lead one (a
+// browser started with setsid), and removes the directory. With SETTLE=1
+// it checks twice, so a process a killed script forked just before it died
+// is caught too.
+const cleanupBoxDirScript = `case "$DIR" in
+  /tmp/crabbox-browser.*|/tmp/crabbox-rec.*) ;;
+  *) echo "crabbox: refusing to clean up $DIR" >&2; exit 1 ;;
+esac
+case "$DIR" in *..*|*/*/*/*) echo "crabbox: refusing to clean up $DIR" >&2; exit 1 ;; esac
+P="$R$DIR"
+me=$$
+pat=$(printf '%s/' "$P" | sed 's/[][\\.*^$+?(){}|]/\\&/g')
+procs() { pgrep -f -- "$pat" 2>/dev/null | grep -vx -e "$me" || true; }
+stop() {
+  for p in $(procs); do
+    sid=$(ps -o sid= -p "$p" 2>/dev/null | tr -d ' ')
+    if [ "$sid" = "$p" ]; then kill "-$1" -- "-$p" 2>/dev/null; pkill "-$1" -s "$p" 2>/dev/null; fi
+    kill "-$1" "$p" 2>/dev/null
+  done
+}
+round=0
+rounds=1
+[ "$SETTLE" = 1 ] && rounds=2
+while [ "$round" -lt "$rounds" ]; do
+  round=$((round+1))
+  stop TERM
+  i=0
+  while [ -n "$(procs)" ] && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+  stop KILL
+  i=0
+  while [ -n "$(procs)" ] && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done
+  rm -rf -- "$P"
+  [ "$round" -lt "$rounds" ] && sleep 0.3
+done
+if [ -n "$(procs)" ]; then echo "crabbox: processes using $P survived SIGKILL" >&2; exit 1; fi
+if [ -e "$P" ]; then echo "crabbox: could not remove $P" >&2; exit 1; fi
+echo cleaned
+`
+
+// cleanupBoxDir runs cleanupBoxDirScript for dir, detached from ctx's
+// cancellation and bounded by cleanupTimeout. settle is for a script that
+// was killed (a process it started may show up late).
+func cleanupBoxDir(ctx context.Context, r boxRunner, dir string, settle bool) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	script := "DIR=" + ShellQuote(dir) + "\nSETTLE=" + map[bool]string{false: "0", true: "1"}[settle] + "\n" + cleanupBoxDirScript
+	_, err := runScript(cctx, r, "cleaning up "+dir+" on the box", script, nil)
+	return err
 }
 
 const closeBrowserScript = `alive() { kill -0 -- "-$PID" 2>/dev/null || pgrep -s "$PID" >/dev/null 2>&1; }
@@ -591,7 +687,8 @@ type Recording struct {
 const recordScript = `need_display
 need ffmpeg
 mkdir -p "$R/tmp" 2>/dev/null
-P=$(mktemp -d "$R/tmp/crabbox-rec.XXXXXXXX") || exit 1
+P="$R$DIR"
+mkdir -m 700 "$P" || exit 1
 f="$P/recording.$FORMAT"
 if [ "$FORMAT" = webm ]; then
   set -- -c:v libvpx -deadline realtime -cpu-used 8 -b:v 2M
@@ -626,7 +723,9 @@ fi
 // ffmpeg's progress report), fetches it, and removes it from the box
 // unless KeepOnBox. The video is returned in Recording.Data, or written to
 // the RecordTo path. Errors match ErrNoDisplay, ErrMissingTool (ffmpeg) or
-// ErrInvalidArgument.
+// ErrInvalidArgument. When Record fails or ctx is cancelled while ffmpeg
+// records, it stops ffmpeg and removes the file from the box (detached from
+// ctx's cancellation, bounded in time (30 s)), KeepOnBox or not.
 func (l *Lease) Record(ctx context.Context, d time.Duration, opts ...RecordOption) (*Recording, error) {
 	rec, err := record(ctx, leaseTarget{l}, d, opts...)
 	if err != nil {
@@ -648,16 +747,26 @@ func record(ctx context.Context, r boxRunner, d time.Duration, opts ...RecordOpt
 	if d < 100*time.Millisecond || d > 6*time.Hour {
 		return nil, fmt.Errorf("%w: recording duration %v out of range [100ms, 6h]", ErrInvalidArgument, d)
 	}
-	script := "FORMAT=" + o.format + "\nFPS=" + strconv.Itoa(o.fps) +
-		"\nSECS=" + strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "\n" + recordScript
-	out, err := runScript(ctx, r, "recording the display", script, nil)
+	dir, err := boxTempDir("crabbox-rec.")
 	if err != nil {
 		return nil, err
 	}
+	script := "FORMAT=" + o.format + "\nFPS=" + strconv.Itoa(o.fps) +
+		"\nSECS=" + strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "\nDIR=" + ShellQuote(dir) + "\n" + recordScript
+	out, err := runScript(ctx, r, "recording the display", script, nil)
+	if err != nil {
+		if startedNothing(err) {
+			return nil, err
+		}
+		// ffmpeg may still record (the killed script's child): stop it
+		// and remove the file.
+		return nil, errors.Join(err, cleanupBoxDir(ctx, r, dir, true))
+	}
 	kv := keyValues(out)
 	rec := &Recording{RemotePath: kv["path"], Format: o.format, Requested: d}
-	if !strings.HasPrefix(rec.RemotePath, "/tmp/crabbox-rec.") {
-		return nil, fmt.Errorf("recording the display: unexpected output from the box: %q", out)
+	if filepath.Dir(rec.RemotePath) != dir {
+		err := fmt.Errorf("recording the display: unexpected output from the box: %q", out)
+		return nil, errors.Join(err, cleanupBoxDir(ctx, r, dir, true))
 	}
 	rec.Size, _ = strconv.ParseInt(kv["size"], 10, 64)
 	rec.Video = parseVideoInfo(kv)
@@ -676,8 +785,7 @@ func record(ctx context.Context, r boxRunner, d time.Duration, opts ...RecordOpt
 		}
 	}
 	if !o.keep {
-		rmScript := "d=" + ShellQuote(filepath.Dir(rec.RemotePath)) + "\nrm -rf -- \"$R$d\"\n"
-		if _, rerr := runScript(context.WithoutCancel(ctx), r, "removing the recording from the box", rmScript, nil); rerr != nil {
+		if rerr := cleanupBoxDir(ctx, r, dir, false); rerr != nil {
 			ferr = errors.Join(ferr, rerr)
 		}
 	}

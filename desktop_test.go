@@ -754,3 +754,123 @@ func TestDesktopValuesWithoutAHost(t *testing.T) {
 	assert.Len(t, crabbox.DesktopProof(), 2)
 	assert.NotContains(t, crabbox.BrowserArgs(), "--no-sandbox", "--no-sandbox is added only for root")
 }
+
+// procsWith returns the pids of this machine's processes whose command
+// line contains s (the desktop test host runs on this machine).
+func procsWith(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// sessionLeader reports whether pid leads its own session (setsid done).
+func sessionLeader(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	// state ppid pgrp session ...
+	return ok && len(f) > 3 && f[3] == strconv.Itoa(pid)
+}
+
+// cancelWhenRunning cancels ctx as soon as a process whose command line
+// contains marker runs on this machine (and, with leader, leads its own
+// session), and reports whether it did.
+func cancelWhenRunning(ctx context.Context, cancel context.CancelFunc, marker string, leader bool) <-chan bool {
+	fired := make(chan bool, 1)
+	go func() {
+		for {
+			for _, pid := range procsWith(marker) {
+				if !leader || sessionLeader(pid) {
+					cancel()
+					fired <- true
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				fired <- false
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return fired
+}
+
+// TestDesktopOpenURLCancelledLeavesNothing cancels OpenURL's context after
+// the browser was launched on the box (its process seen here) but before
+// OpenURL returned: the error is the cancellation, and no browser process
+// or profile directory is left behind.
+func TestDesktopOpenURLCancelledLeavesNothing(t *testing.T) {
+	needDesktopTools(t, desktopTools...)
+	h := startDesktopHost(t, hostOptions{})
+	h.mustBootstrap(t)
+	marker := filepath.Join(h.root, "tmp", "crabbox-browser.")
+	pageURL := h.writePage(t, "Cancelled page")
+	for attempt := 1; ; attempt++ {
+		require.LessOrEqual(t, attempt, 5, "OpenURL returned before the browser process was seen every time")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		// Cancelled once the browser runs in its own session (setsid).
+		fired := cancelWhenRunning(ctx, cancel, marker, true)
+		b, err := h.l.OpenURL(ctx, pageURL)
+		cancel()
+		if !<-fired {
+			// The launch finished before the watcher saw the browser.
+			require.NoError(t, err)
+			require.NoError(t, b.Close(context.Background()))
+			continue
+		}
+		require.Error(t, err, "OpenURL succeeded although its context was cancelled")
+		if b != nil {
+			t.Fatalf("OpenURL returned a browser and %v", err)
+		}
+		assert.ErrorIs(t, err, context.Canceled)
+		break
+	}
+	assert.Empty(t, procsWith(marker), "a browser launched by the cancelled OpenURL still runs")
+	left, err := filepath.Glob(filepath.Join(h.root, "tmp", "crabbox-browser.*"))
+	require.NoError(t, err)
+	assert.Empty(t, left, "the cancelled OpenURL left its profile directory")
+
+	// The lease still works.
+	b, err := h.l.OpenURL(context.Background(), pageURL)
+	require.NoError(t, err)
+	require.NoError(t, b.Close(context.Background()))
+}
+
+// TestDesktopRecordCancelledLeavesNothing cancels Record's context while
+// ffmpeg records on the box: no ffmpeg keeps recording and no file stays.
+func TestDesktopRecordCancelledLeavesNothing(t *testing.T) {
+	needDesktopTools(t, desktopTools...)
+	h := startDesktopHost(t, hostOptions{})
+	h.mustBootstrap(t)
+	marker := filepath.Join(h.root, "tmp", "crabbox-rec.")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fired := cancelWhenRunning(ctx, cancel, marker, false)
+	rec, err := h.l.Record(ctx, 40*time.Second)
+	require.True(t, <-fired, "ffmpeg was never seen recording")
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Nil(t, rec)
+	assert.Empty(t, procsWith(marker), "ffmpeg of the cancelled Record still runs")
+	left, err := filepath.Glob(filepath.Join(h.root, "tmp", "crabbox-rec.*"))
+	require.NoError(t, err)
+	assert.Empty(t, left, "the cancelled Record left its file on the box")
+}
