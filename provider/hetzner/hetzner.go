@@ -22,8 +22,16 @@
 // ambiguous failure (5xx, timeout, cancelled call) is resolved by looking the
 // server up by its token. Capacity and limit errors (resource_limit_exceeded,
 // resource_unavailable, placement_error, ...) wrap provider.ErrCapacity so the
-// SDK moves to the next server type of the class. DeleteMachine deletes the
-// server and the lease's key.
+// SDK moves to the next server type of the class. CreateMachine then waits
+// for the create_server action and its next actions (for an adopted server,
+// for whatever still runs on it) through hcloud-go's action waiting, which
+// polls with the poll backoff configured on the hcloud client
+// (hcloud.WithPollOpts), and returns the server running with its address.
+// If ctx ends during the wait, the half-made server is returned with the
+// context's error so the SDK releases it; if an action fails, the driver
+// deletes the server and its key itself and returns the hcloud.ActionError
+// wrapped with a portable code (ErrUnavailable, or ErrCapacity for capacity
+// codes). DeleteMachine deletes the server and the lease's key.
 //
 // # Images
 //
@@ -31,8 +39,12 @@
 // description is the image name and the labels are the ownership labels plus
 // crabbox-token. An ambiguous failure is resolved by looking the snapshot up by
 // its token label, adopting it (and deleting duplicates a retried request may
-// have made) instead of failing or creating it twice. Sizes come from
-// image_size (GB).
+// have made) instead of failing or creating it twice. CreateImage waits for
+// the create_image action the same way and returns the snapshot available;
+// if ctx ends first, the pending snapshot is returned with the error; if the
+// action fails, the snapshot comes back in state failed with the action's
+// message as StateReason (GetImage looks that message up too). Sizes come
+// from image_size (GB).
 //
 // # Channels
 //
@@ -417,29 +429,8 @@ func mapErr(op string, err error) error {
 func classify(err error) error {
 	var apiErr hcloud.Error
 	if errors.As(err, &apiErr) {
-		switch apiErr.Code {
-		case hcloud.ErrorCodeNotFound:
-			return provider.ErrNotFound
-		case hcloud.ErrorCodeConflict, hcloud.ErrorCodeLocked, hcloud.ErrorCodeUniquenessError,
-			hcloud.ErrorCodeProtected, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeServerNotStopped:
-			return provider.ErrConflict
-		case hcloud.ErrorCodeResourceLimitExceeded, hcloud.ErrorCodeResourceUnavailable,
-			hcloud.ErrorCodePlacementError, hcloud.ErrorCodeNoSpaceLeftInLocation,
-			"server_type_not_available", "location_not_available", "dedicated_core_limit",
-			"dedicated_core_limit_exceeded", "server_limit_exceeded":
-			return provider.ErrCapacity
-		case hcloud.ErrorCodeRateLimitExceeded:
-			return provider.ErrThrottled
-		case hcloud.ErrorCodeServiceError, hcloud.ErrorCodeMaintenance, hcloud.ErrorCodeServerError,
-			hcloud.ErrorCodeBadGateway, hcloud.ErrorCodeTimeout, hcloud.ErrorCodeUnknownError,
-			hcloud.ErrorCodeRobotUnavailable, "unavailable":
-			return provider.ErrUnavailable
-		case hcloud.ErrorCodeForbidden, hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeResourceLocked:
-			return provider.ErrPermission
-		case hcloud.ErrorCodeInvalidInput, hcloud.ErrorCodeJSONError, hcloud.ErrorCodeInvalidServerType:
-			return provider.ErrInvalidArgument
-		case hcloud.ErrorUnsupportedError, hcloud.ErrorDeprecatedAPIEndpoint:
-			return provider.ErrUnsupported
+		if code := codeClass(apiErr.Code); code != nil {
+			return code
 		}
 		if r := apiErr.Response(); r != nil && r.Response != nil {
 			return classifyStatus(r.StatusCode)
@@ -456,6 +447,49 @@ func classify(err error) error {
 		return provider.ErrUnavailable
 	case errors.As(err, &netErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return provider.ErrUnavailable
+	}
+	return provider.ErrUnavailable
+}
+
+// codeClass maps a Hetzner error code to its portable code; nil when the
+// code is unknown.
+func codeClass(code hcloud.ErrorCode) error {
+	switch code {
+	case hcloud.ErrorCodeNotFound:
+		return provider.ErrNotFound
+	case hcloud.ErrorCodeConflict, hcloud.ErrorCodeLocked, hcloud.ErrorCodeUniquenessError,
+		hcloud.ErrorCodeProtected, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeServerNotStopped:
+		return provider.ErrConflict
+	case hcloud.ErrorCodeResourceLimitExceeded, hcloud.ErrorCodeResourceUnavailable,
+		hcloud.ErrorCodePlacementError, hcloud.ErrorCodeNoSpaceLeftInLocation,
+		"server_type_not_available", "location_not_available", "dedicated_core_limit",
+		"dedicated_core_limit_exceeded", "server_limit_exceeded":
+		return provider.ErrCapacity
+	case hcloud.ErrorCodeRateLimitExceeded:
+		return provider.ErrThrottled
+	case hcloud.ErrorCodeServiceError, hcloud.ErrorCodeMaintenance, hcloud.ErrorCodeServerError,
+		hcloud.ErrorCodeBadGateway, hcloud.ErrorCodeTimeout, hcloud.ErrorCodeUnknownError,
+		hcloud.ErrorCodeRobotUnavailable, "unavailable":
+		return provider.ErrUnavailable
+	case hcloud.ErrorCodeForbidden, hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeResourceLocked:
+		return provider.ErrPermission
+	case hcloud.ErrorCodeInvalidInput, hcloud.ErrorCodeJSONError, hcloud.ErrorCodeInvalidServerType:
+		return provider.ErrInvalidArgument
+	case hcloud.ErrorUnsupportedError, hcloud.ErrorDeprecatedAPIEndpoint:
+		return provider.ErrUnsupported
+	}
+	return nil
+}
+
+// actionClass maps the error code of a failed action to a portable code.
+// An action failed after the request was accepted, so only capacity,
+// permission and input problems keep their meaning; anything else (the
+// usual server_error, action_failed, ...) is a backend failure that a new
+// attempt may not repeat: ErrUnavailable.
+func actionClass(code string) error {
+	switch c := codeClass(hcloud.ErrorCode(code)); c {
+	case provider.ErrCapacity, provider.ErrPermission, provider.ErrInvalidArgument:
+		return c
 	}
 	return provider.ErrUnavailable
 }

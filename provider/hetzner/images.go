@@ -12,11 +12,19 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// CreateImage starts a snapshot of the machine and returns it, usually
-// pending ("creating"). The description is req.Name (Hetzner snapshots have
-// no name of their own); req.Description is not stored. A retried call with
-// the same token, or an ambiguous failure, adopts the snapshot carrying the
-// token instead of creating a second one.
+// CreateImage snapshots the machine and waits for the create_image action
+// through hcloud-go's action waiting (the poll backoff of the hcloud
+// client), returning the snapshot available with its size. The description
+// is req.Name (Hetzner snapshots have no name of their own); req.Description
+// is not stored. A retried call with the same token, or an ambiguous
+// failure, adopts the snapshot carrying the token instead of creating a
+// second one; a failed snapshot found that way is deleted and made anew.
+//
+// When ctx ends during the wait, the pending snapshot is returned with the
+// error, so the caller can keep or delete it. When the action fails, the
+// snapshot is returned in state failed with the action's error message as
+// StateReason, and no error: the image exists, it is just unusable (the
+// SDK's WaitImage reports it as ErrImageFailed with that reason).
 func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
 	sid, err := parseID("server", req.MachineID)
 	if err != nil {
@@ -38,8 +46,23 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: image token %q has no representable characters", req.Token)
 		}
 		labels[d.rk(LabelToken)] = token
-		if im, err := d.adoptImage(ctx, token); err != nil || im != nil {
-			return im, err
+		im, err := d.adoptImage(ctx, token)
+		if err != nil {
+			if im != nil {
+				return d.toImage(im), err
+			}
+			return nil, err
+		}
+		if im != nil && imageState(im.Status) == provider.ImageFailed {
+			// An earlier attempt's snapshot failed and is worthless:
+			// another call with its token is a new attempt.
+			if _, err := d.c.Image.Delete(ctx, im); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+				return d.imageView(ctx, im), mapErr("delete failed snapshot", err)
+			}
+			im = nil
+		}
+		if im != nil {
+			return d.settleImage(ctx, im, nil)
 		}
 	}
 	desc := req.Name
@@ -47,7 +70,7 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 		Type: hcloud.ImageTypeSnapshot, Description: &desc, Labels: labels,
 	})
 	if err == nil {
-		return d.toImage(res.Image), nil
+		return d.settleImage(ctx, res.Image, []*hcloud.Action{res.Action})
 	}
 	merr := mapErr("create image", err)
 	// Any failure may hide a created snapshot: hcloud-go retries some
@@ -59,9 +82,9 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 		cancel()
 		if ferr == nil && im != nil {
 			if ctx.Err() != nil {
-				return im, merr // the caller gave up: hand it back for deletion
+				return d.toImage(im), merr // the caller gave up: hand it back for deletion
 			}
-			return im, nil
+			return d.settleImage(ctx, im, nil)
 		}
 	}
 	return nil, merr
@@ -70,7 +93,7 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 // adoptImage finds the snapshot made with token. Several (a request retried
 // inside hcloud-go after a lost response) are reduced to the oldest; the
 // others are deleted.
-func (d *Driver) adoptImage(ctx context.Context, token string) (*provider.Image, error) {
+func (d *Driver) adoptImage(ctx context.Context, token string) (*hcloud.Image, error) {
 	ims, err := d.c.Image.AllWithOpts(ctx, hcloud.ImageListOpts{
 		Type:     []hcloud.ImageType{hcloud.ImageTypeSnapshot},
 		ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken) + "=" + token},
@@ -84,19 +107,20 @@ func (d *Driver) adoptImage(ctx context.Context, token string) (*provider.Image,
 	sort.Slice(ims, func(i, j int) bool { return ims[i].ID < ims[j].ID })
 	for _, dup := range ims[1:] {
 		if _, err := d.c.Image.Delete(ctx, dup); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return d.toImage(ims[0]), mapErr("delete duplicate image", err)
+			return ims[0], mapErr("delete duplicate image", err)
 		}
 	}
-	return d.toImage(ims[0]), nil
+	return ims[0], nil
 }
 
-// GetImage returns a snapshot, backup or system image by id.
+// GetImage returns a snapshot, backup or system image by id. A failed
+// snapshot's StateReason is the message of the action that failed it.
 func (d *Driver) GetImage(ctx context.Context, id string) (*provider.Image, error) {
 	im, err := d.getImage(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return d.toImage(im), nil
+	return d.imageView(ctx, im), nil
 }
 
 func (d *Driver) getImage(ctx context.Context, id string) (*hcloud.Image, error) {
@@ -174,8 +198,8 @@ func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) erro
 	if err != nil {
 		return mapErr("change image protection", err)
 	}
-	if err := d.c.Action.WaitFor(ctx, a); err != nil {
-		return mapErr("wait for image protection", err)
+	if err := d.waitActions(ctx, "protection change of image "+id, a); err != nil {
+		return err
 	}
 	return nil
 }

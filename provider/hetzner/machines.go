@@ -31,9 +31,11 @@ func serverName(name, token string) string {
 	return n
 }
 
-// CreateMachine uploads the lease key, creates the server and returns it as
-// soon as Hetzner accepted it (usually "initializing", already with its
-// address). See the package documentation for idempotency and fallback.
+// CreateMachine uploads the lease key, creates the server and waits for its
+// create actions through hcloud-go's action waiting (the poll backoff of the
+// hcloud client), then returns it running with its address. See the package
+// documentation for idempotency, fallback and what happens when the wait
+// ends early or an action fails.
 func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	if req.Type == "" || req.Image == "" {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: create machine: type and image are required")
@@ -55,10 +57,10 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		}
 		labels[d.rk(LabelToken)] = token
 		// A retried create with the same token adopts the first one's server.
-		if m, err := d.findServerByToken(ctx, token); err != nil {
+		if s, err := d.findServerByToken(ctx, token); err != nil {
 			return nil, err
-		} else if m != nil {
-			return m, nil
+		} else if s != nil {
+			return d.settleServer(ctx, s, nil, nil)
 		}
 	}
 
@@ -107,8 +109,8 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		// The name is taken: by our own earlier attempt (adopt it) or by
 		// someone else's server (retry with a token suffix).
 		if token != "" {
-			if m, ferr := d.findServerByToken(ctx, token); ferr == nil && m != nil {
-				return m, nil
+			if s, ferr := d.findServerByToken(ctx, token); ferr == nil && s != nil {
+				return d.settleServer(ctx, s, nil, ownKey)
 			}
 		}
 		if suffix := strings.Trim(nonHost.ReplaceAllString(strings.ToLower(req.Token), "-"), "-"); suffix != "" {
@@ -126,21 +128,21 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		// errors itself); the token decides.
 		if token != "" {
 			cctx, cancel := d.detached(ctx)
-			m, ferr := d.findServerByToken(cctx, token)
+			s, ferr := d.findServerByToken(cctx, token)
 			cancel()
-			if ferr == nil && m != nil {
+			if ferr == nil && s != nil {
 				if ctx.Err() != nil {
 					// The caller gave up: hand the server back with the
 					// error so it can be deleted.
-					return m, merr
+					return d.machine(s), merr
 				}
-				return m, nil
+				return d.settleServer(ctx, s, nil, ownKey)
 			}
 		}
 		dropKey()
 		return nil, merr
 	}
-	return d.machine(res.Server), nil
+	return d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), ownKey)
 }
 
 func imageRef(image string) *hcloud.Image {
@@ -201,14 +203,14 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	return ex, own, nil
 }
 
-func (d *Driver) findServerByToken(ctx context.Context, token string) (*provider.Machine, error) {
+func (d *Driver) findServerByToken(ctx context.Context, token string) (*hcloud.Server, error) {
 	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken) + "=" + token}})
 	if err != nil {
 		return nil, mapErr("find server by token", err)
 	}
 	for _, s := range servers {
 		if s.Status != hcloud.ServerStatusDeleting {
-			return d.machine(s), nil
+			return s, nil
 		}
 	}
 	return nil, nil

@@ -13,6 +13,10 @@
 //     and then "success" (or "error"); the fake advances an action one step
 //     each time the action, or the resource it works on, is read, so clients
 //     that poll see the same sequence of states as against the real API;
+//     actions are read by id (GET /actions?id=, as hcloud-go's action
+//     waiting does) or per resource (GET /servers/{id}/actions,
+//     /images/{id}/actions, with a status filter); a failing action also
+//     runs its steps before it ends in "error";
 //   - a created server is "initializing" until its create_server action
 //     finished, then "running"; a snapshot is "creating" until its
 //     create_image action finished, then "available" with an image_size;
@@ -118,8 +122,9 @@ type Box interface {
 	Close() error
 }
 
-// BootFunc starts a box for a new server. An error marks the server's
-// create_server action failed and leaves the server "off".
+// BootFunc starts a box for a new server. An error makes the server's
+// create_server action fail (after its running steps, like any action) and
+// leaves the server "off".
 type BootFunc func(ctx context.Context, r BootRequest) (Box, error)
 
 // Options configure a Fake. The zero value works.
@@ -139,8 +144,9 @@ type Options struct {
 	// Boot, if set, starts a box for every created server (see Box).
 	Boot BootFunc
 	// Snapshot, if set, is called when create_image made a new image from a
-	// server, so a box layer can capture the server's disk; an error fails
-	// the create_image action and leaves the image "unavailable".
+	// server, so a box layer can capture the server's disk; an error makes
+	// the create_image action fail (after its running steps, with the
+	// error's text in its message) and leaves the image "unavailable".
 	Snapshot func(ctx context.Context, serverID, imageID int64) error
 	// ImageDeleted, if set, is called after an image was deleted.
 	ImageDeleted func(imageID int64)
@@ -229,8 +235,9 @@ type action struct {
 	s     schema.Action
 	steps int
 	reads int
-	fail  *schema.ActionError
-	done  func() // applied under the lock when the action succeeds
+	fail  *schema.ActionError // set: the action ends in "error" with it
+	done  func()              // applied under the lock when the action succeeds
+	fails func()              // applied under the lock when the action fails
 }
 
 // New starts a fake. Close it when done.
@@ -529,6 +536,8 @@ func (f *Fake) routes() http.Handler {
 		{"GET", "/actions/*", f.getAction},
 		{"GET", "/servers/actions/*", f.getAction},
 		{"GET", "/images/actions/*", f.getAction},
+		{"GET", "/servers/*/actions", f.listResourceActions("server")},
+		{"GET", "/images/*/actions", f.listResourceActions("image")},
 		{"GET", "/servers", f.listServers},
 		{"POST", "/servers", f.createServer},
 		{"GET", "/servers/*", f.getServer},

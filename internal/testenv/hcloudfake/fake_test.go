@@ -559,3 +559,73 @@ func TestBootHookAndDial(t *testing.T) {
 		t.Fatalf("broken boot server = %+v", s)
 	}
 }
+
+func TestResourceActionLists(t *testing.T) {
+	f := newFake(t, Options{ActionSteps: 3, Snapshot: func(_ context.Context, _, imageID int64) error {
+		if imageID%2 == 0 {
+			return errors.New("disk read error")
+		}
+		return nil
+	}})
+	c := newClient(t, f)
+	ctx := context.Background()
+	res := createServer(t, c, "box", nil)
+
+	// The running create_server action is listed for the server, and
+	// waiting for what the list returns brings the server up.
+	running, _, err := c.Server.Action.ListFor(ctx, res.Server, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}})
+	if err != nil || len(running) != 1 || running[0].ID != res.Action.ID || running[0].Command != "create_server" {
+		t.Fatalf("running server actions = %+v, %v; want the create_server action", running, err)
+	}
+	var progress []int
+	if err := c.Action.WaitForFunc(ctx, func(a *hcloud.Action) error {
+		progress = append(progress, a.Progress)
+		return nil
+	}, running...); err != nil {
+		t.Fatal(err)
+	}
+	if progress[len(progress)-1] != 100 {
+		t.Fatalf("progress = %v", progress)
+	}
+	if running, _, _ = c.Server.Action.ListFor(ctx, res.Server, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}}); len(running) != 0 {
+		t.Fatalf("running actions after the wait = %+v", running)
+	}
+	all, _, err := c.Server.Action.ListFor(ctx, res.Server, hcloud.ActionListOpts{})
+	if err != nil || len(all) != 1 || all[0].Status != hcloud.ActionStatusSuccess {
+		t.Fatalf("all server actions = %+v, %v", all, err)
+	}
+
+	// Snapshots: one succeeds, one fails; each image lists its create_image
+	// action, the failed one with the action's error.
+	var ok, failed *hcloud.Image
+	for ok == nil || failed == nil {
+		ci, _, err := c.Server.CreateImage(ctx, res.Server, &hcloud.ServerCreateImageOpts{Type: hcloud.ImageTypeSnapshot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		werr := c.Action.WaitFor(ctx, ci.Action)
+		if ci.Image.ID%2 == 0 {
+			var ae hcloud.ActionError
+			if !errors.As(werr, &ae) || !strings.Contains(ae.Message, "disk read error") {
+				t.Fatalf("wait for a failing snapshot: %v, want an ActionError", werr)
+			}
+			failed = ci.Image
+		} else {
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			ok = ci.Image
+		}
+	}
+	acts, _, err := c.Image.Action.ListFor(ctx, failed, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusError}})
+	if err != nil || len(acts) != 1 || acts[0].Command != "create_image" || !strings.Contains(acts[0].ErrorMessage, "disk read error") {
+		t.Fatalf("failed image's error actions = %+v, %v", acts, err)
+	}
+	acts, _, err = c.Image.Action.ListFor(ctx, ok, hcloud.ActionListOpts{})
+	if err != nil || len(acts) != 1 || acts[0].Status != hcloud.ActionStatusSuccess || acts[0].Progress != 100 {
+		t.Fatalf("good image's actions = %+v, %v", acts, err)
+	}
+	if _, _, err := c.Server.Action.ListFor(ctx, &hcloud.Server{ID: 999999}, hcloud.ActionListOpts{}); !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		t.Fatalf("actions of a missing server: %v, want not_found", err)
+	}
+}

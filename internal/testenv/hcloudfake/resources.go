@@ -50,6 +50,9 @@ func (a *action) finish() {
 	if a.fail != nil {
 		a.s.Status = "error"
 		a.s.Error = a.fail
+		if a.fails != nil {
+			a.fails()
+		}
 	} else {
 		a.s.Status = "success"
 		a.s.Progress = 100
@@ -85,6 +88,47 @@ func (f *Fake) listActions(r *http.Request, _ []byte) (int, any, *apiError) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	resp, aerr := paginate(r, "actions", out)
 	return http.StatusOK, resp, aerr
+}
+
+// listResourceActions answers GET /servers/{id}/actions and
+// /images/{id}/actions: the actions working on that resource (including
+// finished ones), filtered by status, sorted by id. Reading them advances
+// the running ones, like any read of an action.
+func (f *Fake) listResourceActions(kind string) handlerFunc {
+	return func(r *http.Request, _ []byte) (int, any, *apiError) {
+		id, aerr := pathID(r, 1)
+		if aerr != nil {
+			return 0, nil, aerr
+		}
+		q := r.URL.Query()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		exists := false
+		switch kind {
+		case "server":
+			_, exists = f.servers[id]
+		case "image":
+			_, exists = f.images[id]
+		}
+		if !exists {
+			return 0, nil, notFound(kind, id)
+		}
+		out := []schema.Action{}
+		for _, a := range f.actions {
+			for _, res := range a.s.Resources {
+				if res.Type == kind && res.ID == id {
+					a.advance()
+					if st := q["status"]; len(st) == 0 || contains(st, a.s.Status) {
+						out = append(out, a.s)
+					}
+					break
+				}
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		resp, aerr := paginate(r, "actions", out)
+		return http.StatusOK, resp, aerr
+	}
 }
 
 func (f *Fake) getAction(r *http.Request, _ []byte) (int, any, *apiError) {
@@ -287,9 +331,10 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 		cur, alive := f.servers[id]
 		switch {
 		case err != nil:
+			// The create action runs its course and then fails, as on the
+			// API; the server ends up off.
 			s.create.fail = &schema.ActionError{Code: "server_error", Message: "boot failed: " + err.Error()}
-			s.create.finish()
-			s.s.Status = "off"
+			s.create.fails = func() { s.s.Status = "off" }
 		case !alive || cur != s || f.closed:
 			defer func() { _ = box.Close() }()
 		default:
@@ -511,8 +556,7 @@ func (f *Fake) createImage(r *http.Request, body []byte) (int, any, *apiError) {
 		f.mu.Lock()
 		if err != nil && a.s.Status == "running" {
 			a.fail = &schema.ActionError{Code: "server_error", Message: "snapshot failed: " + err.Error()}
-			a.finish()
-			im.s.Status = "unavailable"
+			a.fails = func() { im.s.Status = "unavailable" }
 		}
 	}
 	return http.StatusCreated, schema.ServerActionCreateImageResponse{Action: a.s, Image: copyImage(im.s)}, nil

@@ -1,0 +1,182 @@
+package hetzner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// waitActions waits until the actions finished, through hcloud-go's action
+// waiting: it polls with the poll backoff the caller configured on the
+// hcloud client (hcloud.WithPollOpts) and stops when ctx ends.
+//
+// The error tells the three outcomes apart: when ctx ended it matches the
+// context's error and carries no provider code (nobody retries it); when an
+// action failed it wraps the hcloud.ActionError with the portable code of
+// the action's error code (see actionClass); any other failure (the API
+// could not be asked) is mapped like every API error.
+func (d *Driver) waitActions(ctx context.Context, what string, actions ...*hcloud.Action) error {
+	err := d.c.Action.WaitFor(ctx, actions...)
+	if err == nil {
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		if !errors.Is(err, cerr) {
+			err = errors.Join(cerr, err)
+		}
+		return fmt.Errorf("hetzner: wait for %s: %w", what, err)
+	}
+	var ae hcloud.ActionError
+	if errors.As(err, &ae) {
+		return provider.Wrap(actionClass(ae.Code), fmt.Errorf("hetzner: %s failed: %w", what, err))
+	}
+	return mapErr("wait for "+what, err)
+}
+
+// actionFailure returns the action error in err, if an action failed.
+func actionFailure(ctx context.Context, err error) (hcloud.ActionError, bool) {
+	var ae hcloud.ActionError
+	if ctx.Err() != nil || !errors.As(err, &ae) {
+		return hcloud.ActionError{}, false
+	}
+	return ae, true
+}
+
+// settleServer waits for a server's create actions (the create_server
+// action and its next actions; for an adopted server, whatever is still
+// running on it) and returns the server as it stands afterwards: running,
+// with its address.
+//
+// When ctx ends first, the server is handed back with the error, so the
+// caller can release it. When an action failed, the server never came up:
+// it is released here (server and lease key) and only the error is
+// returned, unless the release failed too, in which case the server comes
+// back with both errors for the caller to release.
+func (d *Driver) settleServer(ctx context.Context, s *hcloud.Server, actions []*hcloud.Action, ownKey *hcloud.SSHKey) (*provider.Machine, error) {
+	what := "creation of server " + strconv.FormatInt(s.ID, 10)
+	if actions == nil {
+		running, err := d.c.Server.Action.AllFor(ctx, s, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}})
+		if err != nil {
+			return d.machine(s), mapErr("list actions of server "+strconv.FormatInt(s.ID, 10), err)
+		}
+		actions = running
+	}
+	if err := d.waitActions(ctx, what, actions...); err != nil {
+		if _, failed := actionFailure(ctx, err); failed {
+			if rerr := d.releaseServer(ctx, s, ownKey); rerr != nil {
+				return d.machine(s), errors.Join(err, rerr)
+			}
+			return nil, err
+		}
+		return d.machine(s), err
+	}
+	got, _, err := d.c.Server.GetByID(ctx, s.ID)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return d.machine(s), mapErr("get server", err)
+	case err != nil:
+		// The server is up; only reading it back failed. The caller polls
+		// it anyway.
+		return d.machine(s), nil
+	case got == nil || got.Status == hcloud.ServerStatusDeleting:
+		// Deleted behind our back while it came up: take the key back and
+		// let the caller create another.
+		if rerr := d.releaseServer(ctx, s, ownKey); rerr != nil {
+			return nil, errors.Join(provider.Errorf(provider.ErrUnavailable, "hetzner: server %d vanished while it was created", s.ID), rerr)
+		}
+		return nil, provider.Errorf(provider.ErrUnavailable, "hetzner: server %d vanished while it was created", s.ID)
+	}
+	return d.machine(got), nil
+}
+
+// releaseServer deletes a server that failed to come up and the lease key
+// created for it, with a detached context (it runs when the caller's work
+// already failed).
+func (d *Driver) releaseServer(ctx context.Context, s *hcloud.Server, ownKey *hcloud.SSHKey) error {
+	cctx, cancel := d.detached(ctx)
+	defer cancel()
+	var errs []error
+	if _, _, err := d.c.Server.DeleteWithResult(cctx, s); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		errs = append(errs, mapErr("delete failed server", err))
+	}
+	if tok := s.Labels[d.rk(LabelToken)]; tok != "" {
+		if err := d.deleteLeaseKeys(cctx, tok); err != nil {
+			errs = append(errs, err)
+		}
+	} else if ownKey != nil {
+		if _, err := d.c.SSHKey.Delete(cctx, ownKey); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+			errs = append(errs, mapErr("delete ssh key", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleImage waits for a snapshot's create_image action (for an adopted
+// snapshot, whatever is still running on it) and returns the image as it
+// stands afterwards, normally available with its size.
+//
+// When ctx ends first, the (pending) image is handed back with the error.
+// When the action failed, the image is returned in state failed with the
+// action's error message as StateReason and no error: a failed image is a
+// result, not a failed call (as on other providers, where the SDK's
+// WaitImage turns it into ErrImageFailed with that reason), and retrying
+// the call would not mend it. Only a failure to ask the API is an error.
+func (d *Driver) settleImage(ctx context.Context, im *hcloud.Image, actions []*hcloud.Action) (*provider.Image, error) {
+	what := "snapshot " + strconv.FormatInt(im.ID, 10)
+	if actions == nil {
+		if im.Status != hcloud.ImageStatusCreating {
+			return d.imageView(ctx, im), nil
+		}
+		running, err := d.c.Image.Action.AllFor(ctx, im, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}})
+		if err != nil {
+			return d.toImage(im), mapErr("list actions of image "+strconv.FormatInt(im.ID, 10), err)
+		}
+		actions = running
+	}
+	if err := d.waitActions(ctx, what, actions...); err != nil {
+		if ae, failed := actionFailure(ctx, err); failed {
+			out := d.toImage(im)
+			out.State = provider.ImageFailed
+			out.StateReason = ae.Message
+			return out, nil
+		}
+		return d.toImage(im), err
+	}
+	got, _, err := d.c.Image.GetByID(ctx, im.ID)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return d.toImage(im), mapErr("get image", err)
+	case err != nil:
+		// The snapshot is done; only reading it back failed. The caller
+		// polls it anyway.
+		return d.toImage(im), nil
+	case got == nil || !got.Deleted.IsZero():
+		return nil, provider.Errorf(provider.ErrNotFound, "hetzner: snapshot %d was deleted while it was created", im.ID)
+	}
+	return d.imageView(ctx, got), nil
+}
+
+// imageView converts an image; for a failed one it looks up the message of
+// the action that failed it, so StateReason says why.
+func (d *Driver) imageView(ctx context.Context, im *hcloud.Image) *provider.Image {
+	out := d.toImage(im)
+	if out.State != provider.ImageFailed {
+		return out
+	}
+	acts, err := d.c.Image.Action.AllFor(ctx, im, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusError}})
+	if err != nil {
+		return out
+	}
+	for i := len(acts) - 1; i >= 0; i-- {
+		if acts[i].ErrorMessage != "" {
+			out.StateReason = acts[i].ErrorMessage
+			break
+		}
+	}
+	return out
+}
