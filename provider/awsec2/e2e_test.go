@@ -308,3 +308,70 @@ func TestThrottlingIsRetriedWithoutDuplicates(t *testing.T) {
 	}
 	e.expectClean()
 }
+
+// Cancelling Client.CreateImage at its image calls (the call reaches moto,
+// then the context ends) leaves nothing that was not returned: an image that
+// exists comes back with the error, calling CreateImage again for the same
+// lease and name adopts it, and deleting it leaves no snapshot. (The driver
+// tags images and snapshots at creation; TestCreateImageCancelledAtEveryStep
+// checks no CreateTags call is part of it.)
+func TestClientCreateImageCancelledLeavesNothingUnreturned(t *testing.T) {
+	steps := []struct {
+		action string
+		n      int
+	}{
+		{"DescribeImages", 1}, // the driver's token lookup
+		{"CreateImage", 1},
+		{"DescribeImages", 2}, // the driver's read-back
+		{"DescribeImages", 3}, // the client's wait
+	}
+	for _, st := range steps {
+		t.Run(st.action+"#"+string(rune('0'+st.n)), func(t *testing.T) {
+			e := newEnv(t)
+			c, _ := newClient(t, e)
+			l, err := c.Warmup(t.Context(), crabbox.WithTTL(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Release(context.Background())
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			fired := cancelAt(e, st.action, st.n, cancel)
+			c2, _ := newClient(t, e) // a client on the driver that cancels
+			name := imageName(t, "cancel", time.Now())
+			img, err := c2.CreateImage(ctx, l.ID, name, crabbox.WithWait(time.Minute))
+			if !*fired {
+				t.Fatalf("Client.CreateImage made no call %s #%d", st.action, st.n)
+			}
+			if err == nil {
+				t.Fatalf("CreateImage succeeded after cancellation: %+v", img)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("err = %v, want context.Canceled", err)
+			}
+			images, _ := ownedImages(t, e)
+			switch {
+			case len(images) > 1:
+				t.Fatalf("images in moto = %v: a cancelled create made more than one", images)
+			case len(images) == 1 && (img == nil || img.ID != images[0]):
+				t.Fatalf("image %s exists but CreateImage returned %+v with %v: it would leak", images[0], img, err)
+			case len(images) == 0 && img != nil && img.ID != "":
+				t.Errorf("CreateImage returned %+v, which does not exist", img)
+			}
+			again, err := c.CreateImage(t.Context(), l.ID, name, crabbox.WithWait(time.Minute))
+			if err != nil {
+				t.Fatalf("CreateImage again: %v", err)
+			}
+			if img != nil && img.ID != "" && again.ID != img.ID {
+				t.Errorf("CreateImage again made %s, want %s adopted", again.ID, img.ID)
+			}
+			if err := e.d.DeleteImage(t.Context(), again.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Release(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			e.expectClean()
+		})
+	}
+}

@@ -3,6 +3,7 @@ package awsec2_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -427,4 +428,111 @@ func TestCreateImageNotYetDescribableIsPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.expectClean()
+}
+
+// cancelAt cancels at the n-th call (1-based) of action: the call reaches
+// moto, then the client sees context.Canceled. It reports whether it fired.
+func cancelAt(e *env, action string, n int, cancel context.CancelFunc) *bool {
+	fired, seen := false, 0
+	e.build(&hookTransport{base: e.faults, after: func(a string) error {
+		if a != action || fired {
+			return nil
+		}
+		if seen++; seen == n {
+			fired = true
+			cancel()
+			return context.Canceled
+		}
+		return nil
+	}})
+	return &fired
+}
+
+// ownedImages lists the AMIs and crabbox-owned snapshots in moto.
+func ownedImages(t *testing.T, e *env) (images, snaps []string) {
+	t.Helper()
+	for _, l := range e.leftovers("us-east-1") {
+		switch {
+		case strings.HasPrefix(l, "image "):
+			images = append(images, strings.TrimPrefix(l, "image "))
+		case strings.HasPrefix(l, "snapshot "):
+			snaps = append(snaps, strings.TrimPrefix(l, "snapshot "))
+		}
+	}
+	return images, snaps
+}
+
+// Cancelling CreateImage at each of its API calls (the call reaches moto,
+// then the context ends) leaves nothing that was not returned: an image that
+// exists was handed back with the error, a retry with the same token adopts
+// it, and deleting it leaves no snapshot behind. The image and its snapshots
+// are tagged at creation: no CreateTags call, so no untagged window.
+func TestCreateImageCancelledAtEveryStep(t *testing.T) {
+	steps := []struct {
+		action string
+		n      int
+	}{
+		{"DescribeImages", 1},    // token lookup
+		{"DescribeInstances", 1}, // source machine
+		{"CreateImage", 1},
+		{"DescribeImages", 2}, // read-back of the new image
+	}
+	for _, st := range steps {
+		t.Run(fmt.Sprintf("%s#%d", st.action, st.n), func(t *testing.T) {
+			e := newEnv(t)
+			m := newMachine(t, e, "cbx_abcabcabcabc")
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			fired := cancelAt(e, st.action, st.n, cancel)
+			req := imageReq(m, "openclaw-crabbox-cancel-20260101-0000", "tok-cancel")
+			img, err := e.d.CreateImage(ctx, req)
+			if !*fired {
+				t.Fatalf("CreateImage made no call %s #%d", st.action, st.n)
+			}
+			if err == nil {
+				t.Fatalf("CreateImage succeeded after cancellation: %+v", img)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("err = %v, want context.Canceled", err)
+			}
+			if n := e.faults.Calls("CreateTags"); n != 0 {
+				t.Errorf("CreateImage made %d CreateTags calls: tags must be set at creation", n)
+			}
+			images, _ := ownedImages(t, e)
+			switch {
+			case len(images) > 1:
+				t.Fatalf("images in moto = %v: a cancelled create made more than one", images)
+			case len(images) == 1 && (img == nil || img.ID != images[0]):
+				t.Fatalf("image %s exists but CreateImage returned %+v with %v: it would leak", images[0], img, err)
+			case len(images) == 0 && img != nil:
+				t.Errorf("CreateImage returned %+v, which does not exist", img)
+			}
+			if img != nil && (img.Name != req.Name || img.Labels[awsec2.TagCreateToken] != req.Token) {
+				t.Errorf("returned image = %+v; want its name and token label", img)
+			}
+			// The caller retries with the same token: the image is adopted,
+			// not made twice.
+			again, err := e.d.CreateImage(t.Context(), req)
+			if err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if img != nil && again.ID != img.ID {
+				t.Errorf("retry made %s, want %s adopted", again.ID, img.ID)
+			}
+			if images, _ := ownedImages(t, e); len(images) != 1 {
+				t.Errorf("images after the retry = %v, want 1", images)
+			}
+			waitImage(t, e, again.ID)
+			if err := e.d.DeleteImage(t.Context(), again.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.d.DeleteMachine(t.Context(), m.ID); err != nil {
+				t.Fatal(err)
+			}
+			if images, snaps := ownedImages(t, e); len(images)+len(snaps) != 0 {
+				t.Errorf("after deleting the returned image: images %v, snapshots %v", images, snaps)
+			}
+			e.expectClean()
+		})
+	}
 }
