@@ -75,12 +75,12 @@ func freeDisplay() (string, error) {
 
 func startLocalDesktop() (_ *localDesktop, err error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("-local-desktop needs root (it creates a temporary user and runs sshd); " +
+		return nil, errors.New("the local desktop host (used without -host) needs root (it creates a temporary user and runs sshd); " +
 			"run as root, or point -host at an SSH host with a desktop")
 	}
 	for _, tool := range []string{"/usr/sbin/sshd", "useradd", "userdel", "usermod"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("-local-desktop needs %s (run scripts/setup): %w", tool, err)
+			return nil, fmt.Errorf("the local desktop host (used without -host) needs %s (run scripts/setup): %w", tool, err)
 		}
 	}
 	d := &localDesktop{uid: -1}

@@ -6,7 +6,7 @@
 //
 // Hosts:
 //
-//	go run ./examples/qa                      # -local-desktop: sshd + Xvfb on loopback (root)
+//	go run ./examples/qa                      # no -host: a local desktop host (sshd + Xvfb on loopback, root)
 //	go run ./examples/qa -host user@10.0.0.5:22 -key ~/.ssh/id_ed25519 -hostkey host_key.pub
 //	go run ./examples/qa -host ... -state qa-hosts.json -lease cbx_0123456789ab   # reuse a lease
 //
@@ -43,7 +43,7 @@ import (
 )
 
 var (
-	flagHost     = flag.String("host", "", "existing SSH host user@addr:port with a desktop (default: -local-desktop)")
+	flagHost     = flag.String("host", "", "existing SSH host user@addr:port with a desktop (default: start a local desktop host on loopback, needs root)")
 	flagKey      = flag.String("key", "", "private key file for -host")
 	flagHostKey  = flag.String("hostkey", "", "the host's public host key (authorized_keys format, e.g. ssh_host_ed25519_key.pub) for -host")
 	flagState    = flag.String("state", "", "sshhost state file, so leases outlive this process (needed for -lease)")
