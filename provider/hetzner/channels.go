@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"regexp"
 	"sort"
 	"strconv"
@@ -80,6 +81,13 @@ func (d *Driver) ChannelHistory(ctx context.Context, channel string) ([]provider
 // at that version (-1: never set); a racing promotion that claimed the next
 // version first makes it fail with ErrConflict. Without IfVersion it lands on
 // top of whatever won.
+//
+// After the record is created, the channel is mirrored onto image labels
+// (see ChannelLabelKey): the new image is labelled current, the displaced
+// one previous, and the label is removed from the image that was previous
+// before. Should that fail, the entry is returned with an error saying that
+// the channel moved; SyncChannelLabels (or the next SetChannel) repairs the
+// labels.
 func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
 	if err := checkChannel(req.Channel); err != nil {
 		return nil, err
@@ -107,6 +115,16 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		e, err := d.claimVersion(ctx, req, cur+1)
 		if err == nil {
+			// The record decided the promotion; now mirror it onto the
+			// image labels. This finishes even if ctx ends meanwhile
+			// (bounded by the cleanup timeout): the channel has moved.
+			mctx, cancel := d.detached(ctx)
+			merr := d.mirrorChannel(mctx, req.Channel)
+			cancel()
+			if merr != nil {
+				return e, fmt.Errorf("hetzner: channel %s now points at image %s (version %d), but its image labels could not be written (SyncChannelLabels repairs them): %w",
+					req.Channel, e.ImageID, e.Version, merr)
+			}
 			return e, nil
 		}
 		if !errors.Is(err, provider.ErrConflict) || req.IfVersion != 0 {
@@ -262,8 +280,8 @@ func (d *Driver) recordEntry(k *hcloud.SSHKey) (provider.ChannelEntry, bool) {
 	return e, true
 }
 
-// DeleteChannel removes every record of a channel. Deleting a channel that
-// does not exist is not an error.
+// DeleteChannel removes every record of a channel and its image labels.
+// Deleting a channel that does not exist is not an error.
 func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
 	if err := checkChannel(channel); err != nil {
 		return err
@@ -273,7 +291,14 @@ func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
 	if err != nil {
 		return mapErr("list channel records", err)
 	}
-	return d.deleteKeys(ctx, keys)
+	if err := d.deleteKeys(ctx, keys); err != nil {
+		return err
+	}
+	key, err := d.ChannelLabelKey(channel)
+	if err != nil {
+		return err
+	}
+	return d.writeChannelLabels(ctx, key, channelHead{})
 }
 
 // PruneChannel deletes the oldest records of a channel so that at most keep

@@ -63,8 +63,30 @@
 // generated public keys whose private halves are discarded at once, so
 // nobody can log in with them. Current = highest version; history = all
 // records, oldest first (a rollback is a new version pointing at the older
-// image). Everything is read back from Hetzner alone. DeleteChannel removes a channel's records and PruneChannel
-// keeps only the newest ones.
+// image). Everything is read back from Hetzner alone. DeleteChannel removes
+// a channel's records and PruneChannel keeps only the newest ones.
+//
+// The channel is also mirrored onto image labels: after each SetChannel the
+// current image carries "crabbox-channel-CHANNEL=current" and the image it
+// displaced "crabbox-channel-CHANNEL=previous" (ChannelLabelKey; the image
+// that was previous before loses the label), next to the known-good and
+// status marks the SDK keeps in the crabbox-status labels. So the promoted
+// image, the one before it and the known-good ones can be read from the
+// images themselves, by label selector in the console or with
+// ChannelImagesFromLabels, without crabbox's records.
+//
+// Both exist because neither does the other's job. Labels cannot be
+// written conditionally (an update replaces the whole set, with no version
+// check), so they cannot decide a race between two promotions, and they
+// hold no history; the SSH-key records can, through the API's name
+// uniqueness, and keep every version. The records are therefore the source
+// of truth that CurrentChannel, ChannelHistory and conditional sets read;
+// the labels follow them. A label writer re-checks the records after
+// writing and starts over when the channel moved, so after racing
+// promotions have returned the labels show the winner. A channel on a
+// system image (which cannot carry labels) has records only. If writing the
+// labels fails, SetChannel says so in its error and SyncChannelLabels
+// rewrites them from the records.
 //
 // A lease key left behind by an interrupted release (server gone, key
 // still there) is removed by DeleteOrphanKeys, once it is older than a grace
