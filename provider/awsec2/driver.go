@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,6 +133,7 @@ type options struct {
 	sshCIDR       string
 	privateIP     bool
 	instanceProf  string // name or ARN
+	instanceRole  string // ARN of the profile's role, for the IAM policy
 	types         map[string][]string
 	spot          bool
 	spotFallback  bool
@@ -208,6 +210,19 @@ func WithPrivateIP(private bool) Option {
 // every instance.
 func WithInstanceProfile(nameOrARN string) Option {
 	return func(o *options) error { o.instanceProf = nameOrARN; return nil }
+}
+
+// WithInstanceProfileRole names the ARN of the role inside the instance
+// profile (WithInstanceProfile), so that Policy grants iam:PassRole on that
+// role only. It changes nothing else.
+func WithInstanceProfileRole(roleARN string) Option {
+	return func(o *options) error {
+		if !strings.HasPrefix(roleARN, "arn:") || !strings.Contains(roleARN, ":role/") {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: %q is not an IAM role ARN", roleARN)
+		}
+		o.instanceRole = roleARN
+		return nil
+	}
 }
 
 // WithMachineTypes sets the ordered fallback list of instance types for a

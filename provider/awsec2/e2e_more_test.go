@@ -103,7 +103,7 @@ func TestCleanupKeepsImagesInUse(t *testing.T) {
 	if err := e.d.DeleteImage(ctx, used.ID); err != nil {
 		t.Fatal(err)
 	}
-	eud, err := awsec2.New(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint), awsec2.WithRegion("eu-west-1"),
+	eud, err := newRecordedDriver(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint), awsec2.WithRegion("eu-west-1"),
 		awsec2.WithCleanupBackoff(time.Millisecond, 5*time.Millisecond, 6))
 	if err != nil {
 		t.Fatal(err)

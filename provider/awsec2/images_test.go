@@ -304,7 +304,7 @@ func TestCopyImageToRegionWithTags(t *testing.T) {
 		t.Errorf("copy snapshot tags = %v, %v", so, err)
 	}
 	// Clean up in eu-west-1 with a driver for that region.
-	eud, err := awsec2.New(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint), awsec2.WithRegion("eu-west-1"),
+	eud, err := newRecordedDriver(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint), awsec2.WithRegion("eu-west-1"),
 		awsec2.WithCleanupBackoff(time.Millisecond, 5*time.Millisecond, 6))
 	if err != nil {
 		t.Fatal(err)

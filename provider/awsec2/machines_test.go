@@ -318,7 +318,7 @@ func TestSpotFallsBackToOnDemand(t *testing.T) {
 func TestCreateMachineNeedsSSHCIDROrGroup(t *testing.T) {
 	moto.Require(t, motoErr)
 	e := newEnv(t)
-	d, err := awsec2.New(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint))
+	d, err := newRecordedDriver(e.cfg, awsec2.WithEndpoint(motoSrv.Endpoint))
 	if err != nil {
 		t.Fatal(err)
 	}

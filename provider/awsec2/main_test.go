@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,11 +39,59 @@ var (
 	motoSrv *moto.Server
 	motoErr error
 
-	// calledOps records every EC2 and SSM operation a driver under test made
-	// (not the tests' own inspection calls), for the IAM policy test.
-	calledMu  sync.Mutex
-	calledOps = map[string]bool{}
+	// recorders holds, per driver under test, every EC2 and SSM operation
+	// the driver made (not the tests' own inspection calls), for the IAM
+	// policy check.
+	recMu     sync.Mutex
+	recorders []*recorder
 )
+
+// recorder records the operations one driver made.
+type recorder struct {
+	d      *awsec2.Driver
+	ops    map[string]bool // "ec2:RunInstances"
+	tagged map[string]bool // operations called with TagSpecifications
+}
+
+func (r *recorder) middleware(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("crabbox-record-op",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			svc := strings.ToLower(awsmiddleware.GetServiceID(ctx))
+			op := awsmiddleware.GetOperationName(ctx)
+			recMu.Lock()
+			r.ops[svc+":"+op] = true
+			if hasTagSpecifications(in.Parameters) {
+				r.tagged[op] = true
+			}
+			recMu.Unlock()
+			return next.HandleInitialize(ctx, in)
+		}), middleware.After)
+}
+
+func hasTagSpecifications(params any) bool {
+	v := reflect.ValueOf(params)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	f := v.Elem().FieldByName("TagSpecifications")
+	return f.IsValid() && f.Kind() == reflect.Slice && f.Len() > 0
+}
+
+// newRecordedDriver builds a driver on cfg whose calls are checked against
+// its own policy at the end of the run.
+func newRecordedDriver(cfg aws.Config, opts ...awsec2.Option) (*awsec2.Driver, error) {
+	r := &recorder{ops: map[string]bool{}, tagged: map[string]bool{}}
+	cfg.APIOptions = append(append([]func(*middleware.Stack) error(nil), cfg.APIOptions...), r.middleware)
+	d, err := awsec2.New(cfg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	r.d = d
+	recMu.Lock()
+	recorders = append(recorders, r)
+	recMu.Unlock()
+	return d, nil
+}
 
 func TestMain(m *testing.M) {
 	flag.Parse() // a bad flag exits here, before moto starts
@@ -50,53 +100,71 @@ func TestMain(m *testing.M) {
 	if motoSrv != nil {
 		motoSrv.Close()
 	}
-	if code == 0 && motoErr == nil && !testing.Short() {
+	if code == 0 && motoErr == nil {
 		code = checkPolicyCoversCalls()
 	}
 	os.Exit(code)
 }
 
-// checkPolicyCoversCalls fails the run when the driver called an operation
-// its generated IAM policy does not grant.
+// checkPolicyCoversCalls fails the run when a driver called an operation
+// its own IAM policy (from its own options) does not grant, or tagged at
+// creation in a call the policy's ec2:CreateAction condition does not list.
 func checkPolicyCoversCalls() int {
-	d, err := awsec2.NewFromClients(&ec2.Client{}, &ssm.Client{}, awsec2.WithInstanceProfile("x"))
-	if err != nil {
-		fmt.Println("policy check:", err)
-		return 1
-	}
-	granted := map[string]bool{}
-	for _, a := range d.PolicyActions() {
-		granted[a] = true
-	}
-	calledMu.Lock()
-	defer calledMu.Unlock()
-	var missing []string
-	for op := range calledOps {
-		if !granted[op] {
-			missing = append(missing, op)
+	recMu.Lock()
+	defer recMu.Unlock()
+	fail, total := false, map[string]bool{}
+	for _, r := range recorders {
+		for op := range r.ops {
+			total[op] = true
+		}
+		missing, untaggable := policyGaps(r.d, r.ops, r.tagged)
+		if len(missing) > 0 {
+			fmt.Printf("FAIL: a driver called operations its IAM policy does not grant: %v\n", missing)
+			fail = true
+		}
+		if len(untaggable) > 0 {
+			fmt.Printf("FAIL: a driver tagged at creation in calls its policy's ec2:CreateAction condition omits: %v\n", untaggable)
+			fail = true
 		}
 	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
-		fmt.Printf("FAIL: the driver called operations its IAM policy does not grant: %v\n", missing)
+	if fail {
 		return 1
 	}
-	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" && len(calledOps) < 10 {
-		fmt.Printf("FAIL: policy check recorded only %d operations; the recorder is broken\n", len(calledOps))
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" && len(total) < 10 {
+		fmt.Printf("FAIL: policy check recorded only %d operations; the recorder is broken\n", len(total))
 		return 1
 	}
 	return 0
 }
 
-func recordOps(stack *middleware.Stack) error {
-	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("crabbox-record-op",
-		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
-			svc := strings.ToLower(awsmiddleware.GetServiceID(ctx))
-			calledMu.Lock()
-			calledOps[svc+":"+awsmiddleware.GetOperationName(ctx)] = true
-			calledMu.Unlock()
-			return next.HandleInitialize(ctx, in)
-		}), middleware.After)
+// policyGaps returns the operations d's policy does not grant and the
+// operations tagged at creation that its CreateTags condition omits.
+func policyGaps(d *awsec2.Driver, ops, tagged map[string]bool) (missing, untaggable []string) {
+	granted := map[string]bool{}
+	for _, a := range d.PolicyActions() {
+		granted[a] = true
+	}
+	onCreate := map[string]bool{}
+	for _, st := range d.Policy().Statement {
+		if slices.Contains(st.Action, "ec2:CreateTags") {
+			for _, a := range st.Condition["StringEquals"]["ec2:CreateAction"] {
+				onCreate[a] = true
+			}
+		}
+	}
+	for op := range ops {
+		if !granted[op] {
+			missing = append(missing, op)
+		}
+	}
+	for op := range tagged {
+		if !onCreate[op] {
+			untaggable = append(untaggable, op)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(untaggable)
+	return missing, untaggable
 }
 
 // env is one test's view of moto: a driver under test, raw clients for
@@ -137,14 +205,13 @@ func (e *env) build(rt http.RoundTripper, opts ...awsec2.Option) *env {
 	t := e.t
 	t.Helper()
 	cfg := baseConfig(rt)
-	cfg.APIOptions = append(cfg.APIOptions, recordOps)
 	e.cfg = cfg
 	all := append([]awsec2.Option{
 		awsec2.WithEndpoint(motoSrv.Endpoint),
 		awsec2.WithSSHCIDR(sshCIDR),
 		awsec2.WithCleanupBackoff(time.Millisecond, 5*time.Millisecond, 6),
 	}, opts...)
-	d, err := awsec2.New(cfg, all...)
+	d, err := newRecordedDriver(cfg, all...)
 	if err != nil {
 		t.Fatal(err)
 	}

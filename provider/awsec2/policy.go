@@ -6,13 +6,15 @@ import (
 	"strings"
 )
 
-// PolicyStatement is one statement of an IAM policy document.
+// PolicyStatement is one statement of an IAM policy document. Condition
+// maps an operator ("StringEquals") to keys and their allowed values (any
+// of them matches).
 type PolicyStatement struct {
-	Sid       string                       `json:"Sid"`
-	Effect    string                       `json:"Effect"`
-	Action    []string                     `json:"Action"`
-	Resource  []string                     `json:"Resource"`
-	Condition map[string]map[string]string `json:"Condition,omitempty"`
+	Sid       string                         `json:"Sid"`
+	Effect    string                         `json:"Effect"`
+	Action    []string                       `json:"Action"`
+	Resource  []string                       `json:"Resource"`
+	Condition map[string]map[string][]string `json:"Condition,omitempty"`
 }
 
 // PolicyDocument is an IAM policy document.
@@ -21,15 +23,51 @@ type PolicyDocument struct {
 	Statement []PolicyStatement `json:"Statement"`
 }
 
-// Policy returns the least-privilege IAM policy the driver needs with its
-// current options: read-only EC2 calls on "*", creation calls on "*" (EC2
-// offers no useful resource scoping for them), every destructive or mutating
-// call on existing resources only where they carry the crabbox=true tag, and
-// SSM calls only on the channel parameters under the configured prefix.
-// A test proves every operation the driver makes appears here.
+// TagOnCreateActions are the EC2 calls the driver tags resources in at
+// creation (TagSpecifications); the policy lets ec2:CreateTags run only as
+// part of them (condition ec2:CreateAction) or on resources already tagged
+// crabbox=true.
+var TagOnCreateActions = []string{"CopyImage", "CreateImage", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"}
+
+// Policy returns the IAM policy the driver needs with its current options.
+//
+// What it scopes:
+//   - ec2:CreateTags runs only as part of a creating call the driver makes
+//     (condition ec2:CreateAction in TagOnCreateActions, so only on the
+//     resource being created) or on resources already tagged crabbox=true:
+//     the role cannot mark an arbitrary existing resource crabbox-owned and
+//     then delete it.
+//   - Every destructive or mutating call on existing resources
+//     (TerminateInstances, DeregisterImage, DeleteSnapshot, DeleteKeyPair,
+//     DeleteTags, CreateTags, protection and deprecation,
+//     AuthorizeSecurityGroupIngress) needs the crabbox=true tag on the
+//     resource.
+//   - SSM calls reach only the channel parameters under the configured
+//     prefix.
+//   - iam:PassRole is granted only with an instance profile, only towards
+//     EC2, and only on the profile's role when WithInstanceProfileRole names
+//     it.
+//
+// What is still broad, and why:
+//   - ec2:Describe* on "*": EC2 describe calls support no resource-level
+//     permissions.
+//   - RunInstances, CreateImage, CopyImage, CreateSecurityGroup and
+//     ImportKeyPair on "*": they touch resources the request does not tag
+//     (images, subnets, security groups, network interfaces), so a
+//     request-tag condition would need one statement per resource type. The
+//     role can therefore launch any instance type from any image in any
+//     subnet; bound that with quotas or an SCP.
+//   - The SSM parameter ARN leaves region and account as wildcards.
+//   - Without WithInstanceProfileRole, iam:PassRole is on the account's
+//     roles (instance profile given as an ARN) or on "*" (given as a name),
+//     limited only by iam:PassedToService ec2.amazonaws.com.
+//
+// A test proves every operation the driver makes is granted by the policy
+// of that driver, and that every call it tags at creation is in
+// TagOnCreateActions.
 func (d *Driver) Policy() PolicyDocument {
 	prefix := d.o.ssmPrefix
-	owned := map[string]map[string]string{"StringEquals": {"aws:ResourceTag/" + TagManaged: "true"}}
+	owned := map[string]map[string][]string{"StringEquals": {"aws:ResourceTag/" + TagManaged: {"true"}}}
 	doc := PolicyDocument{Version: "2012-10-17", Statement: []PolicyStatement{
 		{
 			Sid:    "CrabboxDescribe",
@@ -45,15 +83,22 @@ func (d *Driver) Policy() PolicyDocument {
 			Sid:    "CrabboxCreate",
 			Effect: "Allow",
 			Action: []string{
-				"ec2:AuthorizeSecurityGroupIngress", "ec2:CopyImage", "ec2:CreateImage", "ec2:CreateSecurityGroup",
-				"ec2:CreateTags", "ec2:ImportKeyPair", "ec2:RunInstances",
+				"ec2:CopyImage", "ec2:CreateImage", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances",
 			},
 			Resource: []string{"*"},
+		},
+		{
+			Sid:       "CrabboxTagOnCreate",
+			Effect:    "Allow",
+			Action:    []string{"ec2:CreateTags"},
+			Resource:  []string{"*"},
+			Condition: map[string]map[string][]string{"StringEquals": {"ec2:CreateAction": append([]string(nil), TagOnCreateActions...)}},
 		},
 		{
 			Sid:    "CrabboxOwnedOnly",
 			Effect: "Allow",
 			Action: []string{
+				"ec2:AuthorizeSecurityGroupIngress", "ec2:CreateTags",
 				"ec2:DeleteKeyPair", "ec2:DeleteSnapshot", "ec2:DeleteTags", "ec2:DeregisterImage",
 				"ec2:DisableImageDeregistrationProtection", "ec2:EnableImageDeprecation",
 				"ec2:EnableImageDeregistrationProtection", "ec2:TerminateInstances",
@@ -74,21 +119,42 @@ func (d *Driver) Policy() PolicyDocument {
 	if d.o.instanceProf != "" {
 		doc.Statement = append(doc.Statement, PolicyStatement{
 			Sid: "CrabboxPassInstanceRole", Effect: "Allow", Action: []string{"iam:PassRole"},
-			Resource:  []string{"*"},
-			Condition: map[string]map[string]string{"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+			Resource:  []string{d.passRoleResource()},
+			Condition: map[string]map[string][]string{"StringEquals": {"iam:PassedToService": {"ec2.amazonaws.com"}}},
 		})
 	}
 	return doc
 }
 
+// passRoleResource is the role iam:PassRole is granted on: the configured
+// role, else every role of the instance profile's account (when the profile
+// is an ARN), else "*".
+func (d *Driver) passRoleResource() string {
+	if d.o.instanceRole != "" {
+		return d.o.instanceRole
+	}
+	// arn:PARTITION:iam::ACCOUNT:instance-profile/NAME
+	if parts := strings.SplitN(d.o.instanceProf, ":", 6); len(parts) == 6 && parts[0] == "arn" && parts[2] == "iam" && parts[4] != "" {
+		return "arn:" + parts[1] + ":iam::" + parts[4] + ":role/*"
+	}
+	return "*"
+}
+
 // PolicyJSON returns Policy as indented JSON.
 func (d *Driver) PolicyJSON() ([]byte, error) { return json.MarshalIndent(d.Policy(), "", "  ") }
 
-// PolicyActions returns every action in Policy, sorted ("ec2:RunInstances").
+// PolicyActions returns every action in Policy once, sorted
+// ("ec2:RunInstances").
 func (d *Driver) PolicyActions() []string {
+	seen := map[string]bool{}
 	var res []string
 	for _, s := range d.Policy().Statement {
-		res = append(res, s.Action...)
+		for _, a := range s.Action {
+			if !seen[a] {
+				seen[a] = true
+				res = append(res, a)
+			}
+		}
 	}
 	sort.Strings(res)
 	return res
