@@ -25,7 +25,9 @@ import (
 // scripts on the box over the lease's one SSH connection. The display is
 // ${CRABBOX_DISPLAY:-:99} on the box (crabbox boxes run Xvfb on :99; a
 // test host may export another display); crabbox state paths are resolved
-// below ${CRABBOX_FS_ROOT} like the smoke checks do.
+// below ${CRABBOX_FS_ROOT} like the smoke checks do. An emulated box (one
+// with ${CRABBOX_FS_ROOT} set, running on a host) has a display only when it
+// sets CRABBOX_DISPLAY: the host's :99 is not the box's.
 
 // Exit codes of the desktop scripts, beside exitNoDisplay and exitNoTool.
 const (
@@ -74,9 +76,10 @@ type boxRunner interface {
 
 // desktopPrelude is shared by the desktop scripts.
 const desktopPrelude = `R="${CRABBOX_FS_ROOT:-}"
-D="${CRABBOX_DISPLAY:-:99}"
+if [ -n "$R" ]; then D="${CRABBOX_DISPLAY:-}"; else D="${CRABBOX_DISPLAY:-:99}"; fi
 n="${D#:}"; n="${n%%.*}"
 need_display() {
+  if [ -z "$D" ]; then echo "crabbox: no X display (CRABBOX_DISPLAY is not set on this emulated box)" >&2; exit 90; fi
   if [ ! -S "/tmp/.X11-unix/X$n" ]; then echo "crabbox: no X display $D" >&2; exit 90; fi
 }
 need() {
