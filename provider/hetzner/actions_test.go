@@ -219,14 +219,20 @@ func TestCreateImageWaitsAndReportsAFailedActionAsAFailedImage(t *testing.T) {
 	if err != nil || got.State != provider.ImageFailed || !strings.Contains(got.StateReason, "disk read error") {
 		t.Fatalf("GetImage of the failed snapshot = %+v, %v", got, err)
 	}
-	// Another call with the token is a new attempt: the failed snapshot is
-	// replaced, not adopted.
+	// A repeated call with the token adopts the failed snapshot as it is
+	// (kept for inspection, as on other providers), reason included.
 	again, err := e.d.CreateImage(ctx, req)
-	if err != nil || again.State != provider.ImageAvailable || again.ID == im.ID {
-		t.Fatalf("second attempt = %+v, %v; want a new available snapshot", again, err)
+	if err != nil || again.ID != im.ID || again.State != provider.ImageFailed || !strings.Contains(again.StateReason, "disk read error") {
+		t.Fatalf("repeated call = %+v, %v; want the failed snapshot %s adopted", again, err, im.ID)
 	}
-	if ims := e.fake.Images(); len(ims) != 1 || ims[0].ID != mustID(t, again.ID) {
-		t.Fatalf("fake images = %+v, want only the new snapshot", ims)
+	if ims := e.fake.Images(); len(ims) != 1 || calls.Load() != 1 {
+		t.Fatalf("fake images = %+v after %d snapshots, want only the failed one", ims, calls.Load())
+	}
+	// A new token makes a new snapshot, which succeeds this time.
+	req.Token = "tok2"
+	ok, err := e.d.CreateImage(ctx, req)
+	if err != nil || ok.State != provider.ImageAvailable || ok.ID == im.ID {
+		t.Fatalf("new attempt = %+v, %v; want a new available snapshot", ok, err)
 	}
 }
 

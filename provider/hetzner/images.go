@@ -18,7 +18,8 @@ import (
 // is req.Name (Hetzner snapshots have no name of their own); req.Description
 // is not stored. A retried call with the same token, or an ambiguous
 // failure, adopts the snapshot carrying the token instead of creating a
-// second one; a failed snapshot found that way is deleted and made anew.
+// second one (a failed one too: it is returned failed, never replaced
+// behind the caller's back).
 //
 // When ctx ends during the wait, the pending snapshot is returned with the
 // error, so the caller can keep or delete it. When the action fails, the
@@ -53,15 +54,9 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 			}
 			return nil, err
 		}
-		if im != nil && imageState(im.Status) == provider.ImageFailed {
-			// An earlier attempt's snapshot failed and is worthless:
-			// another call with its token is a new attempt.
-			if _, err := d.c.Image.Delete(ctx, im); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-				return d.imageView(ctx, im), mapErr("delete failed snapshot", err)
-			}
-			im = nil
-		}
 		if im != nil {
+			// Also a failed one: it is returned as it is (failed, with its
+			// reason) and kept for inspection, as on other providers.
 			return d.settleImage(ctx, im, nil)
 		}
 	}
