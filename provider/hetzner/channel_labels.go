@@ -220,7 +220,7 @@ func (d *Driver) writeChannelLabels(ctx context.Context, key string, head channe
 	for _, im := range ims {
 		id := strconv.FormatInt(im.ID, 10)
 		have[id] = im.Labels[key]
-		if w := want[id]; w != im.Labels[key] && w == "" {
+		if want[id] == "" {
 			errs = append(errs, d.setImageLabel(ctx, id, key, ""))
 		}
 	}
