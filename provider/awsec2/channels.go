@@ -75,10 +75,10 @@ func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.
 //
 // Readers can see the losing value: from the moment the losing write lands
 // until the compensating write lands (normally two SSM round trips; at most
-// compensationTimeout), GetParameter and launches resolving
+// 30 seconds), GetParameter and launches resolving
 // resolve:ssm:<parameter> get the image of the promotion that lost. The
 // compensation runs on a context detached from the caller's cancellation
-// (bounded by compensationTimeout), so a caller giving up mid-way does not
+// (bounded by 30 seconds), so a caller giving up mid-way does not
 // leave the losing value in place. If the compensation itself fails, the
 // losing value stays current: the returned error then joins the ErrConflict
 // with a *CompensationError naming the version that was not restored, and
