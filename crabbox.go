@@ -382,6 +382,10 @@ func (c *Client) opErr(op, id string, err error) error {
 func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := fn(ctx)
+		var fin *finalError
+		if errors.As(err, &fin) {
+			return v, fin.err
+		}
 		if err == nil || !provider.Retryable(err) || attempt >= c.o.retryAttempts {
 			return v, err
 		}
@@ -397,6 +401,13 @@ func retry[T any](ctx context.Context, c *Client, what string, fn func(context.C
 		}
 	}
 }
+
+// finalError tells retry not to repeat a call even though its error is
+// transient: the call already had an effect.
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
 
 func retryErr(ctx context.Context, c *Client, what string, fn func(context.Context) error) error {
 	_, err := retry(ctx, c, what, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })

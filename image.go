@@ -560,11 +560,21 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	}
 	// A conditional set is not retried on conflict: someone else promoted.
 	e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-		return chs.SetChannel(ctx, provider.SetChannelRequest{Channel: o.channel, ImageID: img.ID,
+		e, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: o.channel, ImageID: img.ID,
 			Operator: sanitizeLabelValue(c.o.operator), IfVersion: ifVersion})
+		if err != nil && e != nil {
+			// The channel moved but the driver's follow-up work failed:
+			// repeating the conditional set would only report a conflict.
+			return e, &finalError{err}
+		}
+		return e, err
 	})
+	var setErr error
 	if err != nil {
-		return nil, err
+		if e == nil || e.ImageID != img.ID {
+			return nil, err
+		}
+		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
 	}
 	now := formatLabelTime(c.o.now())
 	lbl := map[string]string{LabelStatusAt: now}
@@ -586,7 +596,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	}
 	c.emit(Event{Kind: kind, Resource: "channel", ID: o.channel, State: img.ID, Message: msg})
 	return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: e.Version, At: e.At,
-		Operator: c.o.operator, Forced: o.forceReason}, nil
+		Operator: c.o.operator, Forced: o.forceReason}, setErr
 }
 
 // Promoted returns the image a channel points at; ErrNotFound if the channel
@@ -676,9 +686,9 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 	}
 	o := promoteOptions{channel: channel, forceReason: "rollback: " + reason}
 	last := hist[len(hist)-1]
-	pr, err := c.setChannel(ctx, im, chs, target, o, EventRolledBack, &last)
-	if err != nil {
-		return nil, err
+	pr, setErr := c.setChannel(ctx, im, chs, target, o, EventRolledBack, &last)
+	if pr == nil {
+		return nil, setErr
 	}
 	pr.Forced = ""
 	if err := c.markStatus(ctx, im, current, StatusFailed); err != nil {
@@ -689,7 +699,7 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 	if err := c.retire(ctx, current); err != nil {
 		return pr, fmt.Errorf("rolled back to %s: %w", target.ID, err)
 	}
-	return pr, nil
+	return pr, setErr
 }
 
 func (c *Client) markStatus(ctx context.Context, im provider.Images, id, status string) error {

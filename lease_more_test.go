@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,4 +220,40 @@ func TestRollbackRacingAPromotionIsAConflict(t *testing.T) {
 	img, err := c.GetImage(ctx, b.ID)
 	require.NoError(t, err)
 	assert.NotEqual(t, crabbox.StatusFailed, img.Status, "nothing was marked failed by the lost rollback")
+}
+
+// halfSet moves the channel, then reports a transient failure of its
+// follow-up work (as the Hetzner driver does when mirroring labels fails).
+type halfSet struct {
+	*crabboxtest.Cloud
+	calls atomic.Int32
+}
+
+func (h *halfSet) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	h.calls.Add(1)
+	e, err := h.Cloud.SetChannel(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return e, provider.Errorf(provider.ErrUnavailable, "mirroring labels failed")
+}
+
+func TestPromoteWhoseChannelMovedIsNotRetried(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	rep := proveImage(t, ctx, c, a.ID)
+	h := &halfSet{Cloud: cloud}
+	hc := localClient(t, h)
+	pr, err := hc.Promote(ctx, a.ID, crabbox.WithProof(rep))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, crabbox.ErrUnavailable)
+	assert.NotErrorIs(t, err, crabbox.ErrConflict, "a retried conditional set would report a conflict")
+	require.NotNil(t, pr, "the promotion happened and is returned with the error")
+	assert.Equal(t, a.ID, pr.Image.ID)
+	assert.EqualValues(t, 1, h.calls.Load())
+	cur, err := c.Promoted(ctx, crabbox.DefaultChannel)
+	require.NoError(t, err)
+	assert.Equal(t, a.ID, cur.ID)
 }

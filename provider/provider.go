@@ -171,8 +171,10 @@ type CreateMachineRequest struct {
 
 // Machines manages machines.
 type Machines interface {
-	// CreateMachine creates a machine and returns it as soon as the backend
-	// accepted it (it may still be pending and have no SSHAddr). On a
+	// CreateMachine creates a machine and returns it once the backend
+	// accepted it, or once its create action finished where the backend has
+	// such actions (it may still be pending and have no SSHAddr; the SDK
+	// polls GetMachine). On a
 	// capacity or quota error for the type, return an error wrapping
 	// ErrCapacity. If the backend created something before failing, return
 	// it with the error so the caller can delete it.
@@ -282,6 +284,8 @@ type SetChannelRequest struct {
 type Channels interface {
 	// CurrentChannel returns ErrNotFound when the channel was never set.
 	CurrentChannel(ctx context.Context, channel string) (*ChannelEntry, error)
+	// SetChannel returns the new entry. If the channel moved but follow-up
+	// work failed (e.g. mirroring labels), return the entry with the error.
 	SetChannel(ctx context.Context, req SetChannelRequest) (*ChannelEntry, error)
 	// ChannelHistory returns every value the channel had, oldest first.
 	ChannelHistory(ctx context.Context, channel string) ([]ChannelEntry, error)
