@@ -321,7 +321,9 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	}
 	taken := map[string]bool{}
 	for _, m := range live {
-		taken[m.Labels[LabelSlug]] = true
+		if m.State != provider.MachineTerminated {
+			taken[m.Labels[LabelSlug]] = true
+		}
 	}
 	slug := uniqueSlug(LeaseSlug(id), taken)
 
@@ -868,7 +870,10 @@ var ErrNoDisplay = errors.New("no display")
 // ErrMissingTool: a tool the operation needs is not installed on the box.
 var ErrMissingTool = errors.New("missing tool")
 
-const screenshotScript = `export DISPLAY="${CRABBOX_DISPLAY:-:99}"
+const screenshotScript = `if [ -n "${CRABBOX_FS_ROOT:-}" ] && [ -z "${CRABBOX_DISPLAY:-}" ]; then
+  echo "crabbox: emulated box without a display of its own" >&2; exit 90
+fi
+export DISPLAY="${CRABBOX_DISPLAY:-:99}"
 n="${DISPLAY#:}"; n="${n%%.*}"
 if [ ! -S "/tmp/.X11-unix/X$n" ]; then echo "crabbox: no X display $DISPLAY" >&2; exit 90; fi
 if command -v scrot >/dev/null 2>&1; then exec scrot -o -
@@ -1055,6 +1060,13 @@ func (c *Client) Lease(ctx context.Context, idOrSlug string) (*Lease, error) {
 	if err != nil {
 		return nil, c.opErr("lease", idOrSlug, err)
 	}
+	live := ms[:0]
+	for _, m := range ms {
+		if m.State != provider.MachineTerminated {
+			live = append(live, m)
+		}
+	}
+	ms = live
 	if len(ms) == 0 {
 		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("no live lease %s: %w", idOrSlug, ErrNotFound))
 	}

@@ -257,3 +257,16 @@ func TestPromoteWhoseChannelMovedIsNotRetried(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, a.ID, cur.ID)
 }
+
+func TestScreenshotOfAnEmulatedBoxWithoutDisplay(t *testing.T) {
+	// A local-cloud lease without a desktop must not capture the host's
+	// :99 even when the host runs one.
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	l, err := c.Warmup(ctx)
+	require.NoError(t, err)
+	defer l.Release(context.Background())
+	_, err = l.Screenshot(ctx)
+	assert.ErrorIs(t, err, crabbox.ErrNoDisplay)
+}

@@ -181,7 +181,10 @@ type Machines interface {
 	CreateMachine(ctx context.Context, req CreateMachineRequest) (*Machine, error)
 	// GetMachine returns ErrNotFound for unknown or terminated machines.
 	GetMachine(ctx context.Context, id string) (*Machine, error)
-	// ListMachines returns live machines having all the given labels.
+	// ListMachines returns the machines having all the given labels: live
+	// ones, and ones that terminated on their own but were not released
+	// yet (State MachineTerminated), so the SDK can release what the driver
+	// made for them.
 	ListMachines(ctx context.Context, labels map[string]string) ([]*Machine, error)
 	// DeleteMachine deletes a machine and what the driver created for it
 	// (key pairs, ...). Deleting a machine that is already gone returns nil.
