@@ -311,7 +311,12 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer cancel()
 	nc, err := c.handshake(hctx)
-	if err != nil && ctx.Err() == nil && hctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+	// A deadline error while the caller's own deadline has not passed is
+	// our bound. (Timers fire a little late, so compare times rather than
+	// asking the contexts whether they are done yet.)
+	callerDL, hasCallerDL := ctx.Deadline()
+	ours := ctx.Err() == nil && (!hasCallerDL || time.Now().Before(callerDL))
+	if err != nil && ours && errors.Is(err, context.DeadlineExceeded) {
 		// Our own bound, not the caller's: a retryable failure.
 		return nil, provider.Wrap(provider.ErrUnavailable,
 			fmt.Errorf("sshx: connect %s: no SSH session within %v", c.cfg.Addr, c.cfg.HandshakeTimeout))
