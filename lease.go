@@ -213,7 +213,11 @@ func validChannel(ch string) error {
 }
 
 // Lease is a machine leased for a while, reached over one SSH connection.
-// Its methods are safe for concurrent use.
+// Its methods are safe for concurrent use. Its exported fields describe the
+// lease as it was obtained; Touch and Extend update TTL and Expires, so do
+// not read those while another goroutine touches or extends the lease.
+// A Lease decoded from JSON is a record only: its methods need a Lease
+// from Client.Warmup, Client.Lease or Client.Leases.
 type Lease struct {
 	ID          string            `json:"id"`
 	Slug        string            `json:"slug"`
