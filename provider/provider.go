@@ -317,6 +317,14 @@ type UsageFinder interface {
 	ImageUsage(ctx context.Context, id string) ([]string, error)
 }
 
+// OrphanSweeper deletes what the driver made for machines that no longer
+// exist (key pairs, SSH keys), leaving anything younger than a grace period
+// (a lease may be between uploading its key and creating its machine).
+// Client.Reap calls it after releasing expired leases.
+type OrphanSweeper interface {
+	SweepOrphans(ctx context.Context) (int, error)
+}
+
 // ChannelVersionMarker records on the channel store itself that a channel
 // version was verified known-good (an SSM parameter version label on AWS),
 // in addition to the image status label the SDK writes.
