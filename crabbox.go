@@ -131,6 +131,7 @@ const (
 	EventLeaseWaiting   EventKind = "lease.waiting"
 	EventLeaseReady     EventKind = "lease.ready"
 	EventLeaseReleased  EventKind = "lease.released"
+	EventOrphansSwept   EventKind = "lease.orphans-swept"
 	EventTypeFallback   EventKind = "lease.type-fallback"
 	EventImagePreparing EventKind = "image.preparing"
 	EventImageCreating  EventKind = "image.creating"

@@ -1104,7 +1104,9 @@ func (c *Client) Leases(ctx context.Context) ([]*Lease, error) {
 // readiness wait may take up to 45 minutes). Machines that already
 // terminated themselves (the box's own TTL shutdown) are released too,
 // so the driver removes what it made for them (key pairs, SSH keys). Reap
-// goes on past individual failures and returns them joined.
+// goes on past individual failures and returns them joined. Where the
+// driver can (provider.OrphanSweeper), it then deletes keys left by
+// machines that vanished without a release.
 func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 	ms, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
 		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
@@ -1132,6 +1134,15 @@ func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 			continue
 		}
 		reaped = append(reaped, l)
+	}
+	if sw, ok := c.drv.(provider.OrphanSweeper); ok {
+		n, err := retry(ctx, c, "lease", sw.SweepOrphans)
+		if err != nil {
+			errs = append(errs, c.opErr("reap", "", fmt.Errorf("sweeping orphaned keys: %w", err)))
+		} else if n > 0 {
+			c.emit(Event{Kind: EventOrphansSwept, Resource: "lease", State: "swept",
+				Message: fmt.Sprintf("deleted %d keys left by machines that no longer exist", n)})
+		}
 	}
 	return reaped, errors.Join(errs...)
 }

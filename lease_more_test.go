@@ -270,3 +270,28 @@ func TestScreenshotOfAnEmulatedBoxWithoutDisplay(t *testing.T) {
 	_, err = l.Screenshot(ctx)
 	assert.ErrorIs(t, err, crabbox.ErrNoDisplay)
 }
+
+type sweepingCloud struct {
+	*crabboxtest.Cloud
+	sweeps atomic.Int32
+}
+
+func (s *sweepingCloud) SweepOrphans(ctx context.Context) (int, error) {
+	s.sweeps.Add(1)
+	return 2, nil
+}
+
+func TestReapSweepsOrphans(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	sc := &sweepingCloud{Cloud: cloud}
+	var swept atomic.Bool
+	c := localClient(t, sc, crabbox.WithEvents(func(e crabbox.Event) {
+		if e.Kind == crabbox.EventOrphansSwept {
+			swept.Store(true)
+		}
+	}))
+	_, err := c.Reap(testCtx(t))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, sc.sweeps.Load())
+	assert.True(t, swept.Load())
+}

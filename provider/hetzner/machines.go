@@ -402,3 +402,9 @@ func machineState(s hcloud.ServerStatus) provider.MachineState {
 	}
 	return provider.MachineUnknown
 }
+
+// SweepOrphans implements provider.OrphanSweeper with DeleteOrphanKeys, so
+// crabbox.Client.Reap removes keys of servers that vanished unreleased.
+func (d *Driver) SweepOrphans(ctx context.Context) (int, error) { return d.DeleteOrphanKeys(ctx) }
+
+var _ provider.OrphanSweeper = (*Driver)(nil)
