@@ -386,6 +386,56 @@ def describe_image_references(self):
 EC2Response.describe_image_references = describe_image_references
 
 
+# --- Instances that EC2 stops describing ---------------------------------------
+# AWS: a terminated instance stays visible in DescribeInstances for about an
+# hour, then EC2 no longer describes it at all; moto keeps terminated
+# instances for ever. An instance carrying this tag (test control) skips the
+# hour: TerminateInstances removes it from moto's state at once (its response
+# still reports the state change).
+TAG_VANISH = "moto-emu:vanish-on-terminate"  # "true"
+from moto.ec2.models import instances as instmodels  # noqa: E402
+
+_orig_terminate_instances = instmodels.InstanceBackend.terminate_instances
+
+
+def terminate_instances(self, instance_ids):
+    result = _orig_terminate_instances(self, instance_ids)
+    gone = {i.id for i, _ in result if {t["key"]: t["value"] for t in i.get_tags()}.get(TAG_VANISH) == "true"}
+    if gone:
+        for rid, r in list(self.reservations.items()):
+            r.instances = [i for i in r.instances if i.id not in gone]
+            if not r.instances:
+                del self.reservations[rid]
+        for iid in gone:
+            self.tags.pop(iid, None)
+    return result
+
+
+instmodels.InstanceBackend.terminate_instances = terminate_instances
+
+
+# --- DeleteKeyPair by KeyPairId ------------------------------------------------
+# AWS: DeleteKeyPair takes KeyName or KeyPairId; moto reads only KeyName (and,
+# like AWS for a name, answers success for a key pair that does not exist).
+_orig_delete_key_pair = EC2Response.delete_key_pair
+
+
+def delete_key_pair(self):
+    kid = self._get_param("KeyPairId")
+    if kid and not self._get_param("KeyName"):
+        self.error_on_dryrun()
+        backend = self.ec2_backend
+        for name, kp in list(backend.key_pairs.items()):
+            if kp.id == kid:
+                backend.delete_key_pair(name)
+                return ActionResult({"Return": True, "KeyPairId": kid})
+        return ActionResult({"Return": True, "KeyPairId": None})
+    return _orig_delete_key_pair(self)
+
+
+EC2Response.delete_key_pair = delete_key_pair
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")

@@ -66,6 +66,11 @@ const (
 	TagImagePolls  = "moto-emu:image-pending-polls" // polls while pending
 )
 
+// TagVanishOnTerminate ("true") on an instance makes TerminateInstances
+// remove it from moto at once, as EC2 stops describing a terminated
+// instance after about an hour (see launcher.py).
+const TagVanishOnTerminate = "moto-emu:vanish-on-terminate"
+
 // ErrMissing is returned by Launch when python3 or moto is not installed.
 var ErrMissing = errors.New("moto: python3 with moto[server] not installed (pip install 'moto[server]')")
 
