@@ -39,6 +39,7 @@ type EC2API interface {
 
 	ImportKeyPair(ctx context.Context, in *ec2.ImportKeyPairInput, optFns ...func(*ec2.Options)) (*ec2.ImportKeyPairOutput, error)
 	DeleteKeyPair(ctx context.Context, in *ec2.DeleteKeyPairInput, optFns ...func(*ec2.Options)) (*ec2.DeleteKeyPairOutput, error)
+	DescribeKeyPairs(ctx context.Context, in *ec2.DescribeKeyPairsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeKeyPairsOutput, error)
 
 	DescribeVpcs(ctx context.Context, in *ec2.DescribeVpcsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeVpcsOutput, error)
 	DescribeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
@@ -83,6 +84,7 @@ var (
 	_ provider.UsageFinder  = (*Driver)(nil)
 
 	_ provider.ChannelVersionMarker = (*Driver)(nil)
+	_ provider.OrphanSweeper        = (*Driver)(nil)
 )
 
 // Tag keys the driver itself writes. Their values match the root package's
@@ -148,6 +150,7 @@ type options struct {
 	cleanupMin    time.Duration
 	cleanupMax    time.Duration
 	cleanupTries  int
+	orphanGrace   time.Duration
 	now           func() time.Time
 	sleep         func(ctx context.Context, d time.Duration) error
 }
@@ -328,6 +331,37 @@ func WithCleanupBackoff(min, max time.Duration, attempts int) Option {
 	}
 }
 
+// DefaultOrphanGrace is how old a key pair must be before SweepOrphans
+// deletes it for want of an instance.
+const DefaultOrphanGrace = 10 * time.Minute
+
+// WithOrphanGrace sets how old (by its EC2 CreateTime, on the driver's
+// clock) a crabbox key pair without an instance must be before SweepOrphans
+// deletes it: a lease imports its key before it launches its instance, so a
+// younger key may belong to a lease being created. Default 10 minutes.
+func WithOrphanGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: negative orphan grace %s", d)
+		}
+		o.orphanGrace = d
+		return nil
+	}
+}
+
+// WithClock sets the driver's time source (default time.Now): the age
+// SweepOrphans gives a key pair, the time recorded on channel entries and
+// the earliest deprecation time DeprecateImage accepts.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) error {
+		if now == nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: nil clock")
+		}
+		o.now = now
+		return nil
+	}
+}
+
 func defaultOptions() options {
 	return options{
 		sgName:       DefaultSecurityGroupName,
@@ -339,6 +373,7 @@ func defaultOptions() options {
 		cleanupMin:   2 * time.Second,
 		cleanupMax:   30 * time.Second,
 		cleanupTries: 10,
+		orphanGrace:  DefaultOrphanGrace,
 		now:          time.Now,
 		sleep:        sleepCtx,
 	}

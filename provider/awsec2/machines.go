@@ -569,7 +569,7 @@ func tagFilters(labels map[string]string) []types.Filter {
 // from its TagClientToken tag) and marks the instance. Once EC2 no longer
 // describes an instance, DeleteMachine(id) cannot know its key pair and
 // returns nil; such a key pair (named "crabbox-<token>", tagged crabbox=true
-// and with the lease's labels) is left for a sweep by tags.
+// and with the lease's labels) is left for SweepOrphans.
 func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 	in, err := d.instance(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {

@@ -73,7 +73,7 @@ func (d *Driver) Policy() PolicyDocument {
 			Sid:    "CrabboxDescribe",
 			Effect: "Allow",
 			Action: []string{
-				"ec2:DescribeImageReferences", "ec2:DescribeImages", "ec2:DescribeInstances",
+				"ec2:DescribeImageReferences", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeKeyPairs",
 				"ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates",
 				"ec2:DescribeSecurityGroups", "ec2:DescribeSnapshots", "ec2:DescribeSubnets", "ec2:DescribeVpcs",
 			},

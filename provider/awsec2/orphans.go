@@ -1,0 +1,136 @@
+package awsec2
+
+import (
+	"context"
+	"sort"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+)
+
+// filterChunk bounds the values of one DescribeInstances filter.
+const filterChunk = 100
+
+// SweepOrphans implements provider.OrphanSweeper: it deletes the key pairs
+// CreateMachine imported (named "crabbox-<token>" and tagged crabbox=true)
+// whose instance no longer exists, is terminated or is shutting down, and
+// returns how many it deleted.
+//
+// It happens when EC2 stopped describing an instance before anyone called
+// DeleteMachine (EC2 describes a terminated instance for about an hour, so
+// a box that shut itself down while no Reap ran), or when a create was
+// interrupted between importing the key and launching the instance.
+//
+// A key pair is considered only when it carries the crabbox=true tag (the
+// IAM policy allows DeleteKeyPair on nothing else) and its EC2 CreateTime
+// is older than the orphan grace (WithOrphanGrace, default 10 minutes, on
+// the driver's clock, WithClock): a lease imports its key before it
+// launches its instance. Key pairs without a CreateTime are left alone.
+// Its instance is looked up, terminated ones included, by the key pair's
+// name (the instance's KeyName) and by the token in its
+// crabbox-client-token tag; the lookup runs after the key pairs were
+// listed, so an instance launched for an old enough key is seen. Any
+// instance in another state (pending, running, stopping, stopped) keeps the
+// key. A key pair is deleted by its id, so one imported again under the
+// same name after the listing is not touched.
+//
+// It stops at the first failing call and returns the count so far with the
+// error (mapped to a provider code); a key pair already gone is not an
+// error and not counted.
+func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
+	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: []types.Filter{
+		{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
+		{Name: aws.String("key-name"), Values: []string{"crabbox-*"}},
+	}})
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	cutoff := d.o.now().Add(-d.o.orphanGrace)
+	var cands []types.KeyPairInfo
+	for _, k := range out.KeyPairs {
+		tags := tagMap(k.Tags)
+		if tags[TagManaged] != "true" || !strings.HasPrefix(aws.ToString(k.KeyName), "crabbox-") {
+			continue // not ours, whatever the filter let through
+		}
+		if k.CreateTime == nil || k.CreateTime.After(cutoff) {
+			continue // unknown age, or maybe a lease between key and instance
+		}
+		cands = append(cands, k)
+	}
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	sort.Slice(cands, func(i, j int) bool { return aws.ToString(cands[i].KeyName) < aws.ToString(cands[j].KeyName) })
+	names := make([]string, 0, len(cands))
+	var tokens []string
+	for _, k := range cands {
+		names = append(names, aws.ToString(k.KeyName))
+		if tok := tagMap(k.Tags)[TagClientToken]; tok != "" {
+			tokens = append(tokens, tok)
+		}
+	}
+	inUse := map[string]bool{}
+	for _, f := range []struct {
+		name   string
+		values []string
+	}{{"key-name", names}, {"tag:" + TagClientToken, tokens}} {
+		if err := d.keysInUse(ctx, f.name, f.values, inUse); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for _, k := range cands {
+		if inUse[aws.ToString(k.KeyName)] {
+			continue
+		}
+		in := &ec2.DeleteKeyPairInput{KeyPairId: k.KeyPairId}
+		if k.KeyPairId == nil {
+			in = &ec2.DeleteKeyPairInput{KeyName: k.KeyName}
+		}
+		if _, err := d.ec2.DeleteKeyPair(ctx, in); err != nil {
+			if apiCode(err) == "InvalidKeyPair.NotFound" {
+				continue
+			}
+			return n, mapErr(err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// keysInUse adds to inUse the key pair names of the instances, in any state
+// but terminated or shutting-down, matching filter name with any of values:
+// the instance's KeyName and the key name of its crabbox-client-token.
+func (d *Driver) keysInUse(ctx context.Context, name string, values []string, inUse map[string]bool) error {
+	for len(values) > 0 {
+		chunk := values[:min(len(values), filterChunk)]
+		values = values[len(chunk):]
+		p := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: []types.Filter{
+			{Name: aws.String(name), Values: chunk},
+		}})
+		for p.HasMorePages() {
+			out, err := p.NextPage(ctx)
+			if err != nil {
+				return mapErr(err)
+			}
+			for _, r := range out.Reservations {
+				for i := range r.Instances {
+					in := &r.Instances[i]
+					if in.State != nil && (in.State.Name == types.InstanceStateNameTerminated ||
+						in.State.Name == types.InstanceStateNameShuttingDown) {
+						continue
+					}
+					if kn := aws.ToString(in.KeyName); kn != "" {
+						inUse[kn] = true
+					}
+					if tok := tagMap(in.Tags)[TagClientToken]; tok != "" {
+						inUse[keyName(tok)] = true
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
