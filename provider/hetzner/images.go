@@ -34,19 +34,11 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 	if req.Name == "" {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: create image: a name is required")
 	}
-	labels, err := d.toLabels(req.Labels)
+	labels, token, err := d.ownedLabels(req.Labels, req.Token)
 	if err != nil {
 		return nil, err
 	}
-	labels[d.rk(labelManaged)] = "true"
-	labels[d.rk(labelCreatedBy)] = "crabbox"
-	token := ""
-	if req.Token != "" {
-		token = SanitizeLabelValue(req.Token)
-		if token == "" {
-			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: image token %q has no representable characters", req.Token)
-		}
-		labels[d.rk(LabelToken)] = token
+	if token != "" {
 		im, err := d.adoptImage(ctx, token)
 		if err != nil {
 			if im != nil {

@@ -43,19 +43,11 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if len(req.UserData) > maxUserData {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: user-data is %d bytes, Hetzner accepts at most %d", len(req.UserData), maxUserData)
 	}
-	labels, err := d.toLabels(req.Labels)
+	labels, token, err := d.ownedLabels(req.Labels, req.Token)
 	if err != nil {
 		return nil, err
 	}
-	labels[d.rk(labelManaged)] = "true"
-	labels[d.rk(labelCreatedBy)] = "crabbox"
-	token := ""
-	if req.Token != "" {
-		token = SanitizeLabelValue(req.Token)
-		if token == "" {
-			return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", req.Token)
-		}
-		labels[d.rk(LabelToken)] = token
+	if token != "" {
 		// A retried create with the same token adopts the first one's server.
 		if s, err := d.findServerByToken(ctx, token); err != nil {
 			return nil, err
@@ -408,3 +400,24 @@ func machineState(s hcloud.ServerStatus) provider.MachineState {
 func (d *Driver) SweepOrphans(ctx context.Context) (int, error) { return d.DeleteOrphanKeys(ctx) }
 
 var _ provider.OrphanSweeper = (*Driver)(nil)
+
+// ownedLabels converts the request's labels to Hetzner labels and adds the
+// ownership labels and the idempotency token (sanitized), which it also
+// returns ("" when the request has none).
+func (d *Driver) ownedLabels(in map[string]string, reqToken string) (map[string]string, string, error) {
+	labels, err := d.toLabels(in)
+	if err != nil {
+		return nil, "", err
+	}
+	labels[d.rk(labelManaged)] = "true"
+	labels[d.rk(labelCreatedBy)] = "crabbox"
+	if reqToken == "" {
+		return labels, "", nil
+	}
+	token := SanitizeLabelValue(reqToken)
+	if token == "" {
+		return nil, "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", reqToken)
+	}
+	labels[d.rk(LabelToken)] = token
+	return labels, token, nil
+}
