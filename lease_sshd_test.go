@@ -95,10 +95,17 @@ func TestSSHDSmokeBeyondMaxSessions(t *testing.T) {
 	l, err := c.Warmup(ctx)
 	require.NoError(t, err)
 	defer l.Release(context.Background())
+	// Each check waits at a gate until 10 checks have arrived, so the
+	// smoke passes only if 10 run at the same time on the one connection;
+	// the other 15 must wait for free session slots.
+	gate := fmt.Sprintf("$HOME/gate-%d", time.Now().UnixNano())
 	var checks []crabbox.SmokeCheck
 	for i := 0; i < 25; i++ {
-		checks = append(checks, crabbox.CommandSucceeds(fmt.Sprintf("check %d", i),
-			fmt.Sprintf("sleep 0.3; echo check-%d", i), crabbox.OutputContains(fmt.Sprintf("check-%d", i))))
+		cmd := fmt.Sprintf(`mkdir -p %[1]s && touch %[1]s/%[2]d
+while [ "$(ls %[1]s | wc -l)" -lt 10 ]; do sleep 0.05; done
+echo check-%[2]d`, gate, i)
+		checks = append(checks, crabbox.CommandSucceeds(fmt.Sprintf("check %d", i), cmd,
+			crabbox.OutputContains(fmt.Sprintf("check-%d", i))).WithTimeout(30*time.Second))
 	}
 	rep, err := crabbox.Smoke(ctx, l, checks)
 	require.NoError(t, err)
