@@ -16,7 +16,6 @@ package awsec2
 
 import (
 	"context"
-	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -498,5 +497,3 @@ func goArch(a string) string {
 	}
 	return a
 }
-
-func fmtErr(format string, args ...any) error { return fmt.Errorf(format, args...) }

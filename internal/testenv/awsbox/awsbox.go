@@ -357,21 +357,6 @@ func (e *Emulator) Root(instanceID string) string {
 	return ""
 }
 
-// Running returns the ids of instances whose box is up.
-func (e *Emulator) Running() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var ids []string
-	for id, b := range e.boxes {
-		b.mu.Lock()
-		if b.srv != nil && !b.killed && b.srv.Running() {
-			ids = append(ids, id)
-		}
-		b.mu.Unlock()
-	}
-	return ids
-}
-
 var userMu sync.Mutex
 
 // ensureUser creates the login user if the host lacks it (unlocked for key

@@ -96,10 +96,6 @@ var defaultServerTypes = []ServerType{
 	{"cax41", "arm", 16, 32, 320, "shared"},
 }
 
-// DefaultServerTypes returns a copy of the catalogue used when
-// Options.ServerTypes is nil.
-func DefaultServerTypes() []ServerType { return slices.Clone(defaultServerTypes) }
-
 // BootRequest tells a Boot hook about a server that was just created.
 type BootRequest struct {
 	ID           int64

@@ -28,10 +28,6 @@ import (
 //go:embed launcher.py
 var launcher []byte
 
-// Launcher returns the launcher script's source (for tools that run moto
-// outside Go tests, like scripts/runbook-moto.sh).
-func Launcher() []byte { return append([]byte(nil), launcher...) }
-
 // Options configure the server.
 type Options struct {
 	// NoCapacityTypes are instance types for which RunInstances fails with

@@ -434,17 +434,6 @@ func freeAddr(host string) (string, error) {
 	return l.Addr().String(), nil
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago, e.g. to
-// point a client at an address where nothing listens yet.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	a, err := freeAddr("127.0.0.1")
-	if err != nil {
-		t.Fatalf("sshd: %v", err)
-	}
-	return a
-}
-
 // createUser adds a fresh login user, retrying while other processes hold
 // the passwd lock.
 func createUser() (string, int, error) {

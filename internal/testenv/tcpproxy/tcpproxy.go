@@ -59,16 +59,6 @@ func (p *Proxy) Accepted() int {
 	return p.accepted
 }
 
-// CloseConns closes all current connections (both sides): an abrupt
-// disconnect.
-func (p *Proxy) CloseConns() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
 // Close stops the listener and closes all connections.
 func (p *Proxy) Close() {
 	p.mu.Lock()

@@ -48,7 +48,6 @@ type Boxes struct {
 	mu     sync.Mutex
 	disks  map[int64]string // server id -> disk dir
 	images map[int64]string // image id -> disk copy
-	boots  int
 }
 
 // New prepares a box factory. It skips t (fails it when CI=true) if sshd
@@ -75,13 +74,6 @@ func (b *Boxes) Options(o hcloudfake.Options) hcloudfake.Options {
 	o.Snapshot = b.Snapshot
 	o.ImageDeleted = b.ImageDeleted
 	return o
-}
-
-// Boots returns how many boxes were booted.
-func (b *Boxes) Boots() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.boots
 }
 
 type box struct {
@@ -176,7 +168,6 @@ func (b *Boxes) Boot(ctx context.Context, r hcloudfake.BootRequest) (hcloudfake.
 	}
 	b.mu.Lock()
 	b.disks[r.ID] = disk
-	b.boots++
 	b.mu.Unlock()
 	return &box{srv: srv}, nil
 }
