@@ -193,23 +193,7 @@ func TestChannelLabelsAfterAConditionalRaceShowTheWinner(t *testing.T) {
 	if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: imgs[0], IfVersion: -1}); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	arrived := 0
-	both := make(chan struct{})
-	e.fakeBefore(func(r *http.Request) {
-		if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
-			mu.Lock()
-			arrived++
-			if arrived == 2 {
-				close(both)
-			}
-			mu.Unlock()
-			select {
-			case <-both:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	})
+	e.fakeBefore(holdSSHKeyCreates(2))
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := 0; i < 2; i++ {

@@ -411,23 +411,7 @@ func TestPromotionRace(t *testing.T) {
 	a := w.bake(t, ctx, "a", "openclaw-crabbox-linux-20260506-0001")
 	b := w.bake(t, ctx, "b", "openclaw-crabbox-linux-20260506-0002")
 
-	var mu sync.Mutex
-	arrived := 0
-	both := make(chan struct{})
-	w.fakeBefore(func(r *http.Request) {
-		if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
-			mu.Lock()
-			arrived++
-			if arrived == 2 {
-				close(both)
-			}
-			mu.Unlock()
-			select {
-			case <-both:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	})
+	w.fakeBefore(holdSSHKeyCreates(2))
 	var wg sync.WaitGroup
 	ids := []string{a.ID, b.ID}
 	errs := make([]error, 2)

@@ -570,23 +570,7 @@ func TestChannelsAndRace(t *testing.T) {
 	// either writes (the fake holds both record creations until both
 	// arrived). Exactly one wins: the one whose record Hetzner created
 	// first; the other gets ErrConflict and leaves no trace.
-	var mu sync.Mutex
-	arrived := 0
-	both := make(chan struct{})
-	e.fakeBefore(func(r *http.Request) {
-		if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
-			mu.Lock()
-			arrived++
-			if arrived == 2 {
-				close(both)
-			}
-			mu.Unlock()
-			select {
-			case <-both:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	})
+	e.fakeBefore(holdSSHKeyCreates(2))
 	var wg sync.WaitGroup
 	results := make([]*provider.ChannelEntry, 2)
 	errs := make([]error, 2)
@@ -665,23 +649,7 @@ func TestRaceWithoutNameUniqueness(t *testing.T) {
 		if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "ch", ImageID: img}); err != nil {
 			t.Fatal(err)
 		}
-		var mu sync.Mutex
-		arrived := 0
-		both := make(chan struct{})
-		e.fakeBefore(func(r *http.Request) {
-			if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
-				mu.Lock()
-				arrived++
-				if arrived == 2 {
-					close(both)
-				}
-				mu.Unlock()
-				select {
-				case <-both:
-				case <-time.After(10 * time.Second):
-				}
-			}
-		})
+		e.fakeBefore(holdSSHKeyCreates(2))
 		ifv := int64(0)
 		if conditional {
 			ifv = 1
@@ -727,23 +695,7 @@ func TestUnconditionalRaceBothLand(t *testing.T) {
 	e := newEnv(t, hcloudfake.Options{}, 0)
 	ctx := context.Background()
 	img := e.baseImage(t)
-	var mu sync.Mutex
-	arrived := 0
-	both := make(chan struct{})
-	e.fakeBefore(func(r *http.Request) {
-		if r.Method == "POST" && r.URL.Path == "/ssh_keys" {
-			mu.Lock()
-			arrived++
-			if arrived == 2 {
-				close(both)
-			}
-			mu.Unlock()
-			select {
-			case <-both:
-			case <-time.After(10 * time.Second):
-			}
-		}
-	})
+	e.fakeBefore(holdSSHKeyCreates(2))
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i := 0; i < 2; i++ {
@@ -1029,5 +981,29 @@ func TestDefaultServerTypesIsACopy(t *testing.T) {
 	}
 	if _, err := d.MachineTypes("tiny", "amd64"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// holdSSHKeyCreates returns a fake hook that holds each SSH-key create
+// (a channel record write) until n of them have arrived, so racing
+// promotions reach Hetzner at the same time. It gives up after 10 s.
+func holdSSHKeyCreates(n int) func(*http.Request) {
+	var mu sync.Mutex
+	arrived := 0
+	all := make(chan struct{})
+	return func(r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/ssh_keys" {
+			return
+		}
+		mu.Lock()
+		arrived++
+		if arrived == n {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second):
+		}
 	}
 }
