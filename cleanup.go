@@ -92,20 +92,9 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 	if err != nil {
 		return nil, err
 	}
-	promoted := map[string]string{}
-	if chs, ok := c.drv.(provider.Channels); ok {
-		for _, ch := range policy.Channels {
-			e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-				return chs.CurrentChannel(ctx, ch)
-			})
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, c.opErr("plan-cleanup", ch, err)
-			}
-			promoted[e.ImageID] = ch
-		}
+	promoted, err := c.promotedIn(ctx, policy.Channels)
+	if err != nil {
+		return nil, c.opErr("plan-cleanup", "", err)
 	}
 	inUse := map[string]string{}
 	if uf, ok := c.drv.(provider.UsageFinder); ok {
@@ -266,19 +255,9 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 	if err != nil {
 		return res, c.opErr("cleanup", "", err)
 	}
-	promoted := map[string]bool{}
-	if chs, ok := c.drv.(provider.Channels); ok {
-		for _, ch := range p.Policy.Channels {
-			e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-				return chs.CurrentChannel(ctx, ch)
-			})
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return res, c.opErr("cleanup", ch, err)
-			}
-			if err == nil {
-				promoted[e.ImageID] = true
-			}
-		}
+	promoted, err := c.promotedIn(ctx, p.Policy.Channels)
+	if err != nil {
+		return res, c.opErr("cleanup", "", err)
 	}
 	var errs []error
 	for _, it := range p.Items {
@@ -286,7 +265,7 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 			continue
 		}
 		id := it.Image.ID
-		cur, err := retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, id) })
+		cur, err := c.getImage(ctx, im, id)
 		if errors.Is(err, ErrNotFound) {
 			res.Deleted = append(res.Deleted, id)
 			continue
@@ -296,7 +275,7 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 			errs = append(errs, c.opErr("cleanup", id, err))
 			continue
 		}
-		if cur.Labels[LabelManaged] != "true" || promoted[id] || cur.Protected {
+		if cur.Labels[LabelManaged] != "true" || promoted[id] != "" || cur.Protected {
 			res.Skipped = append(res.Skipped, id)
 			continue
 		}
@@ -309,4 +288,25 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 		c.emit(Event{Kind: EventImageDeleted, Resource: "image", ID: id, State: "deleted", Message: it.Reason})
 	}
 	return res, errors.Join(errs...)
+}
+
+// promotedIn maps the image each channel points at to the channel. Channels
+// never set are skipped; a provider without channels promotes nothing.
+func (c *Client) promotedIn(ctx context.Context, channels []string) (map[string]string, error) {
+	promoted := map[string]string{}
+	chs, ok := c.drv.(provider.Channels)
+	if !ok {
+		return promoted, nil
+	}
+	for _, ch := range channels {
+		e, err := c.currentChannel(ctx, chs, ch)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("channel %s: %w", ch, err)
+		}
+		promoted[e.ImageID] = ch
+	}
+	return promoted, nil
 }

@@ -334,7 +334,7 @@ func (c *Client) GetImage(ctx context.Context, id string) (*Image, error) {
 	if err != nil {
 		return nil, c.opErr("get-image", id, err)
 	}
-	p, err := retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, id) })
+	p, err := c.getImage(ctx, im, id)
 	if err != nil {
 		return nil, c.opErr("get-image", id, err)
 	}
@@ -510,7 +510,7 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 	if err != nil {
 		return nil, err
 	}
-	p, err := retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, imageID) })
+	p, err := c.getImage(ctx, im, imageID)
 	if err != nil {
 		return nil, err
 	}
@@ -536,9 +536,7 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 // version: the one just read, or expect when non-nil (the version a caller
 // based its decision on, as Rollback does).
 func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
-	cur, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-		return chs.CurrentChannel(ctx, o.channel)
-	})
+	cur, err := c.currentChannel(ctx, chs, o.channel)
 	ifVersion := int64(-1)
 	prev := ""
 	if expect != nil && (err != nil || cur.Version != expect.Version || cur.ImageID != expect.ImageID) {
@@ -609,9 +607,7 @@ func (c *Client) Promoted(ctx context.Context, channel string) (*Image, error) {
 	if err != nil {
 		return nil, c.opErr("promoted", channel, err)
 	}
-	e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-		return chs.CurrentChannel(ctx, channel)
-	})
+	e, err := c.currentChannel(ctx, chs, channel)
 	if err != nil {
 		return nil, c.opErr("promoted", channel, err)
 	}
@@ -624,9 +620,7 @@ func (c *Client) ChannelHistory(ctx context.Context, channel string) ([]provider
 	if err != nil {
 		return nil, c.opErr("channel-history", channel, err)
 	}
-	h, err := retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
-		return chs.ChannelHistory(ctx, channel)
-	})
+	h, err := c.channelHistory(ctx, chs, channel)
 	return h, c.opErr("channel-history", channel, err)
 }
 
@@ -651,9 +645,7 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 	if err != nil {
 		return nil, err
 	}
-	hist, err := retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
-		return chs.ChannelHistory(ctx, channel)
-	})
+	hist, err := c.channelHistory(ctx, chs, channel)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +659,7 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 		if id == current {
 			continue
 		}
-		p, err := retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, id) })
+		p, err := c.getImage(ctx, im, id)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -734,7 +726,7 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	if err != nil {
 		return nil, err
 	}
-	p, err := retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, imageID) })
+	p, err := c.getImage(ctx, im, imageID)
 	if err != nil {
 		return nil, err
 	}
@@ -746,9 +738,7 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	}
 	// Lift protection from superseded images of the channel.
 	if chs, ok := c.drv.(provider.Channels); ok {
-		cur, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-			return chs.CurrentChannel(ctx, o.channel)
-		})
+		cur, err := c.currentChannel(ctx, chs, o.channel)
 		if err == nil && cur.ImageID == imageID {
 			if mk, ok := c.drv.(provider.ChannelVersionMarker); ok {
 				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
@@ -757,9 +747,7 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 					return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
 				}
 			}
-			hist, err := retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
-				return chs.ChannelHistory(ctx, o.channel)
-			})
+			hist, err := c.channelHistory(ctx, chs, o.channel)
 			if err != nil {
 				return nil, err
 			}
@@ -826,4 +814,22 @@ func (c *Client) CopyImage(ctx context.Context, imageID, region string) (*Image,
 	img := c.imageFrom(p)
 	img.Region = region
 	return img, nil
+}
+
+// getImage, currentChannel and channelHistory are the driver reads with the
+// client's retry of transient errors.
+func (c *Client) getImage(ctx context.Context, im provider.Images, id string) (*provider.Image, error) {
+	return retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, id) })
+}
+
+func (c *Client) currentChannel(ctx context.Context, chs provider.Channels, ch string) (*provider.ChannelEntry, error) {
+	return retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
+		return chs.CurrentChannel(ctx, ch)
+	})
+}
+
+func (c *Client) channelHistory(ctx context.Context, chs provider.Channels, ch string) ([]provider.ChannelEntry, error) {
+	return retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
+		return chs.ChannelHistory(ctx, ch)
+	})
 }

@@ -494,9 +494,7 @@ func (c *Client) resolveImage(ctx context.Context, o leaseOptions) (string, Imag
 		return o.image, ImageExplicit, nil
 	}
 	if ch, ok := c.drv.(provider.Channels); ok {
-		e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-			return ch.CurrentChannel(ctx, o.channel)
-		})
+		e, err := c.currentChannel(ctx, ch, o.channel)
 		switch {
 		case err == nil:
 			return e.ImageID, ImagePromoted, nil
