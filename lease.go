@@ -24,21 +24,26 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// Lease classes. Each provider maps a class to an ordered fallback list of
-// machine types (provider.Driver.MachineTypes).
+// Lease classes (the driver vocabulary of package provider, re-exported).
+// Each provider maps a class to an ordered fallback list of machine types
+// (provider.Driver.MachineTypes).
 const (
-	ClassTiny     = "tiny"
-	ClassSmall    = "small"
-	ClassStandard = "standard"
-	ClassFast     = "fast"
-	ClassLarge    = "large"
-	ClassBeast    = "beast"
+	ClassTiny     = provider.ClassTiny
+	ClassSmall    = provider.ClassSmall
+	ClassStandard = provider.ClassStandard
+	ClassFast     = provider.ClassFast
+	ClassLarge    = provider.ClassLarge
+	ClassBeast    = provider.ClassBeast
 )
 
-var classes = []string{ClassTiny, ClassSmall, ClassStandard, ClassFast, ClassLarge, ClassBeast}
-
 // Classes lists the lease classes, smallest first (a fresh copy).
-func Classes() []string { return append([]string(nil), classes...) }
+func Classes() []string { return provider.Classes() }
+
+// Architectures (re-exported from package provider) for WithArch.
+const (
+	ArchAMD64 = provider.ArchAMD64
+	ArchARM64 = provider.ArchARM64
+)
 
 // DefaultChannel is the channel leases boot from when none is given.
 const DefaultChannel = "default"
@@ -78,13 +83,11 @@ type LeaseOption func(*leaseOptions) error
 // WithClass picks the lease class (default "standard").
 func WithClass(class string) LeaseOption {
 	return func(o *leaseOptions) error {
-		for _, c := range classes {
-			if c == class {
-				o.class = class
-				return nil
-			}
+		if provider.ValidClass(class) {
+			o.class = class
+			return nil
 		}
-		return fmt.Errorf("%w: unknown class %q (want one of %s)", ErrInvalidArgument, class, strings.Join(classes, ", "))
+		return fmt.Errorf("%w: unknown class %q (want one of %s)", ErrInvalidArgument, class, strings.Join(provider.Classes(), ", "))
 	}
 }
 
@@ -102,7 +105,7 @@ func WithMachineType(t string) LeaseOption {
 // WithArch picks the architecture, "amd64" (default) or "arm64".
 func WithArch(arch string) LeaseOption {
 	return func(o *leaseOptions) error {
-		if arch != "amd64" && arch != "arm64" {
+		if !provider.ValidArch(arch) {
 			return fmt.Errorf("%w: arch %q (want amd64 or arm64)", ErrInvalidArgument, arch)
 		}
 		o.arch = arch
@@ -264,7 +267,7 @@ type Lease struct {
 func (c *Client) Warmup(ctx context.Context, opts ...LeaseOption) (*Lease, error) {
 	o := leaseOptions{
 		class:        ClassStandard,
-		arch:         "amd64",
+		arch:         provider.DefaultArch,
 		ttl:          90 * time.Minute,
 		idle:         30 * time.Minute,
 		channel:      DefaultChannel,

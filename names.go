@@ -7,40 +7,41 @@ import (
 	"hash/fnv"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/crabbox/crabbox-go/provider"
 )
 
-// Label keys the SDK puts on machines and images. Keys and values fit the
-// strictest backend (Hetzner): values are sanitized to [A-Za-z0-9_.-], at most
-// 63 characters, starting and ending alphanumeric.
+// Label keys the SDK puts on machines and images (the driver vocabulary of
+// package provider, re-exported). Keys and values fit the strictest backend
+// (Hetzner): values are sanitized to [A-Za-z0-9_.-], at most 63 characters,
+// starting and ending alphanumeric.
 const (
-	LabelManaged     = "crabbox"          // "true" on everything crabbox created
-	LabelCreatedBy   = "created-by"       // "crabbox"
-	LabelLease       = "crabbox-lease"    // lease id
-	LabelSlug        = "crabbox-slug"     // lease slug
-	LabelClass       = "crabbox-class"    // lease class
-	LabelOperator    = "crabbox-operator" // operator name
-	LabelCreated     = "crabbox-created"  // RFC3339-ish compact UTC time, see formatLabelTime
-	LabelTTL         = "crabbox-ttl"      // seconds
-	LabelIdle        = "crabbox-idle-timeout"
-	LabelExpires     = "crabbox-expires"   // compact UTC time
-	LabelTouched     = "crabbox-touched"   // compact UTC time
-	LabelDesktop     = "crabbox-desktop"   // "true"/"false"
-	LabelBrowser     = "crabbox-browser"   // "true"/"false"
-	LabelImage       = "crabbox-image"     // image id the lease booted
-	LabelImageSource = "crabbox-image-src" // explicit|promoted|base
-	LabelChannel     = "crabbox-channel"   // channel the lease resolved
-	LabelState       = "crabbox-state"     // lease state: creating|ready|failed
-
-	LabelSourceLease = "crabbox-source-lease" // on images: lease the image was made from
-	LabelImageName   = "crabbox-image-name"   // on images: the image name
-	LabelOwner       = "crabbox-owner"        // name part
-	LabelProduct     = "crabbox-product"      // name part
-	LabelPurpose     = "crabbox-purpose"      // name part
-	LabelStatus      = "crabbox-status"       // candidate|known-good|failed
-	LabelStatusAt    = "crabbox-status-at"    // compact UTC time of the last status change
-	LabelSmokeLease  = "crabbox-smoke-lease"  // lease whose smoke proved the image
+	LabelManaged     = provider.LabelManaged
+	LabelCreatedBy   = provider.LabelCreatedBy
+	LabelLease       = provider.LabelLease
+	LabelSlug        = provider.LabelSlug
+	LabelClass       = provider.LabelClass
+	LabelOperator    = provider.LabelOperator
+	LabelCreated     = provider.LabelCreated
+	LabelTTL         = provider.LabelTTL
+	LabelIdle        = provider.LabelIdle
+	LabelExpires     = provider.LabelExpires
+	LabelTouched     = provider.LabelTouched
+	LabelDesktop     = provider.LabelDesktop
+	LabelBrowser     = provider.LabelBrowser
+	LabelImage       = provider.LabelImage
+	LabelImageSource = provider.LabelImageSource
+	LabelChannel     = provider.LabelChannel
+	LabelState       = provider.LabelState
+	LabelSourceLease = provider.LabelSourceLease
+	LabelImageName   = provider.LabelImageName
+	LabelOwner       = provider.LabelOwner
+	LabelProduct     = provider.LabelProduct
+	LabelPurpose     = provider.LabelPurpose
+	LabelStatus      = provider.LabelStatus
+	LabelStatusAt    = provider.LabelStatusAt
+	LabelSmokeLease  = provider.LabelSmokeLease
 )
 
 // Image statuses recorded in LabelStatus.
@@ -61,22 +62,7 @@ func parseLabelTime(s string) (time.Time, bool) {
 
 // sanitizeLabelValue maps s to [A-Za-z0-9_.-], at most 63 characters,
 // starting and ending alphanumeric; "" if nothing remains.
-func sanitizeLabelValue(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	v := b.String()
-	if len(v) > 63 {
-		v = v[:63]
-	}
-	return strings.Trim(v, "-_.")
-}
+func sanitizeLabelValue(s string) string { return provider.SanitizeLabelValue(s) }
 
 // Lease ids are "cbx_" followed by 12 lowercase hex digits.
 var leaseIDRe = regexp.MustCompile(`^cbx_[0-9a-f]{12}$`)
