@@ -99,8 +99,14 @@ document.getElementById('name').addEventListener('keydown', function (e) {
   document.getElementById('out').textContent = msg;
   document.title = 'Crabbox QA: ' + msg;
 });
+// The title says when the page can take input: the harness waits for it
+// before typing, so no keystroke reaches a page that is still loading.
+document.title = 'Crabbox QA: ready';
 </script></body></html>
 `
+
+// pageReady is the window title of the page once its input handler is set.
+const pageReady = "Crabbox QA: ready"
 
 // servePage writes the page to a fresh directory on the box and serves it
 // with python3 on the box's loopback (file:// when python3 is missing). It
@@ -307,8 +313,14 @@ func run() error {
 	}
 	rec.Browser = b
 	defer b.Close(context.WithoutCancel(ctx))
+	// Our own page says in its title when it has loaded and listens for
+	// input; any other URL is only waited for as a browser window.
+	pattern := "Crabbox QA|chromium|chrome"
+	if *flagURL == "" {
+		pattern = pageReady
+	}
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
-	rec.Window, err = l.WaitWindow(wctx, "Crabbox QA|chromium|chrome")
+	rec.Window, err = l.WaitWindow(wctx, pattern)
 	wcancel()
 	if err != nil {
 		return err
