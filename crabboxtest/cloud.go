@@ -54,9 +54,6 @@ const (
 	MaxSessions = 10
 )
 
-// Classes are the lease classes MachineTypes knows, smallest first.
-var classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
-
 type options struct {
 	dir          string
 	region       string
@@ -182,7 +179,7 @@ func New(opts ...Option) (*Cloud, error) {
 			Name:        "local-base",
 			Description: "empty base file system of the local cloud (commands run with the host's tools)",
 			State:       provider.ImageAvailable,
-			Arch:        "amd64",
+			Arch:        provider.DefaultArch,
 			Labels:      map[string]string{"os": "host"},
 			Created:     time.Now().UTC(),
 		},
@@ -268,10 +265,10 @@ func (c *Cloud) Info() provider.Info { return provider.Info{Name: Name, Region: 
 // [local-small-a local-small-b] for amd64 and [local-small-arm64-a
 // local-small-arm64-b] for arm64.
 func (c *Cloud) MachineTypes(class, arch string) ([]string, error) {
-	if !slices.Contains(classes, class) {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown class %q (known: %s)", class, strings.Join(classes, ", "))
+	if !provider.ValidClass(class) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown class %q (known: %s)", class, strings.Join(provider.Classes(), ", "))
 	}
-	if arch != "amd64" && arch != "arm64" {
+	if !provider.ValidArch(arch) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
 	}
 	return machineTypes(class, arch), nil
@@ -279,15 +276,15 @@ func (c *Cloud) MachineTypes(class, arch string) ([]string, error) {
 
 func machineTypes(class, arch string) []string {
 	p := "local-" + class + "-"
-	if arch == "arm64" {
+	if arch == provider.ArchARM64 {
 		p += "arm64-"
 	}
 	return []string{p + "a", p + "b"}
 }
 
 func knownType(typ string) bool {
-	for _, class := range classes {
-		for _, arch := range []string{"amd64", "arm64"} {
+	for _, class := range provider.Classes() {
+		for _, arch := range provider.Arches() {
 			if slices.Contains(machineTypes(class, arch), typ) {
 				return true
 			}
@@ -301,7 +298,7 @@ func (c *Cloud) BaseImage(ctx context.Context, arch string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	if arch != "amd64" && arch != "arm64" {
+	if !provider.ValidArch(arch) {
 		return "", provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
 	}
 	return BaseImageID, nil

@@ -79,7 +79,7 @@ func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest
 			Name:        req.Name,
 			Description: req.Description,
 			State:       provider.ImagePending,
-			Arch:        "amd64",
+			Arch:        provider.DefaultArch,
 			Labels:      cloneLabels(req.Labels),
 			Created:     time.Now().UTC(),
 			Snapshots:   []provider.Snapshot{{ID: newID("snap-"), SizeGiB: sizeGiB}},

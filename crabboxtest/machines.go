@@ -74,7 +74,7 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 	}
 	typ := req.Type
 	if typ == "" {
-		typ = machineTypes("small", "amd64")[0]
+		typ = machineTypes(provider.ClassSmall, provider.DefaultArch)[0]
 	}
 	noCap := c.noCap[typ]
 	imageID := req.Image

@@ -91,7 +91,7 @@ var (
 const (
 	// TagManaged marks everything the driver created ("true"). The driver
 	// never deregisters an image or deletes a snapshot without it.
-	TagManaged = "crabbox"
+	TagManaged = provider.LabelManaged
 	// TagCreateToken carries CreateImageRequest.Token on an image, so an
 	// image whose creation returned an ambiguous error is found again.
 	TagCreateToken = "crabbox-create-token"
@@ -235,7 +235,7 @@ func WithMachineTypes(class, arch string, types ...string) Option {
 		if len(types) == 0 {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: no machine types for %s/%s", class, arch)
 		}
-		if arch != "amd64" && arch != "arm64" {
+		if !provider.ValidArch(arch) {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 		}
 		o.types[class+"/"+arch] = append([]string(nil), types...)
@@ -282,7 +282,7 @@ func WithSSMPrefix(prefix string) Option {
 // up the newest Canonical Ubuntu 24.04 image.
 func WithBaseImage(arch, imageID string) Option {
 	return func(o *options) error {
-		if arch != "amd64" && arch != "arm64" {
+		if !provider.ValidArch(arch) {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 		}
 		o.baseImages[arch] = imageID
@@ -449,23 +449,23 @@ func (d *Driver) Info() provider.Info {
 }
 
 var defaultTypes = map[string][]string{
-	"tiny/amd64":     {"t3.small", "t3a.small"},
-	"small/amd64":    {"t3.medium", "t3a.medium"},
-	"standard/amd64": {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
-	"fast/amd64":     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
-	"large/amd64":    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
-	"beast/amd64":    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
-	"tiny/arm64":     {"t4g.small"},
-	"small/arm64":    {"t4g.medium"},
-	"standard/arm64": {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
-	"fast/arm64":     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
-	"large/arm64":    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
-	"beast/arm64":    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
+	provider.ClassTiny + "/" + provider.ArchAMD64:     {"t3.small", "t3a.small"},
+	provider.ClassSmall + "/" + provider.ArchAMD64:    {"t3.medium", "t3a.medium"},
+	provider.ClassStandard + "/" + provider.ArchAMD64: {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
+	provider.ClassFast + "/" + provider.ArchAMD64:     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
+	provider.ClassLarge + "/" + provider.ArchAMD64:    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
+	provider.ClassBeast + "/" + provider.ArchAMD64:    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
+	provider.ClassTiny + "/" + provider.ArchARM64:     {"t4g.small"},
+	provider.ClassSmall + "/" + provider.ArchARM64:    {"t4g.medium"},
+	provider.ClassStandard + "/" + provider.ArchARM64: {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
+	provider.ClassFast + "/" + provider.ArchARM64:     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
+	provider.ClassLarge + "/" + provider.ArchARM64:    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
+	provider.ClassBeast + "/" + provider.ArchARM64:    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
 }
 
 // MachineTypes implements provider.Driver.
 func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	if arch != "amd64" && arch != "arm64" {
+	if !provider.ValidArch(arch) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 	}
 	key := class + "/" + arch
@@ -480,9 +480,9 @@ func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
 
 func awsArch(arch string) (string, error) {
 	switch arch {
-	case "amd64":
+	case provider.ArchAMD64:
 		return "x86_64", nil
-	case "arm64":
+	case provider.ArchARM64:
 		return "arm64", nil
 	}
 	return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
@@ -491,9 +491,9 @@ func awsArch(arch string) (string, error) {
 func goArch(a string) string {
 	switch a {
 	case "x86_64":
-		return "amd64"
+		return provider.ArchAMD64
 	case "arm64":
-		return "arm64"
+		return provider.ArchARM64
 	}
 	return a
 }

@@ -134,8 +134,8 @@ const (
 	// SSH keys, "channel-entry" on channel records.
 	LabelKind = "crabbox-kind"
 
-	labelManaged   = "crabbox"
-	labelCreatedBy = "created-by"
+	labelManaged   = provider.LabelManaged
+	labelCreatedBy = provider.LabelCreatedBy
 
 	labelChannel   = "crabbox-chan"
 	labelChVersion = "crabbox-chan-version"
@@ -151,12 +151,12 @@ const (
 // architecture ("amd64", "arm64"). It is never modified; DefaultServerTypes
 // hands out copies.
 var defaultServerTypes = map[string]map[string][]string{
-	"tiny":     {"amd64": {"cx22", "cpx11"}, "arm64": {"cax11"}},
-	"small":    {"amd64": {"cx32", "cpx21", "cx22"}, "arm64": {"cax21", "cax11"}},
-	"standard": {"amd64": {"cx42", "cpx31", "cx32"}, "arm64": {"cax31", "cax21"}},
-	"fast":     {"amd64": {"ccx23", "cpx41", "cx42"}, "arm64": {"cax31"}},
-	"large":    {"amd64": {"ccx33", "cpx51", "cx52"}, "arm64": {"cax41"}},
-	"beast":    {"amd64": {"ccx63", "ccx53", "ccx43"}, "arm64": {"cax41"}},
+	provider.ClassTiny:     {provider.ArchAMD64: {"cx22", "cpx11"}, provider.ArchARM64: {"cax11"}},
+	provider.ClassSmall:    {provider.ArchAMD64: {"cx32", "cpx21", "cx22"}, provider.ArchARM64: {"cax21", "cax11"}},
+	provider.ClassStandard: {provider.ArchAMD64: {"cx42", "cpx31", "cx32"}, provider.ArchARM64: {"cax31", "cax21"}},
+	provider.ClassFast:     {provider.ArchAMD64: {"ccx23", "cpx41", "cx42"}, provider.ArchARM64: {"cax31"}},
+	provider.ClassLarge:    {provider.ArchAMD64: {"ccx33", "cpx51", "cx52"}, provider.ArchARM64: {"cax41"}},
+	provider.ClassBeast:    {provider.ArchAMD64: {"ccx63", "ccx53", "ccx43"}, provider.ArchARM64: {"cax41"}},
 }
 
 // DefaultServerTypes returns the default server type fallback lists: lease
@@ -216,7 +216,7 @@ func WithLocation(name string) Option {
 // and architecture ("amd64" or "arm64"), replacing the default.
 func WithServerTypes(class, arch string, types ...string) Option {
 	return func(c *config) error {
-		if class == "" || (arch != "amd64" && arch != "arm64") || len(types) == 0 || slices.Contains(types, "") {
+		if class == "" || !provider.ValidArch(arch) || len(types) == 0 || slices.Contains(types, "") {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: server types for class %q arch %q: need a class, amd64 or arm64 and non-empty types", class, arch)
 		}
 		if c.types[class] == nil {
@@ -396,9 +396,9 @@ func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
 
 func hcloudArch(arch string) (hcloud.Architecture, error) {
 	switch arch {
-	case "amd64", "x86", "x86_64":
+	case provider.ArchAMD64, "x86", "x86_64":
 		return hcloud.ArchitectureX86, nil
-	case "arm64", "arm", "aarch64":
+	case provider.ArchARM64, "arm", "aarch64":
 		return hcloud.ArchitectureARM, nil
 	}
 	return "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown architecture %q", arch)
@@ -407,9 +407,9 @@ func hcloudArch(arch string) (hcloud.Architecture, error) {
 func sdkArch(a hcloud.Architecture) string {
 	switch a {
 	case hcloud.ArchitectureX86:
-		return "amd64"
+		return provider.ArchAMD64
 	case hcloud.ArchitectureARM:
-		return "arm64"
+		return provider.ArchARM64
 	}
 	return string(a)
 }
@@ -455,7 +455,7 @@ func classify(err error) error {
 			return code
 		}
 		if r := apiErr.Response(); r != nil && r.Response != nil {
-			return classifyStatus(r.StatusCode)
+			return provider.ClassifyHTTPStatus(r.StatusCode)
 		}
 		return provider.ErrUnavailable
 	}
@@ -512,24 +512,6 @@ func actionClass(code string) error {
 	switch c := codeClass(hcloud.ErrorCode(code)); c {
 	case provider.ErrCapacity, provider.ErrPermission, provider.ErrInvalidArgument:
 		return c
-	}
-	return provider.ErrUnavailable
-}
-
-func classifyStatus(status int) error {
-	switch {
-	case status == 404:
-		return provider.ErrNotFound
-	case status == 409 || status == 423:
-		return provider.ErrConflict
-	case status == 429:
-		return provider.ErrThrottled
-	case status == 401 || status == 403:
-		return provider.ErrPermission
-	case status >= 500:
-		return provider.ErrUnavailable
-	case status >= 400:
-		return provider.ErrInvalidArgument
 	}
 	return provider.ErrUnavailable
 }

@@ -9,34 +9,15 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-var (
-	labelKeyRe   = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
-	labelValueRe = regexp.MustCompile(`^(([a-z0-9A-Z](?:[\-_.]|[a-z0-9A-Z]){0,61})?[a-z0-9A-Z]$|$)`)
-)
+var labelKeyRe = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
 
 // SanitizeLabelValue maps v to a valid Hetzner label value: characters
 // outside [-_.a-zA-Z0-9] become "-", the result is cut to 63 characters and
 // trimmed to begin and end alphanumeric. It returns "" when nothing
 // representable remains.
-func SanitizeLabelValue(v string) string {
-	if labelValueRe.MatchString(v) {
-		return v
-	}
-	var b strings.Builder
-	for _, r := range v {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	s := b.String()
-	if len(s) > 63 {
-		s = s[:63]
-	}
-	return strings.Trim(s, "-_.")
-}
+//
+// Deprecated: use provider.SanitizeLabelValue, which gives the same results.
+func SanitizeLabelValue(v string) string { return provider.SanitizeLabelValue(v) }
 
 // ValidLabelKey reports whether k is a label key Hetzner accepts and does
 // not reserve.
@@ -87,7 +68,7 @@ func (d *Driver) toLabels(in map[string]string) (map[string]string, error) {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label key %q cannot be represented (an optional DNS prefix and \"/\" plus at most 63 characters of [-_.a-zA-Z0-9], alphanumeric at both ends)", k)
 		}
-		s := SanitizeLabelValue(v)
+		s := provider.SanitizeLabelValue(v)
 		if s == "" && v != "" {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label %s=%q has no representable characters ([-_.a-zA-Z0-9], alphanumeric at both ends)", k, v)

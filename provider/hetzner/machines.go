@@ -153,7 +153,7 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	if token == "" {
 		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.cfg.now().UnixNano(), 36)
 	}
-	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): "crabbox", d.rk(LabelKind): kindLeaseKey}
+	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): provider.CreatedByValue, d.rk(LabelKind): kindLeaseKey}
 	if token != "" {
 		labels[d.rk(LabelToken)] = token
 	}
@@ -410,11 +410,11 @@ func (d *Driver) ownedLabels(in map[string]string, reqToken string) (map[string]
 		return nil, "", err
 	}
 	labels[d.rk(labelManaged)] = "true"
-	labels[d.rk(labelCreatedBy)] = "crabbox"
+	labels[d.rk(labelCreatedBy)] = provider.CreatedByValue
 	if reqToken == "" {
 		return labels, "", nil
 	}
-	token := SanitizeLabelValue(reqToken)
+	token := provider.SanitizeLabelValue(reqToken)
 	if token == "" {
 		return nil, "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", reqToken)
 	}

@@ -42,8 +42,6 @@ const BaseImageID = "existing"
 // idPrefix starts every machine (allocation) id.
 const idPrefix = "sshhost-"
 
-var classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
-
 // Host is one existing SSH host of the pool.
 type Host struct {
 	// Addr is host:port of its sshd; a missing port means 22.
@@ -162,14 +160,10 @@ func (d *Driver) Info() provider.Info { return provider.Info{Name: d.name} }
 // pool decides what a host is. An unknown class or architecture wraps
 // provider.ErrInvalidArgument.
 func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	known := false
-	for _, c := range classes {
-		known = known || c == class
-	}
-	if !known {
+	if !provider.ValidClass(class) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshhost: unknown class %q", class)
 	}
-	if arch != "amd64" && arch != "arm64" {
+	if !provider.ValidArch(arch) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshhost: unknown architecture %q", arch)
 	}
 	return []string{MachineType}, nil

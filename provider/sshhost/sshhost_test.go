@@ -114,7 +114,7 @@ func TestInfoTypesImage(t *testing.T) {
 	if got := mustNew(t, testHosts(t, 1)).Info().Name; got != DefaultName {
 		t.Errorf("default Info().Name = %q, want %q", got, DefaultName)
 	}
-	for _, c := range classes {
+	for _, c := range provider.Classes() {
 		types, err := d.MachineTypes(c, "arm64")
 		if err != nil || len(types) != 1 || types[0] != MachineType {
 			t.Errorf("MachineTypes(%q) = %q, %v", c, types, err)
