@@ -395,6 +395,9 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 	o := defaultOptions()
 	o.region = cfg.Region
 	for _, fn := range opts {
+		if fn == nil {
+			continue
+		}
 		if err := fn(&o); err != nil {
 			return nil, err
 		}
@@ -436,6 +439,9 @@ func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, erro
 	}
 	o := defaultOptions()
 	for _, fn := range opts {
+		if fn == nil {
+			continue
+		}
 		if err := fn(&o); err != nil {
 			return nil, err
 		}

@@ -90,7 +90,7 @@
 //
 // A lease key left behind by an interrupted release (server gone, key
 // still there) is removed by DeleteOrphanKeys, once it is older than a grace
-// period (WithOrphanKeyGrace) so that the key of a lease being created at
+// period (WithOrphanGrace) so that the key of a lease being created at
 // that moment, uploaded just before its server, is never taken.
 //
 // # Labels
@@ -163,7 +163,7 @@ var defaultServerTypes = map[string]map[string][]string{
 // class -> architecture ("amd64", "arm64") -> server types, in order.
 // Shared-vCPU types come first for small classes; dedicated (ccx) types lead
 // for fast and bigger ones. The result is a fresh copy on every call, so
-// changing it changes nothing in the package; use WithServerTypes to
+// changing it changes nothing in the package; use WithMachineTypes to
 // configure a driver.
 func DefaultServerTypes() map[string]map[string][]string {
 	out := make(map[string]map[string][]string, len(defaultServerTypes))
@@ -212,9 +212,9 @@ func WithLocation(name string) Option {
 	}
 }
 
-// WithServerTypes sets the fallback list of server types for a lease class
+// WithMachineTypes sets the fallback list of server types for a lease class
 // and architecture ("amd64" or "arm64"), replacing the default.
-func WithServerTypes(class, arch string, types ...string) Option {
+func WithMachineTypes(class, arch string, types ...string) Option {
 	return func(c *config) error {
 		if class == "" || !provider.ValidArch(arch) || len(types) == 0 || slices.Contains(types, "") {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: server types for class %q arch %q: need a class, amd64 or arm64 and non-empty types", class, arch)
@@ -225,6 +225,14 @@ func WithServerTypes(class, arch string, types ...string) Option {
 		c.types[class][arch] = slices.Clone(types)
 		return nil
 	}
+}
+
+// WithServerTypes sets the fallback list of server types for a lease class
+// and architecture.
+//
+// Deprecated: use WithMachineTypes, the option name every driver shares.
+func WithServerTypes(class, arch string, types ...string) Option {
+	return WithMachineTypes(class, arch, types...)
 }
 
 // WithBaseImage sets the system image name used by BaseImage (default
@@ -290,16 +298,22 @@ func WithLabelPrefix(prefix string) Option {
 	}
 }
 
-// DefaultOrphanKeyGrace is how old a lease SSH key must be before
-// DeleteOrphanKeys may delete it (see WithOrphanKeyGrace).
-const DefaultOrphanKeyGrace = 10 * time.Minute
+// DefaultOrphanGrace is how old a lease SSH key must be before
+// DeleteOrphanKeys may delete it (see WithOrphanGrace).
+const DefaultOrphanGrace = 10 * time.Minute
 
-// WithOrphanKeyGrace sets how old a lease SSH key must be (from its creation
+// DefaultOrphanKeyGrace is DefaultOrphanGrace.
+//
+// Deprecated: use DefaultOrphanGrace, the name every driver shares.
+const DefaultOrphanKeyGrace = DefaultOrphanGrace
+
+// WithOrphanGrace sets how old a lease SSH key must be (from its creation
 // time on Hetzner) before DeleteOrphanKeys may delete it for lack of a
 // server. A lease uploads its key before it creates its server, so a young
 // key without a server is usually a lease being created right now; the grace
-// must exceed the longest gap between the two (default 10 minutes).
-func WithOrphanKeyGrace(grace time.Duration) Option {
+// must exceed the longest gap between the two (default 10 minutes). It must
+// be positive.
+func WithOrphanGrace(grace time.Duration) Option {
 	return func(c *config) error {
 		if grace <= 0 {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: orphan key grace %v must be positive", grace)
@@ -308,6 +322,12 @@ func WithOrphanKeyGrace(grace time.Duration) Option {
 		return nil
 	}
 }
+
+// WithOrphanKeyGrace sets how old a lease SSH key must be before
+// DeleteOrphanKeys may delete it.
+//
+// Deprecated: use WithOrphanGrace, the option name every driver shares.
+func WithOrphanKeyGrace(grace time.Duration) Option { return WithOrphanGrace(grace) }
 
 // WithClock sets the clock used for channel timestamps and for the age of
 // lease keys in DeleteOrphanKeys (tests).
@@ -333,7 +353,7 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		sshPort:     22,
 		now:         time.Now,
 		cleanupTO:   30 * time.Second,
-		orphanGrace: DefaultOrphanKeyGrace,
+		orphanGrace: DefaultOrphanGrace,
 	}
 	for _, o := range opts {
 		if o == nil {

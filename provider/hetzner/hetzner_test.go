@@ -152,6 +152,15 @@ func TestMachineLifecycle(t *testing.T) {
 	if m.Labels["crabbox-operator"] != "Jane-Doe--jane-example.com" {
 		t.Fatalf("sanitized operator = %q", m.Labels["crabbox-operator"])
 	}
+	// The deprecated hetzner.SanitizeLabelValue is provider.SanitizeLabelValue.
+	for _, v := range []string{"Jane Doe <jane@example.com>", "ok-value", "", "---", strings.Repeat("a", 70), "-x-"} {
+		if got, want := hetzner.SanitizeLabelValue(v), provider.SanitizeLabelValue(v); got != want {
+			t.Errorf("hetzner.SanitizeLabelValue(%q) = %q, provider gives %q", v, got, want)
+		}
+	}
+	if got := hetzner.SanitizeLabelValue("Jane Doe <jane@example.com>"); got != "Jane-Doe--jane-example.com" {
+		t.Errorf("hetzner.SanitizeLabelValue = %q", got)
+	}
 	if m.Labels[hetzner.LabelToken] != "cbx_0123456789ab" || m.Labels["crabbox"] != "true" {
 		t.Fatalf("labels = %v", m.Labels)
 	}
@@ -911,9 +920,20 @@ func TestDeleteOrphanKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := hetzner.New(e.client, hetzner.WithOrphanKeyGrace(0)); !errors.Is(err, provider.ErrInvalidArgument) {
+	if _, err := hetzner.New(e.client, hetzner.WithOrphanGrace(0)); !errors.Is(err, provider.ErrInvalidArgument) {
 		t.Fatalf("zero grace: %v", err)
 	}
+	t.Run("deprecated WithOrphanKeyGrace", func(t *testing.T) {
+		if _, err := hetzner.New(e.client, hetzner.WithOrphanKeyGrace(0)); !errors.Is(err, provider.ErrInvalidArgument) {
+			t.Fatalf("zero grace: %v", err)
+		}
+		if _, err := hetzner.New(e.client, hetzner.WithOrphanKeyGrace(time.Minute)); err != nil {
+			t.Fatalf("one minute grace: %v", err)
+		}
+		if hetzner.DefaultOrphanKeyGrace != hetzner.DefaultOrphanGrace {
+			t.Fatalf("DefaultOrphanKeyGrace = %v, DefaultOrphanGrace = %v", hetzner.DefaultOrphanKeyGrace, hetzner.DefaultOrphanGrace)
+		}
+	})
 }
 
 func TestPrivateNetworkSSH(t *testing.T) {
@@ -981,6 +1001,30 @@ func TestDefaultServerTypesIsACopy(t *testing.T) {
 	}
 	if _, err := d.MachineTypes("tiny", "amd64"); err != nil {
 		t.Fatal(err)
+	}
+	// WithMachineTypes and its deprecated alias WithServerTypes replace one
+	// class and architecture and reject what cannot be a list.
+	for name, opt := range map[string]func(class, arch string, types ...string) hetzner.Option{
+		"WithMachineTypes": hetzner.WithMachineTypes,
+		"WithServerTypes":  hetzner.WithServerTypes,
+	} {
+		t.Run(name, func(t *testing.T) {
+			d, err := hetzner.New(hcloud.NewClient(), opt("small", "arm64", "cax41", "cax31"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ts, err := d.MachineTypes("small", "arm64"); err != nil || strings.Join(ts, ",") != "cax41,cax31" {
+				t.Fatalf("small/arm64 = %v, %v", ts, err)
+			}
+			if ts, _ := d.MachineTypes("small", "amd64"); ts[0] != "cx32" {
+				t.Fatalf("small/amd64 changed: %v", ts)
+			}
+			for _, bad := range []hetzner.Option{opt("", "amd64", "cx22"), opt("small", "riscv", "cx22"), opt("small", "amd64"), opt("small", "amd64", "")} {
+				if _, err := hetzner.New(hcloud.NewClient(), bad); !errors.Is(err, provider.ErrInvalidArgument) {
+					t.Errorf("bad types: %v, want ErrInvalidArgument", err)
+				}
+			}
+		})
 	}
 }
 

@@ -299,7 +299,7 @@ func (d *Driver) deleteLeaseKeys(ctx context.Context, token string) error {
 //
 // A lease uploads its key before it creates its server, so a key without a
 // server may belong to a lease being created at this moment. Only keys older
-// than the orphan key grace (WithOrphanKeyGrace, default 10 minutes, counted
+// than the orphan key grace (WithOrphanGrace, default 10 minutes, counted
 // from the key's creation time on Hetzner) are deleted; younger ones, and
 // keys whose creation time is unknown, are left for a later run.
 func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {

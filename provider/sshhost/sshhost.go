@@ -57,8 +57,9 @@ type Host struct {
 	WorkRoot string
 }
 
-// Option configures a Driver.
-type Option func(*options)
+// Option configures a Driver. An option that is given an invalid value
+// makes New fail with an error wrapping provider.ErrInvalidArgument.
+type Option func(*options) error
 
 type options struct {
 	name      string
@@ -69,11 +70,28 @@ type options struct {
 // with mode 0600 when missing, its directory with 0700), guarded by the lock
 // file path+".lock". Processes using the same file share the pool. Without
 // it the state lives in memory and dies with the Driver.
-func WithStateFile(path string) Option { return func(o *options) { o.stateFile = path } }
+// An empty or blank path is invalid.
+func WithStateFile(path string) Option {
+	return func(o *options) error {
+		if strings.TrimSpace(path) == "" {
+			return errors.New("empty state file path")
+		}
+		o.stateFile = path
+		return nil
+	}
+}
 
 // WithName sets the provider name reported by Info (default "sshhost"),
-// e.g. to tell two pools apart.
-func WithName(name string) Option { return func(o *options) { o.name = name } }
+// e.g. to tell two pools apart. An empty or blank name is invalid.
+func WithName(name string) Option {
+	return func(o *options) error {
+		if strings.TrimSpace(name) == "" {
+			return errors.New("empty provider name")
+		}
+		o.name = name
+		return nil
+	}
+}
 
 // Driver leases the hosts of a fixed pool. It is safe for concurrent use.
 type Driver struct {
@@ -94,12 +112,12 @@ var (
 func New(hosts []Host, opts ...Option) (*Driver, error) {
 	o := options{name: DefaultName}
 	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
+		if opt == nil {
+			continue
 		}
-	}
-	if strings.TrimSpace(o.name) == "" {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshhost: empty provider name")
+		if err := opt(&o); err != nil {
+			return nil, provider.Wrap(provider.ErrInvalidArgument, fmt.Errorf("sshhost: %w", err))
+		}
 	}
 	if len(hosts) == 0 {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "sshhost: no hosts")

@@ -76,6 +76,8 @@ func TestNewValidates(t *testing.T) {
 		"relative workroot": {hosts: mod(func(h *Host) { h.WorkRoot = "work" })},
 		"duplicate address": {hosts: []Host{good, mod(func(h *Host) { h.Addr = "127.0.0.1" })[0]}},
 		"empty name":        {hosts: []Host{good}, opts: []Option{WithName("")}},
+		"blank name":        {hosts: []Host{good}, opts: []Option{WithName("  ")}},
+		"empty state file":  {hosts: []Host{good}, opts: []Option{WithStateFile("")}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d, err := New(tc.hosts, tc.opts...)
