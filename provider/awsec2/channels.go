@@ -1,3 +1,5 @@
+// Promotion channels as SSM parameters, known-good version labels.
+
 package awsec2
 
 import (
@@ -280,3 +282,6 @@ func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
 	_, err = d.ssm.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)})
 	return mapErr(err)
 }
+
+// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
+const KnownGoodLabel = "known-good"

@@ -1,17 +1,5 @@
-// Package awsec2 is the crabbox driver for Amazon EC2: leases are EC2
-// instances, images are AMIs with their EBS snapshots, and promotion channels
-// are SSM parameters of data type aws:ec2:image.
-//
-// Construct it with New from an aws.Config the caller loaded (default
-// credential chain) or with NewFromClients from anything satisfying the
-// narrow EC2API and SSMAPI interfaces. Hand it to crabbox.New; users never
-// call the driver directly.
-//
-// The driver maps each AWS error code once to a portable provider code (see
-// package provider) and retries only what AWS semantics require inside one
-// operation: InvalidSnapshot.InUse and throttling while deleting an image's
-// snapshots. Everything else is retried, with the client's backoff, by the
-// root package. Configure the SDK's own retryer on the aws.Config you pass.
+// Driver, the EC2API and SSMAPI client interfaces, New, NewFromClients and their options, Info.
+
 package awsec2
 
 import (
@@ -86,25 +74,8 @@ var (
 	_ provider.OrphanSweeper        = (*Driver)(nil)
 )
 
-// Tag keys the driver itself writes. Their values match the root package's
-// label keys (crabbox.LabelManaged is "crabbox").
+// Defaults of the options.
 const (
-	// TagManaged marks everything the driver created ("true"). The driver
-	// never deregisters an image or deletes a snapshot without it.
-	TagManaged = provider.LabelManaged
-	// TagCreateToken carries CreateImageRequest.Token on an image, so an
-	// image whose creation returned an ambiguous error is found again.
-	TagCreateToken = "crabbox-create-token"
-	// TagClientToken carries CreateMachineRequest.Token on an instance (its
-	// EC2 ClientToken may differ: see WithSpot). DeleteMachine derives the
-	// key pair name from it when the instance has no KeyName.
-	TagClientToken = "crabbox-client-token"
-	// TagDeleted ("true") marks an instance DeleteMachine deleted, so
-	// ListMachines stops listing it once it is terminated.
-	TagDeleted = "crabbox-deleted"
-	// TagName is EC2's display name tag.
-	TagName = "Name"
-
 	// CanonicalOwner is the AWS account that publishes Ubuntu images.
 	CanonicalOwner = "099720109477"
 	// DefaultSSMPrefix is where channel parameters live.
@@ -112,8 +83,6 @@ const (
 	// DefaultSecurityGroupName is the group the driver creates when none is
 	// configured.
 	DefaultSecurityGroupName = "crabbox-ssh"
-	// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
-	KnownGoodLabel = "known-good"
 )
 
 // Driver is the EC2 driver. It is safe for concurrent use.
@@ -454,52 +423,6 @@ func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: "aws", Region: d.o.region, ShutdownTerminates: true}
 }
 
-var defaultTypes = map[string][]string{
-	provider.ClassTiny + "/" + provider.ArchAMD64:     {"t3.small", "t3a.small"},
-	provider.ClassSmall + "/" + provider.ArchAMD64:    {"t3.medium", "t3a.medium"},
-	provider.ClassStandard + "/" + provider.ArchAMD64: {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
-	provider.ClassFast + "/" + provider.ArchAMD64:     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
-	provider.ClassLarge + "/" + provider.ArchAMD64:    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
-	provider.ClassBeast + "/" + provider.ArchAMD64:    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
-	provider.ClassTiny + "/" + provider.ArchARM64:     {"t4g.small"},
-	provider.ClassSmall + "/" + provider.ArchARM64:    {"t4g.medium"},
-	provider.ClassStandard + "/" + provider.ArchARM64: {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
-	provider.ClassFast + "/" + provider.ArchARM64:     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
-	provider.ClassLarge + "/" + provider.ArchARM64:    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
-	provider.ClassBeast + "/" + provider.ArchARM64:    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
-}
-
-// MachineTypes implements provider.Driver.
-func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	if !provider.ValidArch(arch) {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
-	}
-	key := class + "/" + arch
-	if t, ok := d.o.types[key]; ok {
-		return append([]string(nil), t...), nil
-	}
-	if t, ok := defaultTypes[key]; ok {
-		return append([]string(nil), t...), nil
-	}
-	return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown lease class %q", class)
-}
-
-func awsArch(arch string) (string, error) {
-	switch arch {
-	case provider.ArchAMD64:
-		return "x86_64", nil
-	case provider.ArchARM64:
-		return "arm64", nil
-	}
-	return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
-}
-
-func goArch(a string) string {
-	switch a {
-	case "x86_64":
-		return provider.ArchAMD64
-	case "arm64":
-		return provider.ArchARM64
-	}
-	return a
-}
+// cleanupTimeout bounds the calls the driver makes, after its caller's
+// context ended, to undo what a failed create left behind.
+const cleanupTimeout = 30 * time.Second

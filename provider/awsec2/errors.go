@@ -1,3 +1,5 @@
+// AWS error codes and HTTP statuses mapped to portable provider codes.
+
 package awsec2
 
 import (

@@ -1,3 +1,5 @@
+// Promotion channels as chains of SSH-key records.
+
 package hetzner
 
 import (

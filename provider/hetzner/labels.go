@@ -1,3 +1,5 @@
+// Label keys the driver writes, key checks, value sanitizing, the label prefix, selectors.
+
 package hetzner
 
 import (
@@ -107,4 +109,47 @@ func (d *Driver) selector(labels map[string]string) (string, error) {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ","), nil
+}
+
+// Label keys the driver adds on top of the SDK's labels.
+const (
+	// LabelToken holds the idempotency token of the request that created a
+	// server, SSH key or snapshot.
+	LabelToken = "crabbox-token"
+	// LabelKind tells the driver's own records apart: "lease-key" on lease
+	// SSH keys, "channel-entry" on channel records.
+	LabelKind = "crabbox-kind"
+
+	labelManaged   = provider.LabelManaged
+	labelCreatedBy = provider.LabelCreatedBy
+
+	labelChannel   = "crabbox-chan"
+	labelChVersion = "crabbox-chan-version"
+	labelChImage   = "crabbox-chan-image"
+	labelChBy      = "crabbox-chan-by"
+	labelChAt      = "crabbox-chan-at"
+
+	kindLeaseKey     = "lease-key"
+	kindChannelEntry = "channel-entry"
+)
+
+// ownedLabels converts the request's labels to Hetzner labels and adds the
+// ownership labels and the idempotency token (sanitized), which it also
+// returns ("" when the request has none).
+func (d *Driver) ownedLabels(in map[string]string, reqToken string) (map[string]string, string, error) {
+	labels, err := d.toLabels(in)
+	if err != nil {
+		return nil, "", err
+	}
+	labels[d.rk(labelManaged)] = "true"
+	labels[d.rk(labelCreatedBy)] = provider.CreatedByValue
+	if reqToken == "" {
+		return labels, "", nil
+	}
+	token := provider.SanitizeLabelValue(reqToken)
+	if token == "" {
+		return nil, "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", reqToken)
+	}
+	labels[d.rk(LabelToken)] = token
+	return labels, token, nil
 }
