@@ -17,6 +17,9 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
+// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
+const KnownGoodLabel = "known-good"
+
 var channelRe = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 
 const operatorPrefix = "crabbox promotion by "
@@ -282,6 +285,3 @@ func (d *Driver) DeleteChannel(ctx context.Context, channel string) error {
 	_, err = d.ssm.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)})
 	return mapErr(err)
 }
-
-// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
-const KnownGoodLabel = "known-good"

@@ -11,6 +11,28 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
+// Label keys the driver adds on top of the SDK's labels.
+const (
+	// LabelToken holds the idempotency token of the request that created a
+	// server, SSH key or snapshot.
+	LabelToken = "crabbox-token"
+	// LabelKind tells the driver's own records apart: "lease-key" on lease
+	// SSH keys, "channel-entry" on channel records.
+	LabelKind = "crabbox-kind"
+
+	labelManaged   = provider.LabelManaged
+	labelCreatedBy = provider.LabelCreatedBy
+
+	labelChannel   = "crabbox-chan"
+	labelChVersion = "crabbox-chan-version"
+	labelChImage   = "crabbox-chan-image"
+	labelChBy      = "crabbox-chan-by"
+	labelChAt      = "crabbox-chan-at"
+
+	kindLeaseKey     = "lease-key"
+	kindChannelEntry = "channel-entry"
+)
+
 var labelKeyRe = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
 
 // SanitizeLabelValue maps v to a valid Hetzner label value: characters
@@ -110,28 +132,6 @@ func (d *Driver) selector(labels map[string]string) (string, error) {
 	sort.Strings(parts)
 	return strings.Join(parts, ","), nil
 }
-
-// Label keys the driver adds on top of the SDK's labels.
-const (
-	// LabelToken holds the idempotency token of the request that created a
-	// server, SSH key or snapshot.
-	LabelToken = "crabbox-token"
-	// LabelKind tells the driver's own records apart: "lease-key" on lease
-	// SSH keys, "channel-entry" on channel records.
-	LabelKind = "crabbox-kind"
-
-	labelManaged   = provider.LabelManaged
-	labelCreatedBy = provider.LabelCreatedBy
-
-	labelChannel   = "crabbox-chan"
-	labelChVersion = "crabbox-chan-version"
-	labelChImage   = "crabbox-chan-image"
-	labelChBy      = "crabbox-chan-by"
-	labelChAt      = "crabbox-chan-at"
-
-	kindLeaseKey     = "lease-key"
-	kindChannelEntry = "channel-entry"
-)
 
 // ownedLabels converts the request's labels to Hetzner labels and adds the
 // ownership labels and the idempotency token (sanitized), which it also

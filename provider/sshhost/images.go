@@ -2,9 +2,7 @@
 
 package sshhost
 
-import (
-	"context"
-)
+import "context"
 
 // BaseImageID is what BaseImage returns: hosts run whatever they run.
 const BaseImageID = "existing"
