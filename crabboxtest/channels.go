@@ -1,3 +1,5 @@
+// Promotion channels, kept in memory.
+
 package crabboxtest
 
 import (

@@ -1,3 +1,5 @@
+// The virtual display of desktop and browser leases.
+
 package crabboxtest
 
 import (

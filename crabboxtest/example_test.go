@@ -1,3 +1,5 @@
+// The package example.
+
 package crabboxtest_test
 
 import (

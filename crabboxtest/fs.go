@@ -1,3 +1,5 @@
+// Copying and writing machine file-system trees.
+
 package crabboxtest
 
 import (

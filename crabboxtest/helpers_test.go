@@ -1,3 +1,5 @@
+// Test helpers: leases, booting, dialing, running commands.
+
 package crabboxtest
 
 import (

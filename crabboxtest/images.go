@@ -1,3 +1,5 @@
+// Images as file-system trees: BaseImage, CreateImage, GetImage, ListImages, DeleteImage; failure hook.
+
 package crabboxtest
 
 import (
@@ -79,7 +81,7 @@ func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest
 			Name:        req.Name,
 			Description: req.Description,
 			State:       provider.ImagePending,
-			Arch:        "amd64",
+			Arch:        provider.DefaultArch,
 			Labels:      cloneLabels(req.Labels),
 			Created:     time.Now().UTC(),
 			Snapshots:   []provider.Snapshot{{ID: newID("snap-"), SizeGiB: sizeGiB}},
@@ -235,4 +237,41 @@ func (c *Cloud) updateImage(ctx context.Context, id string, f func(*image)) erro
 	}
 	f(im)
 	return nil
+}
+
+// BaseImage returns BaseImageID for amd64 and arm64.
+func (c *Cloud) BaseImage(ctx context.Context, arch string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if !provider.ValidArch(arch) {
+		return "", provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
+	}
+	return BaseImageID, nil
+}
+
+// FailNextImage makes the next CreateImage produce an image that ends in
+// the failed state with reason (after the usual pending polls). Calls
+// queue up.
+func (c *Cloud) FailNextImage(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if reason == "" {
+		reason = "image creation failed (injected by crabboxtest)"
+	}
+	c.failNext = append(c.failNext, reason)
+}
+
+// ImageCount returns the number of images that exist, not counting the
+// base image.
+func (c *Cloud) ImageCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, im := range c.images {
+		if !im.base {
+			n++
+		}
+	}
+	return n
 }

@@ -1,3 +1,5 @@
+// Machines: MachineTypes, CreateMachine, boot, power, GetMachine, ListMachines, DeleteMachine; capacity and kill hooks.
+
 package crabboxtest
 
 import (
@@ -7,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,7 +77,7 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 	}
 	typ := req.Type
 	if typ == "" {
-		typ = machineTypes("small", "amd64")[0]
+		typ = machineTypes(provider.ClassSmall, provider.DefaultArch)[0]
 	}
 	noCap := c.noCap[typ]
 	imageID := req.Image
@@ -412,5 +415,82 @@ func (c *Cloud) UpdateMachineLabels(ctx context.Context, id string, labels map[s
 	for k, v := range labels {
 		m.info.Labels[k] = v
 	}
+	return nil
+}
+
+// MachineTypes maps a class to its ordered fallback list, e.g. small ->
+// [local-small-a local-small-b] for amd64 and [local-small-arm64-a
+// local-small-arm64-b] for arm64.
+func (c *Cloud) MachineTypes(class, arch string) ([]string, error) {
+	if !provider.ValidClass(class) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown class %q (known: %s)", class, strings.Join(provider.Classes(), ", "))
+	}
+	if !provider.ValidArch(arch) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
+	}
+	return machineTypes(class, arch), nil
+}
+
+func machineTypes(class, arch string) []string {
+	p := "local-" + class + "-"
+	if arch == provider.ArchARM64 {
+		p += "arm64-"
+	}
+	return []string{p + "a", p + "b"}
+}
+
+func knownType(typ string) bool {
+	for _, class := range provider.Classes() {
+		for _, arch := range provider.Arches() {
+			if slices.Contains(machineTypes(class, arch), typ) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SetCapacity sets whether machineType has capacity: without it,
+// CreateMachine of that type fails with an error wrapping
+// provider.ErrCapacity.
+func (c *Cloud) SetCapacity(machineType string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ok {
+		delete(c.noCap, machineType)
+	} else {
+		c.noCap[machineType] = true
+	}
+}
+
+// MachineCount returns the number of machines that exist (not deleted).
+func (c *Cloud) MachineCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.machines)
+}
+
+// MachineDir returns the machine's file-system root (Machine.FSRoot).
+func (c *Cloud) MachineDir(id string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.machines[id]
+	if !ok {
+		return "", provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
+	}
+	return m.root, nil
+}
+
+// KillMachine emulates the death of a box: its SSH listener and every
+// connection close and its running commands are killed. The machine stays
+// (stopped) until deleted.
+func (c *Cloud) KillMachine(id string) error {
+	c.mu.Lock()
+	m, ok := c.machines[id]
+	c.mu.Unlock()
+	if !ok {
+		return provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
+	}
+	m.stop()
 	return nil
 }

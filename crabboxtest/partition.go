@@ -1,3 +1,5 @@
+// PartitionMachine: cutting a machine off the network.
+
 package crabboxtest
 
 import (

@@ -1,3 +1,5 @@
+// The in-process SSH server of a machine: sessions, commands, signals.
+
 package crabboxtest
 
 import (

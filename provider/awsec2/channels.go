@@ -1,3 +1,5 @@
+// Promotion channels as SSM parameters, known-good version labels.
+
 package awsec2
 
 import (
@@ -14,6 +16,9 @@ import (
 
 	"github.com/crabbox/crabbox-go/provider"
 )
+
+// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
+const KnownGoodLabel = "known-good"
 
 var channelRe = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 

@@ -1,3 +1,5 @@
+// Tests of channels.go: SSM parameter channels.
+
 package awsec2_test
 
 import (

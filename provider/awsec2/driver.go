@@ -1,17 +1,5 @@
-// Package awsec2 is the crabbox driver for Amazon EC2: leases are EC2
-// instances, images are AMIs with their EBS snapshots, and promotion channels
-// are SSM parameters of data type aws:ec2:image.
-//
-// Construct it with New from an aws.Config the caller loaded (default
-// credential chain) or with NewFromClients from anything satisfying the
-// narrow EC2API and SSMAPI interfaces. Hand it to crabbox.New; users never
-// call the driver directly.
-//
-// The driver maps each AWS error code once to a portable provider code (see
-// package provider) and retries only what AWS semantics require inside one
-// operation: InvalidSnapshot.InUse and throttling while deleting an image's
-// snapshots. Everything else is retried, with the client's backoff, by the
-// root package. Configure the SDK's own retryer on the aws.Config you pass.
+// Driver, the EC2API and SSMAPI client interfaces, New, NewFromClients and their options, Info.
+
 package awsec2
 
 import (
@@ -86,25 +74,8 @@ var (
 	_ provider.OrphanSweeper        = (*Driver)(nil)
 )
 
-// Tag keys the driver itself writes. Their values match the root package's
-// label keys (crabbox.LabelManaged is "crabbox").
+// Defaults of the options.
 const (
-	// TagManaged marks everything the driver created ("true"). The driver
-	// never deregisters an image or deletes a snapshot without it.
-	TagManaged = "crabbox"
-	// TagCreateToken carries CreateImageRequest.Token on an image, so an
-	// image whose creation returned an ambiguous error is found again.
-	TagCreateToken = "crabbox-create-token"
-	// TagClientToken carries CreateMachineRequest.Token on an instance (its
-	// EC2 ClientToken may differ: see WithSpot). DeleteMachine derives the
-	// key pair name from it when the instance has no KeyName.
-	TagClientToken = "crabbox-client-token"
-	// TagDeleted ("true") marks an instance DeleteMachine deleted, so
-	// ListMachines stops listing it once it is terminated.
-	TagDeleted = "crabbox-deleted"
-	// TagName is EC2's display name tag.
-	TagName = "Name"
-
 	// CanonicalOwner is the AWS account that publishes Ubuntu images.
 	CanonicalOwner = "099720109477"
 	// DefaultSSMPrefix is where channel parameters live.
@@ -112,8 +83,6 @@ const (
 	// DefaultSecurityGroupName is the group the driver creates when none is
 	// configured.
 	DefaultSecurityGroupName = "crabbox-ssh"
-	// KnownGoodLabel is the SSM parameter version label MarkKnownGood sets.
-	KnownGoodLabel = "known-good"
 )
 
 // Driver is the EC2 driver. It is safe for concurrent use.
@@ -235,7 +204,7 @@ func WithMachineTypes(class, arch string, types ...string) Option {
 		if len(types) == 0 {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: no machine types for %s/%s", class, arch)
 		}
-		if arch != "amd64" && arch != "arm64" {
+		if !provider.ValidArch(arch) {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 		}
 		o.types[class+"/"+arch] = append([]string(nil), types...)
@@ -282,7 +251,7 @@ func WithSSMPrefix(prefix string) Option {
 // up the newest Canonical Ubuntu 24.04 image.
 func WithBaseImage(arch, imageID string) Option {
 	return func(o *options) error {
-		if arch != "amd64" && arch != "arm64" {
+		if !provider.ValidArch(arch) {
 			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 		}
 		o.baseImages[arch] = imageID
@@ -395,6 +364,9 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 	o := defaultOptions()
 	o.region = cfg.Region
 	for _, fn := range opts {
+		if fn == nil {
+			continue
+		}
 		if err := fn(&o); err != nil {
 			return nil, err
 		}
@@ -436,6 +408,9 @@ func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, erro
 	}
 	o := defaultOptions()
 	for _, fn := range opts {
+		if fn == nil {
+			continue
+		}
 		if err := fn(&o); err != nil {
 			return nil, err
 		}
@@ -448,52 +423,6 @@ func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: "aws", Region: d.o.region, ShutdownTerminates: true}
 }
 
-var defaultTypes = map[string][]string{
-	"tiny/amd64":     {"t3.small", "t3a.small"},
-	"small/amd64":    {"t3.medium", "t3a.medium"},
-	"standard/amd64": {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
-	"fast/amd64":     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
-	"large/amd64":    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
-	"beast/amd64":    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
-	"tiny/arm64":     {"t4g.small"},
-	"small/arm64":    {"t4g.medium"},
-	"standard/arm64": {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
-	"fast/arm64":     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
-	"large/arm64":    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
-	"beast/arm64":    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
-}
-
-// MachineTypes implements provider.Driver.
-func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	if arch != "amd64" && arch != "arm64" {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
-	}
-	key := class + "/" + arch
-	if t, ok := d.o.types[key]; ok {
-		return append([]string(nil), t...), nil
-	}
-	if t, ok := defaultTypes[key]; ok {
-		return append([]string(nil), t...), nil
-	}
-	return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown lease class %q", class)
-}
-
-func awsArch(arch string) (string, error) {
-	switch arch {
-	case "amd64":
-		return "x86_64", nil
-	case "arm64":
-		return "arm64", nil
-	}
-	return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
-}
-
-func goArch(a string) string {
-	switch a {
-	case "x86_64":
-		return "amd64"
-	case "arm64":
-		return "arm64"
-	}
-	return a
-}
+// cleanupTimeout bounds the calls the driver makes, after its caller's
+// context ended, to undo what a failed create left behind.
+const cleanupTimeout = 30 * time.Second

@@ -1,3 +1,5 @@
+// End-to-end tests through the crabbox client on moto: capacity fallback, cleanup, box death.
+
 package awsec2_test
 
 import (

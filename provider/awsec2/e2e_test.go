@@ -1,3 +1,5 @@
+// End-to-end tests through the crabbox client on moto: the runbook, cancellation, throttling.
+
 package awsec2_test
 
 import (

@@ -1,3 +1,5 @@
+// AWS error codes and HTTP statuses mapped to portable provider codes.
+
 package awsec2
 
 import (
@@ -125,10 +127,8 @@ func classify(err error) error {
 		}
 		return provider.ErrInvalidArgument
 	}
-	if s := httpStatus(err); s >= 500 {
-		return provider.ErrUnavailable
-	} else if s == 429 {
-		return provider.ErrThrottled
+	if s := httpStatus(err); s == 429 || s >= 500 {
+		return provider.ClassifyHTTPStatus(s) // ErrThrottled, ErrUnavailable
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {

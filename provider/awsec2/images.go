@@ -1,3 +1,5 @@
+// AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies, usage.
+
 package awsec2
 
 import (
@@ -5,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -481,4 +484,59 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 	}
 	sort.Strings(refs)
 	return refs, nil
+}
+
+// BaseImage implements provider.Driver: the pinned image for arch, or the
+// newest available image matching the lookup (Canonical Ubuntu 24.04).
+func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
+	if id := d.o.baseImages[arch]; id != "" {
+		return id, nil
+	}
+	a, err := awsArch(arch)
+	if err != nil {
+		return "", err
+	}
+	out, err := d.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners: []string{d.o.baseOwner},
+		Filters: []types.Filter{
+			{Name: aws.String("name"), Values: []string{fmt.Sprintf(d.o.baseNameFmt, arch)}},
+			{Name: aws.String("architecture"), Values: []string{a}},
+			{Name: aws.String("state"), Values: []string{"available"}},
+		},
+	})
+	if err != nil {
+		return "", mapErr(err)
+	}
+	var best *types.Image
+	for i := range out.Images {
+		im := &out.Images[i]
+		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) {
+			best = im
+		}
+	}
+	if best == nil {
+		return "", provider.Errorf(provider.ErrNotFound, "awsec2: no base image %q owned by %s for %s",
+			fmt.Sprintf(d.o.baseNameFmt, arch), d.o.baseOwner, arch)
+	}
+	return aws.ToString(best.ImageId), nil
+}
+
+func awsArch(arch string) (string, error) {
+	switch arch {
+	case provider.ArchAMD64:
+		return "x86_64", nil
+	case provider.ArchARM64:
+		return "arm64", nil
+	}
+	return "", provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+}
+
+func goArch(a string) string {
+	switch a {
+	case "x86_64":
+		return provider.ArchAMD64
+	case "arm64":
+		return provider.ArchARM64
+	}
+	return a
 }

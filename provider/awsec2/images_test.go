@@ -1,3 +1,5 @@
+// Tests of images.go: AMIs and their snapshots.
+
 package awsec2_test
 
 import (

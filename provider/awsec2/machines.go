@@ -1,3 +1,5 @@
+// Leases as EC2 instances: MachineTypes, CreateMachine, GetMachine, ListMachines, DeleteMachine, key pairs, the security group.
+
 package awsec2
 
 import (
@@ -6,12 +8,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -20,83 +20,9 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// cleanupTimeout bounds the calls the driver makes, after its caller's
-// context ended, to undo what a failed create left behind.
-const cleanupTimeout = 30 * time.Second
-
-// BaseImage implements provider.Driver: the pinned image for arch, or the
-// newest available image matching the lookup (Canonical Ubuntu 24.04).
-func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
-	if id := d.o.baseImages[arch]; id != "" {
-		return id, nil
-	}
-	a, err := awsArch(arch)
-	if err != nil {
-		return "", err
-	}
-	out, err := d.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
-		Owners: []string{d.o.baseOwner},
-		Filters: []types.Filter{
-			{Name: aws.String("name"), Values: []string{fmt.Sprintf(d.o.baseNameFmt, arch)}},
-			{Name: aws.String("architecture"), Values: []string{a}},
-			{Name: aws.String("state"), Values: []string{"available"}},
-		},
-	})
-	if err != nil {
-		return "", mapErr(err)
-	}
-	var best *types.Image
-	for i := range out.Images {
-		im := &out.Images[i]
-		if best == nil || aws.ToString(im.CreationDate) > aws.ToString(best.CreationDate) {
-			best = im
-		}
-	}
-	if best == nil {
-		return "", provider.Errorf(provider.ErrNotFound, "awsec2: no base image %q owned by %s for %s",
-			fmt.Sprintf(d.o.baseNameFmt, arch), d.o.baseOwner, arch)
-	}
-	return aws.ToString(best.ImageId), nil
-}
-
 var nameSanRe = regexp.MustCompile(`[^A-Za-z0-9._\-]+`)
 
 func keyName(token string) string { return "crabbox-" + nameSanRe.ReplaceAllString(token, "-") }
-
-func tagSpec(rt types.ResourceType, tags map[string]string) types.TagSpecification {
-	ts := types.TagSpecification{ResourceType: rt}
-	keys := make([]string, 0, len(tags))
-	for k := range tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ts.Tags = append(ts.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
-	}
-	return ts
-}
-
-func tagMap(tags []types.Tag) map[string]string {
-	m := make(map[string]string, len(tags))
-	for _, t := range tags {
-		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
-	}
-	return m
-}
-
-func withManaged(labels map[string]string, extra map[string]string) map[string]string {
-	m := map[string]string{}
-	for k, v := range labels {
-		if v != "" {
-			m[k] = v
-		}
-	}
-	for k, v := range extra {
-		m[k] = v
-	}
-	m[TagManaged] = "true"
-	return m
-}
 
 // CreateMachine implements provider.Machines: import the lease's key,
 // ensure the SSH security group, then RunInstances with ClientToken =
@@ -544,19 +470,6 @@ func terminated(in *types.Instance) bool {
 	return in.State != nil && in.State.Name == types.InstanceStateNameTerminated
 }
 
-func tagFilters(labels map[string]string) []types.Filter {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var f []types.Filter
-	for _, k := range keys {
-		f = append(f, types.Filter{Name: aws.String("tag:" + k), Values: []string{labels[k]}})
-	}
-	return f
-}
-
 // DeleteMachine implements provider.Machines: delete the lease's key pair,
 // mark the instance with TagDeleted, and terminate it. Gone already is
 // success.
@@ -612,33 +525,32 @@ func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[
 	return d.updateTags(ctx, []string{id}, labels)
 }
 
-func (d *Driver) updateTags(ctx context.Context, ids []string, labels map[string]string) error {
-	var set []types.Tag
-	var del []types.Tag
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
+var defaultTypes = map[string][]string{
+	provider.ClassTiny + "/" + provider.ArchAMD64:     {"t3.small", "t3a.small"},
+	provider.ClassSmall + "/" + provider.ArchAMD64:    {"t3.medium", "t3a.medium"},
+	provider.ClassStandard + "/" + provider.ArchAMD64: {"c7i.xlarge", "c6i.xlarge", "m7i.xlarge", "c5.xlarge"},
+	provider.ClassFast + "/" + provider.ArchAMD64:     {"c7i.2xlarge", "c6i.2xlarge", "m7i.2xlarge", "c5.2xlarge"},
+	provider.ClassLarge + "/" + provider.ArchAMD64:    {"c7i.4xlarge", "c6i.4xlarge", "m7i.4xlarge", "c5.4xlarge"},
+	provider.ClassBeast + "/" + provider.ArchAMD64:    {"c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge", "c5.9xlarge"},
+	provider.ClassTiny + "/" + provider.ArchARM64:     {"t4g.small"},
+	provider.ClassSmall + "/" + provider.ArchARM64:    {"t4g.medium"},
+	provider.ClassStandard + "/" + provider.ArchARM64: {"c7g.xlarge", "c6g.xlarge", "m7g.xlarge"},
+	provider.ClassFast + "/" + provider.ArchARM64:     {"c7g.2xlarge", "c6g.2xlarge", "m7g.2xlarge"},
+	provider.ClassLarge + "/" + provider.ArchARM64:    {"c7g.4xlarge", "c6g.4xlarge", "m7g.4xlarge"},
+	provider.ClassBeast + "/" + provider.ArchARM64:    {"c7g.8xlarge", "c6g.8xlarge", "m7g.8xlarge"},
+}
+
+// MachineTypes implements provider.Driver.
+func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
+	if !provider.ValidArch(arch) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if k == TagManaged {
-			continue // ownership is not the caller's to change
-		}
-		if v := labels[k]; v == "" {
-			del = append(del, types.Tag{Key: aws.String(k)})
-		} else {
-			set = append(set, types.Tag{Key: aws.String(k), Value: aws.String(v)})
-		}
+	key := class + "/" + arch
+	if t, ok := d.o.types[key]; ok {
+		return append([]string(nil), t...), nil
 	}
-	if len(set) > 0 {
-		if _, err := d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: set}); err != nil {
-			return mapErr(err)
-		}
+	if t, ok := defaultTypes[key]; ok {
+		return append([]string(nil), t...), nil
 	}
-	if len(del) > 0 {
-		if _, err := d.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids, Tags: del}); err != nil {
-			return mapErr(err)
-		}
-	}
-	return nil
+	return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown lease class %q", class)
 }

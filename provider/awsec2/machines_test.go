@@ -1,3 +1,5 @@
+// Tests of machines.go: instances, key pairs, the security group.
+
 package awsec2_test
 
 import (

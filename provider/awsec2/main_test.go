@@ -1,3 +1,5 @@
+// Test setup: the moto server, the recorded calls the IAM policy must cover, the test environment.
+
 package awsec2_test
 
 import (

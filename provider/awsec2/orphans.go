@@ -1,3 +1,5 @@
+// SweepOrphans: key pairs left without an instance.
+
 package awsec2
 
 import (

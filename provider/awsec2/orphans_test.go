@@ -1,3 +1,5 @@
+// Tests of orphans.go: SweepOrphans.
+
 package awsec2_test
 
 import (

@@ -1,3 +1,5 @@
+// The IAM policy the driver needs (Policy, PolicyJSON, PolicyActions).
+
 package awsec2
 
 import (

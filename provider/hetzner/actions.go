@@ -1,3 +1,5 @@
+// Waiting for Hetzner actions and settling servers and images after them.
+
 package hetzner
 
 import (

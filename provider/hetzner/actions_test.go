@@ -1,3 +1,5 @@
+// Tests of actions.go: waiting for actions and settling after them.
+
 package hetzner_test
 
 import (

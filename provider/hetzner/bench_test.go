@@ -1,3 +1,5 @@
+// Benchmarks of lease and channel calls against the fake.
+
 package hetzner_test
 
 import (

@@ -1,3 +1,5 @@
+// The channel mirrored onto image labels (current, previous).
+
 package hetzner
 
 import (

@@ -1,3 +1,5 @@
+// Tests of channel_labels.go: the channel mirrored onto image labels.
+
 package hetzner_test
 
 import (

@@ -1,3 +1,5 @@
+// Promotion channels as chains of SSH-key records.
+
 package hetzner
 
 import (
@@ -151,7 +153,7 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	at := d.cfg.now().UTC().Truncate(time.Second)
 	labels := map[string]string{
 		d.rk(labelManaged):   "true",
-		d.rk(labelCreatedBy): "crabbox",
+		d.rk(labelCreatedBy): provider.CreatedByValue,
 		d.rk(LabelKind):      kindChannelEntry,
 		d.rk(labelChannel):   req.Channel,
 		d.rk(labelChVersion): strconv.FormatInt(version, 10),
@@ -159,7 +161,7 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 		d.rk(labelChAt):      at.Format(chTimeLayout),
 		d.rk(LabelToken):     hex.EncodeToString(nonce),
 	}
-	if op := SanitizeLabelValue(req.Operator); op != "" {
+	if op := provider.SanitizeLabelValue(req.Operator); op != "" {
 		labels[d.rk(labelChBy)] = op
 	}
 	name := d.channelRecordName(req.Channel, version)

@@ -1,3 +1,5 @@
+// End-to-end tests through the crabbox client on the hcloud fake.
+
 package hetzner_test
 
 // End-to-end tests: the portable crabbox.Client drives the Hetzner driver

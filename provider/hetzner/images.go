@@ -1,3 +1,5 @@
+// Snapshots: BaseImage, CreateImage, GetImage, ListImages, DeleteImage, labels, protection.
+
 package hetzner
 
 import (
@@ -237,4 +239,41 @@ func fingerprint(authorized string) (string, error) {
 	}
 	fp := ssh.FingerprintLegacyMD5(k)
 	return fp, nil
+}
+
+// BaseImage returns the id of the configured system image (default
+// ubuntu-24.04) for an architecture.
+func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
+	a, err := hcloudArch(arch)
+	if err != nil {
+		return "", err
+	}
+	im, _, err := d.c.Image.GetByNameAndArchitecture(ctx, d.cfg.baseImage, a)
+	if err != nil {
+		return "", mapErr("get base image", err)
+	}
+	if im == nil {
+		return "", provider.Errorf(provider.ErrNotFound, "hetzner: no image %q for architecture %s", d.cfg.baseImage, a)
+	}
+	return strconv.FormatInt(im.ID, 10), nil
+}
+
+func hcloudArch(arch string) (hcloud.Architecture, error) {
+	switch arch {
+	case provider.ArchAMD64, "x86", "x86_64":
+		return hcloud.ArchitectureX86, nil
+	case provider.ArchARM64, "arm", "aarch64":
+		return hcloud.ArchitectureARM, nil
+	}
+	return "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown architecture %q", arch)
+}
+
+func sdkArch(a hcloud.Architecture) string {
+	switch a {
+	case hcloud.ArchitectureX86:
+		return provider.ArchAMD64
+	case hcloud.ArchitectureARM:
+		return provider.ArchARM64
+	}
+	return string(a)
 }

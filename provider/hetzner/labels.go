@@ -1,3 +1,5 @@
+// Label keys the driver writes, key checks, value sanitizing, the label prefix, selectors.
+
 package hetzner
 
 import (
@@ -9,34 +11,37 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-var (
-	labelKeyRe   = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
-	labelValueRe = regexp.MustCompile(`^(([a-z0-9A-Z](?:[\-_.]|[a-z0-9A-Z]){0,61})?[a-z0-9A-Z]$|$)`)
+// Label keys the driver adds on top of the SDK's labels.
+const (
+	// LabelToken holds the idempotency token of the request that created a
+	// server, SSH key or snapshot.
+	LabelToken = "crabbox-token"
+	// LabelKind tells the driver's own records apart: "lease-key" on lease
+	// SSH keys, "channel-entry" on channel records.
+	LabelKind = "crabbox-kind"
+
+	labelManaged   = provider.LabelManaged
+	labelCreatedBy = provider.LabelCreatedBy
+
+	labelChannel   = "crabbox-chan"
+	labelChVersion = "crabbox-chan-version"
+	labelChImage   = "crabbox-chan-image"
+	labelChBy      = "crabbox-chan-by"
+	labelChAt      = "crabbox-chan-at"
+
+	kindLeaseKey     = "lease-key"
+	kindChannelEntry = "channel-entry"
 )
+
+var labelKeyRe = regexp.MustCompile(`^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,253}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$`)
 
 // SanitizeLabelValue maps v to a valid Hetzner label value: characters
 // outside [-_.a-zA-Z0-9] become "-", the result is cut to 63 characters and
 // trimmed to begin and end alphanumeric. It returns "" when nothing
 // representable remains.
-func SanitizeLabelValue(v string) string {
-	if labelValueRe.MatchString(v) {
-		return v
-	}
-	var b strings.Builder
-	for _, r := range v {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			b.WriteRune(r)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	s := b.String()
-	if len(s) > 63 {
-		s = s[:63]
-	}
-	return strings.Trim(s, "-_.")
-}
+//
+// Deprecated: use provider.SanitizeLabelValue, which gives the same results.
+func SanitizeLabelValue(v string) string { return provider.SanitizeLabelValue(v) }
 
 // ValidLabelKey reports whether k is a label key Hetzner accepts and does
 // not reserve.
@@ -87,7 +92,7 @@ func (d *Driver) toLabels(in map[string]string) (map[string]string, error) {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label key %q cannot be represented (an optional DNS prefix and \"/\" plus at most 63 characters of [-_.a-zA-Z0-9], alphanumeric at both ends)", k)
 		}
-		s := SanitizeLabelValue(v)
+		s := provider.SanitizeLabelValue(v)
 		if s == "" && v != "" {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
 				"hetzner: label %s=%q has no representable characters ([-_.a-zA-Z0-9], alphanumeric at both ends)", k, v)
@@ -126,4 +131,25 @@ func (d *Driver) selector(labels map[string]string) (string, error) {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ","), nil
+}
+
+// ownedLabels converts the request's labels to Hetzner labels and adds the
+// ownership labels and the idempotency token (sanitized), which it also
+// returns ("" when the request has none).
+func (d *Driver) ownedLabels(in map[string]string, reqToken string) (map[string]string, string, error) {
+	labels, err := d.toLabels(in)
+	if err != nil {
+		return nil, "", err
+	}
+	labels[d.rk(labelManaged)] = "true"
+	labels[d.rk(labelCreatedBy)] = provider.CreatedByValue
+	if reqToken == "" {
+		return labels, "", nil
+	}
+	token := provider.SanitizeLabelValue(reqToken)
+	if token == "" {
+		return nil, "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", reqToken)
+	}
+	labels[d.rk(LabelToken)] = token
+	return labels, token, nil
 }

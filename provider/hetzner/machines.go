@@ -1,3 +1,5 @@
+// Leases as servers: MachineTypes, CreateMachine, GetMachine, ListMachines, DeleteMachine, lease SSH keys.
+
 package hetzner
 
 import (
@@ -5,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -153,7 +156,7 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	if token == "" {
 		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.cfg.now().UnixNano(), 36)
 	}
-	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): "crabbox", d.rk(LabelKind): kindLeaseKey}
+	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): provider.CreatedByValue, d.rk(LabelKind): kindLeaseKey}
 	if token != "" {
 		labels[d.rk(LabelToken)] = token
 	}
@@ -293,47 +296,6 @@ func (d *Driver) deleteLeaseKeys(ctx context.Context, token string) error {
 	return errors.Join(errs...)
 }
 
-// DeleteOrphanKeys deletes lease SSH keys whose server no longer exists
-// (left behind when a release was interrupted between the server and the
-// key). It returns how many keys it deleted.
-//
-// A lease uploads its key before it creates its server, so a key without a
-// server may belong to a lease being created at this moment. Only keys older
-// than the orphan key grace (WithOrphanKeyGrace, default 10 minutes, counted
-// from the key's creation time on Hetzner) are deleted; younger ones, and
-// keys whose creation time is unknown, are left for a later run.
-func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
-	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelKind) + "=" + kindLeaseKey}})
-	if err != nil {
-		return 0, mapErr("list lease keys", err)
-	}
-	// The servers are listed after the keys: a key old enough to be
-	// considered had its server created (if ever) before this list.
-	servers, err := d.c.Server.AllWithOpts(ctx, hcloud.ServerListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelToken)}})
-	if err != nil {
-		return 0, mapErr("list servers", err)
-	}
-	live := map[string]bool{}
-	for _, s := range servers {
-		if s.Status != hcloud.ServerStatusDeleting {
-			live[s.Labels[d.rk(LabelToken)]] = true
-		}
-	}
-	cutoff := d.cfg.now().Add(-d.cfg.orphanGrace)
-	n := 0
-	for _, k := range keys {
-		tok := k.Labels[d.rk(LabelToken)]
-		if tok == "" || live[tok] || k.Created.IsZero() || k.Created.After(cutoff) {
-			continue
-		}
-		if _, err := d.c.SSHKey.Delete(ctx, k); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return n, mapErr("delete ssh key", err)
-		}
-		n++
-	}
-	return n, nil
-}
-
 // UpdateMachineLabels merges labels into the server's labels; an empty
 // value removes a label.
 func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
@@ -395,29 +357,45 @@ func machineState(s hcloud.ServerStatus) provider.MachineState {
 	return provider.MachineUnknown
 }
 
-// SweepOrphans implements provider.OrphanSweeper with DeleteOrphanKeys, so
-// crabbox.Client.Reap removes keys of servers that vanished unreleased.
-func (d *Driver) SweepOrphans(ctx context.Context) (int, error) { return d.DeleteOrphanKeys(ctx) }
+// defaultServerTypes maps lease classes to server type fallback lists per
+// architecture ("amd64", "arm64"). It is never modified; DefaultServerTypes
+// hands out copies.
+var defaultServerTypes = map[string]map[string][]string{
+	provider.ClassTiny:     {provider.ArchAMD64: {"cx22", "cpx11"}, provider.ArchARM64: {"cax11"}},
+	provider.ClassSmall:    {provider.ArchAMD64: {"cx32", "cpx21", "cx22"}, provider.ArchARM64: {"cax21", "cax11"}},
+	provider.ClassStandard: {provider.ArchAMD64: {"cx42", "cpx31", "cx32"}, provider.ArchARM64: {"cax31", "cax21"}},
+	provider.ClassFast:     {provider.ArchAMD64: {"ccx23", "cpx41", "cx42"}, provider.ArchARM64: {"cax31"}},
+	provider.ClassLarge:    {provider.ArchAMD64: {"ccx33", "cpx51", "cx52"}, provider.ArchARM64: {"cax41"}},
+	provider.ClassBeast:    {provider.ArchAMD64: {"ccx63", "ccx53", "ccx43"}, provider.ArchARM64: {"cax41"}},
+}
 
-var _ provider.OrphanSweeper = (*Driver)(nil)
+// DefaultServerTypes returns the default server type fallback lists: lease
+// class -> architecture ("amd64", "arm64") -> server types, in order.
+// Shared-vCPU types come first for small classes; dedicated (ccx) types lead
+// for fast and bigger ones. The result is a fresh copy on every call, so
+// changing it changes nothing in the package; use WithMachineTypes to
+// configure a driver.
+func DefaultServerTypes() map[string]map[string][]string {
+	out := make(map[string]map[string][]string, len(defaultServerTypes))
+	for class, m := range defaultServerTypes {
+		out[class] = make(map[string][]string, len(m))
+		for arch, ts := range m {
+			out[class][arch] = slices.Clone(ts)
+		}
+	}
+	return out
+}
 
-// ownedLabels converts the request's labels to Hetzner labels and adds the
-// ownership labels and the idempotency token (sanitized), which it also
-// returns ("" when the request has none).
-func (d *Driver) ownedLabels(in map[string]string, reqToken string) (map[string]string, string, error) {
-	labels, err := d.toLabels(in)
-	if err != nil {
-		return nil, "", err
+// MachineTypes returns the server type fallback list for a class and
+// architecture.
+func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
+	m, ok := d.cfg.types[class]
+	if !ok {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown lease class %q", class)
 	}
-	labels[d.rk(labelManaged)] = "true"
-	labels[d.rk(labelCreatedBy)] = "crabbox"
-	if reqToken == "" {
-		return labels, "", nil
+	ts, ok := m[arch]
+	if !ok || len(ts) == 0 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: no server types for class %q and architecture %q", class, arch)
 	}
-	token := SanitizeLabelValue(reqToken)
-	if token == "" {
-		return nil, "", provider.Errorf(provider.ErrInvalidArgument, "hetzner: token %q has no representable characters", reqToken)
-	}
-	labels[d.rk(LabelToken)] = token
-	return labels, token, nil
+	return slices.Clone(ts), nil
 }

@@ -1,5 +1,7 @@
 //go:build !unix
 
+// The state file lock where flock is missing (unsupported).
+
 package sshhost
 
 import (

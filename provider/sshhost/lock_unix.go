@@ -1,5 +1,7 @@
 //go:build unix
 
+// The state file lock (flock).
+
 package sshhost
 
 import (

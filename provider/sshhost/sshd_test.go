@@ -1,3 +1,5 @@
+// Tests against a real sshd.
+
 package sshhost
 
 import (

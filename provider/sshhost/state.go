@@ -1,3 +1,5 @@
+// The allocation state, in memory or in a JSON state file.
+
 package sshhost
 
 import (

@@ -1,26 +1,5 @@
-// Package crabboxtest is an embedded local cloud for tests, demos and the
-// driver conformance suite: a provider.Driver (with provider.Images,
-// provider.Channels, provider.Protector and provider.Deprecator) whose
-// machines are in-process SSH servers on 127.0.0.1.
-//
-// A machine boots from the cloud-init user-data crabbox renders
-// (internal/cloudinit): its file system is a directory on the host,
-// <dir>/machines/<id>/root (provider.Machine.FSRoot), populated from the
-// image it boots and then from the user-data's files, work root, home and
-// bootstrap marker. Its SSH server presents the host key from the user-data
-// and accepts only the user-data's user with its authorized keys. Commands
-// run on the host with /bin/sh -c, in FSRoot+WorkRoot, with
-// CRABBOX_FS_ROOT=FSRoot, HOME=FSRoot/home/<user> and
-// PATH=FSRoot/usr/local/bin:$PATH; like OpenSSH, a connection allows at most
-// 10 concurrent sessions.
-//
-// Commands run as the test process's user on the host file system: a
-// command that writes to an absolute path outside "$CRABBOX_FS_ROOT" writes
-// to the host. Only run commands meant for the local cloud.
-//
-// Images copy a machine's file-system tree; channels are kept in memory.
-// Hooks (FailNextImage, SetCapacity, KillMachine, ...) inject faults and
-// inspect state. Everything a Cloud started ends with Close.
+// Cloud, New, Start and their options, Close, Info.
+
 package crabboxtest
 
 import (
@@ -30,8 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,9 +30,6 @@ const (
 	// allows, like OpenSSH's default MaxSessions.
 	MaxSessions = 10
 )
-
-// Classes are the lease classes MachineTypes knows, smallest first.
-var classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
 
 type options struct {
 	dir          string
@@ -182,7 +156,7 @@ func New(opts ...Option) (*Cloud, error) {
 			Name:        "local-base",
 			Description: "empty base file system of the local cloud (commands run with the host's tools)",
 			State:       provider.ImageAvailable,
-			Arch:        "amd64",
+			Arch:        provider.DefaultArch,
 			Labels:      map[string]string{"os": "host"},
 			Created:     time.Now().UTC(),
 		},
@@ -264,139 +238,8 @@ func (c *Cloud) begin(ctx context.Context) error {
 // Info reports Name and the region.
 func (c *Cloud) Info() provider.Info { return provider.Info{Name: Name, Region: c.o.region} }
 
-// MachineTypes maps a class to its ordered fallback list, e.g. small ->
-// [local-small-a local-small-b] for amd64 and [local-small-arm64-a
-// local-small-arm64-b] for arm64.
-func (c *Cloud) MachineTypes(class, arch string) ([]string, error) {
-	if !slices.Contains(classes, class) {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown class %q (known: %s)", class, strings.Join(classes, ", "))
-	}
-	if arch != "amd64" && arch != "arm64" {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
-	}
-	return machineTypes(class, arch), nil
-}
-
-func machineTypes(class, arch string) []string {
-	p := "local-" + class + "-"
-	if arch == "arm64" {
-		p += "arm64-"
-	}
-	return []string{p + "a", p + "b"}
-}
-
-func knownType(typ string) bool {
-	for _, class := range classes {
-		for _, arch := range []string{"amd64", "arm64"} {
-			if slices.Contains(machineTypes(class, arch), typ) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// BaseImage returns BaseImageID for amd64 and arm64.
-func (c *Cloud) BaseImage(ctx context.Context, arch string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	if arch != "amd64" && arch != "arm64" {
-		return "", provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown architecture %q", arch)
-	}
-	return BaseImageID, nil
-}
-
-// FailNextImage makes the next CreateImage produce an image that ends in
-// the failed state with reason (after the usual pending polls). Calls
-// queue up.
-func (c *Cloud) FailNextImage(reason string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if reason == "" {
-		reason = "image creation failed (injected by crabboxtest)"
-	}
-	c.failNext = append(c.failNext, reason)
-}
-
-// SetCapacity sets whether machineType has capacity: without it,
-// CreateMachine of that type fails with an error wrapping
-// provider.ErrCapacity.
-func (c *Cloud) SetCapacity(machineType string, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if ok {
-		delete(c.noCap, machineType)
-	} else {
-		c.noCap[machineType] = true
-	}
-}
-
-// MachineCount returns the number of machines that exist (not deleted).
-func (c *Cloud) MachineCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.machines)
-}
-
-// ImageCount returns the number of images that exist, not counting the
-// base image.
-func (c *Cloud) ImageCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, im := range c.images {
-		if !im.base {
-			n++
-		}
-	}
-	return n
-}
-
-// MachineDir returns the machine's file-system root (Machine.FSRoot).
-func (c *Cloud) MachineDir(id string) (string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m, ok := c.machines[id]
-	if !ok {
-		return "", provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
-	}
-	return m.root, nil
-}
-
-// KillMachine emulates the death of a box: its SSH listener and every
-// connection close and its running commands are killed. The machine stays
-// (stopped) until deleted.
-func (c *Cloud) KillMachine(id string) error {
-	c.mu.Lock()
-	m, ok := c.machines[id]
-	c.mu.Unlock()
-	if !ok {
-		return provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", id)
-	}
-	m.stop()
-	return nil
-}
-
 func newID(prefix string) string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return prefix + hex.EncodeToString(b)
-}
-
-func cloneLabels(l map[string]string) map[string]string {
-	out := make(map[string]string, len(l))
-	for k, v := range l {
-		out[k] = v
-	}
-	return out
-}
-
-func matchLabels(have, want map[string]string) bool {
-	for k, v := range want {
-		if hv, ok := have[k]; !ok || hv != v {
-			return false
-		}
-	}
-	return true
 }

@@ -1,0 +1,40 @@
+// Package crabboxtest is an embedded local cloud for tests, demos and the
+// driver conformance suite: a provider.Driver (with provider.Images,
+// provider.Channels, provider.Protector and provider.Deprecator) whose
+// machines are in-process SSH servers on 127.0.0.1.
+//
+// A machine boots from the cloud-init user-data crabbox renders
+// (internal/cloudinit): its file system is a directory on the host,
+// <dir>/machines/<id>/root (provider.Machine.FSRoot), populated from the
+// image it boots and then from the user-data's files, work root, home and
+// bootstrap marker. Its SSH server presents the host key from the user-data
+// and accepts only the user-data's user with its authorized keys. Commands
+// run on the host with /bin/sh -c, in FSRoot+WorkRoot, with
+// CRABBOX_FS_ROOT=FSRoot, HOME=FSRoot/home/<user> and
+// PATH=FSRoot/usr/local/bin:$PATH; like OpenSSH, a connection allows at most
+// 10 concurrent sessions.
+//
+// Commands run as the test process's user on the host file system: a
+// command that writes to an absolute path outside "$CRABBOX_FS_ROOT" writes
+// to the host. Only run commands meant for the local cloud.
+//
+// Images copy a machine's file-system tree; channels are kept in memory.
+// Hooks (FailNextImage, SetCapacity, KillMachine, ...) inject faults and
+// inspect state. Everything a Cloud started ends with Close.
+//
+// # Files
+//
+// Every crabbox driver has the same files, and a subject lives in the file
+// of its name (a driver lacking a subject lacks the file):
+//
+//	doc.go        this overview (package documentation only)
+//	driver.go     Cloud, New, Start and their options, Close, Info
+//	machines.go   machines: MachineTypes, CreateMachine, boot, power, GetMachine, ListMachines, DeleteMachine; capacity and kill hooks
+//	images.go     images as file-system trees: BaseImage, CreateImage, GetImage, ListImages, DeleteImage; failure hook
+//	channels.go   promotion channels, kept in memory
+//	labels.go     label copies and label matching
+//	sshd.go       the in-process SSH server of a machine: sessions, commands, signals
+//	display.go    the virtual display of desktop and browser leases
+//	fs.go         copying and writing machine file-system trees
+//	partition.go  PartitionMachine: cutting a machine off the network
+package crabboxtest

@@ -1,0 +1,113 @@
+// Tag keys the driver writes, labels to and from EC2 tags and tag filters.
+
+package awsec2
+
+import (
+	"context"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// Tag keys the driver itself writes. Their values match the root package's
+// label keys (crabbox.LabelManaged is "crabbox").
+const (
+	// TagManaged marks everything the driver created ("true"). The driver
+	// never deregisters an image or deletes a snapshot without it.
+	TagManaged = provider.LabelManaged
+	// TagCreateToken carries CreateImageRequest.Token on an image, so an
+	// image whose creation returned an ambiguous error is found again.
+	TagCreateToken = "crabbox-create-token"
+	// TagClientToken carries CreateMachineRequest.Token on an instance (its
+	// EC2 ClientToken may differ: see WithSpot). DeleteMachine derives the
+	// key pair name from it when the instance has no KeyName.
+	TagClientToken = "crabbox-client-token"
+	// TagDeleted ("true") marks an instance DeleteMachine deleted, so
+	// ListMachines stops listing it once it is terminated.
+	TagDeleted = "crabbox-deleted"
+	// TagName is EC2's display name tag.
+	TagName = "Name"
+)
+
+func tagSpec(rt types.ResourceType, tags map[string]string) types.TagSpecification {
+	ts := types.TagSpecification{ResourceType: rt}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ts.Tags = append(ts.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+	}
+	return ts
+}
+
+func tagMap(tags []types.Tag) map[string]string {
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+func withManaged(labels map[string]string, extra map[string]string) map[string]string {
+	m := map[string]string{}
+	for k, v := range labels {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	m[TagManaged] = "true"
+	return m
+}
+
+func tagFilters(labels map[string]string) []types.Filter {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var f []types.Filter
+	for _, k := range keys {
+		f = append(f, types.Filter{Name: aws.String("tag:" + k), Values: []string{labels[k]}})
+	}
+	return f
+}
+
+func (d *Driver) updateTags(ctx context.Context, ids []string, labels map[string]string) error {
+	var set []types.Tag
+	var del []types.Tag
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == TagManaged {
+			continue // ownership is not the caller's to change
+		}
+		if v := labels[k]; v == "" {
+			del = append(del, types.Tag{Key: aws.String(k)})
+		} else {
+			set = append(set, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+		}
+	}
+	if len(set) > 0 {
+		if _, err := d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: set}); err != nil {
+			return mapErr(err)
+		}
+	}
+	if len(del) > 0 {
+		if _, err := d.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids, Tags: del}); err != nil {
+			return mapErr(err)
+		}
+	}
+	return nil
+}

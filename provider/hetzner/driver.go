@@ -1,0 +1,243 @@
+// Driver, New and its options, Info.
+
+package hetzner
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hetznercloud/hcloud-go/v2/hcloud"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// Name is the provider name recorded in Info.
+const Name = "hetzner"
+
+// Driver is the Hetzner Cloud driver. It is safe for concurrent use.
+type Driver struct {
+	c   *hcloud.Client
+	cfg config
+}
+
+type config struct {
+	location    string
+	types       map[string]map[string][]string
+	baseImage   string
+	networks    []int64
+	firewalls   []int64
+	ipv6        bool
+	privateSSH  bool
+	sshPort     int
+	labelPrefix string
+	now         func() time.Time
+	cleanupTO   time.Duration
+	orphanGrace time.Duration
+}
+
+// Option configures a Driver.
+type Option func(*config) error
+
+// WithLocation sets the location servers are created in (e.g. "fsn1",
+// "nbg1", "hel1", "ash"). Default: Hetzner chooses.
+func WithLocation(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+		}
+		c.location = name
+		return nil
+	}
+}
+
+// WithMachineTypes sets the fallback list of server types for a lease class
+// and architecture ("amd64" or "arm64"), replacing the default.
+func WithMachineTypes(class, arch string, types ...string) Option {
+	return func(c *config) error {
+		if class == "" || !provider.ValidArch(arch) || len(types) == 0 || slices.Contains(types, "") {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: server types for class %q arch %q: need a class, amd64 or arm64 and non-empty types", class, arch)
+		}
+		if c.types[class] == nil {
+			c.types[class] = map[string][]string{}
+		}
+		c.types[class][arch] = slices.Clone(types)
+		return nil
+	}
+}
+
+// WithServerTypes sets the fallback list of server types for a lease class
+// and architecture.
+//
+// Deprecated: use WithMachineTypes, the option name every driver shares.
+func WithServerTypes(class, arch string, types ...string) Option {
+	return WithMachineTypes(class, arch, types...)
+}
+
+// WithBaseImage sets the system image name used by BaseImage (default
+// "ubuntu-24.04").
+func WithBaseImage(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty base image")
+		}
+		c.baseImage = name
+		return nil
+	}
+}
+
+// WithNetworks attaches servers to these private networks.
+func WithNetworks(ids ...int64) Option {
+	return func(c *config) error { c.networks = append(c.networks, ids...); return nil }
+}
+
+// WithFirewalls applies these firewalls to new servers.
+func WithFirewalls(ids ...int64) Option {
+	return func(c *config) error { c.firewalls = append(c.firewalls, ids...); return nil }
+}
+
+// WithIPv6 enables or disables a public IPv6 address (default enabled).
+func WithIPv6(enable bool) Option {
+	return func(c *config) error { c.ipv6 = enable; return nil }
+}
+
+// WithPrivateSSH makes the SDK reach servers over their first private
+// network address instead of a public IPv4 address, and creates servers
+// without public IPv4. It needs WithNetworks.
+func WithPrivateSSH() Option {
+	return func(c *config) error { c.privateSSH = true; return nil }
+}
+
+// WithSSHPort sets the port in Machine.SSHAddr (default 22).
+func WithSSHPort(port int) Option {
+	return func(c *config) error {
+		if port <= 0 || port > 65535 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: ssh port %d out of range", port)
+		}
+		c.sshPort = port
+		return nil
+	}
+}
+
+var prefixRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+
+// WithLabelPrefix stores every label the driver writes under a DNS-style
+// prefix ("crabbox.example.com" gives keys like
+// "crabbox.example.com/crabbox-lease") and reads back only labels with it,
+// so several crabbox installations, or crabbox and other tools, can share a
+// Hetzner project without seeing each other's resources. Channel records
+// are kept apart by the prefix as well.
+func WithLabelPrefix(prefix string) Option {
+	return func(c *config) error {
+		if !prefixRe.MatchString(prefix) || prefix == "hetzner.cloud" || strings.HasSuffix(prefix, ".hetzner.cloud") {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: label prefix %q must be a DNS subdomain (lowercase letters, digits, '-' and '.') other than hetzner.cloud", prefix)
+		}
+		c.labelPrefix = prefix
+		return nil
+	}
+}
+
+// DefaultOrphanGrace is how old a lease SSH key must be before
+// DeleteOrphanKeys may delete it (see WithOrphanGrace).
+const DefaultOrphanGrace = 10 * time.Minute
+
+// DefaultOrphanKeyGrace is DefaultOrphanGrace.
+//
+// Deprecated: use DefaultOrphanGrace, the name every driver shares.
+const DefaultOrphanKeyGrace = DefaultOrphanGrace
+
+// WithOrphanGrace sets how old a lease SSH key must be (from its creation
+// time on Hetzner) before DeleteOrphanKeys may delete it for lack of a
+// server. A lease uploads its key before it creates its server, so a young
+// key without a server is usually a lease being created right now; the grace
+// must exceed the longest gap between the two (default 10 minutes). It must
+// be positive.
+func WithOrphanGrace(grace time.Duration) Option {
+	return func(c *config) error {
+		if grace <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: orphan key grace %v must be positive", grace)
+		}
+		c.orphanGrace = grace
+		return nil
+	}
+}
+
+// WithOrphanKeyGrace sets how old a lease SSH key must be before
+// DeleteOrphanKeys may delete it.
+//
+// Deprecated: use WithOrphanGrace, the option name every driver shares.
+func WithOrphanKeyGrace(grace time.Duration) Option { return WithOrphanGrace(grace) }
+
+// WithClock sets the clock used for channel timestamps and for the age of
+// lease keys in DeleteOrphanKeys (tests).
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// New returns a driver using client.
+func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
+	if client == nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil hcloud client")
+	}
+	cfg := config{
+		types:       DefaultServerTypes(),
+		baseImage:   "ubuntu-24.04",
+		ipv6:        true,
+		sshPort:     22,
+		now:         time.Now,
+		cleanupTO:   30 * time.Second,
+		orphanGrace: DefaultOrphanGrace,
+	}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.privateSSH && len(cfg.networks) == 0 {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: WithPrivateSSH needs WithNetworks")
+	}
+	return &Driver{c: client, cfg: cfg}, nil
+}
+
+var (
+	_ provider.Driver    = (*Driver)(nil)
+	_ provider.Images    = (*Driver)(nil)
+	_ provider.Channels  = (*Driver)(nil)
+	_ provider.Protector = (*Driver)(nil)
+)
+
+// Info describes the driver. A Hetzner server that powers itself off keeps
+// existing (and billing), so ShutdownTerminates is false and the SDK's Reap
+// enforces lease TTLs.
+func (d *Driver) Info() provider.Info {
+	return provider.Info{Name: Name, Region: d.cfg.location}
+}
+
+// parseID parses a numeric Hetzner id. A malformed id cannot name anything,
+// so it is reported as not found (wrapping ErrNotFound) rather than a crash.
+func parseID(kind, id string) (int64, error) {
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, provider.Errorf(provider.ErrNotFound, "hetzner: %s id %q is not a Hetzner id", kind, id)
+	}
+	return n, nil
+}
+
+// detached returns a context for cleanup work that must run even when ctx
+// was cancelled (deleting a half-made resource, resolving an ambiguous
+// create), bounded by the driver's cleanup timeout.
+func (d *Driver) detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.cleanupTO)
+}
