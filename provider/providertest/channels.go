@@ -17,6 +17,31 @@ type ChannelDeleter interface {
 	DeleteChannel(ctx context.Context, channel string) error
 }
 
+// KnownGoodReader is an optional driver method the ChannelVersionMarker
+// subtest uses to read back the version MarkKnownGood marked; without it
+// the subtest checks only that marking succeeds and rejects what it must.
+type KnownGoodReader interface {
+	KnownGoodVersion(ctx context.Context, channel string) (*provider.ChannelEntry, error)
+}
+
+// deleteChannelsOnCleanup deletes the channels when t ends, where the driver
+// is a ChannelDeleter.
+func (s *suite) deleteChannelsOnCleanup(t *testing.T, channels ...string) {
+	t.Cleanup(func() {
+		del, ok := s.h.Driver.(ChannelDeleter)
+		if !ok {
+			return
+		}
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		for _, ch := range channels {
+			if err := del.DeleteChannel(ctx, ch); err != nil && !errors.Is(err, provider.ErrNotFound) {
+				t.Errorf("cleanup: DeleteChannel(%s): %v", ch, err)
+			}
+		}
+	})
+}
+
 func (s *suite) testChannels(t *testing.T) {
 	chs, ok := s.h.Driver.(provider.Channels)
 	if !ok {
@@ -29,19 +54,7 @@ func (s *suite) testChannels(t *testing.T) {
 	}
 	name := "conformance-" + s.runID
 	fresh := "conformance-" + s.runID + "-fresh"
-	t.Cleanup(func() {
-		del, ok := s.h.Driver.(ChannelDeleter)
-		if !ok {
-			return
-		}
-		ctx, cancel := s.cleanupCtx()
-		defer cancel()
-		for _, ch := range []string{name, fresh} {
-			if err := del.DeleteChannel(ctx, ch); err != nil && !errors.Is(err, provider.ErrNotFound) {
-				t.Errorf("cleanup: DeleteChannel(%s): %v", ch, err)
-			}
-		}
-	})
+	s.deleteChannelsOnCleanup(t, name, fresh)
 
 	// A channel never set.
 	if e, err := chs.CurrentChannel(ctx, name); !errors.Is(err, provider.ErrNotFound) {
@@ -181,4 +194,72 @@ func (s *suite) testChannels(t *testing.T) {
 			t.Errorf("CurrentChannel(%q) = %+v, %v: want image %q version 1", fresh, e, err, image)
 		}
 	}
+}
+
+// testChannelVersionMarker marks versions of a channel set in the test and
+// checks that unknown channels and versions are refused with a typed error
+// and that marking does not move the channel.
+func (s *suite) testChannelVersionMarker(t *testing.T) {
+	chs, ok := s.h.Driver.(provider.Channels)
+	if !ok {
+		t.Skip("driver does not implement provider.Channels")
+	}
+	mk, ok := s.h.Driver.(provider.ChannelVersionMarker)
+	if !ok {
+		t.Skip("driver does not implement provider.ChannelVersionMarker")
+	}
+	ctx := t.Context()
+	image := s.h.ChannelImage
+	if image == "" {
+		image = s.image(t)
+	}
+	name := "conformance-" + s.runID + "-marked"
+	s.deleteChannelsOnCleanup(t, name)
+	refused := func(err error) bool {
+		return errors.Is(err, provider.ErrNotFound) || errors.Is(err, provider.ErrInvalidArgument)
+	}
+
+	if err := mk.MarkKnownGood(ctx, name, 1); !refused(err) {
+		t.Errorf("MarkKnownGood(%q, 1) of a channel never set: %v: want ErrNotFound or ErrInvalidArgument", name, err)
+	}
+	for v := int64(1); v <= 2; v++ {
+		if _, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: name, ImageID: image, Operator: "crabbox-conformance"}); err != nil {
+			t.Fatalf("SetChannel(%q) #%d: %v", name, v, err)
+		}
+	}
+	reader, canRead := s.h.Driver.(KnownGoodReader)
+	mark := func(version int64) {
+		t.Helper()
+		if err := mk.MarkKnownGood(ctx, name, version); err != nil {
+			t.Fatalf("MarkKnownGood(%q, %d): %v", name, version, err)
+		}
+		if canRead {
+			e, err := reader.KnownGoodVersion(ctx, name)
+			switch {
+			case err != nil:
+				t.Errorf("KnownGoodVersion(%q) after MarkKnownGood(%d): %v", name, version, err)
+			case e == nil:
+				t.Errorf("KnownGoodVersion(%q) = nil, nil", name)
+			case e.Version != version || e.ImageID != image:
+				t.Errorf("KnownGoodVersion(%q) after MarkKnownGood(%d) = %+v: want version %d image %q", name, version, *e, version, image)
+			}
+		}
+		e, err := chs.CurrentChannel(ctx, name)
+		switch {
+		case err != nil:
+			t.Fatalf("CurrentChannel(%q) after MarkKnownGood(%d): %v", name, version, err)
+		case e == nil || e.Version != 2:
+			t.Errorf("CurrentChannel(%q) after MarkKnownGood(%d) = %+v: want version 2 (marking does not move the channel)", name, version, e)
+		}
+	}
+	mark(1)
+	mark(2)
+	mark(1) // the mark moves back
+
+	for _, v := range []int64{3, 99, 0} {
+		if err := mk.MarkKnownGood(ctx, name, v); !refused(err) {
+			t.Errorf("MarkKnownGood(%q, %d) of a version the channel never had: %v: want ErrNotFound or ErrInvalidArgument", name, v, err)
+		}
+	}
+	checkCancelled(t, "MarkKnownGood", mk.MarkKnownGood(cancelledCtx(), name, 2))
 }

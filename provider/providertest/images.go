@@ -174,6 +174,7 @@ func (s *suite) testImages(t *testing.T) {
 	// Optional capabilities, on the available image.
 	s.run(t, SubtestProtector, func(t *testing.T) { s.testProtector(t, imgs, id) })
 	s.run(t, SubtestDeprecator, func(t *testing.T) { s.testDeprecator(t, imgs, id) })
+	s.run(t, SubtestRegionCopier, func(t *testing.T) { s.testRegionCopier(t, imgs, id) })
 
 	// Delete; it goes away; deleting again is fine.
 	if err := imgs.DeleteImage(ctx, id); err != nil {
@@ -288,6 +289,101 @@ func (s *suite) testDeprecator(t *testing.T, imgs provider.Images, id string) {
 	if err := dep.DeprecateImage(t.Context(), missingID(id), at); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("DeprecateImage(%s) of an image that never existed: %v: want ErrNotFound", missingID(id), err)
 	}
+}
+
+// testRegionCopier copies the available test image to Harness.CopyRegion
+// and checks the copy there: a new image with the name asked for and every
+// label of the source, that becomes available.
+func (s *suite) testRegionCopier(t *testing.T, imgs provider.Images, id string) {
+	rc, ok := imgs.(provider.RegionCopier)
+	if !ok {
+		t.Skip("driver does not implement provider.RegionCopier")
+	}
+	region, dst := s.h.CopyRegion, s.h.CopyRegionImages
+	if region == "" || dst == nil {
+		t.Skip("Harness.CopyRegion or Harness.CopyRegionImages is unset: no region to copy to")
+	}
+	ctx := t.Context()
+	src := s.getImage(t, imgs, id)
+	name := "crabbox-conformance-copy-" + s.runID
+	var created string
+	t.Cleanup(func() {
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		ids := map[string]bool{}
+		if created != "" {
+			ids[created] = true
+		}
+		list, err := dst.ListImages(ctx, s.imageLabels())
+		if err != nil {
+			t.Errorf("cleanup: ListImages(%v) in %s: %v", s.imageLabels(), region, err)
+		}
+		for _, im := range list {
+			if im != nil && im.ID != "" {
+				ids[im.ID] = true
+			}
+		}
+		for cid := range ids {
+			// A backend may refuse to delete a pending copy: wait a little.
+			for i := 0; i < 50; i++ {
+				im, err := dst.GetImage(ctx, cid)
+				if err != nil || im == nil || im.State != provider.ImagePending {
+					break
+				}
+				time.Sleep(s.h.PollInterval)
+			}
+			if err := dst.DeleteImage(ctx, cid); err != nil {
+				t.Errorf("cleanup: DeleteImage(%s) in %s: %v", cid, region, err)
+			}
+		}
+	})
+
+	cp, err := rc.CopyImage(ctx, id, region, name)
+	if cp != nil {
+		created = cp.ID
+	}
+	if err != nil {
+		t.Fatalf("CopyImage(%s, %s, %s): %v", id, region, name, err)
+	}
+	if cp == nil || cp.ID == "" {
+		t.Fatalf("CopyImage(%s, %s, %s) = %+v and no error: want an image with an id", id, region, name, cp)
+	}
+	if cp.ID == id {
+		t.Errorf("CopyImage(%s, %s) returned the source id: want the copy's id", id, region)
+	}
+	if miss := missingLabels(cp.Labels, src.Labels); len(miss) > 0 {
+		t.Errorf("CopyImage(%s, %s) returned a copy without the source's labels: %v", id, region, miss)
+	}
+	var got *provider.Image
+	s.poll(t, fmt.Sprintf("copy %s in %s to become available", cp.ID, region), func(ctx context.Context) (bool, string, error) {
+		im, err := dst.GetImage(ctx, cp.ID)
+		if err != nil {
+			return false, "", err
+		}
+		if im == nil {
+			return false, "", errors.New("GetImage returned nil, nil")
+		}
+		if im.State == provider.ImageFailed {
+			return false, "", fmt.Errorf("copy %s failed: %q", cp.ID, im.StateReason)
+		}
+		got = im
+		return im.State == provider.ImageAvailable, fmt.Sprintf("state %q", im.State), nil
+	})
+	if got.Name != name {
+		t.Errorf("copy %s in %s is named %q: want %q", cp.ID, region, got.Name, name)
+	}
+	if miss := missingLabels(got.Labels, src.Labels); len(miss) > 0 {
+		t.Errorf("copy %s in %s lacks the source's labels: %v", cp.ID, region, miss)
+	}
+	if im, err := rc.CopyImage(ctx, missingID(id), region, name+"-missing"); !errors.Is(err, provider.ErrNotFound) {
+		if im != nil && im.ID != "" {
+			created2 := im.ID
+			t.Cleanup(func() { _ = dst.DeleteImage(context.Background(), created2) })
+		}
+		t.Errorf("CopyImage(%s) of an image that never existed = %+v, %v: want ErrNotFound", missingID(id), im, err)
+	}
+	_, err = rc.CopyImage(cancelledCtx(), id, region, name)
+	checkCancelled(t, "CopyImage", err)
 }
 
 func containsImage(list []*provider.Image, id string) bool {

@@ -25,6 +25,14 @@ func (s *suite) machineLabels(role string) map[string]string {
 // fresh context when t ends.
 func (s *suite) createMachine(t *testing.T, role string) *provider.Machine {
 	t.Helper()
+	m, _ := s.createMachineToken(t, role)
+	return m
+}
+
+// createMachineToken is createMachine that also returns the idempotency
+// token the machine was created with.
+func (s *suite) createMachineToken(t *testing.T, role string) (*provider.Machine, string) {
+	t.Helper()
 	d := s.h.Driver
 	labels := s.machineLabels(role)
 	image, typ := s.image(t), s.machineType(t)
@@ -87,7 +95,7 @@ func (s *suite) createMachine(t *testing.T, role string) *provider.Machine {
 	if miss := missingLabels(m.Labels, labels); len(miss) > 0 {
 		t.Errorf("CreateMachine returned machine %s without the requested labels: %v", m.ID, miss)
 	}
-	return m
+	return m, token
 }
 
 // waitRunning polls GetMachine until the machine is running with an SSH

@@ -2,383 +2,404 @@ package providertest
 
 import (
 	"context"
-	"fmt"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
 	"maps"
+	"slices"
 	"sync"
+	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/crabbox/crabbox-go/provider"
+	"github.com/crabbox/crabbox-go/provider/providertest/refdriver"
 )
 
-// memDriver is a small in-memory driver that keeps the whole contract, used
-// to prove the suite passes a correct driver. Each entry in breaks switches
-// one rule off, to prove the suite catches the breach.
+// memDriver is the reference driver (refdriver) with switches that break
+// one rule each, to prove the suite catches the breach; with no switch on it
+// keeps the whole contract. It adds provider.AccessProvider, which the
+// reference driver lacks, and records what the suite did.
 type memDriver struct {
+	*refdriver.Driver
+	peer   *refdriver.Driver // the region CopyImage copies to
 	breaks map[string]bool
 
 	mu       sync.Mutex
-	next     int
-	machines map[string]*memMachine
-	images   map[string]*provider.Image
-	polls    map[string]int // GetImage calls per image, for the pending phase
-	channels map[string][]provider.ChannelEntry
+	off      time.Duration                   // the clock offset PassGrace moves
 	requests []provider.CreateMachineRequest // every CreateMachine request seen
+	chans    map[string]bool                 // every channel set
+	replaced map[string]map[string]string    // machine-labels-replace: labels as replaced
+	kept     map[string]map[string]bool      // image-empty-label-kept: labels kept empty
+	refs     map[string][]string             // usage-stale: every reference ever reported
+	lastAcc  *provider.Access
+
+	signer ssh.Signer
+	host   ssh.PublicKey
 
 	// racyGate makes the "channel-racy" break deterministic: two racing
 	// setters meet here after checking the version and before writing.
 	racyGate chan struct{}
 }
 
-type memMachine struct {
-	m     provider.Machine
-	polls int
-}
-
-func newMemDriver(breaks ...string) *memDriver {
+func newMemDriver(t testing.TB, breaks ...string) *memDriver {
+	t.Helper()
 	d := &memDriver{
 		breaks:   map[string]bool{},
-		machines: map[string]*memMachine{},
-		images:   map[string]*provider.Image{},
-		polls:    map[string]int{},
-		channels: map[string][]provider.ChannelEntry{},
+		chans:    map[string]bool{},
+		replaced: map[string]map[string]string{},
+		kept:     map[string]map[string]bool{},
+		refs:     map[string][]string{},
+		racyGate: make(chan struct{}),
 	}
 	for _, b := range breaks {
 		d.breaks[b] = true
 	}
-	d.racyGate = make(chan struct{})
+	var err error
+	d.peer, err = refdriver.New(refdriver.WithRegion("mem-2"))
+	if err == nil {
+		d.Driver, err = refdriver.New(refdriver.WithRegion("mem-1"), refdriver.WithClock(d.now),
+			refdriver.WithRegionPeer("mem-2", d.peer))
+	}
+	var priv ed25519.PrivateKey
+	if err == nil {
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	}
+	if err == nil {
+		d.signer, err = ssh.NewSignerFromKey(priv)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.host = d.signer.PublicKey()
 	return d
 }
 
-func (d *memDriver) counts() (machines, images int) {
+func (d *memDriver) now() time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.machines), len(d.images)
+	return time.Now().Add(d.off)
 }
 
-func (d *memDriver) id(prefix string) string {
-	d.next++
-	return fmt.Sprintf("%s-%08x", prefix, d.next)
+func (d *memDriver) advance(by time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.off += by
 }
 
-func (d *memDriver) Info() provider.Info { return provider.Info{Name: "mem"} }
+// harnessFor returns the harness fields that let every subtest run.
+func (d *memDriver) harnessFor(h Harness) Harness {
+	h.CopyRegion, h.CopyRegionImages = "mem-2", d.peer
+	h.Orphans = &OrphanHooks{
+		Vanish: func(ctx context.Context, m *provider.Machine) error { return d.Vanish(m.ID) },
+		Leftover: func(ctx context.Context, m *provider.Machine, token string) (bool, error) {
+			return d.HasKey(token), nil
+		},
+		PassGrace: func() { d.advance(refdriver.DefaultOrphanGrace + time.Minute) },
+	}
+	return h
+}
+
+// counts returns what the driver still holds: machines, images (in both
+// regions) and channels.
+func (d *memDriver) counts() (machines, images, channels int) {
+	ctx := context.Background()
+	ms, _ := d.Driver.ListMachines(ctx, nil)
+	ims, _ := d.Driver.ListImages(ctx, nil)
+	pims, _ := d.peer.ListImages(ctx, nil)
+	d.mu.Lock()
+	names := slices.Collect(maps.Keys(d.chans))
+	d.mu.Unlock()
+	for _, ch := range names {
+		if _, err := d.Driver.CurrentChannel(ctx, ch); err == nil {
+			channels++
+		}
+	}
+	return len(ms), len(ims) + len(pims), channels
+}
 
 func (d *memDriver) MachineTypes(class, arch string) ([]string, error) {
-	switch class {
-	case "tiny", "small", "standard", "fast", "large", "beast":
-	default:
-		if d.breaks["unknown-class-ok"] {
-			return []string{"m1"}, nil
-		}
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "unknown class %q", class)
+	if d.breaks["unknown-class-ok"] && !provider.ValidClass(class) {
+		return []string{"m1"}, nil
 	}
-	if arch != "amd64" {
-		return nil, provider.Errorf(provider.ErrUnsupported, "no %s machines", arch)
-	}
-	if d.breaks["empty-types"] && class == "beast" {
+	if d.breaks["empty-types"] && class == provider.ClassBeast {
 		return nil, nil
 	}
-	return []string{"m1", "m2"}, nil
-}
-
-func (d *memDriver) BaseImage(ctx context.Context, arch string) (string, error) {
-	return "base-1", nil
-}
-
-func cloneMachine(m provider.Machine) *provider.Machine {
-	m.Labels = maps.Clone(m.Labels)
-	return &m
+	return d.Driver.MachineTypes(class, arch)
 }
 
 func (d *memDriver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.requests = append(d.requests, req)
-	id := d.id("m")
-	labels := maps.Clone(req.Labels)
+	d.mu.Unlock()
 	if d.breaks["create-drops-labels"] {
-		labels = nil
+		req.Labels = nil
 	}
-	mm := &memMachine{m: provider.Machine{
-		ID: id, Name: req.Name, Type: req.Type, Image: req.Image, State: provider.MachinePending,
-		Labels: labels, Created: time.Now(),
-	}}
-	d.machines[id] = mm
-	return cloneMachine(mm.m), nil
+	m, err := d.Driver.CreateMachine(ctx, req)
+	if d.breaks["create-drops-labels"] && m != nil {
+		m.Labels = nil
+	}
+	return m, err
+}
+
+// view applies the label and state breaks to what the suite sees.
+func (d *memDriver) view(m *provider.Machine) *provider.Machine {
+	if m == nil {
+		return nil
+	}
+	if d.breaks["never-running"] {
+		m.State, m.SSHAddr = provider.MachinePending, ""
+	}
+	if d.breaks["create-drops-labels"] {
+		m.Labels = nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r, ok := d.replaced[m.ID]; ok {
+		m.Labels = maps.Clone(r)
+	}
+	return m
 }
 
 func (d *memDriver) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	mm, ok := d.machines[id]
-	if !ok {
-		if d.breaks["get-machine-nil-nil"] {
-			return nil, nil
-		}
-		return nil, provider.Errorf(provider.ErrNotFound, "machine %q", id)
+	m, err := d.Driver.GetMachine(ctx, id)
+	if d.breaks["get-machine-nil-nil"] && errors.Is(err, provider.ErrNotFound) {
+		return nil, nil
 	}
-	mm.polls++
-	if mm.polls > 1 && !d.breaks["never-running"] {
-		mm.m.State = provider.MachineRunning
-		mm.m.SSHAddr = "127.0.0.1:22"
-	}
-	return cloneMachine(mm.m), nil
-}
-
-func hasAll(have, want map[string]string) bool {
-	for k, v := range want {
-		if g, ok := have[k]; !ok || g != v {
-			return false
-		}
-	}
-	return true
+	return d.view(m), err
 }
 
 func (d *memDriver) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []*provider.Machine
-	for _, mm := range d.machines {
-		if d.breaks["list-ignores-labels"] || hasAll(mm.m.Labels, labels) {
-			out = append(out, cloneMachine(mm.m))
-		}
+	if d.breaks["list-ignores-labels"] {
+		labels = nil
 	}
-	return out, nil
+	ms, err := d.Driver.ListMachines(ctx, labels)
+	for i := range ms {
+		ms[i] = d.view(ms[i])
+	}
+	return ms, err
 }
 
 func (d *memDriver) DeleteMachine(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.machines[id]; !ok {
-		if d.breaks["delete-machine-not-idempotent"] {
-			return provider.Errorf(provider.ErrNotFound, "machine %q", id)
-		}
-		return nil
-	}
 	if d.breaks["delete-machine-noop"] {
 		return nil
 	}
-	delete(d.machines, id)
-	return nil
+	if d.breaks["delete-machine-not-idempotent"] {
+		if _, err := d.Driver.GetMachine(ctx, id); err != nil {
+			return err
+		}
+	}
+	return d.Driver.DeleteMachine(ctx, id)
 }
 
 func (d *memDriver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
+	if err := d.Driver.UpdateMachineLabels(ctx, id, labels); err != nil || !d.breaks["machine-labels-replace"] {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	mm, ok := d.machines[id]
-	if !ok {
-		return provider.Errorf(provider.ErrNotFound, "machine %q", id)
-	}
-	if d.breaks["machine-labels-replace"] {
-		mm.m.Labels = maps.Clone(labels)
-		return nil
-	}
-	if mm.m.Labels == nil {
-		mm.m.Labels = map[string]string{}
-	}
-	maps.Copy(mm.m.Labels, labels)
+	d.replaced[id] = maps.Clone(labels)
 	return nil
 }
 
-func cloneImage(im *provider.Image) *provider.Image {
-	c := *im
-	c.Labels = maps.Clone(im.Labels)
-	c.Snapshots = append([]provider.Snapshot(nil), im.Snapshots...)
-	return &c
-}
-
-func (d *memDriver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.machines[req.MachineID]; !ok {
-		return nil, provider.Errorf(provider.ErrNotFound, "machine %q", req.MachineID)
-	}
-	id := d.id("img")
-	im := &provider.Image{
-		ID: id, Name: req.Name, Description: req.Description, State: provider.ImagePending,
-		Arch: "amd64", Labels: maps.Clone(req.Labels), Created: time.Now(),
-		Snapshots: []provider.Snapshot{{ID: "snap-" + id, SizeGiB: 1}}, SizeGiB: 1,
+// viewImage applies the image breaks to what the suite sees.
+func (d *memDriver) viewImage(im *provider.Image) *provider.Image {
+	if im == nil {
+		return nil
 	}
 	if d.breaks["image-no-snapshots"] {
 		im.Snapshots = nil
 	}
-	d.images[id] = im
-	return cloneImage(im), nil
+	if d.breaks["image-fails"] && im.State == provider.ImageAvailable {
+		im.State, im.StateReason = provider.ImageFailed, "disk exploded"
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k := range d.kept[im.ID] {
+		if _, ok := im.Labels[k]; !ok {
+			im.Labels[k] = ""
+		}
+	}
+	return im
+}
+
+func (d *memDriver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	im, err := d.Driver.CreateImage(ctx, req)
+	return d.viewImage(im), err
 }
 
 func (d *memDriver) GetImage(ctx context.Context, id string) (*provider.Image, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	im, ok := d.images[id]
-	if !ok {
-		if d.breaks["get-image-nil-nil"] {
-			return nil, nil
-		}
-		return nil, provider.Errorf(provider.ErrNotFound, "image %q", id)
+	im, err := d.Driver.GetImage(ctx, id)
+	if d.breaks["get-image-nil-nil"] && errors.Is(err, provider.ErrNotFound) {
+		return nil, nil
 	}
-	d.polls[id]++
-	if d.polls[id] > 1 && im.State == provider.ImagePending {
-		im.State = provider.ImageAvailable
-		if d.breaks["image-fails"] {
-			im.State, im.StateReason = provider.ImageFailed, "disk exploded"
-		}
-	}
-	return cloneImage(im), nil
+	return d.viewImage(im), err
 }
 
 func (d *memDriver) ListImages(ctx context.Context, labels map[string]string) ([]*provider.Image, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var out []*provider.Image
-	for _, im := range d.images {
-		if hasAll(im.Labels, labels) {
-			out = append(out, cloneImage(im))
-		}
+	list, err := d.Driver.ListImages(ctx, labels)
+	for i := range list {
+		list[i] = d.viewImage(list[i])
 	}
-	return out, nil
+	return list, err
 }
 
 func (d *memDriver) DeleteImage(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	im, ok := d.images[id]
-	if !ok {
-		return nil
+	if d.breaks["protect-ignored"] {
+		_ = d.Driver.ProtectImage(ctx, id, false)
 	}
-	if im.Protected && !d.breaks["protect-ignored"] {
-		return provider.Errorf(provider.ErrConflict, "image %q is protected", id)
-	}
-	delete(d.images, id)
-	return nil
+	return d.Driver.DeleteImage(ctx, id)
 }
 
 func (d *memDriver) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {
+	if err := d.Driver.UpdateImageLabels(ctx, id, labels); err != nil || !d.breaks["image-empty-label-kept"] {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	im, ok := d.images[id]
-	if !ok {
-		return provider.Errorf(provider.ErrNotFound, "image %q", id)
-	}
-	if im.Labels == nil {
-		im.Labels = map[string]string{}
-	}
 	for k, v := range labels {
-		if v == "" && !d.breaks["image-empty-label-kept"] {
-			delete(im.Labels, k)
-			continue
+		if v == "" {
+			if d.kept[id] == nil {
+				d.kept[id] = map[string]bool{}
+			}
+			d.kept[id][k] = true
 		}
-		im.Labels[k] = v
 	}
-	return nil
-}
-
-func (d *memDriver) ProtectImage(ctx context.Context, id string, protect bool) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	im, ok := d.images[id]
-	if !ok {
-		return provider.Errorf(provider.ErrNotFound, "image %q", id)
-	}
-	im.Protected = protect
 	return nil
 }
 
 func (d *memDriver) DeprecateImage(ctx context.Context, id string, at time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	im, ok := d.images[id]
-	if !ok {
-		return provider.Errorf(provider.ErrNotFound, "image %q", id)
+	if d.breaks["deprecate-ignored"] {
+		return nil
 	}
-	if !d.breaks["deprecate-ignored"] {
-		im.Deprecated = at
-	}
-	return nil
+	return d.Driver.DeprecateImage(ctx, id, at)
 }
 
-func (d *memDriver) CurrentChannel(ctx context.Context, channel string) (*provider.ChannelEntry, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := d.channels[channel]
-	if len(h) == 0 {
-		return nil, provider.Errorf(provider.ErrNotFound, "channel %q", channel)
+func (d *memDriver) CopyImage(ctx context.Context, id, region, name string) (*provider.Image, error) {
+	if d.breaks["copy-ignores-name"] {
+		name = ""
 	}
-	e := h[len(h)-1]
-	return &e, nil
+	cp, err := d.Driver.CopyImage(ctx, id, region, name)
+	if d.breaks["copy-drops-labels"] && cp != nil {
+		cp.Labels = nil
+		_ = d.peer.UpdateImageLabels(ctx, cp.ID, map[string]string{LabelRun: "", LabelRole: ""})
+	}
+	return cp, err
+}
+
+func (d *memDriver) ImageUsage(ctx context.Context, id string) ([]string, error) {
+	if d.breaks["usage-never"] {
+		return nil, nil
+	}
+	refs, err := d.Driver.ImageUsage(ctx, id)
+	switch {
+	case d.breaks["usage-unknown-unavailable"] && errors.Is(err, provider.ErrNotFound):
+		return nil, provider.Errorf(provider.ErrUnavailable, "usage of %s: backend hiccup", id)
+	case d.breaks["ctx-unavailable"] && errors.Is(err, context.Canceled):
+		return nil, provider.Wrap(provider.ErrUnavailable, err)
+	case d.breaks["usage-stale"] && err == nil:
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, r := range refs {
+			if !slices.Contains(d.refs[id], r) {
+				d.refs[id] = append(d.refs[id], r)
+			}
+		}
+		return slices.Clone(d.refs[id]), nil
+	}
+	return refs, err
 }
 
 func (d *memDriver) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := d.channels[req.Channel]
-	cur := int64(len(h))
-	if req.IfVersion != 0 && !d.breaks["channel-ignores-ifversion"] {
-		want := req.IfVersion
-		if want == -1 {
-			want = 0
-		}
-		if cur != want {
-			return nil, provider.Errorf(provider.ErrConflict, "channel %q is at version %d, not %d", req.Channel, cur, want)
-		}
-		if d.breaks["channel-racy"] && req.IfVersion > 0 {
-			// Check, then write without holding the lock in between.
-			d.mu.Unlock()
-			select {
-			case d.racyGate <- struct{}{}:
-			case <-d.racyGate:
-			case <-time.After(time.Second): // nobody to race with
-			}
-			d.mu.Lock()
-			h = d.channels[req.Channel]
-		}
+	d.chans[req.Channel] = true
+	d.mu.Unlock()
+	if d.breaks["channel-ignores-ifversion"] {
+		req.IfVersion = 0
 	}
-	e := provider.ChannelEntry{
-		Channel: req.Channel, ImageID: req.ImageID, Version: int64(len(h)) + 1, At: time.Now(), Operator: req.Operator,
+	if d.breaks["channel-racy"] && req.IfVersion > 0 {
+		// Check, then write, in two backend calls.
+		cur, err := d.Driver.CurrentChannel(ctx, req.Channel)
+		if err != nil {
+			return nil, err
+		}
+		if cur.Version != req.IfVersion {
+			return nil, provider.Errorf(provider.ErrConflict, "channel %q is at version %d, not %d", req.Channel, cur.Version, req.IfVersion)
+		}
+		select {
+		case d.racyGate <- struct{}{}:
+		case <-d.racyGate:
+		case <-time.After(time.Second): // nobody to race with
+		}
+		req.IfVersion = 0
 	}
-	d.channels[req.Channel] = append(h, e)
-	return &e, nil
+	return d.Driver.SetChannel(ctx, req)
 }
 
 func (d *memDriver) ChannelHistory(ctx context.Context, channel string) ([]provider.ChannelEntry, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := append([]provider.ChannelEntry(nil), d.channels[channel]...)
+	h, err := d.Driver.ChannelHistory(ctx, channel)
 	if d.breaks["history-newest-first"] {
-		for i, j := 0, len(h)-1; i < j; i, j = i+1, j-1 {
-			h[i], h[j] = h[j], h[i]
-		}
+		slices.Reverse(h)
 	}
-	return h, nil
+	return h, err
 }
 
-func (d *memDriver) DeleteChannel(ctx context.Context, channel string) error {
+func (d *memDriver) MarkKnownGood(ctx context.Context, channel string, version int64) error {
+	switch {
+	case d.breaks["mark-ignored"]:
+		return nil
+	case d.breaks["mark-moves-channel"]:
+		if cur, err := d.Driver.CurrentChannel(ctx, channel); err == nil {
+			_, _ = d.Driver.SetChannel(ctx, provider.SetChannelRequest{Channel: channel, ImageID: cur.ImageID})
+		}
+	}
+	err := d.Driver.MarkKnownGood(ctx, channel, version)
+	if d.breaks["mark-unknown-ok"] && errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (d *memDriver) SweepOrphans(ctx context.Context) (int, error) {
+	switch {
+	case d.breaks["sweep-noop"]:
+		return 0, ctx.Err()
+	case d.breaks["sweep-ignores-grace"]:
+		d.advance(24 * time.Hour)
+	case d.breaks["sweep-deletes-live"]:
+		ms, _ := d.Driver.ListMachines(ctx, nil)
+		for _, m := range ms {
+			_ = d.Driver.DeleteMachine(ctx, m.ID)
+		}
+	}
+	return d.Driver.SweepOrphans(ctx)
+}
+
+// MachineAccess implements provider.AccessProvider, which the reference
+// driver does not: one fixed user, key and host key for every machine.
+func (d *memDriver) MachineAccess(ctx context.Context, m *provider.Machine) (*provider.Access, error) {
+	if m == nil {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "nil machine")
+	}
+	_, err := d.Driver.GetMachine(ctx, m.ID)
+	if err != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.breaks["access-unknown-ok"] && d.lastAcc != nil && errors.Is(err, provider.ErrNotFound) {
+			return d.lastAcc, nil
+		}
+		return nil, err
+	}
+	acc := &provider.Access{User: "crab", Signer: d.signer, HostKey: d.host}
+	if d.breaks["access-no-signer"] {
+		acc.Signer = nil
+	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.channels, channel)
-	return nil
+	d.lastAcc = acc
+	d.mu.Unlock()
+	return acc, nil
 }
 
 // machinesOnly hides every capability but provider.Driver.
-type machinesOnly struct{ d *memDriver }
-
-func (m machinesOnly) Info() provider.Info { return m.d.Info() }
-func (m machinesOnly) MachineTypes(class, arch string) ([]string, error) {
-	return m.d.MachineTypes(class, arch)
-}
-func (m machinesOnly) BaseImage(ctx context.Context, arch string) (string, error) {
-	return m.d.BaseImage(ctx, arch)
-}
-func (m machinesOnly) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
-	return m.d.CreateMachine(ctx, req)
-}
-func (m machinesOnly) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
-	return m.d.GetMachine(ctx, id)
-}
-func (m machinesOnly) ListMachines(ctx context.Context, labels map[string]string) ([]*provider.Machine, error) {
-	return m.d.ListMachines(ctx, labels)
-}
-func (m machinesOnly) DeleteMachine(ctx context.Context, id string) error {
-	return m.d.DeleteMachine(ctx, id)
-}
-func (m machinesOnly) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
-	return m.d.UpdateMachineLabels(ctx, id, labels)
-}
+type machinesOnly struct{ provider.Driver }

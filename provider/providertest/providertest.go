@@ -34,26 +34,31 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// Subtest names. They are the keys Harness.Skip accepts. Protector and
-// Deprecator run inside Images (as Images/Protector and Images/Deprecator)
-// because they need an available image.
+// Subtest names. They are the keys Harness.Skip accepts. Protector,
+// Deprecator and RegionCopier run inside Images (as Images/Protector, ...)
+// because they need an available image. Each subtest of an optional
+// interface is skipped with "driver does not implement X" when the driver
+// lacks it.
 const (
-	SubtestInfo         = "Info"
-	SubtestMachineTypes = "MachineTypes"
-	SubtestMachines     = "Machines"
-	SubtestImages       = "Images"
-	SubtestProtector    = "Protector"
-	SubtestDeprecator   = "Deprecator"
-	SubtestChannels     = "Channels"
+	SubtestInfo                 = "Info"
+	SubtestMachineTypes         = "MachineTypes"
+	SubtestMachines             = "Machines"
+	SubtestImages               = "Images"
+	SubtestProtector            = "Protector"
+	SubtestDeprecator           = "Deprecator"
+	SubtestRegionCopier         = "RegionCopier"
+	SubtestUsageFinder          = "UsageFinder"
+	SubtestChannels             = "Channels"
+	SubtestChannelVersionMarker = "ChannelVersionMarker"
+	SubtestOrphanSweeper        = "OrphanSweeper"
+	SubtestAccessProvider       = "AccessProvider"
 )
 
 var knownSubtests = []string{
 	SubtestInfo, SubtestMachineTypes, SubtestMachines, SubtestImages,
-	SubtestProtector, SubtestDeprecator, SubtestChannels,
+	SubtestProtector, SubtestDeprecator, SubtestRegionCopier, SubtestUsageFinder,
+	SubtestChannels, SubtestChannelVersionMarker, SubtestOrphanSweeper, SubtestAccessProvider,
 }
-
-// classes are the lease classes every driver maps to machine types.
-var classes = []string{"tiny", "small", "standard", "fast", "large", "beast"}
 
 // Label keys the suite puts on what it creates. LabelRun carries a value
 // unique to one Run call, so parallel runs against one account do not see
@@ -66,8 +71,8 @@ const (
 
 // Harness configures one run of the suite against a driver.
 type Harness struct {
-	// Driver is the driver under test. Images, Channels, Protector and
-	// Deprecator are exercised when it implements them.
+	// Driver is the driver under test. Images, Channels and every optional
+	// interface of package provider are exercised when it implements them.
 	Driver provider.Driver
 	// Image to boot test machines from; "" means Driver.BaseImage(ctx, "amd64").
 	Image string
@@ -92,6 +97,15 @@ type Harness struct {
 	// "" means the resolved Image. Backends that validate channel targets
 	// need an image that exists.
 	ChannelImage string
+	// CopyRegion is the region the RegionCopier subtest copies the test
+	// image to, and CopyRegionImages the driver's images in that region,
+	// used to check and delete the copy. RegionCopier is skipped when
+	// either is unset.
+	CopyRegion       string
+	CopyRegionImages provider.Images
+	// Orphans lets the OrphanSweeper subtest make and observe orphans;
+	// OrphanSweeper is skipped when it is nil.
+	Orphans *OrphanHooks
 }
 
 // Run runs the conformance suite against h.Driver as subtests of t.
@@ -116,7 +130,11 @@ func Run(t *testing.T, h Harness) {
 	s.run(t, SubtestMachineTypes, s.testMachineTypes)
 	s.run(t, SubtestMachines, s.testMachines)
 	s.run(t, SubtestImages, s.testImages)
+	s.run(t, SubtestUsageFinder, s.testUsageFinder)
 	s.run(t, SubtestChannels, s.testChannels)
+	s.run(t, SubtestChannelVersionMarker, s.testChannelVersionMarker)
+	s.run(t, SubtestOrphanSweeper, s.testOrphanSweeper)
+	s.run(t, SubtestAccessProvider, s.testAccessProvider)
 }
 
 type suite struct {
@@ -222,7 +240,7 @@ func (s *suite) testInfo(t *testing.T) {
 }
 
 func (s *suite) testMachineTypes(t *testing.T) {
-	for _, class := range classes {
+	for _, class := range provider.Classes() {
 		types, err := s.h.Driver.MachineTypes(class, "amd64")
 		if err != nil {
 			t.Errorf("MachineTypes(%q, amd64): %v", class, err)
@@ -303,6 +321,28 @@ func merged(a, b map[string]string) map[string]string {
 	}
 	maps.Copy(out, b)
 	return out
+}
+
+// cancelledCtx returns a context that is already cancelled.
+func cancelledCtx() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// checkCancelled checks what a call made with an already-cancelled context
+// returned: an error matching context.Canceled, not mapped to
+// provider.ErrUnavailable (the SDK would retry it).
+func checkCancelled(t *testing.T, call string, err error) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("%s with a cancelled context returned no error: want one matching context.Canceled", call)
+	case !errors.Is(err, context.Canceled):
+		t.Errorf("%s with a cancelled context: %v: want an error matching context.Canceled", call, err)
+	case errors.Is(err, provider.ErrUnavailable):
+		t.Errorf("%s with a cancelled context: %v: matches ErrUnavailable too, so the SDK would retry it: pass context errors through unmapped", call, err)
+	}
 }
 
 // checkSSHAddr reports whether addr is host:port with both parts set.

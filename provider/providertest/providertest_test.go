@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,33 +15,32 @@ import (
 )
 
 func memHarness(d provider.Driver) Harness {
-	return Harness{
+	h := Harness{
 		Driver:       d,
 		UserData:     func(key string) []byte { return []byte("#cloud-config\n# " + key + "\n") },
 		PollInterval: 5 * time.Millisecond,
 		Timeout:      2 * time.Second,
 	}
+	if md, ok := d.(*memDriver); ok {
+		h = md.harnessFor(h)
+	}
+	return h
 }
 
 // TestMemDriverConforms proves a driver keeping the contract passes, and
 // that the suite leaves nothing behind.
 func TestMemDriverConforms(t *testing.T) {
-	d := newMemDriver()
+	d := newMemDriver(t)
 	t.Run("suite", func(t *testing.T) { Run(t, memHarness(d)) })
-	if m, i := d.counts(); m != 0 || i != 0 {
-		t.Errorf("after the suite, the driver still holds %d machines and %d images: want none", m, i)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.channels) != 0 {
-		t.Errorf("after the suite, channels %v remain: want none (ChannelDeleter)", d.channels)
+	if m, i, c := d.counts(); m != 0 || i != 0 || c != 0 {
+		t.Errorf("after the suite, the driver still holds %d machines, %d images and %d channels: want none (ChannelDeleter)", m, i, c)
 	}
 }
 
 // TestDefaultUserData: with Harness.UserData nil the suite renders
 // cloud-init user-data that installs the key it sends as AuthorizedKey.
 func TestDefaultUserData(t *testing.T) {
-	d := newMemDriver()
+	d := newMemDriver(t)
 	h := memHarness(d)
 	h.UserData = nil
 	t.Run("suite", func(t *testing.T) { Run(t, h) })
@@ -64,9 +64,9 @@ func TestDefaultUserData(t *testing.T) {
 // TestCapabilitiesSkipped: a driver with machines only passes, with the
 // image and channel subtests skipped rather than failed.
 func TestCapabilitiesSkipped(t *testing.T) {
-	d := newMemDriver()
+	d := newMemDriver(t)
 	t.Run("suite", func(t *testing.T) { Run(t, memHarness(machinesOnly{d})) })
-	if m, i := d.counts(); m != 0 || i != 0 {
+	if m, i, _ := d.counts(); m != 0 || i != 0 {
 		t.Errorf("after the suite, the driver still holds %d machines and %d images", m, i)
 	}
 }
@@ -74,7 +74,7 @@ func TestCapabilitiesSkipped(t *testing.T) {
 // TestSkipHarness: a subtest named in Harness.Skip is skipped even when the
 // driver would fail it.
 func TestSkipHarness(t *testing.T) {
-	h := memHarness(newMemDriver("get-image-nil-nil", "channel-ignores-ifversion"))
+	h := memHarness(newMemDriver(t, "get-image-nil-nil", "channel-ignores-ifversion"))
 	h.Skip = map[string]string{SubtestImages: "test", SubtestChannels: "test"}
 	Run(t, h)
 }
@@ -99,28 +99,42 @@ func TestMissingID(t *testing.T) {
 // brokenCases maps a break of memDriver to the subtest that must fail.
 var brokenCases = []struct {
 	brk      string
-	failing  string // subtest path under TestBrokenDriverHelper that must fail
-	leftover bool   // the break itself prevents cleanup
-	also     string // another subtest allowed to fail as a consequence
+	failing  string   // subtest path under TestBrokenDriverHelper that must fail
+	leftover bool     // the break itself prevents cleanup
+	also     []string // other subtests allowed to fail as a consequence
 }{
 	{brk: "unknown-class-ok", failing: "MachineTypes"},
 	{brk: "empty-types", failing: "MachineTypes"},
-	{brk: "get-machine-nil-nil", failing: "Machines"},
-	{brk: "delete-machine-not-idempotent", failing: "Machines"},
-	{brk: "delete-machine-noop", failing: "Machines", leftover: true},
-	{brk: "never-running", failing: "Machines", also: "Images"}, // its source machine never runs
+	{brk: "get-machine-nil-nil", failing: "Machines", also: []string{"UsageFinder", "OrphanSweeper"}},                       // they wait for a machine to go
+	{brk: "delete-machine-not-idempotent", failing: "Machines", also: []string{"UsageFinder", "OrphanSweeper"}},             // their cleanup deletes again
+	{brk: "delete-machine-noop", failing: "Machines", leftover: true, also: []string{"UsageFinder"}},                        // its machine never goes
+	{brk: "never-running", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider"}}, // their machines never run
 	{brk: "list-ignores-labels", failing: "Machines"},
 	{brk: "machine-labels-replace", failing: "Machines"},
-	{brk: "create-drops-labels", failing: "Machines", also: "Images"}, // its source machine lacks labels
+	{brk: "create-drops-labels", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider"}}, // their machines lack labels
 	{brk: "get-image-nil-nil", failing: "Images"},
 	{brk: "image-no-snapshots", failing: "Images"},
 	{brk: "image-fails", failing: "Images"},
-	{brk: "image-empty-label-kept", failing: "Images"},
-	{brk: "protect-ignored", failing: "Images/Protector", also: "Images/Deprecator"}, // the image is gone
+	{brk: "image-empty-label-kept", failing: "Images", also: []string{"Images/RegionCopier"}},                         // the copy lacks the kept label
+	{brk: "protect-ignored", failing: "Images/Protector", also: []string{"Images/Deprecator", "Images/RegionCopier"}}, // the image is gone
 	{brk: "deprecate-ignored", failing: "Images/Deprecator"},
 	{brk: "channel-ignores-ifversion", failing: "Channels"},
 	{brk: "channel-racy", failing: "Channels"},
 	{brk: "history-newest-first", failing: "Channels"},
+	{brk: "copy-drops-labels", failing: "Images/RegionCopier"},
+	{brk: "copy-ignores-name", failing: "Images/RegionCopier"},
+	{brk: "usage-never", failing: "UsageFinder"},
+	{brk: "usage-stale", failing: "UsageFinder"},
+	{brk: "usage-unknown-unavailable", failing: "UsageFinder"},
+	{brk: "ctx-unavailable", failing: "UsageFinder"},
+	{brk: "mark-ignored", failing: "ChannelVersionMarker"},
+	{brk: "mark-moves-channel", failing: "ChannelVersionMarker"},
+	{brk: "mark-unknown-ok", failing: "ChannelVersionMarker"},
+	{brk: "sweep-noop", failing: "OrphanSweeper"},
+	{brk: "sweep-ignores-grace", failing: "OrphanSweeper"},
+	{brk: "sweep-deletes-live", failing: "OrphanSweeper"},
+	{brk: "access-no-signer", failing: "AccessProvider"},
+	{brk: "access-unknown-ok", failing: "AccessProvider"},
 	{brk: "unknown-skip-key", failing: ""},
 }
 
@@ -136,7 +150,7 @@ func TestSuiteCatchesBrokenDrivers(t *testing.T) {
 		brk      string
 		failing  string
 		leftover bool
-		also     string
+		also     []string
 	}{brk: "none"}) {
 		t.Run(tc.brk, func(t *testing.T) {
 			t.Parallel()
@@ -167,7 +181,7 @@ func TestSuiteCatchesBrokenDrivers(t *testing.T) {
 						continue
 					}
 					name := strings.Fields(strings.TrimPrefix(line, "--- FAIL: TestBrokenDriverHelper/"))[0]
-					if name != tc.failing && !strings.HasPrefix(tc.failing, name+"/") && name != tc.also {
+					if name != tc.failing && !strings.HasPrefix(tc.failing, name+"/") && !slices.Contains(tc.also, name) {
 						t.Errorf("break %q: subtest %s failed too, want only %s:\n%s", tc.brk, name, tc.failing, out)
 					}
 				}
@@ -189,12 +203,9 @@ func TestBrokenDriverHelper(t *testing.T) {
 	if brk == "" {
 		t.Skip("child process of TestSuiteCatchesBrokenDrivers")
 	}
-	d := newMemDriver(brk)
+	d := newMemDriver(t, brk)
 	t.Cleanup(func() { // registered first, runs last
-		m, i := d.counts()
-		d.mu.Lock()
-		c := len(d.channels)
-		d.mu.Unlock()
+		m, i, c := d.counts()
 		if err := os.WriteFile(os.Getenv("PROVIDERTEST_COUNTS"), fmt.Appendf(nil, "%d %d %d", m, i, c), 0o600); err != nil {
 			t.Error(err)
 		}
