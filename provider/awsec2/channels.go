@@ -242,6 +242,11 @@ func (d *Driver) MarkKnownGood(ctx context.Context, channel string, version int6
 	if err != nil {
 		return err
 	}
+	if version < 1 {
+		// SSM parameter versions start at 1; passed on, 0 labels a version
+		// nobody named.
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: channel %q has no version %d", channel, version)
+	}
 	out, err := d.ssm.LabelParameterVersion(ctx, &ssm.LabelParameterVersionInput{
 		Name: aws.String(name), ParameterVersion: aws.Int64(version), Labels: []string{KnownGoodLabel},
 	})

@@ -37,11 +37,6 @@ func TestConformance(t *testing.T) {
 			},
 			PassGrace: func() { clk.advance(time.Hour) },
 		},
-		Skip: map[string]string{
-			providertest.SubtestChannelVersionMarker: "driver defect: MarkKnownGood(channel, 0) returns nil: it passes " +
-				"version 0 on to SSM LabelParameterVersion (which labels a version; moto the latest) instead of refusing it " +
-				"with ErrInvalidArgument; every other check of the subtest passes",
-		},
 	})
 	e.expectClean("us-east-1", copyRegion)
 }

@@ -15,6 +15,21 @@ import (
 	"github.com/crabbox/crabbox-go/provider/providertest"
 )
 
+// TestConformance runs the whole suite against the driver on the Hetzner
+// fake.
+func TestConformance(t *testing.T) {
+	e := newEnv(t, hcloudfake.Options{}, 2)
+	providertest.Run(t, providertest.Harness{
+		Driver:       e.d,
+		PollInterval: time.Millisecond,
+		Timeout:      30 * time.Second,
+	})
+	// The suite cleans up after itself: the fake must be empty.
+	if st := e.fake.State(); st.Servers != 0 || st.Images != 0 || st.SSHKeys != 0 {
+		t.Fatalf("conformance run left resources behind: %+v (keys %+v)", st, e.fake.SSHKeys())
+	}
+}
+
 // TestConformanceOrphanSweeper runs the suite's OrphanSweeper subtest (the
 // others run in TestConformance) on a driver whose clock the test moves:
 // servers vanish through the raw API, leaving their SSH keys.

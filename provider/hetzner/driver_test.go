@@ -17,7 +17,6 @@ import (
 	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/hetzner"
-	"github.com/crabbox/crabbox-go/provider/providertest"
 )
 
 type env struct {
@@ -112,19 +111,6 @@ func (e *env) waitRunning(t *testing.T, id string) *provider.Machine {
 	}
 	t.Fatalf("machine %s never became running", id)
 	return nil
-}
-
-func TestConformance(t *testing.T) {
-	e := newEnv(t, hcloudfake.Options{}, 2)
-	providertest.Run(t, providertest.Harness{
-		Driver:       e.d,
-		PollInterval: time.Millisecond,
-		Timeout:      30 * time.Second,
-	})
-	// The suite cleans up after itself: the fake must be empty.
-	if st := e.fake.State(); st.Servers != 0 || st.Images != 0 || st.SSHKeys != 0 {
-		t.Fatalf("conformance run left resources behind: %+v (keys %+v)", st, e.fake.SSHKeys())
-	}
 }
 
 func mustID(t *testing.T, s string) int64 {
