@@ -1,3 +1,6 @@
+// Cleanup: PlanCleanup decides per image, with a reason, what the cleanup
+// policy keeps and deletes; CleanupPlan.Apply re-checks and deletes.
+
 package crabbox
 
 import (

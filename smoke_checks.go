@@ -1,3 +1,7 @@
+// Smoke checks: the SmokeCheck type, its constructors (tools, paths, commands
+// with expectations, screenshot not blank, the do-not-bake hygiene checks) and
+// the runbook's check sets.
+
 package crabbox
 
 import (
