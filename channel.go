@@ -184,7 +184,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
 		return nil, fmt.Errorf("channel %s now points at %s, but labelling it failed: %w", o.channel, img.ID, err)
 	}
-	if pr, ok := c.drv.(provider.Protector); ok {
+	if pr := c.caps.protector; pr != nil {
 		if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
 			return nil, fmt.Errorf("channel %s now points at %s, but protecting it failed: %w", o.channel, img.ID, err)
 		}
@@ -339,10 +339,10 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 		return nil, err
 	}
 	// Lift protection from superseded images of the channel.
-	if chs, ok := c.drv.(provider.Channels); ok {
+	if chs := c.caps.channels; chs != nil {
 		cur, err := c.currentChannel(ctx, chs, o.channel)
 		if err == nil && cur.ImageID == imageID {
-			if mk, ok := c.drv.(provider.ChannelVersionMarker); ok {
+			if mk := c.caps.versionMarker; mk != nil {
 				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
 					return mk.MarkKnownGood(ctx, o.channel, cur.Version)
 				}); err != nil {
@@ -371,13 +371,13 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 // retire lifts promotion protection from a superseded image and deprecates
 // it where the provider supports that.
 func (c *Client) retire(ctx context.Context, id string) error {
-	if pr, ok := c.drv.(provider.Protector); ok {
+	if pr := c.caps.protector; pr != nil {
 		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, false) })
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
 		}
 	}
-	if dp, ok := c.drv.(provider.Deprecator); ok {
+	if dp := c.caps.deprecator; dp != nil {
 		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return dp.DeprecateImage(ctx, id, c.o.now()) })
 		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnsupported) {
 			return fmt.Errorf("deprecating superseded image %s: %w", id, err)

@@ -100,7 +100,7 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 		return nil, c.opErr("plan-cleanup", "", err)
 	}
 	inUse := map[string]string{}
-	if uf, ok := c.drv.(provider.UsageFinder); ok {
+	if uf := c.caps.usageFinder; uf != nil {
 		for _, img := range imgs {
 			if !img.Owned {
 				continue
@@ -297,8 +297,8 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 // never set are skipped; a provider without channels promotes nothing.
 func (c *Client) promotedIn(ctx context.Context, channels []string) (map[string]string, error) {
 	promoted := map[string]string{}
-	chs, ok := c.drv.(provider.Channels)
-	if !ok {
+	chs := c.caps.channels
+	if chs == nil {
 		return promoted, nil
 	}
 	for _, ch := range channels {

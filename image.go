@@ -65,22 +65,6 @@ func (c *Client) imageFrom(p *provider.Image) *Image {
 	return img
 }
 
-func (c *Client) images() (provider.Images, error) {
-	im, ok := c.drv.(provider.Images)
-	if !ok {
-		return nil, fmt.Errorf("provider %s has no images: %w", c.info.Name, ErrUnsupported)
-	}
-	return im, nil
-}
-
-func (c *Client) channels() (provider.Channels, error) {
-	ch, ok := c.drv.(provider.Channels)
-	if !ok {
-		return nil, fmt.Errorf("provider %s has no promotion channels: %w", c.info.Name, ErrUnsupported)
-	}
-	return ch, nil
-}
-
 type imageOptions struct {
 	prepare     bool
 	wait        bool
@@ -418,8 +402,8 @@ func (c *Client) Images(ctx context.Context, filters ...ImageFilter) ([]*Image, 
 // CopyImage copies an image to another region where the provider supports
 // it (ErrUnsupported otherwise).
 func (c *Client) CopyImage(ctx context.Context, imageID, region string) (*Image, error) {
-	rc, ok := c.drv.(provider.RegionCopier)
-	if !ok {
+	rc := c.caps.regionCopier
+	if rc == nil {
 		return nil, c.opErr("copy-image", imageID, fmt.Errorf("provider %s cannot copy images: %w", c.info.Name, ErrUnsupported))
 	}
 	src, err := c.GetImage(ctx, imageID)

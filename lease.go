@@ -447,7 +447,7 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	}
 	l.MachineID = m.ID
 	l.applyMachine(m)
-	if _, ok := c.drv.(provider.AccessProvider); ok {
+	if c.caps.access != nil {
 		// The host ignores user-data: log in with the credentials the
 		// driver gives, not the per-lease keys.
 		l.mu.Lock()
@@ -492,7 +492,7 @@ func (c *Client) resolveImage(ctx context.Context, o leaseOptions) (string, Imag
 	if o.image != "" {
 		return o.image, ImageExplicit, nil
 	}
-	if ch, ok := c.drv.(provider.Channels); ok {
+	if ch := c.caps.channels; ch != nil {
 		e, err := c.currentChannel(ctx, ch, o.channel)
 		switch {
 		case err == nil:
@@ -547,7 +547,7 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	if l.c.info.ShutdownTerminates && l.FSRoot() == "" {
-		if _, ok := l.c.drv.(provider.AccessProvider); !ok {
+		if l.c.caps.access == nil {
 			left := hard.Sub(l.c.o.now())
 			mins := int((left + time.Minute - 1) / time.Minute)
 			if mins < 1 {

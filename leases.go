@@ -104,7 +104,7 @@ func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 		}
 		reaped = append(reaped, l)
 	}
-	if sw, ok := c.drv.(provider.OrphanSweeper); ok {
+	if sw := c.caps.orphanSweeper; sw != nil {
 		n, err := retry(ctx, c, "lease", sw.SweepOrphans)
 		if err != nil {
 			errs = append(errs, c.opErr("reap", "", fmt.Errorf("sweeping orphaned keys: %w", err)))

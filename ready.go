@@ -75,7 +75,7 @@ func (l *Lease) probe(ctx context.Context) (string, error) {
 		return "ssh", err
 	}
 	ready := readyCommand()
-	if _, ok := c.drv.(provider.AccessProvider); ok {
+	if c.caps.access != nil {
 		ready = "true" // existing hosts have no crabbox bootstrap
 	}
 	res, err := client.Run(ctx, sshx.Request{Command: ready, Stdout: io.Discard, Stderr: io.Discard})

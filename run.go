@@ -52,7 +52,7 @@ func (l *Lease) sshClient(ctx context.Context) (*sshx.Client, error) {
 // for hosts that ignore user-data, else the keys in the state dir.
 // Called with l.mu held.
 func (l *Lease) loadAccess(ctx context.Context) error {
-	if ap, ok := l.c.drv.(provider.AccessProvider); ok {
+	if ap := l.c.caps.access; ap != nil {
 		a, err := ap.MachineAccess(ctx, &provider.Machine{ID: l.MachineID, SSHAddr: l.SSHAddr, Labels: l.Labels})
 		if err != nil {
 			return err
