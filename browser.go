@@ -5,6 +5,7 @@ package crabbox
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net/url"
@@ -114,43 +115,8 @@ func checkURL(raw string) error {
 	return nil
 }
 
-const openURLScript = `need_display
-B=""
-if [ -r "$R/var/lib/crabbox/browser.env" ]; then
-  BROWSER=""
-  . "$R/var/lib/crabbox/browser.env"
-  if [ -n "${BROWSER:-}" ] && command -v "$BROWSER" >/dev/null 2>&1; then B="$BROWSER"; fi
-fi
-if [ -z "$B" ]; then
-  for b in $CANDIDATES; do
-    if p=$(command -v "$b" 2>/dev/null) && [ -n "$p" ]; then B="$p"; break; fi
-  done
-fi
-if [ -z "$B" ]; then
-  echo "crabbox-missing: $CANDIDATES" >&2
-  echo "crabbox: no browser found (tried $CANDIDATES)" >&2
-  exit 91
-fi
-mkdir -p "$R/tmp" 2>/dev/null
-P="$R$DIR"
-mkdir -m 700 "$P" || exit 1
-mkdir -p "$P/home/.config" "$P/home/.cache" "$P/profile" || exit 1
-SANDBOX=""
-if [ "$(id -u)" = 0 ]; then SANDBOX=--no-sandbox; fi
-cd "$P" || exit 1
-HOME="$P/home" XDG_CONFIG_HOME="$P/home/.config" XDG_CACHE_HOME="$P/home/.cache" DISPLAY="$D" \
-  setsid "$B" $ARGS $SANDBOX "--user-data-dir=$P/profile" "--window-size=$SIZE" --window-position=0,0 "$@" -- "$URL" \
-  >"$P/browser.log" 2>&1 </dev/null &
-pid=$!
-sleep 0.2
-if ! kill -0 "$pid" 2>/dev/null; then
-  echo "crabbox: browser $B exited at once:" >&2
-  tail -n 20 "$P/browser.log" >&2
-  rm -rf -- "$P"
-  exit 1
-fi
-printf 'pid=%s\ndir=%s\nbrowser=%s\nsandbox=%s\n' "$pid" "${P#"$R"}" "$B" "$SANDBOX"
-`
+//go:embed browser_open_url.sh
+var openURLScript string
 
 // OpenURL starts the lease's browser on its display with a fresh profile
 // and opens rawURL. The browser is the one recorded in
@@ -231,25 +197,8 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 	return &Browser{URL: rawURL, Path: kv["browser"], PID: pid, Dir: kv["dir"], Args: args, r: r}, nil
 }
 
-const closeBrowserScript = `alive() { kill -0 -- "-$PID" 2>/dev/null || pgrep -s "$PID" >/dev/null 2>&1; }
-stop() { kill "-$1" -- "-$PID" 2>/dev/null; pkill "-$1" -s "$PID" 2>/dev/null; }
-stop TERM
-i=0
-while alive && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-if alive; then
-  stop KILL
-  i=0
-  while alive && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-fi
-if alive; then echo "crabbox: browser session $PID survived SIGKILL" >&2; exit 1; fi
-P="$R$DIR"
-case "$DIR" in
-  /tmp/crabbox-browser.*) rm -rf -- "$P" ;;
-  *) echo "crabbox: refusing to remove $DIR" >&2; exit 1 ;;
-esac
-if [ -e "$P" ]; then echo "crabbox: could not remove $P" >&2; exit 1; fi
-echo closed
-`
+//go:embed browser_close.sh
+var closeBrowserScript string
 
 // Close stops the browser (SIGTERM to its session, SIGKILL after 5 s) and
 // removes its temporary directory with the profile. It is idempotent and

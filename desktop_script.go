@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -68,19 +69,9 @@ type boxRunner interface {
 }
 
 // desktopPrelude is shared by the desktop scripts.
-const desktopPrelude = `R="${CRABBOX_FS_ROOT:-}"
-if [ -n "$R" ]; then D="${CRABBOX_DISPLAY:-}"; else D="${CRABBOX_DISPLAY:-:99}"; fi
-n="${D#:}"; n="${n%%.*}"
-need_display() {
-  if [ -z "$D" ]; then echo "crabbox: no X display (CRABBOX_DISPLAY is not set on this emulated box)" >&2; exit 90; fi
-  if [ ! -S "/tmp/.X11-unix/X$n" ]; then echo "crabbox: no X display $D" >&2; exit 90; fi
-}
-need() {
-  for t in "$@"; do
-    if ! command -v "$t" >/dev/null 2>&1; then echo "crabbox-missing: $t" >&2; echo "crabbox: $t is not installed" >&2; exit 91; fi
-  done
-}
-`
+//
+//go:embed desktop_prelude.sh
+var desktopPrelude string
 
 // runScript runs a desktop script and maps the scripts' exit codes to
 // typed errors. It returns stdout; a non-zero exit other than the typed
@@ -179,40 +170,9 @@ func startedNothing(err error) bool {
 // browser started with setsid), and removes the directory. With SETTLE=1
 // it checks twice, so a process a killed script forked just before it died
 // is caught too.
-const cleanupBoxDirScript = `case "$DIR" in
-  /tmp/crabbox-browser.*|/tmp/crabbox-rec.*) ;;
-  *) echo "crabbox: refusing to clean up $DIR" >&2; exit 1 ;;
-esac
-case "$DIR" in *..*|*/*/*/*) echo "crabbox: refusing to clean up $DIR" >&2; exit 1 ;; esac
-P="$R$DIR"
-me=$$
-pat=$(printf '%s/' "$P" | sed 's/[][\\.*^$+?(){}|]/\\&/g')
-procs() { pgrep -f -- "$pat" 2>/dev/null | grep -vx -e "$me" || true; }
-stop() {
-  for p in $(procs); do
-    sid=$(ps -o sid= -p "$p" 2>/dev/null | tr -d ' ')
-    if [ "$sid" = "$p" ]; then kill "-$1" -- "-$p" 2>/dev/null; pkill "-$1" -s "$p" 2>/dev/null; fi
-    kill "-$1" "$p" 2>/dev/null
-  done
-}
-round=0
-rounds=1
-[ "$SETTLE" = 1 ] && rounds=2
-while [ "$round" -lt "$rounds" ]; do
-  round=$((round+1))
-  stop TERM
-  i=0
-  while [ -n "$(procs)" ] && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done
-  stop KILL
-  i=0
-  while [ -n "$(procs)" ] && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i+1)); done
-  rm -rf -- "$P"
-  [ "$round" -lt "$rounds" ] && sleep 0.3
-done
-if [ -n "$(procs)" ]; then echo "crabbox: processes using $P survived SIGKILL" >&2; exit 1; fi
-if [ -e "$P" ]; then echo "crabbox: could not remove $P" >&2; exit 1; fi
-echo cleaned
-`
+//
+//go:embed desktop_cleanup_dir.sh
+var cleanupBoxDirScript string
 
 // cleanupBoxDir runs cleanupBoxDirScript for dir, detached from ctx's
 // cancellation and bounded by cleanupTimeout. settle is for a script that

@@ -5,18 +5,15 @@ package crabbox
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 )
 
-const fetchScript = `p=` + "%s" + `
-if [ -d "$p" ]; then echo "crabbox: $p is a directory" >&2; exit 92; fi
-if [ ! -e "$p" ]; then echo "crabbox: no such file $p" >&2; exit 92; fi
-if [ ! -r "$p" ]; then echo "crabbox: cannot read $p" >&2; exit 93; fi
-exec cat -- "$p"
-`
+//go:embed fetch.sh
+var fetchScript string
 
 // Fetch copies a file from the box to w (cat over the lease's SSH
 // connection) and returns the number of bytes written. Absolute paths are
@@ -48,7 +45,7 @@ func fetch(ctx context.Context, r boxRunner, remotePath string, w io.Writer) (in
 		return 0, fmt.Errorf("%w: nil writer", ErrInvalidArgument)
 	}
 	cw := &countingWriter{w: w}
-	_, err := runScript(ctx, r, "fetching "+remotePath, fmt.Sprintf(fetchScript, boxPath(remotePath)), cw)
+	_, err := runScript(ctx, r, "fetching "+remotePath, "p="+boxPath(remotePath)+"\n"+fetchScript, cw)
 	return cw.n, err
 }
 

@@ -6,6 +6,7 @@ package crabbox
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -141,22 +142,9 @@ var anyNameOK = func(s string) bool {
 // prepareScript cleans a box for imaging. It refuses to run anywhere but a
 // crabbox box (the bootstrap marker must exist under the FS root), so a
 // mistake can never clean the machine the SDK runs on.
-const prepareScript = `set -eu
-R="${CRABBOX_FS_ROOT:-}"
-if [ ! -f "$R/var/lib/crabbox/bootstrap-done" ]; then echo "crabbox: not a crabbox box (no bootstrap marker); refusing to prepare" >&2; exit 2; fi
-S=""
-if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then S="sudo -n"; fi
-if [ -z "$R" ] && command -v cloud-init >/dev/null 2>&1; then $S cloud-init clean --logs || true; fi
-$S rm -f "$R"/etc/ssh/ssh_host_*_key "$R"/etc/ssh/ssh_host_*_key.pub
-$S rm -f "$R"/root/.bash_history "$R"/root/.zsh_history "$R"/root/.python_history "$R"/root/.lesshst "$R"/root/.viminfo
-# The next box booted from the image must run its own bootstrap before it
-# counts as ready.
-$S rm -f "$R/var/lib/crabbox/bootstrap-done"
-for h in "$R"/home/*; do
-  [ -d "$h" ] || continue
-  $S rm -f "$h/.bash_history" "$h/.zsh_history" "$h/.python_history" "$h/.lesshst" "$h/.viminfo" "$h/.ssh/authorized_keys"
-done
-sync`
+//
+//go:embed image_prepare.sh
+var prepareScript string
 
 // CreateImage images a lease's machine. name must follow the runbook's
 // convention (see ImageName) unless WithAnyName is given. The image carries
@@ -211,35 +199,8 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 			return nil, fmt.Errorf("preparing source: %w", err)
 		}
 	}
-	// The token is derived from the lease and the name, so calling
-	// CreateImage again for the same lease and name (after a wait that gave
-	// up, or an ambiguous error) adopts the image instead of making a
-	// second one.
-	sum := sha256.Sum256([]byte(l.ID + "\x00" + name))
-	token := "cbi_" + hex.EncodeToString(sum[:6])
-	now := c.o.now().UTC()
-	labels := map[string]string{}
-	for k, v := range o.labels {
-		labels[k] = v
-	}
-	for k, v := range map[string]string{
-		LabelManaged:     "true",
-		LabelCreatedBy:   "crabbox",
-		LabelSourceLease: l.ID,
-		LabelOperator:    sanitizeLabelValue(c.o.operator),
-		LabelCreated:     formatLabelTime(now),
-		LabelImageName:   name,
-		LabelOwner:       parts.Owner,
-		LabelProduct:     parts.Product,
-		LabelPurpose:     sanitizeLabelValue(parts.Purpose),
-		LabelStatus:      StatusCandidate,
-		LabelStatusAt:    formatLabelTime(now),
-		labelImageToken:  token,
-	} {
-		if v != "" {
-			labels[k] = v
-		}
-	}
+	token := imageToken(l.ID, name)
+	labels := c.imageLabels(l.ID, name, parts, token, o)
 	desc := o.description
 	if desc == "" {
 		desc = name
@@ -262,6 +223,44 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 		return img, nil
 	}
 	return c.WaitImage(ctx, img.ID, o.waitTimeout)
+}
+
+// imageToken is the idempotency token of an image made from a lease under
+// a name: derived from both, so calling CreateImage again for the same
+// lease and name (after a wait that gave up, or an ambiguous error) adopts
+// the image instead of making a second one.
+func imageToken(leaseID, name string) string {
+	sum := sha256.Sum256([]byte(leaseID + "\x00" + name))
+	return "cbi_" + hex.EncodeToString(sum[:6])
+}
+
+// imageLabels are the labels of a new image: the caller's, then the
+// ownership and status labels (empty values left out).
+func (c *Client) imageLabels(leaseID, name string, parts ImageName, token string, o imageOptions) map[string]string {
+	now := c.o.now().UTC()
+	labels := map[string]string{}
+	for k, v := range o.labels {
+		labels[k] = v
+	}
+	for k, v := range map[string]string{
+		LabelManaged:     "true",
+		LabelCreatedBy:   "crabbox",
+		LabelSourceLease: leaseID,
+		LabelOperator:    sanitizeLabelValue(c.o.operator),
+		LabelCreated:     formatLabelTime(now),
+		LabelImageName:   name,
+		LabelOwner:       parts.Owner,
+		LabelProduct:     parts.Product,
+		LabelPurpose:     sanitizeLabelValue(parts.Purpose),
+		LabelStatus:      StatusCandidate,
+		LabelStatusAt:    formatLabelTime(now),
+		labelImageToken:  token,
+	} {
+		if v != "" {
+			labels[k] = v
+		}
+	}
+	return labels
 }
 
 const labelImageToken = "crabbox-image-token"

@@ -6,6 +6,7 @@ package crabbox
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -297,30 +298,83 @@ func (c *Client) Warmup(ctx context.Context, opts ...LeaseOption) (*Lease, error
 	return l, nil
 }
 
-func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease, error) {
-	// Types first: an unknown class is a permanent error before anything is made.
-	types := []string{o.machineType}
-	if o.machineType == "" {
-		var err error
-		types, err = c.drv.MachineTypes(o.class, o.arch)
-		if err != nil {
-			return nil, err
-		}
-		if len(types) == 0 {
-			return nil, fmt.Errorf("%w: provider has no machine types for class %s/%s", ErrInvalidArgument, o.class, o.arch)
-		}
+// warmup makes the lease: machine types and image first (permanent errors
+// before anything exists), then the keys, then the machine, then the wait.
+// Every failure after the keys are saved goes through the one deferred
+// undo: without a machine it removes the keys; with one, fail releases it
+// (or keeps it, with WithKeepOnFailure).
+func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (l *Lease, err error) {
+	types, err := c.machineTypes(o)
+	if err != nil {
+		return nil, err
 	}
-
 	imageID, source, err := c.resolveImage(ctx, o)
 	if err != nil {
 		return nil, err
 	}
+	slug, err := c.freeSlug(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	l = c.newLease(id, slug, imageID, source, o)
+	keys, err := l.makeKeys()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if l.MachineID == "" {
+			c.removeLeaseKeys(id)
+			l = nil
+			return
+		}
+		l, err = l.fail(ctx, o, err)
+	}()
+	userData, err := cloudinit.Render(c.cloudConfig(id, keys, o))
+	if err != nil {
+		return l, err
+	}
+	if err := l.create(ctx, types, userData, keys.authorized, c.machineLabels(l, o)); err != nil {
+		return l, err
+	}
+	if err := l.waitReady(ctx, o.readyTimeout); err != nil {
+		return l, err
+	}
+	if err := retryErr(ctx, c, "lease", func(ctx context.Context) error {
+		return c.drv.UpdateMachineLabels(ctx, l.MachineID, map[string]string{LabelState: "ready"})
+	}); err != nil {
+		return l, fmt.Errorf("labelling lease ready: %w", err)
+	}
+	c.emit(Event{Kind: EventLeaseReady, Resource: "lease", ID: id, State: "ready",
+		Message: fmt.Sprintf("%s (%s) ready at %s", l.Slug, l.MachineID, l.SSHAddr)})
+	return l, nil
+}
 
+// machineTypes returns the machine types to try, in order: the one asked
+// for, or the class's fallback list. An unknown class is a permanent error.
+func (c *Client) machineTypes(o leaseOptions) ([]string, error) {
+	if o.machineType != "" {
+		return []string{o.machineType}, nil
+	}
+	types, err := c.drv.MachineTypes(o.class, o.arch)
+	if err != nil {
+		return nil, err
+	}
+	if len(types) == 0 {
+		return nil, fmt.Errorf("%w: provider has no machine types for class %s/%s", ErrInvalidArgument, o.class, o.arch)
+	}
+	return types, nil
+}
+
+// freeSlug returns the lease's slug, suffixed if a live lease has it.
+func (c *Client) freeSlug(ctx context.Context, id string) (string, error) {
 	live, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
 		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing live leases: %w", err)
+		return "", fmt.Errorf("listing live leases: %w", err)
 	}
 	taken := map[string]bool{}
 	for _, m := range live {
@@ -328,8 +382,11 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 			taken[m.Labels[LabelSlug]] = true
 		}
 	}
-	slug := uniqueSlug(LeaseSlug(id), taken)
+	return uniqueSlug(LeaseSlug(id), taken), nil
+}
 
+// newLease returns the record of a lease about to be created.
+func (c *Client) newLease(id, slug, imageID string, source ImageSource, o leaseOptions) *Lease {
 	now := c.o.now().UTC().Truncate(time.Second)
 	l := &Lease{
 		ID: id, Slug: slug, Provider: c.info.Name, Region: c.info.Region, Class: o.class,
@@ -340,45 +397,64 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	if o.machineType != "" {
 		l.Class = ""
 	}
+	return l
+}
 
-	// Per-lease client key and host key.
+// leaseKeys are a new lease's keys, as the user-data and the create call
+// need them.
+type leaseKeys struct {
+	authorized    string // the client public key, authorized_keys format
+	hostPEM       []byte // the host private key
+	hostPublicKey string // the host public key, authorized_keys format
+}
+
+// makeKeys generates the lease's client key and host key, pins them on the
+// lease and saves them in the state dir.
+func (l *Lease) makeKeys() (leaseKeys, error) {
 	clientPriv, clientSigner, err := newEd25519()
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
 	hostPriv, hostSigner, err := newEd25519()
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
 	l.signer, l.hostKey = clientSigner, hostSigner.PublicKey()
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(clientSigner.PublicKey())))
-	hostPEM, err := marshalPrivateKey(hostPriv, "crabbox host "+id)
+	hostPEM, err := marshalPrivateKey(hostPriv, "crabbox host "+l.ID)
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
-	if err := c.saveLeaseKeys(id, clientPriv, hostSigner.PublicKey()); err != nil {
-		return nil, err
+	if err := l.c.saveLeaseKeys(l.ID, clientPriv, hostSigner.PublicKey()); err != nil {
+		return leaseKeys{}, err
 	}
+	return leaseKeys{
+		authorized:    strings.TrimSpace(string(ssh.MarshalAuthorizedKey(clientSigner.PublicKey()))),
+		hostPEM:       hostPEM,
+		hostPublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostSigner.PublicKey()))),
+	}, nil
+}
 
-	ciCfg := cloudinit.Config{
+// cloudConfig is the user-data configuration of a new lease.
+func (c *Client) cloudConfig(id string, k leaseKeys, o leaseOptions) cloudinit.Config {
+	cfg := cloudinit.Config{
 		LeaseID:        id,
 		User:           cloudinit.DefaultUser,
-		AuthorizedKeys: []string{authorized},
-		HostKeyPEM:     hostPEM,
-		HostKeyPublic:  strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostSigner.PublicKey()))),
+		AuthorizedKeys: []string{k.authorized},
+		HostKeyPEM:     k.hostPEM,
+		HostKeyPublic:  k.hostPublicKey,
 		Desktop:        o.desktop,
 		Browser:        o.browser,
 		Packages:       o.packages,
 	}
 	if c.info.ShutdownTerminates {
-		ciCfg.ShutdownAfter = o.ttl
+		cfg.ShutdownAfter = o.ttl
 	}
-	userData, err := cloudinit.Render(ciCfg)
-	if err != nil {
-		c.removeLeaseKeys(id)
-		return nil, err
-	}
+	return cfg
+}
 
+// machineLabels are the labels of a new lease's machine: the caller's,
+// then the managed ones (empty values left out).
+func (c *Client) machineLabels(l *Lease, o leaseOptions) map[string]string {
 	labels := map[string]string{}
 	for k, v := range o.labels {
 		labels[k] = v
@@ -386,19 +462,19 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	for k, v := range map[string]string{
 		LabelManaged:     "true",
 		LabelCreatedBy:   "crabbox",
-		LabelLease:       id,
-		LabelSlug:        slug,
+		LabelLease:       l.ID,
+		LabelSlug:        l.Slug,
 		LabelClass:       l.Class,
 		LabelOperator:    sanitizeLabelValue(c.o.operator),
-		LabelCreated:     formatLabelTime(now),
+		LabelCreated:     formatLabelTime(l.Created),
 		LabelTTL:         strconv.Itoa(int(o.ttl.Seconds())),
 		LabelIdle:        strconv.Itoa(int(o.idle.Seconds())),
 		LabelExpires:     formatLabelTime(l.Expires),
-		LabelTouched:     formatLabelTime(now),
+		LabelTouched:     formatLabelTime(l.Created),
 		LabelDesktop:     strconv.FormatBool(o.desktop),
 		LabelBrowser:     strconv.FormatBool(o.browser),
-		LabelImage:       sanitizeLabelValue(imageID),
-		LabelImageSource: string(source),
+		LabelImage:       sanitizeLabelValue(l.ImageID),
+		LabelImageSource: string(l.ImageSource),
 		LabelChannel:     o.channel,
 		LabelState:       "creating",
 	} {
@@ -406,45 +482,56 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 			labels[k] = v
 		}
 	}
+	return labels
+}
 
-	// Create, falling back through the machine types on capacity errors.
-	var m *provider.Machine
+// create creates the lease's machine, falling back through the machine
+// types on capacity errors. When the backend made something before failing,
+// l.MachineID is set, so the caller's undo releases it.
+func (l *Lease) create(ctx context.Context, types []string, userData []byte, authorized string, labels map[string]string) error {
+	c := l.c
 	var capErrs []error
 	for i, typ := range types {
-		c.emit(Event{Kind: EventLeaseCreating, Resource: "lease", ID: id, State: "creating", Attempt: i + 1,
-			Message: fmt.Sprintf("creating %s machine from %s image %s", typ, source, imageID)})
+		c.emit(Event{Kind: EventLeaseCreating, Resource: "lease", ID: l.ID, State: "creating", Attempt: i + 1,
+			Message: fmt.Sprintf("creating %s machine from %s image %s", typ, l.ImageSource, l.ImageID)})
 		// A distinct idempotency token per type: a retried create of the
 		// same type never makes two boxes, and the next type is not
 		// mistaken for a retry of the previous one.
-		token := id
+		token := l.ID
 		if i > 0 {
-			token = fmt.Sprintf("%s-t%d", id, i+1)
+			token = fmt.Sprintf("%s-t%d", l.ID, i+1)
 		}
 		req := provider.CreateMachineRequest{
-			Token: token, Name: slug, Image: imageID, Type: typ, UserData: userData, Labels: labels,
+			Token: token, Name: l.Slug, Image: l.ImageID, Type: typ, UserData: userData, Labels: labels,
 			AuthorizedKey: []byte(authorized), TerminateOnShutdown: c.info.ShutdownTerminates,
 		}
-		m, err = retry(ctx, c, "lease", func(ctx context.Context) (*provider.Machine, error) {
+		m, err := retry(ctx, c, "lease", func(ctx context.Context) (*provider.Machine, error) {
 			return c.drv.CreateMachine(ctx, req)
 		})
 		if err == nil {
 			l.MachineType = typ
-			break
+			l.created(m)
+			return nil
 		}
 		if m != nil {
 			// Half-made: the backend created something before failing.
 			l.MachineID = m.ID
-			return l.fail(ctx, o, err)
+			return err
 		}
 		if errors.Is(err, provider.ErrCapacity) && i+1 < len(types) && ctx.Err() == nil {
 			capErrs = append(capErrs, fmt.Errorf("%s: %w", typ, err))
-			c.emit(Event{Kind: EventTypeFallback, Resource: "lease", ID: id, State: "fallback", Attempt: i + 1,
+			c.emit(Event{Kind: EventTypeFallback, Resource: "lease", ID: l.ID, State: "fallback", Attempt: i + 1,
 				Message: fmt.Sprintf("%s has no capacity, trying %s", typ, types[i+1])})
 			continue
 		}
-		c.removeLeaseKeys(id)
-		return nil, errors.Join(append(capErrs, err)...)
+		return errors.Join(append(capErrs, err)...)
 	}
+	return fmt.Errorf("%w: no machine types to try", ErrInvalidArgument)
+}
+
+// created records the machine the lease got.
+func (l *Lease) created(m *provider.Machine) {
+	c := l.c
 	l.MachineID = m.ID
 	l.applyMachine(m)
 	if c.caps.access != nil {
@@ -453,22 +540,10 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 		l.mu.Lock()
 		l.signer, l.hostKey = nil, nil
 		l.mu.Unlock()
-		c.removeLeaseKeys(id)
+		c.removeLeaseKeys(l.ID)
 	}
-	c.emit(Event{Kind: EventLeaseCreated, Resource: "lease", ID: id, State: string(m.State),
+	c.emit(Event{Kind: EventLeaseCreated, Resource: "lease", ID: l.ID, State: string(m.State),
 		Message: fmt.Sprintf("machine %s (%s) created", m.ID, l.MachineType)})
-
-	if err := l.waitReady(ctx, o.readyTimeout); err != nil {
-		return l.fail(ctx, o, err)
-	}
-	if err := retryErr(ctx, c, "lease", func(ctx context.Context) error {
-		return c.drv.UpdateMachineLabels(ctx, l.MachineID, map[string]string{LabelState: "ready"})
-	}); err != nil {
-		return l.fail(ctx, o, fmt.Errorf("labelling lease ready: %w", err))
-	}
-	c.emit(Event{Kind: EventLeaseReady, Resource: "lease", ID: id, State: "ready",
-		Message: fmt.Sprintf("%s (%s) ready at %s", l.Slug, l.MachineID, l.SSHAddr)})
-	return l, nil
 }
 
 // fail releases a half-made lease (unless kept) with a detached, bounded
@@ -532,6 +607,12 @@ func (l *Lease) Touch(ctx context.Context) error {
 	return err
 }
 
+// extendShutdownScript moves the box's scheduled TTL shutdown (MINUTES
+// from now); it never touches an emulated box.
+//
+//go:embed lease_extend_shutdown.sh
+var extendShutdownScript string
+
 // Extend lengthens the lease's TTL by d and touches it. On providers where
 // the box enforces its TTL with a scheduled shutdown, the shutdown is moved
 // too.
@@ -553,11 +634,7 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 			if mins < 1 {
 				mins = 1
 			}
-			// Emulated boxes (CRABBOX_FS_ROOT set) run on a test host:
-			// never touch its power state.
-			cmd := fmt.Sprintf(`if [ -n "${CRABBOX_FS_ROOT:-}" ]; then exit 0; fi
-sudo -n shutdown -c 2>/dev/null || true
-sudo -n shutdown -P +%d`, mins)
+			cmd := "MINUTES=" + strconv.Itoa(mins) + "\n" + extendShutdownScript
 			if _, err := l.Run(ctx, cmd); err != nil {
 				return l.c.opErr("extend", l.ID, fmt.Errorf("rescheduling the box's TTL shutdown: %w", err))
 			}

@@ -5,6 +5,7 @@ package crabbox
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,17 +22,8 @@ type Window struct {
 	Height int    `json:"height"`
 }
 
-const findWindowScript = `need_display
-need xdotool
-export DISPLAY="$D"
-ids=$( { xdotool search --onlyvisible --name "$PAT"; xdotool search --onlyvisible --class "$PAT"; } 2>/dev/null | sort -u)
-[ -n "$ids" ] || exit 1
-for w in $ids; do
-  WIDTH=0; HEIGHT=0
-  eval "$(xdotool getwindowgeometry --shell "$w" 2>/dev/null | grep -E '^(WIDTH|HEIGHT)=[0-9]+$')"
-  printf '%s\t%s\t%s\t%s\n' "$w" "$WIDTH" "$HEIGHT" "$(xdotool getwindowname "$w" 2>/dev/null | tr '\t\n' '  ')"
-done
-`
+//go:embed window_find.sh
+var findWindowScript string
 
 // WaitWindow polls the lease's display (xdotool search --onlyvisible) until
 // a window whose title or class matches titleOrClass (a POSIX extended
