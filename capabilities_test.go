@@ -1,5 +1,8 @@
 package crabbox_test
 
+// Tests of capabilities.go: Client.Capabilities for a driver with none,
+// some and all of the optional interfaces.
+
 import (
 	"context"
 	"errors"
