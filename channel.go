@@ -34,8 +34,14 @@ type promoteOptions struct {
 // PromoteOption configures Promote, Rollback and MarkKnownGood.
 type PromoteOption func(*promoteOptions) error
 
-// ToChannel picks the channel (default "default").
-func ToChannel(ch string) PromoteOption {
+// ToChannel picks the channel.
+//
+// Deprecated: use WithPromoteChannel.
+func ToChannel(ch string) PromoteOption { return WithPromoteChannel(ch) }
+
+// WithPromoteChannel picks the channel Promote and MarkKnownGood work on
+// (default "default"), as WithChannel does for Warmup.
+func WithPromoteChannel(ch string) PromoteOption {
 	return func(o *promoteOptions) error {
 		if err := validChannel(ch); err != nil {
 			return err

@@ -262,7 +262,7 @@ func TestChannelsAreIndependent(t *testing.T) {
 	c := localClient(t, cloud)
 	ctx := testCtx(t)
 	a := bake(t, ctx, c, "alpha")
-	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)), crabbox.ToChannel("beta"))
+	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)), crabbox.WithPromoteChannel("beta"))
 	require.NoError(t, err)
 	got, err := c.Promoted(ctx, "beta")
 	require.NoError(t, err)
@@ -283,14 +283,14 @@ func TestChannelsAreIndependent(t *testing.T) {
 
 	// Known-good on beta needs the beta lease's report and names the channel.
 	rep := smokeOK(t, ctx, beta)
-	kg, err := c.MarkKnownGood(ctx, a.ID, rep, crabbox.ToChannel("beta"))
+	kg, err := c.MarkKnownGood(ctx, a.ID, rep, crabbox.ToChannel("beta")) // the deprecated spelling
 	require.NoError(t, err)
 	assert.Equal(t, crabbox.StatusKnownGood, kg.Status)
 
 	for _, bad := range []string{"", "Beta_1", "a.b", "x y"} {
 		_, err := c.Warmup(ctx, crabbox.WithChannel(bad))
 		assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, bad)
-		_, err = c.Promote(ctx, a.ID, crabbox.ToChannel(bad))
+		_, err = c.Promote(ctx, a.ID, crabbox.WithPromoteChannel(bad))
 		assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, bad)
 	}
 }

@@ -100,8 +100,14 @@ func WithWait(timeout time.Duration) ImageOption {
 	}
 }
 
+// WithReboot reboots the source while imaging it, for a
+// file-system-consistent image (by default the source keeps running).
+func WithReboot() ImageOption { return func(o *imageOptions) error { o.noReboot = false; return nil } }
+
 // WithNoReboot images without rebooting the source (default true; pass
 // false for a file-system-consistent image).
+//
+// Deprecated: use WithReboot to reboot; not rebooting is the default.
 func WithNoReboot(b bool) ImageOption {
 	return func(o *imageOptions) error { o.noReboot = b; return nil }
 }
@@ -343,11 +349,21 @@ func OwnedImages() ImageFilter { return func(f *imageFilter) { f.all = false } }
 // AllImages lists every image the account owns, including foreign ones.
 func AllImages() ImageFilter { return func(f *imageFilter) { f.all = true } }
 
-// WithStatus lists images with a status (candidate, known-good, failed).
-func WithStatus(s string) ImageFilter { return func(f *imageFilter) { f.status = s } }
+// HasStatus lists images with a status (candidate, known-good, failed).
+func HasStatus(s string) ImageFilter { return func(f *imageFilter) { f.status = s } }
+
+// WithStatus lists images with a status.
+//
+// Deprecated: use HasStatus.
+func WithStatus(s string) ImageFilter { return HasStatus(s) }
 
 // WithLabel lists images carrying a label.
-func WithLabel(k, v string) ImageFilter {
+//
+// Deprecated: use HasLabel.
+func WithLabel(k, v string) ImageFilter { return HasLabel(k, v) }
+
+// HasLabel lists images carrying the label k=v.
+func HasLabel(k, v string) ImageFilter {
 	return func(f *imageFilter) {
 		if f.labels == nil {
 			f.labels = map[string]string{}

@@ -134,12 +134,13 @@ func TestImageFiltersLabelsAndNames(t *testing.T) {
 		crabbox.WithImageLabels(map[string]string{"team": "qa lane"}))
 	require.NoError(t, err)
 	assert.Equal(t, "qa-lane", a.Labels["team"])
-	_, err = c.CreateImage(ctx, src.ID, imageName(t, "beta"), crabbox.WithImageLabels(map[string]string{"crabbox-status": "known-good"}))
+	_, err = c.CreateImage(ctx, src.ID, imageName(t, "beta"), crabbox.WithImageLabels(map[string]string{"crabbox-status": "known-good"}), crabbox.WithReboot())
 	assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, "reserved label keys are refused")
 
 	_, err = c.CreateImage(ctx, src.ID, "scratch_image.v2")
 	assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, "outside the naming convention")
-	free, err := c.CreateImage(ctx, src.ID, "scratch_image.v2", crabbox.WithAnyName(), crabbox.WithWait(time.Minute))
+	free, err := c.CreateImage(ctx, src.ID, "scratch_image.v2", crabbox.WithAnyName(), crabbox.WithWait(time.Minute),
+		crabbox.WithNoReboot(false)) // the deprecated spelling of WithReboot
 	require.NoError(t, err)
 	assert.Equal(t, "scratch_image.v2", free.Name)
 	_, err = c.CreateImage(ctx, src.ID, "bad name!", crabbox.WithAnyName())
@@ -158,6 +159,9 @@ func TestImageFiltersLabelsAndNames(t *testing.T) {
 	assert.ElementsMatch(t, []string{a.ID, free.ID}, owned, "by default only crabbox's images")
 	assert.ElementsMatch(t, owned, ids(c.Images(ctx, crabbox.OwnedImages())))
 	assert.Contains(t, ids(c.Images(ctx, crabbox.AllImages())), crabboxtest.BaseImageID)
+	assert.Equal(t, []string{free.ID}, ids(c.Images(ctx, crabbox.HasStatus(crabbox.StatusFailed))))
+	assert.Equal(t, []string{a.ID}, ids(c.Images(ctx, crabbox.HasLabel("team", "qa-lane"))))
+	// The deprecated spellings still work.
 	assert.Equal(t, []string{free.ID}, ids(c.Images(ctx, crabbox.WithStatus(crabbox.StatusFailed))))
 	assert.Equal(t, []string{a.ID}, ids(c.Images(ctx, crabbox.WithLabel("team", "qa-lane"))))
 }
