@@ -1,3 +1,6 @@
+// Cleanup: PlanCleanup decides per image, with a reason, what the cleanup
+// policy keeps and deletes; CleanupPlan.Apply re-checks and deletes.
+
 package crabbox
 
 import (
@@ -97,7 +100,7 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 		return nil, c.opErr("plan-cleanup", "", err)
 	}
 	inUse := map[string]string{}
-	if uf, ok := c.drv.(provider.UsageFinder); ok {
+	if uf := c.caps.usageFinder; uf != nil {
 		for _, img := range imgs {
 			if !img.Owned {
 				continue
@@ -122,8 +125,29 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 func planCleanup(imgs []*Image, promoted, inUse map[string]string, policy CleanupPolicy, now time.Time) *CleanupPlan {
 	policy = policy.withDefaults()
 	plan := &CleanupPlan{At: now, Policy: policy, Items: []CleanupItem{}}
+	keptKG := keptKnownGood(imgs, promoted, policy)
+	for _, img := range imgs {
+		action, reason := decide(img, promoted, inUse, keptKG, policy, now)
+		plan.Items = append(plan.Items, CleanupItem{Image: img, Action: action, Reason: reason})
+		if action == ActionDelete {
+			plan.Deletes++
+			plan.SnapshotsFreed += len(img.Snapshots)
+			plan.GiBReclaimed += imageGiB(img)
+		}
+	}
+	sort.SliceStable(plan.Items, func(i, j int) bool {
+		if plan.Items[i].Action != plan.Items[j].Action {
+			return plan.Items[i].Action == ActionDelete
+		}
+		return plan.Items[i].Image.Created.After(plan.Items[j].Image.Created)
+	})
+	return plan
+}
 
-	// Known-good images to keep: newest first, excluding promoted ones.
+// keptKnownGood picks the known-good images the policy keeps: the newest
+// KeepKnownGood owned ones that are not promoted (at least one while a
+// promoted image is not yet known-good).
+func keptKnownGood(imgs []*Image, promoted map[string]string, policy CleanupPolicy) map[string]bool {
 	sorted := append([]*Image(nil), imgs...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		return statusTime(sorted[i]).After(statusTime(sorted[j]))
@@ -147,62 +171,52 @@ func planCleanup(imgs []*Image, promoted, inUse map[string]string, policy Cleanu
 			keptKG[img.ID] = true
 		}
 	}
+	return keptKG
+}
 
-	for _, img := range imgs {
-		action, reason := ActionKeep, ""
-		switch {
-		case !img.Owned:
-			reason = "not created by crabbox"
-		case promoted[img.ID] != "":
-			reason = "promoted in channel " + promoted[img.ID]
-		case img.State == string(provider.ImagePending):
-			reason = "still being created"
-		case img.Protected:
-			reason = "deletion protection is on"
-		case inUse[img.ID] != "":
-			reason = "in use by " + inUse[img.ID]
-		case img.Status == StatusFailed:
-			until := statusTime(img).Add(policy.FailedInspection)
-			if now.Before(until) {
-				reason = "failed; kept for inspection until " + until.UTC().Format(time.RFC3339)
-			} else {
-				action, reason = ActionDelete, "failed; inspection period over"
-			}
-		case img.Status == StatusKnownGood:
-			if keptKG[img.ID] {
-				reason = "previous known-good"
-			} else {
-				action, reason = ActionDelete, "superseded known-good"
-			}
-		case img.State == string(provider.ImageFailed):
-			until := img.Created.Add(policy.FailedInspection)
-			if now.Before(until) {
-				reason = "image creation failed; kept for inspection until " + until.UTC().Format(time.RFC3339)
-			} else {
-				action, reason = ActionDelete, "image creation failed; inspection period over"
-			}
-		default: // candidate or unknown status
-			until := img.Created.Add(policy.CandidateMaxAge)
-			if now.Before(until) {
-				reason = "recent candidate"
-			} else {
-				action, reason = ActionDelete, "stale candidate, never promoted"
-			}
+// decide is the policy for one image: keep or delete, and why.
+func decide(img *Image, promoted, inUse map[string]string, keptKG map[string]bool, policy CleanupPolicy, now time.Time) (action, reason string) {
+	action = ActionKeep
+	switch {
+	case !img.Owned:
+		reason = "not created by crabbox"
+	case promoted[img.ID] != "":
+		reason = "promoted in channel " + promoted[img.ID]
+	case img.State == string(provider.ImagePending):
+		reason = "still being created"
+	case img.Protected:
+		reason = "deletion protection is on"
+	case inUse[img.ID] != "":
+		reason = "in use by " + inUse[img.ID]
+	case img.Status == StatusFailed:
+		until := statusTime(img).Add(policy.FailedInspection)
+		if now.Before(until) {
+			reason = "failed; kept for inspection until " + until.UTC().Format(time.RFC3339)
+		} else {
+			action, reason = ActionDelete, "failed; inspection period over"
 		}
-		plan.Items = append(plan.Items, CleanupItem{Image: img, Action: action, Reason: reason})
-		if action == ActionDelete {
-			plan.Deletes++
-			plan.SnapshotsFreed += len(img.Snapshots)
-			plan.GiBReclaimed += imageGiB(img)
+	case img.Status == StatusKnownGood:
+		if keptKG[img.ID] {
+			reason = "previous known-good"
+		} else {
+			action, reason = ActionDelete, "superseded known-good"
+		}
+	case img.State == string(provider.ImageFailed):
+		until := img.Created.Add(policy.FailedInspection)
+		if now.Before(until) {
+			reason = "image creation failed; kept for inspection until " + until.UTC().Format(time.RFC3339)
+		} else {
+			action, reason = ActionDelete, "image creation failed; inspection period over"
+		}
+	default: // candidate or unknown status
+		until := img.Created.Add(policy.CandidateMaxAge)
+		if now.Before(until) {
+			reason = "recent candidate"
+		} else {
+			action, reason = ActionDelete, "stale candidate, never promoted"
 		}
 	}
-	sort.SliceStable(plan.Items, func(i, j int) bool {
-		if plan.Items[i].Action != plan.Items[j].Action {
-			return plan.Items[i].Action == ActionDelete
-		}
-		return plan.Items[i].Image.Created.After(plan.Items[j].Image.Created)
-	})
-	return plan
+	return action, reason
 }
 
 func statusTime(img *Image) time.Time {
@@ -294,8 +308,8 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 // never set are skipped; a provider without channels promotes nothing.
 func (c *Client) promotedIn(ctx context.Context, channels []string) (map[string]string, error) {
 	promoted := map[string]string{}
-	chs, ok := c.drv.(provider.Channels)
-	if !ok {
+	chs := c.caps.channels
+	if chs == nil {
 		return promoted, nil
 	}
 	for _, ch := range channels {

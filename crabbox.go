@@ -301,6 +301,7 @@ func WithClock(now func() time.Time) Option {
 type Client struct {
 	drv  provider.Driver
 	info provider.Info
+	caps caps // the optional interfaces drv implements
 	o    clientOptions
 }
 
@@ -336,7 +337,7 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		}
 		o.stateDir = filepath.Join(dir, "crabbox")
 	}
-	return &Client{drv: p, info: p.Info(), o: o}, nil
+	return &Client{drv: p, info: p.Info(), caps: discoverCaps(p), o: o}, nil
 }
 
 // Provider returns the driver's info.

@@ -1,8 +1,12 @@
+// Images: CreateImage (with the bake prep and a wait that never loses the
+// image id), WaitImage, GetImage, Images with filters, CopyImage.
+
 package crabbox
 
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -62,22 +66,6 @@ func (c *Client) imageFrom(p *provider.Image) *Image {
 	return img
 }
 
-func (c *Client) images() (provider.Images, error) {
-	im, ok := c.drv.(provider.Images)
-	if !ok {
-		return nil, fmt.Errorf("provider %s has no images: %w", c.info.Name, ErrUnsupported)
-	}
-	return im, nil
-}
-
-func (c *Client) channels() (provider.Channels, error) {
-	ch, ok := c.drv.(provider.Channels)
-	if !ok {
-		return nil, fmt.Errorf("provider %s has no promotion channels: %w", c.info.Name, ErrUnsupported)
-	}
-	return ch, nil
-}
-
 type imageOptions struct {
 	prepare     bool
 	wait        bool
@@ -112,8 +100,14 @@ func WithWait(timeout time.Duration) ImageOption {
 	}
 }
 
+// WithReboot reboots the source while imaging it, for a
+// file-system-consistent image (by default the source keeps running).
+func WithReboot() ImageOption { return func(o *imageOptions) error { o.noReboot = false; return nil } }
+
 // WithNoReboot images without rebooting the source (default true; pass
 // false for a file-system-consistent image).
+//
+// Deprecated: use WithReboot to reboot; not rebooting is the default.
 func WithNoReboot(b bool) ImageOption {
 	return func(o *imageOptions) error { o.noReboot = b; return nil }
 }
@@ -154,22 +148,9 @@ var anyNameOK = func(s string) bool {
 // prepareScript cleans a box for imaging. It refuses to run anywhere but a
 // crabbox box (the bootstrap marker must exist under the FS root), so a
 // mistake can never clean the machine the SDK runs on.
-const prepareScript = `set -eu
-R="${CRABBOX_FS_ROOT:-}"
-if [ ! -f "$R/var/lib/crabbox/bootstrap-done" ]; then echo "crabbox: not a crabbox box (no bootstrap marker); refusing to prepare" >&2; exit 2; fi
-S=""
-if [ -z "$R" ] && [ "$(id -u)" != 0 ]; then S="sudo -n"; fi
-if [ -z "$R" ] && command -v cloud-init >/dev/null 2>&1; then $S cloud-init clean --logs || true; fi
-$S rm -f "$R"/etc/ssh/ssh_host_*_key "$R"/etc/ssh/ssh_host_*_key.pub
-$S rm -f "$R"/root/.bash_history "$R"/root/.zsh_history "$R"/root/.python_history "$R"/root/.lesshst "$R"/root/.viminfo
-# The next box booted from the image must run its own bootstrap before it
-# counts as ready.
-$S rm -f "$R/var/lib/crabbox/bootstrap-done"
-for h in "$R"/home/*; do
-  [ -d "$h" ] || continue
-  $S rm -f "$h/.bash_history" "$h/.zsh_history" "$h/.python_history" "$h/.lesshst" "$h/.viminfo" "$h/.ssh/authorized_keys"
-done
-sync`
+//
+//go:embed image_prepare.sh
+var prepareScript string
 
 // CreateImage images a lease's machine. name must follow the runbook's
 // convention (see ImageName) unless WithAnyName is given. The image carries
@@ -224,35 +205,8 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 			return nil, fmt.Errorf("preparing source: %w", err)
 		}
 	}
-	// The token is derived from the lease and the name, so calling
-	// CreateImage again for the same lease and name (after a wait that gave
-	// up, or an ambiguous error) adopts the image instead of making a
-	// second one.
-	sum := sha256.Sum256([]byte(l.ID + "\x00" + name))
-	token := "cbi_" + hex.EncodeToString(sum[:6])
-	now := c.o.now().UTC()
-	labels := map[string]string{}
-	for k, v := range o.labels {
-		labels[k] = v
-	}
-	for k, v := range map[string]string{
-		LabelManaged:     "true",
-		LabelCreatedBy:   "crabbox",
-		LabelSourceLease: l.ID,
-		LabelOperator:    sanitizeLabelValue(c.o.operator),
-		LabelCreated:     formatLabelTime(now),
-		LabelImageName:   name,
-		LabelOwner:       parts.Owner,
-		LabelProduct:     parts.Product,
-		LabelPurpose:     sanitizeLabelValue(parts.Purpose),
-		LabelStatus:      StatusCandidate,
-		LabelStatusAt:    formatLabelTime(now),
-		labelImageToken:  token,
-	} {
-		if v != "" {
-			labels[k] = v
-		}
-	}
+	token := imageToken(l.ID, name)
+	labels := c.imageLabels(l.ID, name, parts, token, o)
 	desc := o.description
 	if desc == "" {
 		desc = name
@@ -275,6 +229,44 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 		return img, nil
 	}
 	return c.WaitImage(ctx, img.ID, o.waitTimeout)
+}
+
+// imageToken is the idempotency token of an image made from a lease under
+// a name: derived from both, so calling CreateImage again for the same
+// lease and name (after a wait that gave up, or an ambiguous error) adopts
+// the image instead of making a second one.
+func imageToken(leaseID, name string) string {
+	sum := sha256.Sum256([]byte(leaseID + "\x00" + name))
+	return "cbi_" + hex.EncodeToString(sum[:6])
+}
+
+// imageLabels are the labels of a new image: the caller's, then the
+// ownership and status labels (empty values left out).
+func (c *Client) imageLabels(leaseID, name string, parts ImageName, token string, o imageOptions) map[string]string {
+	now := c.o.now().UTC()
+	labels := map[string]string{}
+	for k, v := range o.labels {
+		labels[k] = v
+	}
+	for k, v := range map[string]string{
+		LabelManaged:     "true",
+		LabelCreatedBy:   "crabbox",
+		LabelSourceLease: leaseID,
+		LabelOperator:    sanitizeLabelValue(c.o.operator),
+		LabelCreated:     formatLabelTime(now),
+		LabelImageName:   name,
+		LabelOwner:       parts.Owner,
+		LabelProduct:     parts.Product,
+		LabelPurpose:     sanitizeLabelValue(parts.Purpose),
+		LabelStatus:      StatusCandidate,
+		LabelStatusAt:    formatLabelTime(now),
+		labelImageToken:  token,
+	} {
+		if v != "" {
+			labels[k] = v
+		}
+	}
+	return labels
 }
 
 const labelImageToken = "crabbox-image-token"
@@ -357,11 +349,21 @@ func OwnedImages() ImageFilter { return func(f *imageFilter) { f.all = false } }
 // AllImages lists every image the account owns, including foreign ones.
 func AllImages() ImageFilter { return func(f *imageFilter) { f.all = true } }
 
-// WithStatus lists images with a status (candidate, known-good, failed).
-func WithStatus(s string) ImageFilter { return func(f *imageFilter) { f.status = s } }
+// HasStatus lists images with a status (candidate, known-good, failed).
+func HasStatus(s string) ImageFilter { return func(f *imageFilter) { f.status = s } }
+
+// WithStatus lists images with a status.
+//
+// Deprecated: use HasStatus.
+func WithStatus(s string) ImageFilter { return HasStatus(s) }
 
 // WithLabel lists images carrying a label.
-func WithLabel(k, v string) ImageFilter {
+//
+// Deprecated: use HasLabel.
+func WithLabel(k, v string) ImageFilter { return HasLabel(k, v) }
+
+// HasLabel lists images carrying the label k=v.
+func HasLabel(k, v string) ImageFilter {
 	return func(f *imageFilter) {
 		if f.labels == nil {
 			f.labels = map[string]string{}
@@ -412,393 +414,11 @@ func (c *Client) Images(ctx context.Context, filters ...ImageFilter) ([]*Image, 
 	return out, nil
 }
 
-// Promotion is the result of Promote or Rollback.
-type Promotion struct {
-	Channel  string    `json:"channel"`
-	Image    *Image    `json:"image"`
-	Previous string    `json:"previous,omitempty"` // image id the channel pointed to before
-	Version  int64     `json:"version"`
-	At       time.Time `json:"at"`
-	Operator string    `json:"operator"`
-	Forced   string    `json:"forced,omitempty"` // the reason, when promoted without proof
-}
-
-type promoteOptions struct {
-	channel     string
-	proof       *SmokeReport
-	forceReason string
-}
-
-// PromoteOption configures Promote, Rollback and MarkKnownGood.
-type PromoteOption func(*promoteOptions) error
-
-// ToChannel picks the channel (default "default").
-func ToChannel(ch string) PromoteOption {
-	return func(o *promoteOptions) error {
-		if err := validChannel(ch); err != nil {
-			return err
-		}
-		o.channel = ch
-		return nil
-	}
-}
-
-// WithProof gives the passing smoke report of a lease booted from the image.
-func WithProof(r *SmokeReport) PromoteOption {
-	return func(o *promoteOptions) error { o.proof = r; return nil }
-}
-
-// Force promotes without proof; the reason is recorded in the result and
-// the events. Use for break-glass rollbacks only.
-func Force(reason string) PromoteOption {
-	return func(o *promoteOptions) error {
-		if strings.TrimSpace(reason) == "" {
-			return fmt.Errorf("%w: Force needs a reason", ErrInvalidArgument)
-		}
-		o.forceReason = reason
-		return nil
-	}
-}
-
-func parsePromoteOptions(opts []PromoteOption) (promoteOptions, error) {
-	o := promoteOptions{channel: DefaultChannel}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return o, err
-		}
-	}
-	return o, nil
-}
-
-// checkProof verifies a smoke report proves the image.
-func checkProof(r *SmokeReport, imageID string) error {
-	if r == nil {
-		return fmt.Errorf("%w: give WithProof(report) from a lease booted from %s, or Force(reason)", ErrNoProof, imageID)
-	}
-	if r.ImageID != imageID {
-		return fmt.Errorf("%w: the report is from a lease booted from %q, not %s", ErrNoProof, r.ImageID, imageID)
-	}
-	if !r.OK() {
-		return fmt.Errorf("%w: the report of lease %s did not pass (%d failed): %w", ErrNoProof, r.LeaseID, r.Failed, ErrSmokeFailed)
-	}
-	return nil
-}
-
-// Promote points a channel at an image. It requires proof: a passing smoke
-// report from a lease booted from this very image (WithProof), unless
-// Force is given. It refuses images that are not available or that crabbox
-// did not create. The set is conditional on the channel being unchanged
-// since it was read: a concurrent promotion returns ErrConflict.
-func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
-	p, err := c.promote(ctx, imageID, opts)
-	return p, c.opErr("promote", imageID, err)
-}
-
-func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOption) (*Promotion, error) {
-	o, err := parsePromoteOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	im, err := c.images()
-	if err != nil {
-		return nil, err
-	}
-	chs, err := c.channels()
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.getImage(ctx, im, imageID)
-	if err != nil {
-		return nil, err
-	}
-	img := c.imageFrom(p)
-	if !img.Owned {
-		return nil, fmt.Errorf("%w: image %s has no %s=true label", ErrNotOwned, imageID, LabelManaged)
-	}
-	if p.State != provider.ImageAvailable {
-		return nil, fmt.Errorf("%w: image %s is %s, not available", ErrInvalidArgument, imageID, p.State)
-	}
-	if img.Status == StatusFailed && o.forceReason == "" {
-		return nil, fmt.Errorf("%w: image %s is marked failed", ErrInvalidArgument, imageID)
-	}
-	if o.forceReason == "" {
-		if err := checkProof(o.proof, imageID); err != nil {
-			return nil, err
-		}
-	}
-	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
-}
-
-// setChannel points the channel at img, conditionally on the channel's
-// version: the one just read, or expect when non-nil (the version a caller
-// based its decision on, as Rollback does).
-func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
-	cur, err := c.currentChannel(ctx, chs, o.channel)
-	ifVersion := int64(-1)
-	prev := ""
-	if expect != nil && (err != nil || cur.Version != expect.Version || cur.ImageID != expect.ImageID) {
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: channel %s changed since version %d was read", ErrConflict, o.channel, expect.Version)
-	}
-	switch {
-	case err == nil:
-		ifVersion, prev = cur.Version, cur.ImageID
-		if cur.ImageID == img.ID {
-			return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: cur.Version, At: cur.At,
-				Operator: cur.Operator, Forced: o.forceReason}, nil
-		}
-	case errors.Is(err, ErrNotFound):
-	default:
-		return nil, err
-	}
-	// A conditional set is not retried on conflict: someone else promoted.
-	e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-		e, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: o.channel, ImageID: img.ID,
-			Operator: sanitizeLabelValue(c.o.operator), IfVersion: ifVersion})
-		if err != nil && e != nil {
-			// The channel moved but the driver's follow-up work failed:
-			// repeating the conditional set would only report a conflict.
-			return e, &finalError{err}
-		}
-		return e, err
-	})
-	var setErr error
-	if err != nil {
-		if e == nil || e.ImageID != img.ID {
-			return nil, err
-		}
-		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
-	}
-	now := formatLabelTime(c.o.now())
-	lbl := map[string]string{LabelStatusAt: now}
-	if o.proof != nil {
-		lbl[LabelSmokeLease] = o.proof.LeaseID
-	}
-	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
-		return nil, fmt.Errorf("channel %s now points at %s, but labelling it failed: %w", o.channel, img.ID, err)
-	}
-	if pr, ok := c.drv.(provider.Protector); ok {
-		if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
-			return nil, fmt.Errorf("channel %s now points at %s, but protecting it failed: %w", o.channel, img.ID, err)
-		}
-		img.Protected = true
-	}
-	msg := fmt.Sprintf("channel %s -> %s (%s), previous %q", o.channel, img.ID, img.Name, prev)
-	if o.forceReason != "" {
-		msg += " FORCED: " + o.forceReason
-	}
-	c.emit(Event{Kind: kind, Resource: "channel", ID: o.channel, State: img.ID, Message: msg})
-	return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: e.Version, At: e.At,
-		Operator: c.o.operator, Forced: o.forceReason}, setErr
-}
-
-// Promoted returns the image a channel points at; ErrNotFound if the channel
-// was never set.
-func (c *Client) Promoted(ctx context.Context, channel string) (*Image, error) {
-	if err := validChannel(channel); err != nil {
-		return nil, c.opErr("promoted", channel, err)
-	}
-	chs, err := c.channels()
-	if err != nil {
-		return nil, c.opErr("promoted", channel, err)
-	}
-	e, err := c.currentChannel(ctx, chs, channel)
-	if err != nil {
-		return nil, c.opErr("promoted", channel, err)
-	}
-	return c.GetImage(ctx, e.ImageID)
-}
-
-// ChannelHistory returns the values a channel had, oldest first.
-func (c *Client) ChannelHistory(ctx context.Context, channel string) ([]provider.ChannelEntry, error) {
-	chs, err := c.channels()
-	if err != nil {
-		return nil, c.opErr("channel-history", channel, err)
-	}
-	h, err := c.channelHistory(ctx, chs, channel)
-	return h, c.opErr("channel-history", channel, err)
-}
-
-// Rollback points the channel back at the most recent previously promoted
-// image that is known-good, and marks the image rolled back from as failed
-// (it is kept for inspection, not deleted). ErrNotFound when there is no
-// previous known-good image.
-func (c *Client) Rollback(ctx context.Context, channel string, reason string) (*Promotion, error) {
-	p, err := c.rollback(ctx, channel, reason)
-	return p, c.opErr("rollback", channel, err)
-}
-
-func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promotion, error) {
-	if err := validChannel(channel); err != nil {
-		return nil, err
-	}
-	im, err := c.images()
-	if err != nil {
-		return nil, err
-	}
-	chs, err := c.channels()
-	if err != nil {
-		return nil, err
-	}
-	hist, err := c.channelHistory(ctx, chs, channel)
-	if err != nil {
-		return nil, err
-	}
-	if len(hist) == 0 {
-		return nil, fmt.Errorf("channel %s was never set: %w", channel, ErrNotFound)
-	}
-	current := hist[len(hist)-1].ImageID
-	var target *Image
-	for i := len(hist) - 2; i >= 0 && target == nil; i-- {
-		id := hist[i].ImageID
-		if id == current {
-			continue
-		}
-		p, err := c.getImage(ctx, im, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if p.State == provider.ImageAvailable && p.Labels[LabelStatus] == StatusKnownGood {
-			target = c.imageFrom(p)
-		}
-	}
-	if target == nil {
-		return nil, fmt.Errorf("no earlier known-good image in channel %s: %w", channel, ErrNotFound)
-	}
-	if strings.TrimSpace(reason) == "" {
-		reason = "rolled back"
-	}
-	o := promoteOptions{channel: channel, forceReason: "rollback: " + reason}
-	last := hist[len(hist)-1]
-	pr, setErr := c.setChannel(ctx, im, chs, target, o, EventRolledBack, &last)
-	if pr == nil {
-		return nil, setErr
-	}
-	pr.Forced = ""
-	if err := c.markStatus(ctx, im, current, StatusFailed); err != nil {
-		return pr, fmt.Errorf("rolled back to %s, but marking %s failed did not work: %w", target.ID, current, err)
-	}
-	// The failed image stays for inspection; cleanup deletes it after the
-	// inspection period, so it must not keep promotion's protection.
-	if err := c.retire(ctx, current); err != nil {
-		return pr, fmt.Errorf("rolled back to %s: %w", target.ID, err)
-	}
-	return pr, setErr
-}
-
-func (c *Client) markStatus(ctx context.Context, im provider.Images, id, status string) error {
-	return retryErr(ctx, c, "image", func(ctx context.Context) error {
-		return im.UpdateImageLabels(ctx, id, map[string]string{LabelStatus: status, LabelStatusAt: formatLabelTime(c.o.now())})
-	})
-}
-
-// MarkKnownGood records that an image passed on a normal lease (for
-// example the smoke of a lease booted from the promoted channel). The report
-// must pass and come from a lease booted from the image. Once the promoted
-// image is known-good, older images of the channel lose the deletion
-// protection promotion gave them, and are deprecated where supported.
-func (c *Client) MarkKnownGood(ctx context.Context, imageID string, proof *SmokeReport, opts ...PromoteOption) (*Image, error) {
-	img, err := c.markKnownGood(ctx, imageID, proof, opts)
-	return img, c.opErr("mark-known-good", imageID, err)
-}
-
-func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *SmokeReport, opts []PromoteOption) (*Image, error) {
-	o, err := parsePromoteOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkProof(proof, imageID); err != nil {
-		return nil, err
-	}
-	if proof.ImageSource != ImagePromoted {
-		return nil, fmt.Errorf("%w: known-good needs a pass on a normal lease that booted %s from its channel, not a lease with image source %q",
-			ErrNoProof, imageID, proof.ImageSource)
-	}
-	im, err := c.images()
-	if err != nil {
-		return nil, err
-	}
-	p, err := c.getImage(ctx, im, imageID)
-	if err != nil {
-		return nil, err
-	}
-	if p.Labels[LabelManaged] != "true" {
-		return nil, fmt.Errorf("%w: image %s", ErrNotOwned, imageID)
-	}
-	if err := c.markStatus(ctx, im, imageID, StatusKnownGood); err != nil {
-		return nil, err
-	}
-	// Lift protection from superseded images of the channel.
-	if chs, ok := c.drv.(provider.Channels); ok {
-		cur, err := c.currentChannel(ctx, chs, o.channel)
-		if err == nil && cur.ImageID == imageID {
-			if mk, ok := c.drv.(provider.ChannelVersionMarker); ok {
-				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
-					return mk.MarkKnownGood(ctx, o.channel, cur.Version)
-				}); err != nil {
-					return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
-				}
-			}
-			hist, err := c.channelHistory(ctx, chs, o.channel)
-			if err != nil {
-				return nil, err
-			}
-			seen := map[string]bool{imageID: true}
-			for _, e := range hist {
-				if seen[e.ImageID] {
-					continue
-				}
-				seen[e.ImageID] = true
-				if err := c.retire(ctx, e.ImageID); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	return c.GetImage(ctx, imageID)
-}
-
-// retire lifts promotion protection from a superseded image and deprecates
-// it where the provider supports that.
-func (c *Client) retire(ctx context.Context, id string) error {
-	if pr, ok := c.drv.(provider.Protector); ok {
-		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, false) })
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
-		}
-	}
-	if dp, ok := c.drv.(provider.Deprecator); ok {
-		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return dp.DeprecateImage(ctx, id, c.o.now()) })
-		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnsupported) {
-			return fmt.Errorf("deprecating superseded image %s: %w", id, err)
-		}
-	}
-	return nil
-}
-
-// MarkFailed records that an image failed (it is kept for inspection and
-// deleted by cleanup after the inspection period).
-func (c *Client) MarkFailed(ctx context.Context, imageID string) error {
-	im, err := c.images()
-	if err != nil {
-		return c.opErr("mark-failed", imageID, err)
-	}
-	return c.opErr("mark-failed", imageID, c.markStatus(ctx, im, imageID, StatusFailed))
-}
-
 // CopyImage copies an image to another region where the provider supports
 // it (ErrUnsupported otherwise).
 func (c *Client) CopyImage(ctx context.Context, imageID, region string) (*Image, error) {
-	rc, ok := c.drv.(provider.RegionCopier)
-	if !ok {
+	rc := c.caps.regionCopier
+	if rc == nil {
 		return nil, c.opErr("copy-image", imageID, fmt.Errorf("provider %s cannot copy images: %w", c.info.Name, ErrUnsupported))
 	}
 	src, err := c.GetImage(ctx, imageID)
@@ -820,16 +440,4 @@ func (c *Client) CopyImage(ctx context.Context, imageID, region string) (*Image,
 // client's retry of transient errors.
 func (c *Client) getImage(ctx context.Context, im provider.Images, id string) (*provider.Image, error) {
 	return retry(ctx, c, "image", func(ctx context.Context) (*provider.Image, error) { return im.GetImage(ctx, id) })
-}
-
-func (c *Client) currentChannel(ctx context.Context, chs provider.Channels, ch string) (*provider.ChannelEntry, error) {
-	return retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
-		return chs.CurrentChannel(ctx, ch)
-	})
-}
-
-func (c *Client) channelHistory(ctx context.Context, chs provider.Channels, ch string) ([]provider.ChannelEntry, error) {
-	return retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
-		return chs.ChannelHistory(ctx, ch)
-	})
 }

@@ -1,17 +1,14 @@
+// Leases: the Lease type, Warmup (pick the image, make the keys, create the
+// machine with type fallback, wait until ready) and the lease's own
+// lifecycle (Touch, Extend, Release, Close).
+
 package crabbox
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
+	_ "embed"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,197 +20,6 @@ import (
 	"github.com/crabbox/crabbox-go/internal/sshx"
 	"github.com/crabbox/crabbox-go/provider"
 )
-
-// Lease classes (the driver vocabulary of package provider, re-exported).
-// Each provider maps a class to an ordered fallback list of machine types
-// (provider.Driver.MachineTypes).
-const (
-	ClassTiny     = provider.ClassTiny
-	ClassSmall    = provider.ClassSmall
-	ClassStandard = provider.ClassStandard
-	ClassFast     = provider.ClassFast
-	ClassLarge    = provider.ClassLarge
-	ClassBeast    = provider.ClassBeast
-)
-
-// Classes lists the lease classes, smallest first (a fresh copy).
-func Classes() []string { return provider.Classes() }
-
-// Architectures (re-exported from package provider) for WithArch.
-const (
-	ArchAMD64 = provider.ArchAMD64
-	ArchARM64 = provider.ArchARM64
-)
-
-// DefaultChannel is the channel leases boot from when none is given.
-const DefaultChannel = "default"
-
-// ImageSource records why a lease booted the image it did.
-type ImageSource string
-
-const (
-	// ImageExplicit: the caller named the image (WithImage).
-	ImageExplicit ImageSource = "explicit"
-	// ImagePromoted: the image promoted in the lease's channel.
-	ImagePromoted ImageSource = "promoted"
-	// ImageBase: the provider's base image (nothing promoted yet).
-	ImageBase ImageSource = "base"
-)
-
-type leaseOptions struct {
-	class         string
-	machineType   string
-	arch          string
-	desktop       bool
-	browser       bool
-	ttl           time.Duration
-	idle          time.Duration
-	image         string
-	channel       string
-	labels        map[string]string
-	readyTimeout  time.Duration
-	keepOnFailure bool
-	packages      []string
-	releaseBound  time.Duration
-}
-
-// LeaseOption configures Warmup.
-type LeaseOption func(*leaseOptions) error
-
-// WithClass picks the lease class (default "standard").
-func WithClass(class string) LeaseOption {
-	return func(o *leaseOptions) error {
-		if provider.ValidClass(class) {
-			o.class = class
-			return nil
-		}
-		return fmt.Errorf("%w: unknown class %q (want one of %s)", ErrInvalidArgument, class, strings.Join(provider.Classes(), ", "))
-	}
-}
-
-// WithMachineType asks for one machine type; it disables class fallback.
-func WithMachineType(t string) LeaseOption {
-	return func(o *leaseOptions) error {
-		if strings.TrimSpace(t) == "" {
-			return fmt.Errorf("%w: empty machine type", ErrInvalidArgument)
-		}
-		o.machineType = t
-		return nil
-	}
-}
-
-// WithArch picks the architecture, "amd64" (default) or "arm64".
-func WithArch(arch string) LeaseOption {
-	return func(o *leaseOptions) error {
-		if !provider.ValidArch(arch) {
-			return fmt.Errorf("%w: arch %q (want amd64 or arm64)", ErrInvalidArgument, arch)
-		}
-		o.arch = arch
-		return nil
-	}
-}
-
-// WithDesktop asks for a virtual display (:99) with VNC on loopback.
-func WithDesktop() LeaseOption { return func(o *leaseOptions) error { o.desktop = true; return nil } }
-
-// WithBrowser asks for a browser (Chromium or Chrome) on the lease.
-func WithBrowser() LeaseOption { return func(o *leaseOptions) error { o.browser = true; return nil } }
-
-// WithTTL sets the hard lifetime (default 90 minutes, at most 7 days).
-func WithTTL(d time.Duration) LeaseOption {
-	return func(o *leaseOptions) error {
-		if d < time.Minute || d > 7*24*time.Hour {
-			return fmt.Errorf("%w: ttl %v out of range [1m, 168h]", ErrInvalidArgument, d)
-		}
-		o.ttl = d
-		return nil
-	}
-}
-
-// WithIdleTimeout sets how long the lease lives without Touch (default 30
-// minutes).
-func WithIdleTimeout(d time.Duration) LeaseOption {
-	return func(o *leaseOptions) error {
-		if d < time.Minute {
-			return fmt.Errorf("%w: idle timeout %v below 1m", ErrInvalidArgument, d)
-		}
-		o.idle = d
-		return nil
-	}
-}
-
-// WithImage boots an explicit image, overriding the channel.
-func WithImage(id string) LeaseOption {
-	return func(o *leaseOptions) error {
-		if strings.TrimSpace(id) == "" {
-			return fmt.Errorf("%w: empty image id", ErrInvalidArgument)
-		}
-		o.image = id
-		return nil
-	}
-}
-
-// WithChannel picks the channel whose promoted image the lease boots when no
-// explicit image is given (default "default").
-func WithChannel(ch string) LeaseOption {
-	return func(o *leaseOptions) error {
-		if err := validChannel(ch); err != nil {
-			return err
-		}
-		o.channel = ch
-		return nil
-	}
-}
-
-// WithLabels adds labels to the machine (sanitized; keys may not start with
-// "crabbox").
-func WithLabels(labels map[string]string) LeaseOption {
-	return func(o *leaseOptions) error {
-		for k, v := range labels {
-			if strings.HasPrefix(k, "crabbox") || k == LabelCreatedBy {
-				return fmt.Errorf("%w: label %q is reserved", ErrInvalidArgument, k)
-			}
-			if sanitizeLabelValue(k) != k {
-				return fmt.Errorf("%w: label key %q must be [A-Za-z0-9_.-], at most 63 characters", ErrInvalidArgument, k)
-			}
-			if o.labels == nil {
-				o.labels = map[string]string{}
-			}
-			o.labels[k] = sanitizeLabelValue(v)
-		}
-		return nil
-	}
-}
-
-// WithReadyTimeout bounds the wait for SSH and the readiness command (default
-// 20 minutes, 45 with a desktop).
-func WithReadyTimeout(d time.Duration) LeaseOption {
-	return func(o *leaseOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("%w: ready timeout %v", ErrInvalidArgument, d)
-		}
-		o.readyTimeout = d
-		return nil
-	}
-}
-
-// WithKeepOnFailure keeps a machine whose readiness failed, instead of
-// releasing it; Warmup then returns the lease together with the error.
-func WithKeepOnFailure() LeaseOption {
-	return func(o *leaseOptions) error { o.keepOnFailure = true; return nil }
-}
-
-// WithPackages installs extra packages at boot.
-func WithPackages(pkgs ...string) LeaseOption {
-	return func(o *leaseOptions) error { o.packages = append(o.packages, pkgs...); return nil }
-}
-
-func validChannel(ch string) error {
-	if ch == "" || len(ch) > 40 || sanitizeLabelValue(ch) != ch || strings.ContainsAny(ch, "_.") {
-		return fmt.Errorf("%w: channel %q must be letters, digits and dashes, at most 40 characters", ErrInvalidArgument, ch)
-	}
-	return nil
-}
 
 // Lease is a machine leased for a while, reached over one SSH connection.
 // Its methods are safe for concurrent use. Its exported fields describe the
@@ -301,30 +107,83 @@ func (c *Client) Warmup(ctx context.Context, opts ...LeaseOption) (*Lease, error
 	return l, nil
 }
 
-func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease, error) {
-	// Types first: an unknown class is a permanent error before anything is made.
-	types := []string{o.machineType}
-	if o.machineType == "" {
-		var err error
-		types, err = c.drv.MachineTypes(o.class, o.arch)
-		if err != nil {
-			return nil, err
-		}
-		if len(types) == 0 {
-			return nil, fmt.Errorf("%w: provider has no machine types for class %s/%s", ErrInvalidArgument, o.class, o.arch)
-		}
+// warmup makes the lease: machine types and image first (permanent errors
+// before anything exists), then the keys, then the machine, then the wait.
+// Every failure after the keys are saved goes through the one deferred
+// undo: without a machine it removes the keys; with one, fail releases it
+// (or keeps it, with WithKeepOnFailure).
+func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (l *Lease, err error) {
+	types, err := c.machineTypes(o)
+	if err != nil {
+		return nil, err
 	}
-
 	imageID, source, err := c.resolveImage(ctx, o)
 	if err != nil {
 		return nil, err
 	}
+	slug, err := c.freeSlug(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	l = c.newLease(id, slug, imageID, source, o)
+	keys, err := l.makeKeys()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if l.MachineID == "" {
+			c.removeLeaseKeys(id)
+			l = nil
+			return
+		}
+		l, err = l.fail(ctx, o, err)
+	}()
+	userData, err := cloudinit.Render(c.cloudConfig(id, keys, o))
+	if err != nil {
+		return l, err
+	}
+	if err := l.create(ctx, types, userData, keys.authorized, c.machineLabels(l, o)); err != nil {
+		return l, err
+	}
+	if err := l.waitReady(ctx, o.readyTimeout); err != nil {
+		return l, err
+	}
+	if err := retryErr(ctx, c, "lease", func(ctx context.Context) error {
+		return c.drv.UpdateMachineLabels(ctx, l.MachineID, map[string]string{LabelState: "ready"})
+	}); err != nil {
+		return l, fmt.Errorf("labelling lease ready: %w", err)
+	}
+	c.emit(Event{Kind: EventLeaseReady, Resource: "lease", ID: id, State: "ready",
+		Message: fmt.Sprintf("%s (%s) ready at %s", l.Slug, l.MachineID, l.SSHAddr)})
+	return l, nil
+}
 
+// machineTypes returns the machine types to try, in order: the one asked
+// for, or the class's fallback list. An unknown class is a permanent error.
+func (c *Client) machineTypes(o leaseOptions) ([]string, error) {
+	if o.machineType != "" {
+		return []string{o.machineType}, nil
+	}
+	types, err := c.drv.MachineTypes(o.class, o.arch)
+	if err != nil {
+		return nil, err
+	}
+	if len(types) == 0 {
+		return nil, fmt.Errorf("%w: provider has no machine types for class %s/%s", ErrInvalidArgument, o.class, o.arch)
+	}
+	return types, nil
+}
+
+// freeSlug returns the lease's slug, suffixed if a live lease has it.
+func (c *Client) freeSlug(ctx context.Context, id string) (string, error) {
 	live, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
 		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing live leases: %w", err)
+		return "", fmt.Errorf("listing live leases: %w", err)
 	}
 	taken := map[string]bool{}
 	for _, m := range live {
@@ -332,8 +191,11 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 			taken[m.Labels[LabelSlug]] = true
 		}
 	}
-	slug := uniqueSlug(LeaseSlug(id), taken)
+	return uniqueSlug(LeaseSlug(id), taken), nil
+}
 
+// newLease returns the record of a lease about to be created.
+func (c *Client) newLease(id, slug, imageID string, source ImageSource, o leaseOptions) *Lease {
 	now := c.o.now().UTC().Truncate(time.Second)
 	l := &Lease{
 		ID: id, Slug: slug, Provider: c.info.Name, Region: c.info.Region, Class: o.class,
@@ -344,45 +206,64 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	if o.machineType != "" {
 		l.Class = ""
 	}
+	return l
+}
 
-	// Per-lease client key and host key.
+// leaseKeys are a new lease's keys, as the user-data and the create call
+// need them.
+type leaseKeys struct {
+	authorized    string // the client public key, authorized_keys format
+	hostPEM       []byte // the host private key
+	hostPublicKey string // the host public key, authorized_keys format
+}
+
+// makeKeys generates the lease's client key and host key, pins them on the
+// lease and saves them in the state dir.
+func (l *Lease) makeKeys() (leaseKeys, error) {
 	clientPriv, clientSigner, err := newEd25519()
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
 	hostPriv, hostSigner, err := newEd25519()
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
 	l.signer, l.hostKey = clientSigner, hostSigner.PublicKey()
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(clientSigner.PublicKey())))
-	hostPEM, err := marshalPrivateKey(hostPriv, "crabbox host "+id)
+	hostPEM, err := marshalPrivateKey(hostPriv, "crabbox host "+l.ID)
 	if err != nil {
-		return nil, err
+		return leaseKeys{}, err
 	}
-	if err := c.saveLeaseKeys(id, clientPriv, hostSigner.PublicKey()); err != nil {
-		return nil, err
+	if err := l.c.saveLeaseKeys(l.ID, clientPriv, hostSigner.PublicKey()); err != nil {
+		return leaseKeys{}, err
 	}
+	return leaseKeys{
+		authorized:    strings.TrimSpace(string(ssh.MarshalAuthorizedKey(clientSigner.PublicKey()))),
+		hostPEM:       hostPEM,
+		hostPublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostSigner.PublicKey()))),
+	}, nil
+}
 
-	ciCfg := cloudinit.Config{
+// cloudConfig is the user-data configuration of a new lease.
+func (c *Client) cloudConfig(id string, k leaseKeys, o leaseOptions) cloudinit.Config {
+	cfg := cloudinit.Config{
 		LeaseID:        id,
 		User:           cloudinit.DefaultUser,
-		AuthorizedKeys: []string{authorized},
-		HostKeyPEM:     hostPEM,
-		HostKeyPublic:  strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostSigner.PublicKey()))),
+		AuthorizedKeys: []string{k.authorized},
+		HostKeyPEM:     k.hostPEM,
+		HostKeyPublic:  k.hostPublicKey,
 		Desktop:        o.desktop,
 		Browser:        o.browser,
 		Packages:       o.packages,
 	}
 	if c.info.ShutdownTerminates {
-		ciCfg.ShutdownAfter = o.ttl
+		cfg.ShutdownAfter = o.ttl
 	}
-	userData, err := cloudinit.Render(ciCfg)
-	if err != nil {
-		c.removeLeaseKeys(id)
-		return nil, err
-	}
+	return cfg
+}
 
+// machineLabels are the labels of a new lease's machine: the caller's,
+// then the managed ones (empty values left out).
+func (c *Client) machineLabels(l *Lease, o leaseOptions) map[string]string {
 	labels := map[string]string{}
 	for k, v := range o.labels {
 		labels[k] = v
@@ -390,19 +271,19 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 	for k, v := range map[string]string{
 		LabelManaged:     "true",
 		LabelCreatedBy:   "crabbox",
-		LabelLease:       id,
-		LabelSlug:        slug,
+		LabelLease:       l.ID,
+		LabelSlug:        l.Slug,
 		LabelClass:       l.Class,
 		LabelOperator:    sanitizeLabelValue(c.o.operator),
-		LabelCreated:     formatLabelTime(now),
+		LabelCreated:     formatLabelTime(l.Created),
 		LabelTTL:         strconv.Itoa(int(o.ttl.Seconds())),
 		LabelIdle:        strconv.Itoa(int(o.idle.Seconds())),
 		LabelExpires:     formatLabelTime(l.Expires),
-		LabelTouched:     formatLabelTime(now),
+		LabelTouched:     formatLabelTime(l.Created),
 		LabelDesktop:     strconv.FormatBool(o.desktop),
 		LabelBrowser:     strconv.FormatBool(o.browser),
-		LabelImage:       sanitizeLabelValue(imageID),
-		LabelImageSource: string(source),
+		LabelImage:       sanitizeLabelValue(l.ImageID),
+		LabelImageSource: string(l.ImageSource),
 		LabelChannel:     o.channel,
 		LabelState:       "creating",
 	} {
@@ -410,69 +291,68 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (*Lease,
 			labels[k] = v
 		}
 	}
+	return labels
+}
 
-	// Create, falling back through the machine types on capacity errors.
-	var m *provider.Machine
+// create creates the lease's machine, falling back through the machine
+// types on capacity errors. When the backend made something before failing,
+// l.MachineID is set, so the caller's undo releases it.
+func (l *Lease) create(ctx context.Context, types []string, userData []byte, authorized string, labels map[string]string) error {
+	c := l.c
 	var capErrs []error
 	for i, typ := range types {
-		c.emit(Event{Kind: EventLeaseCreating, Resource: "lease", ID: id, State: "creating", Attempt: i + 1,
-			Message: fmt.Sprintf("creating %s machine from %s image %s", typ, source, imageID)})
+		c.emit(Event{Kind: EventLeaseCreating, Resource: "lease", ID: l.ID, State: "creating", Attempt: i + 1,
+			Message: fmt.Sprintf("creating %s machine from %s image %s", typ, l.ImageSource, l.ImageID)})
 		// A distinct idempotency token per type: a retried create of the
 		// same type never makes two boxes, and the next type is not
 		// mistaken for a retry of the previous one.
-		token := id
+		token := l.ID
 		if i > 0 {
-			token = fmt.Sprintf("%s-t%d", id, i+1)
+			token = fmt.Sprintf("%s-t%d", l.ID, i+1)
 		}
 		req := provider.CreateMachineRequest{
-			Token: token, Name: slug, Image: imageID, Type: typ, UserData: userData, Labels: labels,
+			Token: token, Name: l.Slug, Image: l.ImageID, Type: typ, UserData: userData, Labels: labels,
 			AuthorizedKey: []byte(authorized), TerminateOnShutdown: c.info.ShutdownTerminates,
 		}
-		m, err = retry(ctx, c, "lease", func(ctx context.Context) (*provider.Machine, error) {
+		m, err := retry(ctx, c, "lease", func(ctx context.Context) (*provider.Machine, error) {
 			return c.drv.CreateMachine(ctx, req)
 		})
 		if err == nil {
 			l.MachineType = typ
-			break
+			l.created(m)
+			return nil
 		}
 		if m != nil {
 			// Half-made: the backend created something before failing.
 			l.MachineID = m.ID
-			return l.fail(ctx, o, err)
+			return err
 		}
 		if errors.Is(err, provider.ErrCapacity) && i+1 < len(types) && ctx.Err() == nil {
 			capErrs = append(capErrs, fmt.Errorf("%s: %w", typ, err))
-			c.emit(Event{Kind: EventTypeFallback, Resource: "lease", ID: id, State: "fallback", Attempt: i + 1,
+			c.emit(Event{Kind: EventTypeFallback, Resource: "lease", ID: l.ID, State: "fallback", Attempt: i + 1,
 				Message: fmt.Sprintf("%s has no capacity, trying %s", typ, types[i+1])})
 			continue
 		}
-		c.removeLeaseKeys(id)
-		return nil, errors.Join(append(capErrs, err)...)
+		return errors.Join(append(capErrs, err)...)
 	}
+	return fmt.Errorf("%w: no machine types to try", ErrInvalidArgument)
+}
+
+// created records the machine the lease got.
+func (l *Lease) created(m *provider.Machine) {
+	c := l.c
 	l.MachineID = m.ID
 	l.applyMachine(m)
-	if _, ok := c.drv.(provider.AccessProvider); ok {
+	if c.caps.access != nil {
 		// The host ignores user-data: log in with the credentials the
 		// driver gives, not the per-lease keys.
 		l.mu.Lock()
 		l.signer, l.hostKey = nil, nil
 		l.mu.Unlock()
-		c.removeLeaseKeys(id)
+		c.removeLeaseKeys(l.ID)
 	}
-	c.emit(Event{Kind: EventLeaseCreated, Resource: "lease", ID: id, State: string(m.State),
+	c.emit(Event{Kind: EventLeaseCreated, Resource: "lease", ID: l.ID, State: string(m.State),
 		Message: fmt.Sprintf("machine %s (%s) created", m.ID, l.MachineType)})
-
-	if err := l.waitReady(ctx, o.readyTimeout); err != nil {
-		return l.fail(ctx, o, err)
-	}
-	if err := retryErr(ctx, c, "lease", func(ctx context.Context) error {
-		return c.drv.UpdateMachineLabels(ctx, l.MachineID, map[string]string{LabelState: "ready"})
-	}); err != nil {
-		return l.fail(ctx, o, fmt.Errorf("labelling lease ready: %w", err))
-	}
-	c.emit(Event{Kind: EventLeaseReady, Resource: "lease", ID: id, State: "ready",
-		Message: fmt.Sprintf("%s (%s) ready at %s", l.Slug, l.MachineID, l.SSHAddr)})
-	return l, nil
 }
 
 // fail releases a half-made lease (unless kept) with a detached, bounded
@@ -496,7 +376,7 @@ func (c *Client) resolveImage(ctx context.Context, o leaseOptions) (string, Imag
 	if o.image != "" {
 		return o.image, ImageExplicit, nil
 	}
-	if ch, ok := c.drv.(provider.Channels); ok {
+	if ch := c.caps.channels; ch != nil {
 		e, err := c.currentChannel(ctx, ch, o.channel)
 		switch {
 		case err == nil:
@@ -526,394 +406,6 @@ func (l *Lease) applyMachine(m *provider.Machine) {
 	}
 }
 
-// waitReady polls the machine until it has an address, then SSH until it
-// answers with the pinned host key, then the readiness command until it
-// passes. A host key mismatch ends the wait at once.
-func (l *Lease) waitReady(ctx context.Context, timeout time.Duration) error {
-	c := l.c
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := c.o.now()
-	state, lastErr := "pending", error(nil)
-	for attempt := 1; ; attempt++ {
-		st, err := l.probe(ctx)
-		if st != "" {
-			state = st
-		}
-		if err == nil {
-			return nil
-		}
-		lastErr = err
-		if errors.Is(err, ErrHostKeyMismatch) || errors.Is(err, ErrNotFound) && state == "gone" ||
-			errors.Is(err, ErrPermission) || errors.Is(err, ErrInvalidArgument) {
-			return &WaitError{Resource: "lease", ID: l.ID, LastState: state, Attempts: attempt,
-				Waited: c.o.now().Sub(start), Err: err}
-		}
-		c.emit(Event{Kind: EventLeaseWaiting, Resource: "lease", ID: l.ID, State: state, Attempt: attempt, Message: err.Error()})
-		if serr := sleep(ctx, c.o.backoff(attempt)); serr != nil {
-			return &WaitError{Resource: "lease", ID: l.ID, LastState: state, Attempts: attempt,
-				Waited: c.o.now().Sub(start), Err: errors.Join(serr, lastErr)}
-		}
-	}
-}
-
-// probe does one readiness attempt and reports the state it reached.
-func (l *Lease) probe(ctx context.Context) (string, error) {
-	c := l.c
-	m, err := c.drv.GetMachine(ctx, l.MachineID)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return "gone", fmt.Errorf("machine %s disappeared: %w", l.MachineID, err)
-		}
-		return "", err
-	}
-	l.applyMachine(m)
-	switch m.State {
-	case provider.MachineTerminated, provider.MachineStopped, provider.MachineStopping:
-		return "gone", fmt.Errorf("machine %s is %s: %w", m.ID, m.State, ErrNotFound)
-	case provider.MachineRunning:
-	default:
-		return string(m.State), fmt.Errorf("machine is %s", m.State)
-	}
-	if m.SSHAddr == "" {
-		return "no-address", errors.New("machine has no address yet")
-	}
-	client, err := l.sshClient(ctx)
-	if err != nil {
-		return "ssh", err
-	}
-	if err := client.Connect(ctx); err != nil {
-		return "ssh", err
-	}
-	ready := readyCommand()
-	if _, ok := c.drv.(provider.AccessProvider); ok {
-		ready = "true" // existing hosts have no crabbox bootstrap
-	}
-	res, err := client.Run(ctx, sshx.Request{Command: ready, Stdout: io.Discard, Stderr: io.Discard})
-	if err != nil {
-		return "ssh", err
-	}
-	if res.ExitCode != 0 {
-		return "bootstrapping", fmt.Errorf("readiness command exited %d", res.ExitCode)
-	}
-	return "ready", nil
-}
-
-func readyCommand() string {
-	return `"${CRABBOX_FS_ROOT:-}"` + cloudinit.ReadyCommand
-}
-
-// sshClient returns the lease's one SSH client, creating it on first use.
-func (l *Lease) sshClient(ctx context.Context) (*sshx.Client, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.released {
-		return nil, fmt.Errorf("lease %s was released: %w", l.ID, ErrNotFound)
-	}
-	if l.ssh != nil {
-		return l.ssh, nil
-	}
-	if l.SSHAddr == "" {
-		return nil, errors.New("lease has no SSH address yet")
-	}
-	if l.signer == nil || l.hostKey == nil {
-		if err := l.loadAccess(ctx); err != nil {
-			return nil, err
-		}
-	}
-	cfg := sshx.Config{Addr: l.SSHAddr, User: l.user, Signer: l.signer, HostKey: l.hostKey}
-	if l.c.o.dial != nil {
-		cfg.Dial = l.c.o.dial
-	}
-	cl, err := sshx.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	l.ssh = cl
-	return cl, nil
-}
-
-// loadAccess finds credentials for a re-attached lease: the driver's access
-// for hosts that ignore user-data, else the keys in the state dir.
-// Called with l.mu held.
-func (l *Lease) loadAccess(ctx context.Context) error {
-	if ap, ok := l.c.drv.(provider.AccessProvider); ok {
-		a, err := ap.MachineAccess(ctx, &provider.Machine{ID: l.MachineID, SSHAddr: l.SSHAddr, Labels: l.Labels})
-		if err != nil {
-			return err
-		}
-		l.user, l.signer, l.hostKey = a.User, a.Signer, a.HostKey
-		return nil
-	}
-	signer, hostKey, err := l.c.loadLeaseKeys(l.ID)
-	if err != nil {
-		return err
-	}
-	l.signer, l.hostKey = signer, hostKey
-	if l.user == "" {
-		l.user = cloudinit.DefaultUser
-	}
-	return nil
-}
-
-// RunResult is the outcome of a command that ran.
-type RunResult struct {
-	Command    string        `json:"command"`
-	ExitCode   int           `json:"exit_code"`
-	Signal     string        `json:"signal,omitempty"`
-	Duration   time.Duration `json:"duration_ns"`
-	StdoutTail string        `json:"stdout_tail"`
-	StderrTail string        `json:"stderr_tail"`
-}
-
-// RunError is returned when a command ran and exited non-zero. It matches
-// ErrCommandFailed.
-type RunError struct {
-	Result *RunResult
-}
-
-func (e *RunError) Error() string {
-	if e == nil || e.Result == nil {
-		return "command failed"
-	}
-	tail := strings.TrimSpace(e.Result.StderrTail)
-	if tail == "" {
-		tail = strings.TrimSpace(e.Result.StdoutTail)
-	}
-	if len(tail) > 300 {
-		tail = "..." + tail[len(tail)-300:]
-	}
-	what := fmt.Sprintf("exit code %d", e.Result.ExitCode)
-	if e.Result.Signal != "" {
-		what = "signal " + e.Result.Signal
-	}
-	if tail != "" {
-		return fmt.Sprintf("command failed with %s: %s", what, tail)
-	}
-	return "command failed with " + what
-}
-
-func (e *RunError) Unwrap() error { return ErrCommandFailed }
-
-type runOptions struct {
-	stdout, stderr io.Writer
-	stdin          io.Reader
-	strict         bool
-	tail           int
-	env            map[string]string
-}
-
-// RunOption configures Lease.Run.
-type RunOption func(*runOptions)
-
-// WithStdout streams the command's stdout to w.
-func WithStdout(w io.Writer) RunOption { return func(o *runOptions) { o.stdout = w } }
-
-// WithStderr streams the command's stderr to w (it may be the same writer
-// as stdout).
-func WithStderr(w io.Writer) RunOption { return func(o *runOptions) { o.stderr = w } }
-
-// WithStdin feeds r to the command.
-func WithStdin(r io.Reader) RunOption { return func(o *runOptions) { o.stdin = r } }
-
-// Strict runs the command with bash in strict mode (set -euo pipefail).
-func Strict() RunOption { return func(o *runOptions) { o.strict = true } }
-
-// WithTailBytes bounds the output kept in RunResult (default 8 KiB each).
-func WithTailBytes(n int) RunOption {
-	return func(o *runOptions) {
-		if n > 0 {
-			o.tail = n
-		}
-	}
-}
-
-// WithEnv exports variables to the command (set in the command line, since
-// sshd usually refuses environment requests).
-func WithEnv(env map[string]string) RunOption {
-	return func(o *runOptions) {
-		if o.env == nil {
-			o.env = map[string]string{}
-		}
-		for k, v := range env {
-			o.env[k] = v
-		}
-	}
-}
-
-// ShellQuote quotes s for a POSIX shell.
-func ShellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// Run runs a shell command on the lease over its one SSH connection. It
-// returns the result for every command that ran; a non-zero exit also
-// returns a *RunError (errors.Is ErrCommandFailed). Transport failures match
-// ErrConnectionLost or ErrHostKeyMismatch; a cancelled ctx stops the command.
-func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*RunResult, error) {
-	if err := l.usable("run"); err != nil {
-		return nil, err
-	}
-	o := runOptions{tail: 8 << 10}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if strings.TrimSpace(command) == "" {
-		return nil, l.c.opErr("run", l.ID, fmt.Errorf("%w: empty command", ErrInvalidArgument))
-	}
-	cmd := command
-	if o.strict {
-		cmd = "bash -c " + ShellQuote("set -euo pipefail\n"+command)
-	}
-	if len(o.env) > 0 {
-		keys := make([]string, 0, len(o.env))
-		for k := range o.env {
-			if !envNameOK(k) {
-				return nil, l.c.opErr("run", l.ID, fmt.Errorf("%w: environment name %q", ErrInvalidArgument, k))
-			}
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		var b strings.Builder
-		for _, k := range keys {
-			fmt.Fprintf(&b, "export %s=%s; ", k, ShellQuote(o.env[k]))
-		}
-		cmd = b.String() + cmd
-	}
-	client, err := l.sshClient(ctx)
-	if err != nil {
-		return nil, l.c.opErr("run", l.ID, err)
-	}
-	outTail, errTail := newTail(o.tail), newTail(o.tail)
-	var stdout, stderr io.Writer = outTail, errTail
-	if o.stdout != nil && o.stdout == o.stderr {
-		w := &lockedWriter{w: o.stdout}
-		stdout, stderr = io.MultiWriter(outTail, w), io.MultiWriter(errTail, w)
-	} else {
-		if o.stdout != nil {
-			stdout = io.MultiWriter(outTail, o.stdout)
-		}
-		if o.stderr != nil {
-			stderr = io.MultiWriter(errTail, o.stderr)
-		}
-	}
-	start := time.Now()
-	res, err := client.Run(ctx, sshx.Request{Command: cmd, Stdin: o.stdin, Stdout: stdout, Stderr: stderr})
-	rr := &RunResult{Command: command, ExitCode: res.ExitCode, Signal: res.Signal, Duration: time.Since(start),
-		StdoutTail: outTail.String(), StderrTail: errTail.String()}
-	if err != nil {
-		return nil, l.c.opErr("run", l.ID, err)
-	}
-	if rr.ExitCode != 0 || rr.Signal != "" {
-		return rr, &RunError{Result: rr}
-	}
-	return rr, nil
-}
-
-func envNameOK(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i, r := range k {
-		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
-}
-
-// tailBuffer keeps the last n bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	n   int
-	buf []byte
-}
-
-func newTail(n int) *tailBuffer { return &tailBuffer{n: n} }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.n {
-		t.buf = append(t.buf[:0:0], t.buf[len(t.buf)-t.n:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-// Display is the X display desktop leases run.
-const Display = ":99"
-
-// Exit codes the SDK's capture scripts use to report what is missing.
-const (
-	exitNoDisplay = 90
-	exitNoTool    = 91
-)
-
-// ErrNoDisplay: the lease has no running X display on :99.
-var ErrNoDisplay = errors.New("no display")
-
-// ErrMissingTool: a tool the operation needs is not installed on the box.
-var ErrMissingTool = errors.New("missing tool")
-
-const screenshotScript = `if [ -n "${CRABBOX_FS_ROOT:-}" ] && [ -z "${CRABBOX_DISPLAY:-}" ]; then
-  echo "crabbox: emulated box without a display of its own" >&2; exit 90
-fi
-export DISPLAY="${CRABBOX_DISPLAY:-:99}"
-n="${DISPLAY#:}"; n="${n%%.*}"
-if [ ! -S "/tmp/.X11-unix/X$n" ]; then echo "crabbox: no X display $DISPLAY" >&2; exit 90; fi
-if command -v scrot >/dev/null 2>&1; then exec scrot -o -
-elif command -v import >/dev/null 2>&1; then exec import -window root png:-
-else echo "crabbox: neither scrot nor ImageMagick import is installed" >&2; exit 91; fi`
-
-// Screenshot returns a PNG of the lease's display (:99, or the box's
-// $CRABBOX_DISPLAY when it sets one, as test hosts and the embedded local
-// cloud do), taken with scrot,
-// falling back to ImageMagick import. A lease without a display returns an
-// error matching ErrNoDisplay; one without a capture tool ErrMissingTool.
-func (l *Lease) Screenshot(ctx context.Context) ([]byte, error) {
-	if err := l.usable("screenshot"); err != nil {
-		return nil, err
-	}
-	var out bytes.Buffer
-	res, err := l.Run(ctx, screenshotScript, WithStdout(&out), WithTailBytes(512))
-	if err != nil {
-		if res != nil {
-			switch res.ExitCode {
-			case exitNoDisplay:
-				return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("%w: %s", ErrNoDisplay, strings.TrimSpace(res.StderrTail)))
-			case exitNoTool:
-				return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("%w: %s", ErrMissingTool, strings.TrimSpace(res.StderrTail)))
-			}
-		}
-		return nil, l.c.opErr("screenshot", l.ID, err)
-	}
-	b := out.Bytes()
-	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
-		return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("capture tool returned %d bytes that are not a PNG", len(b)))
-	}
-	return b, nil
-}
-
 // Touch records activity, pushing the idle expiry forward (never past the
 // TTL).
 func (l *Lease) Touch(ctx context.Context) error {
@@ -923,6 +415,12 @@ func (l *Lease) Touch(ctx context.Context) error {
 	_, err := l.setExpiry(ctx, "touch", 0)
 	return err
 }
+
+// extendShutdownScript moves the box's scheduled TTL shutdown (MINUTES
+// from now); it never touches an emulated box.
+//
+//go:embed lease_extend_shutdown.sh
+var extendShutdownScript string
 
 // Extend lengthens the lease's TTL by d and touches it. On providers where
 // the box enforces its TTL with a scheduled shutdown, the shutdown is moved
@@ -939,17 +437,13 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	if l.c.info.ShutdownTerminates && l.FSRoot() == "" {
-		if _, ok := l.c.drv.(provider.AccessProvider); !ok {
+		if l.c.caps.access == nil {
 			left := hard.Sub(l.c.o.now())
 			mins := int((left + time.Minute - 1) / time.Minute)
 			if mins < 1 {
 				mins = 1
 			}
-			// Emulated boxes (CRABBOX_FS_ROOT set) run on a test host:
-			// never touch its power state.
-			cmd := fmt.Sprintf(`if [ -n "${CRABBOX_FS_ROOT:-}" ]; then exit 0; fi
-sudo -n shutdown -c 2>/dev/null || true
-sudo -n shutdown -P +%d`, mins)
+			cmd := "MINUTES=" + strconv.Itoa(mins) + "\n" + extendShutdownScript
 			if _, err := l.Run(ctx, cmd); err != nil {
 				return l.c.opErr("extend", l.ID, fmt.Errorf("rescheduling the box's TTL shutdown: %w", err))
 			}
@@ -1045,219 +539,4 @@ func (l *Lease) FSRoot() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.fsRoot
-}
-
-// Lease re-attaches to a live lease by id (cbx_...) or slug, e.g. from
-// another process. Its keys come from the client's state dir.
-func (c *Client) Lease(ctx context.Context, idOrSlug string) (*Lease, error) {
-	sel := map[string]string{LabelManaged: "true"}
-	switch {
-	case ValidLeaseID(idOrSlug):
-		sel[LabelLease] = idOrSlug
-	case slugRe.MatchString(idOrSlug):
-		sel[LabelSlug] = idOrSlug
-	default:
-		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("%w: %q is neither a lease id nor a slug", ErrInvalidArgument, idOrSlug))
-	}
-	ms, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
-		return c.drv.ListMachines(ctx, sel)
-	})
-	if err != nil {
-		return nil, c.opErr("lease", idOrSlug, err)
-	}
-	live := ms[:0]
-	for _, m := range ms {
-		if m.State != provider.MachineTerminated {
-			live = append(live, m)
-		}
-	}
-	ms = live
-	if len(ms) == 0 {
-		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("no live lease %s: %w", idOrSlug, ErrNotFound))
-	}
-	if len(ms) > 1 {
-		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("%w: %d machines carry lease %s", ErrConflict, len(ms), idOrSlug))
-	}
-	return c.leaseFromMachine(ms[0]), nil
-}
-
-// Leases lists the live leases crabbox created on this provider.
-func (c *Client) Leases(ctx context.Context) ([]*Lease, error) {
-	ms, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
-		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
-	})
-	if err != nil {
-		return nil, c.opErr("leases", "", err)
-	}
-	out := make([]*Lease, 0, len(ms))
-	for _, m := range ms {
-		if m.Labels[LabelLease] == "" || m.State == provider.MachineTerminated {
-			continue
-		}
-		out = append(out, c.leaseFromMachine(m))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out, nil
-}
-
-// Reap releases leases past their expiry and returns them. A lease still
-// being created is left alone until an hour after its creation (its
-// readiness wait may take up to 45 minutes). Machines that already
-// terminated themselves (the box's own TTL shutdown) are released too,
-// so the driver removes what it made for them (key pairs, SSH keys). Reap
-// goes on past individual failures and returns them joined. Where the
-// driver can (provider.OrphanSweeper), it then deletes keys left by
-// machines that vanished without a release.
-func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
-	ms, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
-		return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
-	})
-	if err != nil {
-		return nil, c.opErr("reap", "", err)
-	}
-	now := c.o.now()
-	var reaped []*Lease
-	var errs []error
-	for _, m := range ms {
-		if m.Labels[LabelLease] == "" {
-			continue
-		}
-		l := c.leaseFromMachine(m)
-		switch {
-		case m.State == provider.MachineTerminated:
-		case m.Labels[LabelState] == "creating" && now.Before(l.Created.Add(time.Hour)):
-			continue
-		case l.Expires.IsZero() || now.Before(l.Expires):
-			continue
-		}
-		if err := l.Release(ctx); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		reaped = append(reaped, l)
-	}
-	if sw, ok := c.drv.(provider.OrphanSweeper); ok {
-		n, err := retry(ctx, c, "lease", sw.SweepOrphans)
-		if err != nil {
-			errs = append(errs, c.opErr("reap", "", fmt.Errorf("sweeping orphaned keys: %w", err)))
-		} else if n > 0 {
-			c.emit(Event{Kind: EventOrphansSwept, Resource: "lease", State: "swept",
-				Message: fmt.Sprintf("deleted %d keys left by machines that no longer exist", n)})
-		}
-	}
-	return reaped, errors.Join(errs...)
-}
-
-func (c *Client) leaseFromMachine(m *provider.Machine) *Lease {
-	lb := m.Labels
-	l := &Lease{
-		ID: lb[LabelLease], Slug: lb[LabelSlug], Provider: c.info.Name, Region: c.info.Region,
-		Class: lb[LabelClass], MachineID: m.ID, MachineType: m.Type, ImageID: lb[LabelImage],
-		ImageSource: ImageSource(lb[LabelImageSource]), Channel: lb[LabelChannel], Operator: lb[LabelOperator],
-		Desktop: lb[LabelDesktop] == "true", Browser: lb[LabelBrowser] == "true",
-		SSHAddr: m.SSHAddr, Labels: copyLabels(lb), c: c, fsRoot: m.FSRoot, user: cloudinit.DefaultUser,
-	}
-	if l.ImageID == "" {
-		l.ImageID = m.Image
-	}
-	if t, ok := parseLabelTime(lb[LabelCreated]); ok {
-		l.Created = t
-	} else {
-		l.Created = m.Created
-	}
-	if t, ok := parseLabelTime(lb[LabelExpires]); ok {
-		l.Expires = t
-	}
-	if n, err := strconv.Atoi(lb[LabelTTL]); err == nil {
-		l.TTL = time.Duration(n) * time.Second
-	}
-	if n, err := strconv.Atoi(lb[LabelIdle]); err == nil {
-		l.IdleTimeout = time.Duration(n) * time.Second
-	}
-	return l
-}
-
-func copyLabels(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-// Keys in the state dir.
-
-func newEd25519() (ed25519.PrivateKey, ssh.Signer, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating key: %w", err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating key: %w", err)
-	}
-	return priv, s, nil
-}
-
-func marshalPrivateKey(k ed25519.PrivateKey, comment string) ([]byte, error) {
-	blk, err := ssh.MarshalPrivateKey(k, comment)
-	if err != nil {
-		return nil, fmt.Errorf("encoding key: %w", err)
-	}
-	return pem.EncodeToMemory(blk), nil
-}
-
-func (c *Client) leaseDir(id string) string { return filepath.Join(c.o.stateDir, "leases", id) }
-
-func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey ssh.PublicKey) error {
-	dir := c.leaseDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	pemBytes, err := marshalPrivateKey(clientKey, "crabbox lease "+id)
-	if err != nil {
-		return err
-	}
-	if err := writeFile0600(filepath.Join(dir, "id_ed25519"), pemBytes); err != nil {
-		return err
-	}
-	return writeFile0600(filepath.Join(dir, "host_key.pub"), ssh.MarshalAuthorizedKey(hostKey))
-}
-
-func writeFile0600(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	return nil
-}
-
-func (c *Client) loadLeaseKeys(id string) (ssh.Signer, ssh.PublicKey, error) {
-	dir := c.leaseDir(id)
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("no key for lease %s in state dir %s: %w", id, c.o.stateDir, errors.Join(ErrNotFound, err))
-	}
-	signer, err := ssh.ParsePrivateKey(keyPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s key: %w", id, err)
-	}
-	hostLine, err := os.ReadFile(filepath.Join(dir, "host_key.pub"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("no host key for lease %s in state dir: %w", id, errors.Join(ErrNotFound, err))
-	}
-	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(hostLine)
-	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s host key: %w", id, err)
-	}
-	return signer, hostKey, nil
-}
-
-func (c *Client) removeLeaseKeys(id string) {
-	if ValidLeaseID(id) {
-		_ = os.RemoveAll(c.leaseDir(id))
-	}
 }

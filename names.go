@@ -1,3 +1,6 @@
+// Names: lease ids and slugs, image names (OWNER-PRODUCT-PURPOSE-YYYYMMDD-HHMM)
+// and the label time format.
+
 package crabbox
 
 import (

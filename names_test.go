@@ -1,5 +1,7 @@
 package crabbox
 
+// Tests of names.go: lease ids and slugs, image names, label values.
+
 import (
 	"errors"
 	"strings"

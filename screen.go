@@ -1,10 +1,16 @@
+// The screen: Lease.Screenshot captures the lease's display, JudgeScreenshot
+// tells a blank screenshot from a drawn one.
+
 package crabbox
 
 import (
 	"bytes"
+	"context"
+	_ "embed"
 	"fmt"
 	"image"
 	"image/png"
+	"strings"
 )
 
 // BlankVarianceThreshold is the pixel variance (mean of the red, green and
@@ -124,4 +130,39 @@ func measureImage(img image.Image) ScreenStats {
 	}
 	st.Variance = v / 3
 	return st
+}
+
+// Display is the X display desktop leases run.
+const Display = ":99"
+
+//go:embed screen_screenshot.sh
+var screenshotScript string
+
+// Screenshot returns a PNG of the lease's display (:99, or the box's
+// $CRABBOX_DISPLAY when it sets one, as test hosts and the embedded local
+// cloud do), taken with scrot,
+// falling back to ImageMagick import. A lease without a display returns an
+// error matching ErrNoDisplay; one without a capture tool ErrMissingTool.
+func (l *Lease) Screenshot(ctx context.Context) ([]byte, error) {
+	if err := l.usable("screenshot"); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	res, err := l.Run(ctx, screenshotScript, WithStdout(&out), WithTailBytes(512))
+	if err != nil {
+		if res != nil {
+			switch res.ExitCode {
+			case exitNoDisplay:
+				return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("%w: %s", ErrNoDisplay, strings.TrimSpace(res.StderrTail)))
+			case exitNoTool:
+				return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("%w: %s", ErrMissingTool, strings.TrimSpace(res.StderrTail)))
+			}
+		}
+		return nil, l.c.opErr("screenshot", l.ID, err)
+	}
+	b := out.Bytes()
+	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+		return nil, l.c.opErr("screenshot", l.ID, fmt.Errorf("capture tool returned %d bytes that are not a PNG", len(b)))
+	}
+	return b, nil
 }

@@ -1,3 +1,6 @@
+// The smoke engine: Smoke runs checks concurrently over the lease's one
+// connection, with timeouts and retries, into a SmokeReport.
+
 package crabbox
 
 import (

@@ -1,7 +1,12 @@
+// Smoke checks: the SmokeCheck type, its constructors (tools, paths, commands
+// with expectations, screenshot not blank, the do-not-bake hygiene checks) and
+// the runbook's check sets.
+
 package crabbox
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"regexp"
@@ -228,11 +233,7 @@ func CommandExists(names ...string) SmokeCheck {
 		}
 		quoted[i] = ShellQuote(n)
 	}
-	script := "for n in " + strings.Join(quoted, " ") + `; do
-  if p=$(command -v "$n" 2>/dev/null) && [ -n "$p" ]; then printf '%s\n' "$p"; exit 0; fi
-done
-printf 'not found on PATH: %s\n' ` + ShellQuote(strings.Join(names, ", ")) + ` >&2
-exit 1`
+	script := "set -- " + strings.Join(quoted, " ") + "\nNAMES=" + ShellQuote(strings.Join(names, ", ")) + "\n" + commandExistsScript
 	return SmokeCheck{Title: title, Kind: KindCommandExists, Timeout: DefaultSmokeTimeout,
 		run: commandCheck(script, func(code int, _ string) error {
 			if code != 0 {
@@ -248,7 +249,7 @@ func pathCheck(kind, flag, what, path string) SmokeCheck {
 		return invalidCheck(kind, title, fmt.Errorf("%w: empty path", ErrInvalidArgument))
 	}
 	p := fsPath(path)
-	script := fmt.Sprintf("p=%s\nif [ -%s \"$p\" ]; then printf '%%s\\n' \"$p\"; else printf 'no such %s: %%s\\n' \"$p\" >&2; exit 1; fi", p, flag, what)
+	script := "p=" + p + "\nFLAG=" + flag + "\nWHAT=" + what + "\n" + pathExistsScript
 	return SmokeCheck{Title: title, Kind: kind, Timeout: DefaultSmokeTimeout,
 		run: commandCheck(script, func(code int, _ string) error {
 			if code != 0 {
@@ -326,29 +327,31 @@ func ScreenshotNotBlank() SmokeCheck {
 // directories to inspect ($HOME, /root, /home/*, all below
 // ${CRABBOX_FS_ROOT}), uses passwordless sudo to read other users' homes when
 // not root and sudo allows it, and collects findings in $found.
-const hygienePrelude = `R="${CRABBOX_FS_ROOT:-}"
-WORK="$R/work/crabbox"
-SUDO=
-if [ -z "$R" ] && [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then SUDO=1; fi
-s() { if [ -n "$SUDO" ]; then sudo -n "$@"; else "$@"; fi; }
-found=0
-report() {
-  if [ -n "$2" ]; then found=1; printf '%s\n' "$2" | head -n 50 | sed "s|^|$1: |"; fi
-}
-homes() {
-  for d in "${HOME:-}" "$R/root" "$R"/home/*; do
-    if [ -n "$d" ] && [ -d "$d" ]; then
-      if [ -r "$d" ] && [ -x "$d" ] || [ -n "$SUDO" ]; then printf '%s\n' "$d"; else echo "warning: cannot read $d (not root, no passwordless sudo)" >&2; fi
-    fi
-  done | sort -u
-}
-IFS='
-'
-`
+//
+//go:embed smoke_hygiene_prelude.sh
+var hygienePrelude string
 
-const hygieneEpilogue = `
-if [ "$found" != 0 ]; then exit 1; fi
-echo clean`
+//go:embed smoke_hygiene_epilogue.sh
+var hygieneEpilogue string
+
+// The box-side scripts of the checks above and below (see each file's
+// first comment for the variables set before it).
+var (
+	//go:embed smoke_command_exists.sh
+	commandExistsScript string
+	//go:embed smoke_path_exists.sh
+	pathExistsScript string
+	//go:embed smoke_pnpm_cache_dir.sh
+	pnpmCacheDirScript string
+	//go:embed smoke_hygiene_credentials.sh
+	noCredentialsScript string
+	//go:embed smoke_hygiene_browser_profiles.sh
+	noBrowserProfilesScript string
+	//go:embed smoke_hygiene_checkouts.sh
+	noRepositoryCheckoutsScript string
+	//go:embed smoke_hygiene_operator_notes.sh
+	noOperatorNotesScript string
+)
 
 // tokenLine matches an assignment of a non-empty literal to a variable
 // whose name says it holds a secret.
@@ -373,21 +376,7 @@ func hygieneCheck(title, body string) SmokeCheck {
 // assigning a literal to a *TOKEN*, *SECRET*, *PASSWORD*, *API_KEY* or
 // *ACCESS_KEY* variable. The output lists what was found.
 func NoCredentials() SmokeCheck {
-	body := `TOKRE=` + ShellQuote(tokenLine) + `
-for H in $(homes); do
-  report "aws credentials" "$(s find "$H/.aws" -maxdepth 1 -type f -name credentials 2>/dev/null)"
-  report "gcloud credentials" "$(s find "$H/.config/gcloud" -type f 2>/dev/null | head -n 10)"
-  report "ssh private key" "$(s find "$H/.ssh" -maxdepth 1 -type f -name 'id_*' ! -name '*.pub' 2>/dev/null)"
-  report "netrc or git credentials" "$(s find "$H" -maxdepth 1 -type f \( -name .netrc -o -name .git-credentials \) 2>/dev/null)"
-  report "npm auth token" "$(s find "$H" -maxdepth 1 -type f -name .npmrc -exec grep -l _authToken {} + 2>/dev/null)"
-  report "github cli token" "$(s find "$H/.config/gh" -maxdepth 1 -type f -name hosts.yml -exec grep -l oauth_token {} + 2>/dev/null)"
-  report "docker registry auth" "$(s find "$H/.docker" -maxdepth 1 -type f -name config.json -exec grep -l '"auth"' {} + 2>/dev/null)"
-  report "hcloud token" "$(s find "$H/.config/hcloud" -maxdepth 1 -type f -name cli.toml -exec grep -l token {} + 2>/dev/null)"
-  report "token in shell profile" "$(s find "$H" -maxdepth 1 -type f \( -name .bashrc -o -name .profile -o -name .bash_profile -o -name .zshrc -o -name .zshenv \) -exec grep -lE "$TOKRE" {} + 2>/dev/null)"
-  report "token in env file" "$(s find "$H" -maxdepth 4 -type f \( -name .env -o -name '.env.*' -o -name '*.env' \) -exec grep -lE "$TOKRE" {} + 2>/dev/null)"
-done
-report "token in env file" "$(s find "$WORK" -maxdepth 4 -type f \( -name .env -o -name '.env.*' -o -name '*.env' \) -exec grep -lE "$TOKRE" {} + 2>/dev/null)"
-`
+	body := "TOKRE=" + ShellQuote(tokenLine) + "\n" + noCredentialsScript
 	return hygieneCheck("no credentials or tokens", body)
 }
 
@@ -397,13 +386,7 @@ report "token in env file" "$(s find "$WORK" -maxdepth 4 -type f \( -name .env -
 // cookies.sqlite files (also in the work root), and Slack, Discord,
 // WhatsApp, Signal or Teams directories under ~/.config.
 func NoBrowserProfiles() SmokeCheck {
-	body := `for H in $(homes); do
-  report "browser profile" "$(s find "$H/.config/chromium" "$H/.config/google-chrome" "$H/.config/google-chrome-beta" "$H/.config/google-chrome-unstable" "$H/.mozilla" "$H/snap/chromium" "$H/snap/firefox" -maxdepth 0 -type d ! -empty 2>/dev/null)"
-  report "cookies" "$(s find "$H" -maxdepth 8 -type f \( -name Cookies -o -name Cookies-journal -o -name cookies.sqlite \) 2>/dev/null)"
-  report "chat session" "$(s find "$H/.config" -mindepth 1 -maxdepth 1 -type d \( -iname slack -o -iname discord -o -iname 'whatsapp*' -o -iname signal -o -iname 'teams*' \) ! -empty 2>/dev/null)"
-done
-report "cookies" "$(s find "$WORK" -maxdepth 8 -type f \( -name Cookies -o -name Cookies-journal -o -name cookies.sqlite \) 2>/dev/null)"
-`
+	body := noBrowserProfilesScript
 	return hygieneCheck("no browser profiles, cookies or chat sessions", body)
 }
 
@@ -413,11 +396,7 @@ report "cookies" "$(s find "$WORK" -maxdepth 8 -type f \( -name Cookies -o -name
 // .pnpm-store, .local/share/pnpm, .local/lib, .volta, .fnm, .cargo, .rustup,
 // .oh-my-zsh, .vscode-server, go/pkg/mod); the work root is searched whole.
 func NoRepositoryCheckouts() SmokeCheck {
-	body := `for H in $(homes); do
-  report "checkout or build output" "$(s find "$H" -mindepth 1 -maxdepth 6 \( -name .cache -o -name .npm -o -name .nvm -o -name .pnpm-store -o -name .volta -o -name .fnm -o -name .cargo -o -name .rustup -o -name .oh-my-zsh -o -name .vscode-server -o -path '*/go/pkg/mod' -o -path '*/.local/share/pnpm' -o -path '*/.local/lib' \) -prune -o \( -name .git -o -type d -name node_modules -o -type d -name dist \) -print -prune 2>/dev/null)"
-done
-report "checkout or build output in work root" "$(s find "$WORK" -mindepth 1 -maxdepth 8 \( -name .git -o -type d -name node_modules -o -type d -name dist \) -print -prune 2>/dev/null)"
-`
+	body := noRepositoryCheckoutsScript
 	return hygieneCheck("no repository checkouts, node_modules or dist", body)
 }
 
@@ -427,12 +406,7 @@ report "checkout or build output in work root" "$(s find "$WORK" -mindepth 1 -ma
 // *.jpg, *.jpeg, *.gif, *.mp4, *.webm, *.mkv) up to five levels deep in
 // home directories and the work root (hidden directories skipped).
 func NoOperatorNotes() SmokeCheck {
-	body := `for H in $(homes) "$WORK"; do
-  [ -d "$H" ] || continue
-  report "operator note" "$(s find "$H" -mindepth 1 -maxdepth 2 -name '.*' -prune -o -type f \( -iname 'notes*' -o -iname 'todo*' -o -iname '*.md' -o -iname '*.txt' \) -print 2>/dev/null)"
-  report "screenshot or video" "$(s find "$H" -mindepth 1 -maxdepth 5 -name '.*' -prune -o -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.gif' -o -iname '*.mp4' -o -iname '*.webm' -o -iname '*.mkv' \) -print 2>/dev/null)"
-done
-`
+	body := noOperatorNotesScript
 	return hygieneCheck("no operator notes, screenshots or videos", body)
 }
 
@@ -495,10 +469,7 @@ func BrowserExists() SmokeCheck {
 // makes it and its parent world-writable with the sticky bit (1777), as the
 // runbook's source verification does; with sudo when not root.
 func PnpmCacheDir() SmokeCheck {
-	script := `R="${CRABBOX_FS_ROOT:-}"
-if [ -n "$R" ] || [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi
-$S mkdir -p "$R/var/cache/crabbox/pnpm" && $S chmod 1777 "$R/var/cache/crabbox" "$R/var/cache/crabbox/pnpm" && ls -ld "$R/var/cache/crabbox/pnpm"`
-	return CommandSucceeds("pnpm cache dir /var/cache/crabbox/pnpm (mkdir, chmod 1777)", script)
+	return CommandSucceeds("pnpm cache dir /var/cache/crabbox/pnpm (mkdir, chmod 1777)", pnpmCacheDirScript)
 }
 
 // SourceVerification mirrors the runbook's "Verify the source lease": the

@@ -1,3 +1,5 @@
+// The smoke report: SmokeReport and CheckResult, their JSON form, and JUnit XML.
+
 package crabbox
 
 import (

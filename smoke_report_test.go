@@ -1,5 +1,7 @@
 package crabbox
 
+// Tests of smoke_report.go: the JSON round trip, OK, JUnit XML.
+
 import (
 	"bytes"
 	"encoding/json"

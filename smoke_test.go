@@ -1,456 +1,254 @@
-package crabbox
+package crabbox_test
+
+// Integration tests of the smoke engine on leases of the embedded local
+// cloud (crabboxtest): real in-process SSH servers that allow 10 concurrent
+// sessions per connection, commands run by /bin/sh in the machine's
+// directory.
 
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/crabboxtest"
+	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
+	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
-// shellTarget runs checks with a real /bin/sh on this machine, inside a
-// directory tree standing for the box's file system (CRABBOX_FS_ROOT), the
-// way the embedded local cloud does. Screenshots come from shot.
-type shellTarget struct {
-	root  string
-	home  string
-	shell string // default /bin/sh
-	shot  func() ([]byte, error)
-
-	inflight, maxInflight atomic.Int64
-	calls                 atomic.Int64
-}
-
-func newShellTarget(t *testing.T) *shellTarget {
-	t.Helper()
-	root := t.TempDir()
-	home := filepath.Join(root, "home", "crabbox")
-	for _, d := range []string{home, filepath.Join(root, "root"), filepath.Join(root, "work", "crabbox")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return &shellTarget{root: root, home: home}
-}
-
-func (s *shellTarget) runCommand(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
-	n := s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	for {
-		m := s.maxInflight.Load()
-		if n <= m || s.maxInflight.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	s.calls.Add(1)
-	shell := s.shell
-	if shell == "" {
-		shell = "/bin/sh"
-	}
-	cmd := exec.CommandContext(ctx, shell, "-c", command)
-	cmd.Dir = s.home
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + s.home, "CRABBOX_FS_ROOT=" + s.root}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		return -1, ctx.Err()
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), nil
-	}
-	if err != nil {
-		return -1, err
-	}
-	return 0, nil
-}
-
-func (s *shellTarget) screenshot(ctx context.Context) ([]byte, error) {
-	if s.shot == nil {
-		return nil, errors.New("no display")
-	}
-	return s.shot()
-}
-
-func (s *shellTarget) plant(t *testing.T, rel, content string) string {
-	t.Helper()
-	p := filepath.Join(s.root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (s *shellTarget) mkdir(t *testing.T, rel string) string {
-	t.Helper()
-	p := filepath.Join(s.root, rel)
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-type eventLog struct {
+type smokeEvents struct {
 	mu     sync.Mutex
-	events []Event
+	events []crabbox.Event
 }
 
-func (l *eventLog) add(e Event) { l.mu.Lock(); l.events = append(l.events, e); l.mu.Unlock() }
+func (s *smokeEvents) add(e crabbox.Event) {
+	s.mu.Lock()
+	s.events = append(s.events, e)
+	s.mu.Unlock()
+}
 
-func (l *eventLog) states(title string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, e := range l.events {
-		if e.Kind == EventSmokeCheck && strings.HasPrefix(e.Message, title) {
-			out = append(out, e.State)
+func (s *smokeEvents) count(state string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.events {
+		if e.Kind == crabbox.EventSmokeCheck && e.State == state {
+			n++
 		}
 	}
-	return out
+	return n
 }
 
-func smokeOn(t *testing.T, tg *shellTarget, checks []SmokeCheck, opts ...SmokeOption) (*SmokeReport, *eventLog, error) {
+func (s *smokeEvents) reset() {
+	s.mu.Lock()
+	s.events = nil
+	s.mu.Unlock()
+}
+
+func localLease(t *testing.T) (*crabbox.Lease, *smokeEvents) {
 	t.Helper()
+	cloud := crabboxtest.Start(t)
+	ev := &smokeEvents{}
+	c, err := crabbox.New(cloud, crabbox.WithStateDir(t.TempDir()),
+		crabbox.WithPollBackoff(crabbox.ConstantBackoff(50*time.Millisecond)), crabbox.WithEvents(ev.add))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	log := &eventLog{}
-	rep := &SmokeReport{LeaseID: "cbx_0123456789ab", LeaseSlug: "brisk-crab", ImageID: "img-1", Provider: "shell", Results: []CheckResult{}}
-	err := runSmoke(ctx, tg, rep, log.add, time.Now, checks, opts)
-	return rep, log, err
+	l, err := c.Warmup(ctx, crabbox.WithClass("small"))
+	if err != nil {
+		t.Fatalf("warmup: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = l.Release(ctx)
+	})
+	return l, ev
 }
 
-func one(t *testing.T, tg *shellTarget, c SmokeCheck) CheckResult {
+func smokeCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func resultFor(t *testing.T, rep *crabbox.SmokeReport, title string) crabbox.CheckResult {
 	t.Helper()
-	rep, _, _ := smokeOn(t, tg, []SmokeCheck{c})
-	if len(rep.Results) != 1 {
-		t.Fatalf("results: %d", len(rep.Results))
-	}
-	return rep.Results[0]
-}
-
-func TestJudgeExpectations(t *testing.T) {
-	cases := []struct {
-		name   string
-		expect []Expectation
-		code   int
-		out    string
-		ok     bool
-	}{
-		{"default exit 0", nil, 0, "", true},
-		{"default rejects exit 1", nil, 1, "", false},
-		{"explicit exit code", []Expectation{ExitCode(3)}, 3, "", true},
-		{"explicit exit code mismatch", []Expectation{ExitCode(3)}, 0, "", false},
-		{"contains", []Expectation{OutputContains("ok")}, 0, "all ok\n", true},
-		{"contains missing", []Expectation{OutputContains("ok")}, 0, "nope", false},
-		{"contains but exit 2", []Expectation{OutputContains("ok")}, 2, "ok", false},
-		{"not contains", []Expectation{OutputNotContains("ERROR")}, 0, "fine", true},
-		{"not contains hit", []Expectation{OutputNotContains("ERROR")}, 0, "an ERROR", false},
-		{"regexp", []Expectation{OutputMatches(`^Linux \S+ (x86_64|aarch64)$`)}, 0, "Linux 6.1.0 x86_64", true},
-		{"regexp miss", []Expectation{OutputMatches(`^v22\.`)}, 0, "v20.1.0", false},
-		{"compiled regexp", []Expectation{OutputMatchesRegexp(regexp.MustCompile(`\d+`))}, 0, "42", true},
-		{"all must hold", []Expectation{ExitCode(1), OutputContains("a"), OutputContains("b")}, 1, "a", false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := judge(tc.expect, tc.code, tc.out)
-			if (err == nil) != tc.ok {
-				t.Fatalf("judge = %v, want ok=%v", err, tc.ok)
-			}
-		})
-	}
-}
-
-func TestCommandSucceedsOnRealShell(t *testing.T) {
-	tg := newShellTarget(t)
-	cases := []struct {
-		check SmokeCheck
-		pass  bool
-	}{
-		{CommandSucceeds("echo", "echo image-smoke-ok", OutputContains("image-smoke-ok")), true},
-		{CommandSucceeds("echo wrong", "echo something-else", OutputContains("image-smoke-ok")), false},
-		{CommandSucceeds("exit 3 expected", "exit 3", ExitCode(3)), true},
-		{CommandSucceeds("exit 3 default", "echo x; exit 3"), false},
-		{CommandSucceeds("regexp", "uname -srm", OutputMatches(`^\S+ \S+ \S+\n$`)), true},
-		{CommandSucceeds("stderr not matched", "echo hidden >&2", OutputContains("hidden")), false},
-		{CommandSucceeds("not contains", "echo fine", OutputNotContains("ERROR")), true},
-	}
-	for _, tc := range cases {
-		r := one(t, tg, tc.check)
-		if r.Passed != tc.pass {
-			t.Errorf("%s: passed=%v want %v (error %q, output %q)", tc.check.Title, r.Passed, tc.pass, r.Error, r.Output)
-		}
-		if r.Kind != KindCommand || r.Attempts != 1 {
-			t.Errorf("%s: kind %q attempts %d", tc.check.Title, r.Kind, r.Attempts)
+	for _, r := range rep.Results {
+		if r.Title == title {
+			return r
 		}
 	}
-	r := one(t, tg, CommandSucceeds("code", "echo out; echo err >&2; exit 4", ExitCode(4)))
-	if !r.Passed || r.ExitCode != 4 || r.Output != "out\nerr\n" {
-		t.Fatalf("result %+v", r)
-	}
+	t.Fatalf("no result %q in report", title)
+	return crabbox.CheckResult{}
 }
 
-func TestInvalidRegexpFailsWithoutRunning(t *testing.T) {
-	tg := newShellTarget(t)
-	marker := filepath.Join(tg.root, "ran")
-	c := CommandSucceeds("bad regexp", "touch "+ShellQuote(marker), OutputMatches(`([unclosed`)).WithRetry(3, 0)
-	rep, _, err := smokeOn(t, tg, []SmokeCheck{c})
-	if !errors.Is(err, ErrSmokeFailed) {
-		t.Fatalf("err = %v, want ErrSmokeFailed", err)
-	}
-	r := rep.Results[0]
-	if r.Passed || r.Attempts != 1 || !strings.Contains(r.Error, "invalid regular expression") {
-		t.Fatalf("result %+v", r)
-	}
-	if _, err := os.Stat(marker); !os.IsNotExist(err) {
-		t.Fatalf("command ran despite invalid expectation")
-	}
-	// The error itself matches ErrInvalidArgument.
-	a := c.run(context.Background(), tg)
-	if !errors.Is(a.err, ErrInvalidArgument) {
-		t.Fatalf("attempt error %v does not match ErrInvalidArgument", a.err)
-	}
-	for _, c := range []SmokeCheck{
-		CommandSucceeds("nil re", "true", OutputMatchesRegexp(nil)),
-		CommandSucceeds("zero", "true", Expectation{}),
-		CommandSucceeds("empty", " "),
-		CommandExists(),
-		CommandExists("sh", ""),
-		DirExists(""),
-		{Title: "zero check"},
-	} {
-		r := one(t, tg, c)
-		if r.Passed || !strings.Contains(r.Error, ErrInvalidArgument.Error()) {
-			t.Errorf("%q: %+v", c.Title, r)
-		}
-	}
-}
+func TestSmokeLocalCloudPassAndFail(t *testing.T) {
+	l, ev := localLease(t)
+	ctx := smokeCtx(t)
 
-func TestCommandExists(t *testing.T) {
-	tg := newShellTarget(t)
-	r := one(t, tg, CommandExists("sh"))
-	if !r.Passed || !strings.Contains(r.Output, "/sh") {
-		t.Fatalf("sh: %+v", r)
+	pass := []crabbox.SmokeCheck{
+		crabbox.CommandExists("sh"),
+		crabbox.CommandExists("crabbox-no-such-browser", "sh"),
+		crabbox.WorkRootExists(),
+		crabbox.CommandSucceeds("echo image-smoke-ok", "echo image-smoke-ok", crabbox.OutputContains("image-smoke-ok")),
+		crabbox.CommandSucceeds("uname", "uname -srm", crabbox.OutputMatches(`^\S+ \S+ \S+`)),
 	}
-	r = one(t, tg, CommandExists("crabbox-no-such-tool"))
-	if r.Passed || !strings.Contains(r.Output, "not found on PATH: crabbox-no-such-tool") {
-		t.Fatalf("missing: %+v", r)
+	rep, err := crabbox.Smoke(ctx, l, pass)
+	if err != nil {
+		t.Fatalf("passing checks: %v", err)
 	}
-	r = one(t, tg, CommandExists("crabbox-no-such-a", "sh", "crabbox-no-such-b"))
-	if !r.Passed || !strings.Contains(r.Output, "/sh") || r.Kind != KindCommandExists {
-		t.Fatalf("alternatives: %+v", r)
+	if !rep.OK() || rep.Passed != len(pass) || rep.Failed != 0 {
+		t.Fatalf("report %+v", rep)
 	}
-	if r.Title != "command -v crabbox-no-such-a || command -v sh || command -v crabbox-no-such-b" {
-		t.Fatalf("title %q", r.Title)
+	if rep.LeaseID != l.ID || rep.LeaseSlug != l.Slug || rep.ImageID != l.ImageID || rep.ImageID == "" ||
+		rep.ImageSource != l.ImageSource || rep.Provider != l.Provider || rep.Started.IsZero() {
+		t.Fatalf("report does not describe the lease: %+v vs %+v", rep, l)
 	}
-	// Shell metacharacters in names are data, not code.
-	marker := filepath.Join(tg.root, "pwned")
-	r = one(t, tg, CommandExists("x; touch "+marker, "$(touch "+marker+")"))
-	if r.Passed {
-		t.Fatalf("weird names passed")
+	if r := resultFor(t, rep, "command -v sh"); !strings.Contains(r.Output, "/sh") || r.ExitCode != 0 {
+		t.Fatalf("command -v sh: %+v", r)
 	}
-	if _, err := os.Stat(marker); !os.IsNotExist(err) {
-		t.Fatalf("command name was executed")
+	if ev.count("passed") != len(pass) {
+		t.Fatalf("passed events %d", ev.count("passed"))
 	}
-}
 
-func TestPathChecksUseFSRoot(t *testing.T) {
-	tg := newShellTarget(t)
-	if r := one(t, tg, WorkRootExists()); !r.Passed {
-		t.Fatalf("work root: %+v", r)
+	missing := crabbox.CommandExists("crabbox-no-such-tool")
+	rep, err = crabbox.Smoke(ctx, l, append(pass, missing))
+	if !errors.Is(err, crabbox.ErrSmokeFailed) || !strings.Contains(err.Error(), "command -v crabbox-no-such-tool") {
+		t.Fatalf("missing command: err = %v", err)
 	}
-	if err := os.RemoveAll(filepath.Join(tg.root, "work")); err != nil {
+	if rep == nil || rep.OK() || rep.Failed != 1 || rep.Passed != len(pass) {
+		t.Fatalf("report %+v", rep)
+	}
+	r := resultFor(t, rep, "command -v crabbox-no-such-tool")
+	if r.Passed || r.ExitCode != 1 || !strings.Contains(r.Output, "not found on PATH") {
+		t.Fatalf("missing result %+v", r)
+	}
+
+	// The report writes valid JUnit with the right counts.
+	var b bytes.Buffer
+	if err := rep.WriteJUnit(&b); err != nil {
 		t.Fatal(err)
 	}
-	if r := one(t, tg, WorkRootExists()); r.Passed || !strings.Contains(r.Error, "/work/crabbox") {
-		t.Fatalf("missing work root passed: %+v", r)
+	var doc struct {
+		Suites []struct {
+			Tests    int `xml:"tests,attr"`
+			Failures int `xml:"failures,attr"`
+			Cases    []struct {
+				Name    string `xml:"name,attr"`
+				Failure *struct {
+					Message string `xml:"message,attr"`
+				} `xml:"failure"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
 	}
-	tg.plant(t, "etc/crabbox/ready", "1")
-	if r := one(t, tg, FileExists("/etc/crabbox/ready")); !r.Passed {
-		t.Fatalf("file: %+v", r)
+	if err := xml.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatalf("JUnit: %v", err)
 	}
-	if r := one(t, tg, DirExists("/etc/crabbox/ready")); r.Passed {
-		t.Fatalf("file passed as dir")
-	}
-	if r := one(t, tg, FileExists("/etc/crabbox")); r.Passed {
-		t.Fatalf("dir passed as file")
-	}
-	tg.plant(t, "home/crabbox/with space/it's", "1")
-	if r := one(t, tg, FileExists("~/with space/it's")); !r.Passed {
-		t.Fatalf("home file: %+v", r)
-	}
-	// The host's own /etc is not what the check sees.
-	if r := one(t, tg, FileExists("/etc/passwd")); r.Passed {
-		t.Fatalf("path escaped the fs root")
+	if len(doc.Suites) != 1 || doc.Suites[0].Tests != len(pass)+1 || doc.Suites[0].Failures != 1 {
+		t.Fatalf("JUnit counts %+v", doc)
 	}
 }
 
-func TestHygieneCleanBoxPasses(t *testing.T) {
-	tg := newShellTarget(t)
-	// Things that are allowed.
-	tg.plant(t, "home/crabbox/.ssh/authorized_keys", "ssh-ed25519 AAAA test")
-	tg.plant(t, "home/crabbox/.ssh/id_ed25519.pub", "ssh-ed25519 AAAA test")
-	tg.plant(t, "home/crabbox/.npmrc", "registry=https://registry.npmjs.org/\n")
-	tg.plant(t, "home/crabbox/.env", "GITHUB_TOKEN=\nAPI_KEY=${FROM_VAULT}\nNAME=x\n")
-	tg.plant(t, "home/crabbox/.bashrc", "export PATH=$PATH:/x\n")
-	tg.plant(t, "home/crabbox/.nvm/versions/node/v22/lib/node_modules/pnpm/package.json", "{}")
-	tg.plant(t, "home/crabbox/.cache/thing/.git/HEAD", "ref")
-	tg.plant(t, "home/crabbox/.local/share/icons/x.png", "png")
-	tg.plant(t, "home/crabbox/.aws/config", "[default]\nregion=eu-west-1\n")
-	tg.mkdir(t, "home/crabbox/.mozilla")
-	tg.mkdir(t, "var/cache/crabbox/pnpm")
-	rep, _, err := smokeOn(t, tg, Hygiene())
+func TestSmokeLocalCloudConcurrentChecksShareOneConnection(t *testing.T) {
+	l, ev := localLease(t)
+	ctx := smokeCtx(t)
+	// 25 checks at once on one connection whose server allows 10 sessions.
+	// Each records its start and waits (bounded) until 10 checks have
+	// started, so the run proves 10 sessions were open at the same time and
+	// that the other 15 waited for a slot instead of failing.
+	gate := "smoke-gate"
+	if _, err := l.Run(ctx, "mkdir -p "+gate); err != nil {
+		t.Fatal(err)
+	}
+	var checks []crabbox.SmokeCheck
+	for i := range 25 {
+		script := fmt.Sprintf(`touch %[1]s/%[2]d
+i=0
+while [ "$(ls %[1]s | wc -l)" -lt %[3]d ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done
+echo started "$(ls %[1]s | wc -l)"`, gate, i, crabboxtest.MaxSessions)
+		checks = append(checks, crabbox.CommandSucceeds(fmt.Sprintf("concurrent %02d", i), script,
+			crabbox.OutputMatches(`started (1\d|2\d)\n`)))
+	}
+	rep, err := crabbox.Smoke(ctx, l, checks)
 	if err != nil {
 		for _, r := range rep.Results {
-			t.Logf("%s: %v %s %s", r.Title, r.Passed, r.Error, r.Output)
+			if !r.Passed {
+				t.Logf("%s: %s %q", r.Title, r.Error, r.Output)
+			}
 		}
-		t.Fatalf("clean box: %v", err)
+		t.Fatalf("25 concurrent checks: %v", err)
 	}
-	for _, r := range rep.Results {
-		if r.Kind != KindHygiene || strings.TrimSpace(r.Output) != "clean" {
-			t.Errorf("%s: kind %q output %q", r.Title, r.Kind, r.Output)
+	if rep.Passed != 25 || ev.count("passed") != 25 {
+		t.Fatalf("passed %d, events %d", rep.Passed, ev.count("passed"))
+	}
+	for i, r := range rep.Results {
+		if r.Title != fmt.Sprintf("concurrent %02d", i) || r.Attempts != 1 {
+			t.Fatalf("result %d: %+v", i, r)
 		}
 	}
 }
 
-func TestHygieneCatchesPlantedState(t *testing.T) {
-	cases := []struct {
-		check   func() SmokeCheck
-		plant   string // relative to the fs root; a trailing / makes a directory with a file inside
-		content string
-	}{
-		{NoCredentials, "home/crabbox/.aws/credentials", "[default]\naws_access_key_id=AKIAFAKE\n"},
-		{NoCredentials, "root/.aws/credentials", "[default]\n"},
-		{NoCredentials, "home/other/.config/gcloud/application_default_credentials.json", "{}"},
-		{NoCredentials, "home/crabbox/.ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----"},
-		{NoCredentials, "root/.ssh/id_rsa", "-----BEGIN RSA PRIVATE KEY-----"},
-		{NoCredentials, "home/crabbox/.netrc", "machine github.com login x password y"},
-		{NoCredentials, "home/crabbox/.git-credentials", "https://x:y@github.com"},
-		{NoCredentials, "home/crabbox/.npmrc", "//registry.npmjs.org/:_authToken=npm_FAKE\n"},
-		{NoCredentials, "home/crabbox/project/.env", "SLACK_BOT_TOKEN=xoxb-fake\n"},
-		{NoCredentials, "home/crabbox/.env.local", "export OPENAI_API_KEY='sk-fake'\n"},
-		{NoCredentials, "work/crabbox/app/prod.env", "DB_PASSWORD=\"hunter2\"\n"},
-		{NoCredentials, "home/crabbox/.bashrc", "export GITHUB_TOKEN=ghp_fake\n"},
-		{NoCredentials, "home/crabbox/.config/gh/hosts.yml", "github.com:\n  oauth_token: gho_fake\n"},
-		{NoCredentials, "home/crabbox/.docker/config.json", `{"auths":{"ghcr.io":{"auth":"eDp5"}}}`},
-		{NoCredentials, "home/crabbox/.config/hcloud/cli.toml", "token = \"fake\"\n"},
-		{NoBrowserProfiles, "home/crabbox/.config/chromium/Default/Preferences", "{}"},
-		{NoBrowserProfiles, "home/crabbox/.config/google-chrome/Local State", "{}"},
-		{NoBrowserProfiles, "root/.mozilla/firefox/profiles.ini", "x"},
-		{NoBrowserProfiles, "home/crabbox/profiles/p1/Default/Network/Cookies", "sqlite"},
-		{NoBrowserProfiles, "home/crabbox/.config/Slack/storage/x", "x"},
-		{NoBrowserProfiles, "home/crabbox/.config/discord/Local Storage/x", "x"},
-		{NoBrowserProfiles, "home/crabbox/.config/WhatsApp/session", "x"},
-		{NoRepositoryCheckouts, "home/crabbox/src/app/.git/HEAD", "ref: refs/heads/main"},
-		{NoRepositoryCheckouts, "home/crabbox/app/node_modules/left-pad/index.js", "x"},
-		{NoRepositoryCheckouts, "home/crabbox/app/dist/bundle.js", "x"},
-		{NoRepositoryCheckouts, "work/crabbox/node_modules/x/index.js", "x"},
-		{NoRepositoryCheckouts, "work/crabbox/repo/.git/HEAD", "x"},
-		{NoRepositoryCheckouts, "root/checkout/.git/HEAD", "x"},
-		{NoOperatorNotes, "home/crabbox/NOTES", "remember to"},
-		{NoOperatorNotes, "home/crabbox/todo-list", "x"},
-		{NoOperatorNotes, "home/crabbox/debug.md", "x"},
-		{NoOperatorNotes, "root/scratch.txt", "x"},
-		{NoOperatorNotes, "home/crabbox/Pictures/shot.png", "x"},
-		{NoOperatorNotes, "work/crabbox/recording.webm", "x"},
-		{NoOperatorNotes, "home/crabbox/videos/run.mp4", "x"},
-	}
-	for _, tc := range cases {
-		c := tc.check()
-		t.Run(c.Title+"/"+tc.plant, func(t *testing.T) {
-			tg := newShellTarget(t)
-			if r := one(t, tg, c); !r.Passed {
-				t.Fatalf("clean box failed: %+v", r)
-			}
-			p := tg.plant(t, tc.plant, tc.content)
-			r := one(t, tg, c)
-			if r.Passed {
-				t.Fatalf("planted %s not caught: %q", tc.plant, r.Output)
-			}
-			// The output names what was found (a file or its directory).
-			dir := filepath.Dir(p)
-			if !strings.Contains(r.Output, p) && !strings.Contains(r.Output, dir) && !strings.Contains(r.Output, filepath.Dir(dir)) {
-				t.Fatalf("output does not name %s: %q", p, r.Output)
-			}
-			// And only this check fails: the others stay clean, except
-			// where one plant is two kinds of state.
-			for _, other := range Hygiene() {
-				if other.Title == c.Title {
-					continue
-				}
-				if r := one(t, tg, other); !r.Passed && !overlaps(tc.plant) {
-					t.Errorf("%s also failed: %q", other.Title, r.Output)
-				}
-			}
-		})
-	}
-}
+func TestSmokeLocalCloudHygieneCatchesPlantedState(t *testing.T) {
+	l, _ := localLease(t)
+	ctx := smokeCtx(t)
 
-// overlaps lists plants that legitimately trip two checks.
-func overlaps(plant string) bool {
-	return strings.HasSuffix(plant, ".md") || strings.Contains(plant, "NOTES") ||
-		strings.Contains(plant, "/Cookies") // under a profile dir, not a checkout or note
-}
-
-// TestHygieneUnderBash runs the hygiene scripts with bash, the login shell
-// OpenSSH uses on most boxes (the local cloud and the other tests use sh).
-func TestHygieneUnderBash(t *testing.T) {
-	needTool(t, "bash")
-	tg := newShellTarget(t)
-	tg.shell = "bash"
-	rep, _, err := smokeOn(t, tg, Hygiene())
+	rep, err := crabbox.Smoke(ctx, l, crabbox.Hygiene())
 	if err != nil {
-		t.Fatalf("clean box under bash: %v", err)
-	}
-	tg.plant(t, "home/crabbox/.aws/credentials", "x")
-	tg.plant(t, "home/crabbox/.env", "export API_TOKEN=abc\n")
-	tg.plant(t, "work/crabbox/dist/x.js", "x")
-	tg.plant(t, "root/.mozilla/firefox/p/cookies.sqlite", "x")
-	tg.plant(t, "home/crabbox/TODO", "x")
-	rep, _, err = smokeOn(t, tg, Hygiene())
-	if !errors.Is(err, ErrSmokeFailed) || rep.Failed != 4 {
-		t.Fatalf("planted under bash: %v", err)
-	}
-	for _, want := range []string{".aws/credentials", "/.env", "work/crabbox/dist", "cookies.sqlite", "/TODO"} {
-		all := ""
 		for _, r := range rep.Results {
-			all += r.Output
+			t.Logf("%s: %s %q", r.Title, r.Error, r.Output)
 		}
-		if !strings.Contains(all, want) {
-			t.Errorf("bash run did not report %s", want)
-		}
+		t.Fatalf("fresh lease is not clean: %v", err)
+	}
+
+	// Plant a fake token file in $HOME and a node_modules in the work root
+	// (commands start in the work root).
+	plant := `mkdir -p "$HOME/.aws" && printf '[default]\naws_access_key_id = AKIAFAKEFAKEFAKE\naws_secret_access_key = fake\n' > "$HOME/.aws/credentials"
+mkdir -p app/node_modules/left-pad && echo 'module.exports = 1' > app/node_modules/left-pad/index.js`
+	if _, err := l.Run(ctx, plant); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = crabbox.Smoke(ctx, l, crabbox.Hygiene())
+	if !errors.Is(err, crabbox.ErrSmokeFailed) || rep.Failed != 2 || rep.Passed != 2 {
+		t.Fatalf("planted state: %v, report %+v", err, rep)
+	}
+	creds := resultFor(t, rep, crabbox.NoCredentials().Title)
+	if creds.Passed || !strings.Contains(creds.Output, "aws credentials: ") || !strings.Contains(creds.Output, "/.aws/credentials") {
+		t.Fatalf("credentials: %+v", creds)
+	}
+	repo := resultFor(t, rep, crabbox.NoRepositoryCheckouts().Title)
+	if repo.Passed || !strings.Contains(repo.Output, "/work/crabbox/app/node_modules") {
+		t.Fatalf("checkouts: %+v", repo)
+	}
+	if !strings.Contains(err.Error(), crabbox.NoCredentials().Title) || !strings.Contains(err.Error(), crabbox.NoRepositoryCheckouts().Title) {
+		t.Fatalf("error does not name the failing checks: %v", err)
+	}
+	// Findings are paths inside the machine, not elsewhere on the host.
+	if root := l.FSRoot(); root != "" && !strings.Contains(creds.Output, root) {
+		t.Fatalf("finding outside the machine's fs root %s: %q", root, creds.Output)
 	}
 }
 
-func TestHygieneDoesNotReadHostRoot(t *testing.T) {
-	// With CRABBOX_FS_ROOT set, /root and /home/* are those below it. Plant
-	// in the fs root's /root only: the host's /root is not scanned.
-	tg := newShellTarget(t)
-	for _, c := range Hygiene() {
-		if r := one(t, tg, c); !r.Passed {
-			t.Fatalf("%s on a clean fs root: %q (the host's own dirs leaked in?)", c.Title, r.Output)
-		}
-	}
-}
-
-func TestRetryMakesFlakyCheckPass(t *testing.T) {
-	tg := newShellTarget(t)
-	counter := filepath.Join(tg.root, "counter")
-	script := fmt.Sprintf(`n=$(cat %[1]s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %[1]s; echo attempt $n; [ "$n" -ge 2 ]`, ShellQuote(counter))
-	flaky := CommandSucceeds("flaky", script)
-	rep, log, err := smokeOn(t, tg, []SmokeCheck{flaky.WithRetry(2, 10*time.Millisecond)})
+func TestSmokeLocalCloudRetryMakesFlakyCheckPass(t *testing.T) {
+	l, ev := localLease(t)
+	ctx := smokeCtx(t)
+	script := `n=$(cat flaky-counter 2>/dev/null || echo 0); n=$((n+1)); echo $n > flaky-counter; echo attempt $n; [ "$n" -ge 2 ]`
+	flaky := crabbox.CommandSucceeds("flaky", script).WithRetry(2, 50*time.Millisecond)
+	rep, err := crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{flaky})
 	if err != nil {
 		t.Fatalf("flaky with retry: %v", err)
 	}
@@ -458,280 +256,200 @@ func TestRetryMakesFlakyCheckPass(t *testing.T) {
 	if !r.Passed || r.Attempts != 2 || !strings.Contains(r.Output, "attempt 2") {
 		t.Fatalf("result %+v", r)
 	}
-	if got := strings.Join(log.states("flaky"), ","); got != "running,retrying,running,passed" {
-		t.Fatalf("events %s", got)
-	}
-	// Without retries the same kind of check fails on its first attempt.
-	os.Remove(counter)
-	rep, _, err = smokeOn(t, tg, []SmokeCheck{flaky})
-	if !errors.Is(err, ErrSmokeFailed) || rep.Results[0].Attempts != 1 || rep.Results[0].ExitCode != 1 {
-		t.Fatalf("flaky without retry: %v %+v", err, rep.Results[0])
-	}
-	// Retries are bounded.
-	rep, _, _ = smokeOn(t, tg, []SmokeCheck{CommandSucceeds("always", "exit 1").WithRetry(2, 0)})
-	if rep.Results[0].Attempts != 3 || rep.Results[0].Passed {
-		t.Fatalf("always failing: %+v", rep.Results[0])
-	}
-}
-
-func TestCheckTimeout(t *testing.T) {
-	tg := newShellTarget(t)
-	rep, _, err := smokeOn(t, tg, []SmokeCheck{
-		CommandSucceeds("slow", "sleep 30").WithTimeout(100 * time.Millisecond),
-		CommandSucceeds("quick", "true"),
-	})
-	if !errors.Is(err, ErrSmokeFailed) || !strings.Contains(err.Error(), `"slow"`) || strings.Contains(err.Error(), `"quick"`) {
-		t.Fatalf("err = %v", err)
-	}
-	r := rep.Results[0]
-	if r.Passed || !strings.Contains(r.Error, "timed out") || r.ExitCode != -1 {
-		t.Fatalf("slow: %+v", r)
-	}
-	if !rep.Results[1].Passed || rep.Passed != 1 || rep.Failed != 1 || rep.OK() {
-		t.Fatalf("report %+v", rep)
-	}
-}
-
-func TestSmokeConcurrency(t *testing.T) {
-	tg := newShellTarget(t)
-	// Each check waits until a file shows that 5 checks have started (or a
-	// bound passes), so full concurrency is observed, not assumed.
-	dir := tg.mkdir(t, "gate")
-	var checks []SmokeCheck
-	for i := range 5 {
-		script := fmt.Sprintf(`touch %s/%d; i=0; while [ $(ls %s | wc -l) -lt 5 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; echo started $(ls %s | wc -l)`,
-			ShellQuote(dir), i, ShellQuote(dir), ShellQuote(dir))
-		checks = append(checks, CommandSucceeds(fmt.Sprintf("c%d", i), script, OutputContains("started 5")))
-	}
-	rep, _, err := smokeOn(t, tg, checks)
-	if err != nil || tg.maxInflight.Load() != 5 {
-		t.Fatalf("default concurrency: %v, max in flight %d", err, tg.maxInflight.Load())
-	}
-	if len(rep.Results) != 5 || rep.Passed != 5 {
-		t.Fatalf("report %+v", rep)
-	}
-	for i, r := range rep.Results {
-		if r.Title != fmt.Sprintf("c%d", i) {
-			t.Fatalf("results out of order: %d %q", i, r.Title)
-		}
+	if ev.count("retrying") != 1 {
+		t.Fatalf("retrying events %d", ev.count("retrying"))
 	}
 
-	tg2 := newShellTarget(t)
-	var many []SmokeCheck
-	for range 12 {
-		many = append(many, CommandSucceeds("sleepy", "sleep 0.05"))
-	}
-	if _, _, err := smokeOn(t, tg2, many, WithSmokeConcurrency(3)); err != nil {
+	// The same check without retries fails on a fresh counter.
+	if _, err := l.Run(ctx, "rm -f flaky-counter"); err != nil {
 		t.Fatal(err)
 	}
-	if m := tg2.maxInflight.Load(); m > 3 || m < 1 || tg2.calls.Load() != 12 {
-		t.Fatalf("limit 3: max in flight %d, calls %d", m, tg2.calls.Load())
+	rep, err = crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{flaky.WithRetry(0, 0)})
+	if !errors.Is(err, crabbox.ErrSmokeFailed) || rep.Results[0].Attempts != 1 {
+		t.Fatalf("without retry: %v %+v", err, rep.Results[0])
 	}
 }
 
-func TestSmokeArguments(t *testing.T) {
-	tg := newShellTarget(t)
-	if _, _, err := smokeOn(t, tg, nil); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("no checks: %v", err)
-	}
-	if _, _, err := smokeOn(t, tg, []SmokeCheck{WorkRootExists()}, WithSmokeConcurrency(0)); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("concurrency 0: %v", err)
-	}
-	if _, _, err := smokeOn(t, tg, []SmokeCheck{WorkRootExists()}, WithEvidenceDir("")); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("empty evidence dir: %v", err)
-	}
-	rep, err := Smoke(context.Background(), nil, []SmokeCheck{WorkRootExists()})
-	if rep != nil || !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("nil lease: %v %v", rep, err)
-	}
-	l := &Lease{ID: "cbx_0123456789ab", ImageID: "img-9", ImageSource: ImageExplicit, Provider: "x"}
-	rep, err = Smoke(context.Background(), l, nil)
-	if rep == nil || !errors.Is(err, ErrInvalidArgument) || rep.ImageID != "img-9" || rep.ImageSource != ImageExplicit {
-		t.Fatalf("no checks on a lease: %+v %v", rep, err)
-	}
-}
-
-func TestSmokeCancelled(t *testing.T) {
-	tg := newShellTarget(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	rep := &SmokeReport{}
-	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
-	err := runSmoke(ctx, tg, rep, nil, time.Now, []SmokeCheck{
-		CommandSucceeds("long", "sleep 30").WithRetry(5, time.Hour),
-	}, nil)
-	if !errors.Is(err, ErrSmokeFailed) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v", err)
-	}
-	if rep.Results[0].Attempts != 1 || rep.OK() {
-		t.Fatalf("cancelled check: %+v", rep.Results[0])
-	}
-}
-
-func TestScreenshotCheckKeepsEvidence(t *testing.T) {
-	tg := newShellTarget(t)
-	busy := pngOf(t, gradientWithText(320, 200))
-	blank := pngOf(t, solid(320, 200))
-	evidence := filepath.Join(t.TempDir(), "evidence")
-
-	tg.shot = func() ([]byte, error) { return busy, nil }
-	rep, _, err := smokeOn(t, tg, []SmokeCheck{ScreenshotNotBlank().WithRetry(0, 0)}, WithEvidenceDir(evidence))
-	if err != nil {
-		t.Fatalf("busy screen: %v", err)
-	}
-	r := rep.Results[0]
-	if !r.Passed || r.Kind != KindScreenshot || len(r.Evidence) != 1 || !bytes.Equal(r.PNG, busy) {
-		t.Fatalf("result %+v", r)
-	}
-	got, err := os.ReadFile(r.Evidence[0])
-	if err != nil || !bytes.Equal(got, busy) {
-		t.Fatalf("evidence file: %v", err)
-	}
-	if !strings.HasPrefix(filepath.Base(r.Evidence[0]), "cbx_0123456789ab-01-screenshot") {
-		t.Fatalf("evidence name %s", r.Evidence[0])
-	}
-
-	var shots atomic.Int64
-	tg.shot = func() ([]byte, error) { shots.Add(1); return blank, nil }
-	rep, _, err = smokeOn(t, tg, []SmokeCheck{ScreenshotNotBlank().WithRetry(1, 0)}, WithEvidenceDir(evidence))
-	r = rep.Results[0]
-	if !errors.Is(err, ErrSmokeFailed) || r.Passed || !strings.Contains(r.Error, "blank") || r.Attempts != 2 || shots.Load() != 2 {
-		t.Fatalf("blank screen: %v %+v", err, r)
-	}
-	if len(r.Evidence) != 1 {
-		t.Fatalf("blank screenshot not kept as evidence: %+v", r)
-	}
-
-	tg.shot = func() ([]byte, error) { return []byte("not a png"), nil }
-	r = one(t, tg, ScreenshotNotBlank().WithRetry(0, 0))
-	if r.Passed || !strings.Contains(r.Error, "not a PNG") {
-		t.Fatalf("garbage: %+v", r)
-	}
-	tg.shot = nil
-	r = one(t, tg, ScreenshotNotBlank().WithRetry(0, 0))
-	if r.Passed || !strings.Contains(r.Error, "no display") {
-		t.Fatalf("no display: %+v", r)
-	}
-}
-
-func TestCheckSets(t *testing.T) {
-	titles := func(cs []SmokeCheck) string {
-		var out []string
-		for _, c := range cs {
-			out = append(out, c.Title)
-		}
-		return strings.Join(out, "\n")
-	}
-	src := titles(SourceVerification(CheckSetOptions{Browser: true}))
-	for _, want := range []string{"command -v ssh", "command -v git", "command -v rsync", "command -v jq", "command -v node",
-		"command -v pnpm", "command -v ffmpeg", "command -v scrot", "command -v x11vnc",
-		"command -v google-chrome || command -v chromium || command -v chromium-browser",
-		"test -d /work/crabbox", "pnpm cache dir /var/cache/crabbox/pnpm (mkdir, chmod 1777)"} {
-		if !strings.Contains(src+"\n", want+"\n") {
-			t.Errorf("source verification lacks %q:\n%s", want, src)
-		}
-	}
-	if n := len(SourceVerification(CheckSetOptions{Tools: []string{}})); n != 2 {
-		t.Errorf("empty tools: %d checks, want work root + pnpm dir", n)
-	}
-	if n := len(SourceVerification(CheckSetOptions{Tools: []string{"sh"}, Hygiene: true})); n != 7 {
-		t.Errorf("with hygiene: %d", n)
-	}
-	cand := CandidateSmoke(CheckSetOptions{Desktop: true, Browser: true})
-	ct := titles(cand)
-	for _, want := range []string{"echo image-smoke-ok", "uname -srm", "command -v node", "command -v pnpm",
-		"command -v ffmpeg", "command -v scrot", "test -d /work/crabbox", "no credentials or tokens",
-		"no browser profiles, cookies or chat sessions", "no repository checkouts, node_modules or dist",
-		"no operator notes, screenshots or videos", "browser draws the desktop proof page", "screen recording of 3s has frames"} {
-		if !strings.Contains(ct+"\n", want+"\n") {
-			t.Errorf("candidate smoke lacks %q:\n%s", want, ct)
-		}
-	}
-	if c := titles(CandidateSmoke(CheckSetOptions{})); strings.Contains(c, "browser draws") || strings.Contains(c, "recording") {
-		t.Errorf("desktop proof without desktop:\n%s", c)
-	}
-	if c := titles(CandidateSmoke(CheckSetOptions{Desktop: true})); !strings.Contains(c, "recording") || strings.Contains(c, "browser draws") {
-		t.Errorf("desktop without browser: want the recording proof only:\n%s", c)
-	}
-	pt := titles(PromotedSmoke(CheckSetOptions{}))
-	if pt != "echo promoted-image-smoke-ok\ncommand -v ffmpeg\ncommand -v node" {
-		t.Errorf("promoted smoke:\n%s", pt)
-	}
-}
-
-func TestSourceVerificationRunsOnShell(t *testing.T) {
-	tg := newShellTarget(t)
-	rep, _, err := smokeOn(t, tg, SourceVerification(CheckSetOptions{Tools: []string{"sh", "cat"}, Hygiene: true}))
+func TestSmokeLocalCloudCheckSets(t *testing.T) {
+	l, _ := localLease(t)
+	ctx := smokeCtx(t)
+	evidence := t.TempDir()
+	rep, err := crabbox.Smoke(ctx, l, crabbox.SourceVerification(crabbox.CheckSetOptions{Tools: []string{"sh", "cat"}, Hygiene: true}),
+		crabbox.WithEvidenceDir(evidence))
 	if err != nil {
 		for _, r := range rep.Results {
-			t.Logf("%s: %v %s %q", r.Title, r.Passed, r.Error, r.Output)
+			t.Logf("%s: %s %q", r.Title, r.Error, r.Output)
 		}
-		t.Fatal(err)
+		t.Fatalf("source verification: %v", err)
 	}
-	for _, d := range []string{"var/cache/crabbox", "var/cache/crabbox/pnpm"} {
-		st, err := os.Stat(filepath.Join(tg.root, d))
+	if root := l.FSRoot(); root != "" {
+		st, err := os.Stat(filepath.Join(root, "var/cache/crabbox/pnpm"))
 		if err != nil || st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o777 {
-			t.Fatalf("%s: %v %v", d, st.Mode(), err)
+			t.Fatalf("pnpm cache dir: %v %v", st, err)
 		}
 	}
-	rep, _, err = smokeOn(t, tg, CandidateSmoke(CheckSetOptions{Tools: []string{"sh"}}))
+	rep, err = crabbox.Smoke(ctx, l, crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}}))
 	if err != nil || !rep.OK() {
 		t.Fatalf("candidate smoke: %v", err)
 	}
-}
-
-func TestCaptureBounds(t *testing.T) {
-	c := newCapture()
-	big := strings.Repeat("a", outputHeadBytes) + "TAIL-" + strings.Repeat("é", outputTailBytes)
-	for i := 0; i < len(big); i += 1000 {
-		c.Write([]byte(big[i:min(i+1000, len(big))]))
-	}
-	if len(c.headString()) != outputHeadBytes {
-		t.Fatalf("head %d", len(c.headString()))
-	}
-	tail := c.tailString()
-	if len(tail) > outputTailBytes || !strings.HasSuffix(tail, "é") || !strings.HasPrefix(tail, "é") {
-		t.Fatalf("tail %d %q...", len(tail), tail[:8])
-	}
-	if got := combineOutput("out", "err"); got != "out\nerr" {
-		t.Fatalf("combine %q", got)
-	}
-	if got := combineOutput(strings.Repeat("x", outputTailBytes), "err\n"); len(got) != outputTailBytes || !strings.HasSuffix(got, "x\nerr\n") {
-		t.Fatalf("combine long %d", len(got))
+	rep, err = l.Smoke(ctx, crabbox.PromotedSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}}))
+	if err != nil || !rep.OK() || rep.Results[0].Output != "promoted-image-smoke-ok\n" {
+		t.Fatalf("promoted smoke: %v %+v", err, rep)
 	}
 }
 
-func TestFileSafe(t *testing.T) {
-	for in, want := range map[string]string{
-		"screenshot of display :99 is not blank": "screenshot-of-display-99-is-not-blank",
-		"../../etc/passwd":                       "etc-passwd",
-		"":                                       "x",
-		"cbx_0123456789ab":                       "cbx_0123456789ab",
-	} {
-		if got := fileSafe(in, 48); got != want {
-			t.Errorf("fileSafe(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestEvidenceFilesDoNotCollide(t *testing.T) {
-	tg := newShellTarget(t)
-	dir := t.TempDir()
-	c := SmokeCheck{Title: "two pictures", Kind: "test", run: func(context.Context, smokeTarget) attempt {
-		return attempt{exitCode: -1, png: []byte("shot"), files: []evidenceFile{{ext: "png", data: []byte("other")}, {ext: "webm", data: []byte("video")}}}
-	}}
-	rep, _, err := smokeOn(t, tg, []SmokeCheck{c}, WithEvidenceDir(dir))
+func TestSmokeLocalCloudScreenshot(t *testing.T) {
+	needTools(t, "Xvfb", "scrot")
+	cloud := crabboxtest.Start(t)
+	c, err := crabbox.New(cloud, crabbox.WithStateDir(t.TempDir()),
+		crabbox.WithPollBackoff(crabbox.ConstantBackoff(50*time.Millisecond)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := rep.Results[0].Evidence
-	if len(ev) != 3 {
-		t.Fatalf("evidence %v", ev)
+	ctx := smokeCtx(t)
+	l, err := c.Warmup(ctx, crabbox.WithClass("small"), crabbox.WithDesktop())
+	if err != nil {
+		t.Fatalf("desktop warmup: %v", err)
 	}
-	want := []string{"shot", "other", "video"}
-	for i, p := range ev {
-		b, err := os.ReadFile(p)
-		if err != nil || string(b) != want[i] {
-			t.Fatalf("%s: %q %v", p, b, err)
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	evidence := t.TempDir()
+
+	// An empty desktop is blank: the check fails, and keeps the picture.
+	rep, err := crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{crabbox.ScreenshotNotBlank().WithRetry(0, 0)},
+		crabbox.WithEvidenceDir(evidence))
+	if !errors.Is(err, crabbox.ErrSmokeFailed) {
+		t.Fatalf("blank desktop passed: %v", err)
+	}
+	r := rep.Results[0]
+	if r.Passed || !strings.Contains(r.Error, "blank") || len(r.Evidence) != 1 || len(r.PNG) == 0 {
+		t.Fatalf("blank result %+v", r)
+	}
+	if st, err := crabbox.JudgeScreenshot(r.PNG); err != nil || !st.Blank() {
+		t.Fatalf("kept PNG: %v %v", st, err)
+	}
+
+	// With a browser window the same check passes (retrying while the
+	// window comes up). The profile lives under the machine's /tmp, so the
+	// browser-profile hygiene check still passes.
+	needTools(t, "chromium")
+	start := `P="${CRABBOX_FS_ROOT:-}/tmp/smoke-browser"; mkdir -p "$P"
+chromium --no-sandbox --disable-gpu --no-first-run --disable-background-networking --disable-component-update \
+  --disable-sync --user-data-dir="$P/profile" --window-size=1280,800 --window-position=0,0 \
+  "data:text/html,<body style='font:40px sans-serif'><h1>crabbox</h1><p style='color:%23c00'>smoke</p></body>" \
+  </dev/null >/dev/null 2>&1 &
+echo $! > "$P/pid"`
+	if _, err := l.Run(ctx, start); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = l.Run(context.Background(), `kill "$(cat "${CRABBOX_FS_ROOT:-}/tmp/smoke-browser/pid")" 2>/dev/null; true`)
+	})
+	rep, err = crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{
+		crabbox.ScreenshotNotBlank().WithRetry(60, 500*time.Millisecond),
+		crabbox.NoBrowserProfiles(),
+	}, crabbox.WithEvidenceDir(evidence))
+	if err != nil {
+		t.Fatalf("desktop with a browser window: %v (%+v)", err, rep.Results)
+	}
+	r = rep.Results[0]
+	if len(r.Evidence) != 1 || !strings.HasPrefix(r.Evidence[0], evidence) {
+		t.Fatalf("evidence %v", r.Evidence)
+	}
+	data, err := os.ReadFile(r.Evidence[0])
+	if err != nil || !bytes.Equal(data, r.PNG) {
+		t.Fatalf("evidence file: %v", err)
+	}
+	t.Logf("%s after %d attempts", r.Output, r.Attempts)
+}
+
+// needTools skips outside CI when a program is missing, and fails in CI.
+func needTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI: %v", n, err)
+			}
+			t.Skipf("%s not installed: %v", n, err)
 		}
 	}
+}
+
+// Smoke a lease with the runbook's candidate checks (here on the embedded
+// local cloud, with the tools its machines have), then keep the report as
+// JSON and JUnit next to the candidate image's record.
+func ExampleSmoke() {
+	cloud, err := crabboxtest.New()
+	if err != nil {
+		panic(err)
+	}
+	defer cloud.Close()
+	stateDir, err := os.MkdirTemp("", "crabbox-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(stateDir)
+	c, err := crabbox.New(cloud, crabbox.WithStateDir(stateDir))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	l, err := c.Warmup(ctx, crabbox.WithClass("small"))
+	if err != nil {
+		panic(err)
+	}
+	defer l.Release(ctx)
+
+	checks := crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}})
+	checks = append(checks, crabbox.CommandExists("crabbox-no-such-tool"))
+	rep, err := crabbox.Smoke(ctx, l, checks)
+	for _, r := range rep.Results {
+		fmt.Printf("%-6v %s\n", r.Passed, r.Title)
+	}
+	fmt.Println(rep.Passed, "passed,", rep.Failed, "failed; ok:", rep.OK(), "; smoke failed:", errors.Is(err, crabbox.ErrSmokeFailed))
+
+	var js, junit bytes.Buffer
+	_ = rep.WriteJSON(&js)
+	_ = rep.WriteJUnit(&junit)
+	fmt.Println(strings.Contains(js.String(), `"image_id": "`+l.ImageID+`"`), strings.Contains(junit.String(), `failures="1"`))
+	// Output:
+	// true   echo image-smoke-ok
+	// true   uname -srm
+	// true   command -v sh
+	// true   test -d /work/crabbox
+	// true   no credentials or tokens
+	// true   no browser profiles, cookies or chat sessions
+	// true   no repository checkouts, node_modules or dist
+	// true   no operator notes, screenshots or videos
+	// false  command -v crabbox-no-such-tool
+	// 8 passed, 1 failed; ok: false ; smoke failed: true
+	// true true
+}
+
+func TestSSHDSmokeBeyondMaxSessions(t *testing.T) {
+	// Default OpenSSH MaxSessions 10: 25 concurrent checks share one
+	// connection and must all pass by waiting for free session slots.
+	srv := sshd.Start(t, sshd.Options{})
+	c, _ := sshhostClient(t, []sshhost.Host{hostFor(srv)})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := c.Warmup(ctx)
+	require.NoError(t, err)
+	defer l.Release(context.Background())
+	// Each check waits at a gate until 10 checks have arrived, so the
+	// smoke passes only if 10 run at the same time on the one connection;
+	// the other 15 must wait for free session slots.
+	gate := fmt.Sprintf("$HOME/gate-%d", time.Now().UnixNano())
+	var checks []crabbox.SmokeCheck
+	for i := 0; i < 25; i++ {
+		cmd := fmt.Sprintf(`mkdir -p %[1]s && touch %[1]s/%[2]d
+while [ "$(ls %[1]s | wc -l)" -lt 10 ]; do sleep 0.05; done
+echo check-%[2]d`, gate, i)
+		checks = append(checks, crabbox.CommandSucceeds(fmt.Sprintf("check %d", i), cmd,
+			crabbox.OutputContains(fmt.Sprintf("check-%d", i))).WithTimeout(30*time.Second))
+	}
+	rep, err := crabbox.Smoke(ctx, l, checks)
+	require.NoError(t, err)
+	assert.True(t, rep.OK())
+	assert.Equal(t, 25, rep.Passed)
 }

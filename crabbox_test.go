@@ -1,12 +1,14 @@
+// Tests of crabbox.go: New and the client options, backoffs, logging.
+
 package crabbox_test
 
 import (
 	"bytes"
-	"context"
+	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,56 +60,27 @@ func TestSilentByDefaultAndLoggerOptIn(t *testing.T) {
 	assert.Contains(t, buf.String(), "lease.ready", "the logger given receives progress")
 }
 
-func TestStateDirKeysArePrivateAndRemovedOnRelease(t *testing.T) {
+func TestSilentByDefault(t *testing.T) {
 	cloud := crabboxtest.Start(t)
-	state := t.TempDir()
-	c, err := crabbox.New(cloud, append(fast(), crabbox.WithStateDir(state))...)
+	r, w, err := os.Pipe()
 	require.NoError(t, err)
-	ctx := testCtx(t)
-	l, err := c.Warmup(ctx)
-	require.NoError(t, err)
-	dir := filepath.Join(state, "leases", l.ID)
-	st, err := os.Stat(dir)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm())
-	for _, f := range []string{"id_ed25519", "host_key.pub"} {
-		st, err := os.Stat(filepath.Join(dir, f))
-		require.NoError(t, err, f)
-		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
-	}
-	require.NoError(t, l.Release(context.Background()))
-	_, err = os.Stat(dir)
-	assert.True(t, os.IsNotExist(err), "release removes the lease's keys")
-}
-
-func TestTouchAndExtend(t *testing.T) {
-	cloud := crabboxtest.Start(t)
-	var now atomic.Int64
-	now.Store(time.Now().UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	c := localClient(t, cloud, crabbox.WithClock(clock))
-	ctx := testCtx(t)
-	l, err := c.Warmup(ctx, crabbox.WithTTL(time.Hour), crabbox.WithIdleTimeout(10*time.Minute))
-	require.NoError(t, err)
-	defer l.Release(context.Background())
-	first := l.Expires
-
-	now.Add(int64(5 * time.Minute))
-	require.NoError(t, l.Touch(ctx))
-	assert.Equal(t, first.Add(5*time.Minute), l.Expires, "touch moves the idle expiry")
-
-	// Near the TTL the idle expiry is capped by it; Extend lifts the cap.
-	now.Add(int64(54 * time.Minute))
-	require.NoError(t, l.Touch(ctx))
-	assert.Equal(t, l.Created.Add(time.Hour), l.Expires)
-	require.NoError(t, l.Extend(ctx, time.Hour))
-	assert.Equal(t, 2*time.Hour, l.TTL)
-	assert.Equal(t, clock().UTC().Truncate(time.Second).Add(10*time.Minute), l.Expires)
-	m, err := cloud.GetMachine(ctx, l.MachineID)
-	require.NoError(t, err)
-	assert.Equal(t, "7200", m.Labels[crabbox.LabelTTL])
-
-	assert.ErrorIs(t, l.Extend(ctx, 0), crabbox.ErrInvalidArgument)
-	now.Add(int64(3 * time.Hour))
-	assert.ErrorIs(t, l.Touch(ctx), crabbox.ErrExpired)
+	saved := os.Stderr
+	os.Stderr = w
+	var out strings.Builder
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = io.Copy(&out, r) }()
+	func() {
+		defer func() { os.Stderr = saved }()
+		c, err := crabbox.New(cloud, append(fast(), crabbox.WithStateDir(t.TempDir()))...)
+		require.NoError(t, err)
+		ctx := testCtx(t)
+		l, err := c.Warmup(ctx)
+		require.NoError(t, err)
+		_, _ = l.Run(ctx, "exit 3")
+		require.NoError(t, l.Release(ctx))
+	}()
+	w.Close()
+	wg.Wait()
+	assert.Empty(t, out.String(), "the SDK wrote to stderr without a logger")
 }

@@ -1,5 +1,7 @@
 package crabbox
 
+// Tests of desktop_script.go: the prelude on an emulated box.
+
 import (
 	"context"
 	"errors"

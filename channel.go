@@ -1,0 +1,415 @@
+// Channels and promotion: Promote (only with proof), Promoted, ChannelHistory,
+// Rollback, MarkKnownGood, MarkFailed, and setChannel, the one conditional
+// channel write they share.
+
+package crabbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/crabbox/crabbox-go/provider"
+)
+
+// Promotion is the result of Promote or Rollback.
+type Promotion struct {
+	Channel  string    `json:"channel"`
+	Image    *Image    `json:"image"`
+	Previous string    `json:"previous,omitempty"` // image id the channel pointed to before
+	Version  int64     `json:"version"`
+	At       time.Time `json:"at"`
+	Operator string    `json:"operator"`
+	Forced   string    `json:"forced,omitempty"` // the reason, when promoted without proof
+}
+
+type promoteOptions struct {
+	channel     string
+	proof       *SmokeReport
+	forceReason string
+}
+
+// PromoteOption configures Promote, Rollback and MarkKnownGood.
+type PromoteOption func(*promoteOptions) error
+
+// ToChannel picks the channel.
+//
+// Deprecated: use WithPromoteChannel.
+func ToChannel(ch string) PromoteOption { return WithPromoteChannel(ch) }
+
+// WithPromoteChannel picks the channel Promote and MarkKnownGood work on
+// (default "default"), as WithChannel does for Warmup.
+func WithPromoteChannel(ch string) PromoteOption {
+	return func(o *promoteOptions) error {
+		if err := validChannel(ch); err != nil {
+			return err
+		}
+		o.channel = ch
+		return nil
+	}
+}
+
+// WithProof gives the passing smoke report of a lease booted from the image.
+func WithProof(r *SmokeReport) PromoteOption {
+	return func(o *promoteOptions) error { o.proof = r; return nil }
+}
+
+// Force promotes without proof; the reason is recorded in the result and
+// the events. Use for break-glass rollbacks only.
+func Force(reason string) PromoteOption {
+	return func(o *promoteOptions) error {
+		if strings.TrimSpace(reason) == "" {
+			return fmt.Errorf("%w: Force needs a reason", ErrInvalidArgument)
+		}
+		o.forceReason = reason
+		return nil
+	}
+}
+
+func parsePromoteOptions(opts []PromoteOption) (promoteOptions, error) {
+	o := promoteOptions{channel: DefaultChannel}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// checkProof verifies a smoke report proves the image.
+func checkProof(r *SmokeReport, imageID string) error {
+	if r == nil {
+		return fmt.Errorf("%w: give WithProof(report) from a lease booted from %s, or Force(reason)", ErrNoProof, imageID)
+	}
+	if r.ImageID != imageID {
+		return fmt.Errorf("%w: the report is from a lease booted from %q, not %s", ErrNoProof, r.ImageID, imageID)
+	}
+	if !r.OK() {
+		return fmt.Errorf("%w: the report of lease %s did not pass (%d failed): %w", ErrNoProof, r.LeaseID, r.Failed, ErrSmokeFailed)
+	}
+	return nil
+}
+
+// Promote points a channel at an image. It requires proof: a passing smoke
+// report from a lease booted from this very image (WithProof), unless
+// Force is given. It refuses images that are not available or that crabbox
+// did not create. The set is conditional on the channel being unchanged
+// since it was read: a concurrent promotion returns ErrConflict.
+func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
+	p, err := c.promote(ctx, imageID, opts)
+	return p, c.opErr("promote", imageID, err)
+}
+
+func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOption) (*Promotion, error) {
+	o, err := parsePromoteOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	im, err := c.images()
+	if err != nil {
+		return nil, err
+	}
+	chs, err := c.channels()
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.getImage(ctx, im, imageID)
+	if err != nil {
+		return nil, err
+	}
+	img := c.imageFrom(p)
+	if !img.Owned {
+		return nil, fmt.Errorf("%w: image %s has no %s=true label", ErrNotOwned, imageID, LabelManaged)
+	}
+	if p.State != provider.ImageAvailable {
+		return nil, fmt.Errorf("%w: image %s is %s, not available", ErrInvalidArgument, imageID, p.State)
+	}
+	if img.Status == StatusFailed && o.forceReason == "" {
+		return nil, fmt.Errorf("%w: image %s is marked failed", ErrInvalidArgument, imageID)
+	}
+	if o.forceReason == "" {
+		if err := checkProof(o.proof, imageID); err != nil {
+			return nil, err
+		}
+	}
+	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
+}
+
+// setChannel points the channel at img, conditionally on the channel's
+// version: the one just read, or expect when non-nil (the version a caller
+// based its decision on, as Rollback does).
+func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
+	cur, err := c.currentChannel(ctx, chs, o.channel)
+	ifVersion := int64(-1)
+	prev := ""
+	if expect != nil && (err != nil || cur.Version != expect.Version || cur.ImageID != expect.ImageID) {
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: channel %s changed since version %d was read", ErrConflict, o.channel, expect.Version)
+	}
+	switch {
+	case err == nil:
+		ifVersion, prev = cur.Version, cur.ImageID
+		if cur.ImageID == img.ID {
+			return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: cur.Version, At: cur.At,
+				Operator: cur.Operator, Forced: o.forceReason}, nil
+		}
+	case errors.Is(err, ErrNotFound):
+	default:
+		return nil, err
+	}
+	// A conditional set is not retried on conflict: someone else promoted.
+	e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
+		e, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: o.channel, ImageID: img.ID,
+			Operator: sanitizeLabelValue(c.o.operator), IfVersion: ifVersion})
+		if err != nil && e != nil {
+			// The channel moved but the driver's follow-up work failed:
+			// repeating the conditional set would only report a conflict.
+			return e, &finalError{err}
+		}
+		return e, err
+	})
+	var setErr error
+	if err != nil {
+		if e == nil || e.ImageID != img.ID {
+			return nil, err
+		}
+		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
+	}
+	now := formatLabelTime(c.o.now())
+	lbl := map[string]string{LabelStatusAt: now}
+	if o.proof != nil {
+		lbl[LabelSmokeLease] = o.proof.LeaseID
+	}
+	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
+		return nil, fmt.Errorf("channel %s now points at %s, but labelling it failed: %w", o.channel, img.ID, err)
+	}
+	if pr := c.caps.protector; pr != nil {
+		if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
+			return nil, fmt.Errorf("channel %s now points at %s, but protecting it failed: %w", o.channel, img.ID, err)
+		}
+		img.Protected = true
+	}
+	msg := fmt.Sprintf("channel %s -> %s (%s), previous %q", o.channel, img.ID, img.Name, prev)
+	if o.forceReason != "" {
+		msg += " FORCED: " + o.forceReason
+	}
+	c.emit(Event{Kind: kind, Resource: "channel", ID: o.channel, State: img.ID, Message: msg})
+	return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: e.Version, At: e.At,
+		Operator: c.o.operator, Forced: o.forceReason}, setErr
+}
+
+// Promoted returns the image a channel points at; ErrNotFound if the channel
+// was never set.
+func (c *Client) Promoted(ctx context.Context, channel string) (*Image, error) {
+	if err := validChannel(channel); err != nil {
+		return nil, c.opErr("promoted", channel, err)
+	}
+	chs, err := c.channels()
+	if err != nil {
+		return nil, c.opErr("promoted", channel, err)
+	}
+	e, err := c.currentChannel(ctx, chs, channel)
+	if err != nil {
+		return nil, c.opErr("promoted", channel, err)
+	}
+	return c.GetImage(ctx, e.ImageID)
+}
+
+// ChannelHistory returns the values a channel had, oldest first.
+func (c *Client) ChannelHistory(ctx context.Context, channel string) ([]provider.ChannelEntry, error) {
+	chs, err := c.channels()
+	if err != nil {
+		return nil, c.opErr("channel-history", channel, err)
+	}
+	h, err := c.channelHistory(ctx, chs, channel)
+	return h, c.opErr("channel-history", channel, err)
+}
+
+// Rollback points the channel back at the most recent previously promoted
+// image that is known-good, and marks the image rolled back from as failed
+// (it is kept for inspection, not deleted). ErrNotFound when there is no
+// previous known-good image.
+func (c *Client) Rollback(ctx context.Context, channel string, reason string) (*Promotion, error) {
+	p, err := c.rollback(ctx, channel, reason)
+	return p, c.opErr("rollback", channel, err)
+}
+
+func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promotion, error) {
+	if err := validChannel(channel); err != nil {
+		return nil, err
+	}
+	im, err := c.images()
+	if err != nil {
+		return nil, err
+	}
+	chs, err := c.channels()
+	if err != nil {
+		return nil, err
+	}
+	hist, err := c.channelHistory(ctx, chs, channel)
+	if err != nil {
+		return nil, err
+	}
+	if len(hist) == 0 {
+		return nil, fmt.Errorf("channel %s was never set: %w", channel, ErrNotFound)
+	}
+	current := hist[len(hist)-1].ImageID
+	var target *Image
+	for i := len(hist) - 2; i >= 0 && target == nil; i-- {
+		id := hist[i].ImageID
+		if id == current {
+			continue
+		}
+		p, err := c.getImage(ctx, im, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if p.State == provider.ImageAvailable && p.Labels[LabelStatus] == StatusKnownGood {
+			target = c.imageFrom(p)
+		}
+	}
+	if target == nil {
+		return nil, fmt.Errorf("no earlier known-good image in channel %s: %w", channel, ErrNotFound)
+	}
+	if strings.TrimSpace(reason) == "" {
+		reason = "rolled back"
+	}
+	o := promoteOptions{channel: channel, forceReason: "rollback: " + reason}
+	last := hist[len(hist)-1]
+	pr, setErr := c.setChannel(ctx, im, chs, target, o, EventRolledBack, &last)
+	if pr == nil {
+		return nil, setErr
+	}
+	pr.Forced = ""
+	if err := c.markStatus(ctx, im, current, StatusFailed); err != nil {
+		return pr, fmt.Errorf("rolled back to %s, but marking %s failed did not work: %w", target.ID, current, err)
+	}
+	// The failed image stays for inspection; cleanup deletes it after the
+	// inspection period, so it must not keep promotion's protection.
+	if err := c.retire(ctx, current); err != nil {
+		return pr, fmt.Errorf("rolled back to %s: %w", target.ID, err)
+	}
+	return pr, setErr
+}
+
+func (c *Client) markStatus(ctx context.Context, im provider.Images, id, status string) error {
+	return retryErr(ctx, c, "image", func(ctx context.Context) error {
+		return im.UpdateImageLabels(ctx, id, map[string]string{LabelStatus: status, LabelStatusAt: formatLabelTime(c.o.now())})
+	})
+}
+
+// MarkKnownGood records that an image passed on a normal lease (for
+// example the smoke of a lease booted from the promoted channel). The report
+// must pass and come from a lease booted from the image. Once the promoted
+// image is known-good, older images of the channel lose the deletion
+// protection promotion gave them, and are deprecated where supported.
+func (c *Client) MarkKnownGood(ctx context.Context, imageID string, proof *SmokeReport, opts ...PromoteOption) (*Image, error) {
+	img, err := c.markKnownGood(ctx, imageID, proof, opts)
+	return img, c.opErr("mark-known-good", imageID, err)
+}
+
+func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *SmokeReport, opts []PromoteOption) (*Image, error) {
+	o, err := parsePromoteOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkProof(proof, imageID); err != nil {
+		return nil, err
+	}
+	if proof.ImageSource != ImagePromoted {
+		return nil, fmt.Errorf("%w: known-good needs a pass on a normal lease that booted %s from its channel, not a lease with image source %q",
+			ErrNoProof, imageID, proof.ImageSource)
+	}
+	im, err := c.images()
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.getImage(ctx, im, imageID)
+	if err != nil {
+		return nil, err
+	}
+	if p.Labels[LabelManaged] != "true" {
+		return nil, fmt.Errorf("%w: image %s", ErrNotOwned, imageID)
+	}
+	if err := c.markStatus(ctx, im, imageID, StatusKnownGood); err != nil {
+		return nil, err
+	}
+	// Lift protection from superseded images of the channel.
+	if chs := c.caps.channels; chs != nil {
+		cur, err := c.currentChannel(ctx, chs, o.channel)
+		if err == nil && cur.ImageID == imageID {
+			if mk := c.caps.versionMarker; mk != nil {
+				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
+					return mk.MarkKnownGood(ctx, o.channel, cur.Version)
+				}); err != nil {
+					return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
+				}
+			}
+			hist, err := c.channelHistory(ctx, chs, o.channel)
+			if err != nil {
+				return nil, err
+			}
+			seen := map[string]bool{imageID: true}
+			for _, e := range hist {
+				if seen[e.ImageID] {
+					continue
+				}
+				seen[e.ImageID] = true
+				if err := c.retire(ctx, e.ImageID); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return c.GetImage(ctx, imageID)
+}
+
+// retire lifts promotion protection from a superseded image and deprecates
+// it where the provider supports that.
+func (c *Client) retire(ctx context.Context, id string) error {
+	if pr := c.caps.protector; pr != nil {
+		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, false) })
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
+		}
+	}
+	if dp := c.caps.deprecator; dp != nil {
+		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return dp.DeprecateImage(ctx, id, c.o.now()) })
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnsupported) {
+			return fmt.Errorf("deprecating superseded image %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// MarkFailed records that an image failed (it is kept for inspection and
+// deleted by cleanup after the inspection period).
+func (c *Client) MarkFailed(ctx context.Context, imageID string) error {
+	im, err := c.images()
+	if err != nil {
+		return c.opErr("mark-failed", imageID, err)
+	}
+	return c.opErr("mark-failed", imageID, c.markStatus(ctx, im, imageID, StatusFailed))
+}
+
+func (c *Client) currentChannel(ctx context.Context, chs provider.Channels, ch string) (*provider.ChannelEntry, error) {
+	return retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
+		return chs.CurrentChannel(ctx, ch)
+	})
+}
+
+func (c *Client) channelHistory(ctx context.Context, chs provider.Channels, ch string) ([]provider.ChannelEntry, error) {
+	return retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
+		return chs.ChannelHistory(ctx, ch)
+	})
+}
