@@ -12,7 +12,7 @@
 // Holders coordinate through flock(2) on a per-user lock file in
 // os.TempDir()/cbx-users: each holder keeps a shared lock, a releaser that
 // gets the exclusive lock is the last one. A file next to it records that
-// the user was created here. Within a process, one mutex serialises the
+// the user was created here; both go with the user. Within a process, one mutex serialises the
 // account tools, which take the host's passwd lock.
 //
 // Everything here needs root and the shadow tools (useradd, usermod,
@@ -121,19 +121,37 @@ func (u *User) Release() error {
 	if err := remove(u.Name, u.UID); err != nil {
 		return err
 	}
-	return os.Remove(created)
+	// Unlinked under the exclusive lock: a holder waiting on this file
+	// sees it is gone and opens the next one (lockShared).
+	return errors.Join(os.Remove(created), os.Remove(lockPath(u.Name)))
+}
+
+// lockShared opens the user's lock file and takes its shared lock, waiting
+// while a last holder elsewhere removes the user.
+func lockShared(name string) (*os.File, error) {
+	for {
+		f, err := openLock(name)
+		if err != nil {
+			return nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("hostuser: lock %s: %w", name, err)
+		}
+		held, err1 := f.Stat()
+		now, err2 := os.Stat(lockPath(name))
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return f, nil
+		}
+		f.Close() // removed with its user meanwhile: take the new one
+	}
 }
 
 // hold takes the user's shared lock, then finds or creates the user.
 func hold(name string, existingOK bool) (*User, error) {
-	f, err := openLock(name)
+	f, err := lockShared(name)
 	if err != nil {
 		return nil, err
-	}
-	// Blocks while a last holder elsewhere is removing the user.
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("hostuser: lock %s: %w", name, err)
 	}
 	accountMu.Lock()
 	defer accountMu.Unlock()
@@ -297,13 +315,15 @@ func checkName(name string) error {
 
 func lockDir() string { return filepath.Join(os.TempDir(), "cbx-users") }
 
+func lockPath(name string) string { return filepath.Join(lockDir(), name+".lock") }
+
 func createdPath(name string) string { return filepath.Join(lockDir(), name+".created") }
 
 func openLock(name string) (*os.File, error) {
 	if err := os.MkdirAll(lockDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("hostuser: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(lockDir(), name+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(lockPath(name), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("hostuser: %w", err)
 	}
