@@ -179,6 +179,10 @@ func (e *Emulator) boxFor(ctx context.Context, host string) (*instanceBox, error
 	}
 	id := aws.ToString(in.InstanceId)
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: the emulator is closed", ErrRefused)
+	}
 	b, ok := e.boxes[id]
 	if !ok {
 		b = &instanceBox{id: id, root: filepath.Join(e.dir, id, "root")}
