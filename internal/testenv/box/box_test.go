@@ -3,7 +3,6 @@
 package box_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,12 +60,13 @@ func run(t *testing.T, c *ssh.Client, cmd string) string {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var out, errb bytes.Buffer
-	s.Stdout, s.Stderr = &out, &errb
-	if err := s.Run(cmd); err != nil {
-		t.Fatalf("%s: %v (stderr %q)", cmd, err, errb.String())
+	var stderr strings.Builder
+	s.Stderr = &stderr
+	out, err := s.Output(cmd)
+	if err != nil {
+		t.Fatalf("%s: %v (stderr %q)", cmd, err, stderr.String())
 	}
-	return out.String()
+	return string(out)
 }
 
 // tempDir is a directory the box's user can traverse (t.TempDir is 0700).
