@@ -16,7 +16,9 @@
 // bake installed under CRABBOX_FS_ROOT is there on the candidate.
 //
 // Commands run on the host as the box's login user (created if missing; the
-// tests run as root). Kill simulates box death.
+// tests run as root). Kill simulates box death. The box half (user-data,
+// user, file system, sshd) is internal/testenv/box; this package is the
+// EC2 half: finding instances, their user-data and images in moto.
 package awsbox
 
 import (
@@ -26,20 +28,15 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"golang.org/x/crypto/ssh"
 
-	"github.com/crabbox/crabbox-go/internal/cloudinit"
+	"github.com/crabbox/crabbox-go/internal/testenv/box"
 	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
 )
 
@@ -56,21 +53,21 @@ var ErrRefused = errors.New("awsbox: connection refused")
 
 // Emulator runs the boxes. Its methods are safe for concurrent use.
 type Emulator struct {
-	t   testing.TB
 	ec2 EC2API
 	dir string
 
 	mu     sync.Mutex
-	boxes  map[string]*box // by instance id
+	boxes  map[string]*instanceBox // by instance id
 	closed bool
 }
 
-type box struct {
+// instanceBox is an instance's box: booted once, when first dialled.
+type instanceBox struct {
 	id   string
 	root string
 
 	mu     sync.Mutex
-	srv    *sshd.Server
+	box    *box.Box // nil until booted
 	killed bool
 }
 
@@ -80,24 +77,29 @@ type box struct {
 func New(t testing.TB, c EC2API) *Emulator {
 	t.Helper()
 	sshd.Require(t)
-	e, err := newEmulator(t, c)
+	e, err := newEmulator(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.Close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.logBoxes(t)
+		}
+		e.Close()
+	})
 	return e
 }
 
 // Start returns an emulator outside of tests (the runbook example). Close
 // it when done.
 func Start(c EC2API) (*Emulator, error) {
-	if err := sshd.Available(); err != nil {
+	if err := box.Available(); err != nil {
 		return nil, err
 	}
-	return newEmulator(&standaloneTB{}, c)
+	return newEmulator(c)
 }
 
-func newEmulator(t testing.TB, c EC2API) (*Emulator, error) {
+func newEmulator(c EC2API) (*Emulator, error) {
 	dir, err := os.MkdirTemp("", "cbx-awsbox-")
 	if err != nil {
 		return nil, err
@@ -105,7 +107,7 @@ func newEmulator(t testing.TB, c EC2API) (*Emulator, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Emulator{t: t, ec2: c, dir: dir, boxes: map[string]*box{}}, nil
+	return &Emulator{ec2: c, dir: dir, boxes: map[string]*instanceBox{}}, nil
 }
 
 // Close stops every box and removes their file systems.
@@ -118,16 +120,26 @@ func (e *Emulator) Close() {
 	e.closed = true
 	for _, b := range e.boxes {
 		b.mu.Lock()
-		if b.srv != nil {
-			b.srv.Stop()
+		if b.box != nil {
+			_ = b.box.Close()
 		}
 		b.killed = true
 		b.mu.Unlock()
 	}
-	if st, ok := e.t.(*standaloneTB); ok {
-		st.runCleanups()
-	}
 	os.RemoveAll(e.dir)
+}
+
+// logBoxes logs every box's sshd output, for a failed test.
+func (e *Emulator) logBoxes(t testing.TB) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id, b := range e.boxes {
+		b.mu.Lock()
+		if b.box != nil {
+			t.Logf("awsbox: %s sshd %s log:\n%s", id, b.box.Addr(), b.box.Log())
+		}
+		b.mu.Unlock()
+	}
 }
 
 // Dial is a crabbox.DialFunc: it connects to the sshd of the emulated box
@@ -149,8 +161,8 @@ func (e *Emulator) Dial(ctx context.Context, network, addr string) (net.Conn, er
 	}
 	b.mu.Lock()
 	var target string
-	if !b.killed && b.srv != nil {
-		target = b.srv.Addr
+	if !b.killed && b.box != nil {
+		target = b.box.Addr()
 	}
 	b.mu.Unlock()
 	if target == "" {
@@ -160,23 +172,27 @@ func (e *Emulator) Dial(ctx context.Context, network, addr string) (net.Conn, er
 }
 
 // boxFor finds the instance with address host and boots its box once.
-func (e *Emulator) boxFor(ctx context.Context, host string) (*box, error) {
+func (e *Emulator) boxFor(ctx context.Context, host string) (*instanceBox, error) {
 	in, err := e.instanceByAddr(ctx, host)
 	if err != nil {
 		return nil, err
 	}
 	id := aws.ToString(in.InstanceId)
 	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: the emulator is closed", ErrRefused)
+	}
 	b, ok := e.boxes[id]
 	if !ok {
-		b = &box{id: id, root: filepath.Join(e.dir, id, "root")}
+		b = &instanceBox{id: id, root: filepath.Join(e.dir, id, "root")}
 		e.boxes[id] = b
 	}
 	e.mu.Unlock()
 	if in.State == nil || in.State.Name != types.InstanceStateNameRunning {
 		b.mu.Lock()
-		if b.srv != nil {
-			b.srv.Stop() // stopped or terminated in moto: the box is gone
+		if b.box != nil {
+			b.box.Stop() // stopped or terminated in moto: the box is gone
 			b.killed = true
 		}
 		b.mu.Unlock()
@@ -184,7 +200,7 @@ func (e *Emulator) boxFor(ctx context.Context, host string) (*box, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.srv != nil || b.killed {
+	if b.box != nil || b.killed {
 		return b, nil
 	}
 	if err := e.boot(ctx, b, in); err != nil {
@@ -218,9 +234,9 @@ func (e *Emulator) instanceByAddr(ctx context.Context, host string) (*types.Inst
 	return nil, fmt.Errorf("%w: %s is not an emulated instance (never dialled)", ErrRefused, host)
 }
 
-// boot does what cloud-init does on first boot, under b.root, and starts
-// the box's sshd. Called with b.mu held.
-func (e *Emulator) boot(ctx context.Context, b *box, in *types.Instance) error {
+// boot reads the instance's user-data and boots its box under b.root
+// (from the image's source box, if emulated). Called with b.mu held.
+func (e *Emulator) boot(ctx context.Context, b *instanceBox, in *types.Instance) error {
 	attr, err := e.ec2.DescribeInstanceAttribute(ctx, &ec2.DescribeInstanceAttributeInput{
 		InstanceId: in.InstanceId, Attribute: types.InstanceAttributeNameUserData,
 	})
@@ -234,74 +250,11 @@ func (e *Emulator) boot(ctx context.Context, b *box, in *types.Instance) error {
 	if err != nil {
 		return fmt.Errorf("user-data: %w", err)
 	}
-	cfg, err := cloudinit.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("user-data: %w", err)
-	}
-	signer, err := ssh.ParsePrivateKey(cfg.HostKeyPEM)
-	if err != nil {
-		return fmt.Errorf("host key: %w", err)
-	}
-	uid, gid, err := ensureUser(cfg.User)
+	bx, err := box.Boot(ctx, raw, box.Options{Root: b.root, From: e.imageSourceRoot(ctx, aws.ToString(in.ImageId))})
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(b.root, 0o755); err != nil {
-		return err
-	}
-	if src := e.imageSourceRoot(ctx, aws.ToString(in.ImageId)); src != "" {
-		if out, err := exec.CommandContext(ctx, "cp", "-a", src+"/.", b.root+"/").CombinedOutput(); err != nil {
-			return fmt.Errorf("copying the image's file system: %v: %s", err, out)
-		}
-		_ = os.Remove(filepath.Join(b.root, cloudinit.BootstrapMarker))
-	}
-	files, err := cloudinit.BootFiles(*cfg)
-	if err != nil {
-		return err
-	}
-	home := "/home/" + cfg.User
-	for _, f := range files {
-		if err := writeFile(b.root, f.Path, f.Content, f.Mode); err != nil {
-			return err
-		}
-	}
-	for _, d := range []string{cfg.WorkRoot, home} {
-		if err := os.MkdirAll(filepath.Join(b.root, filepath.FromSlash(d)), 0o755); err != nil {
-			return err
-		}
-	}
-	if err := writeFile(b.root, cloudinit.BootstrapMarker, cloudinit.BootstrapMarkerContent(cfg.LeaseID), 0o644); err != nil {
-		return err
-	}
-	// The box's user owns the box's whole file system: on a real box it
-	// has sudo, here it runs unprivileged on the host, so a bake writing
-	// under "$CRABBOX_FS_ROOT" (like the local cloud) must be allowed to.
-	if err := chownR(b.root, uid, gid); err != nil {
-		return err
-	}
-	keys := make([][]byte, 0, len(cfg.AuthorizedKeys))
-	for _, k := range cfg.AuthorizedKeys {
-		keys = append(keys, []byte(k))
-	}
-	srv, err := newSSHD(e.t, sshd.Options{
-		User:           cfg.User,
-		AuthorizedKeys: keys,
-		HostKey:        &sshd.Key{Signer: signer, PEM: cfg.HostKeyPEM},
-		// Sessions see the box's file system root, and tools the bake
-		// installed there come first on PATH, as on the local cloud.
-		// HOME is the box's own home, so files a bake leaves there go into
-		// the image (and the host's home stays untouched).
-		Extra: []string{"SetEnv CRABBOX_FS_ROOT=" + b.root +
-			" HOME=" + filepath.Join(b.root, "home", cfg.User) +
-			" PATH=" + b.root + "/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-	})
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	b.srv = srv
+	b.box = bx
 	return nil
 }
 
@@ -340,8 +293,8 @@ func (e *Emulator) Kill(instanceID string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.killed = true
-	if b.srv != nil {
-		b.srv.Stop()
+	if b.box != nil {
+		b.box.Stop()
 	}
 	return nil
 }
@@ -355,109 +308,4 @@ func (e *Emulator) Root(instanceID string) string {
 		return b.root
 	}
 	return ""
-}
-
-var userMu sync.Mutex
-
-// ensureUser creates the login user if the host lacks it (unlocked for key
-// login, like the sshd harness's users).
-func ensureUser(name string) (int, int, error) {
-	userMu.Lock()
-	defer userMu.Unlock()
-	lookup := func() (int, int, error) {
-		u, err := user.Lookup(name)
-		if err != nil {
-			return 0, 0, err
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		return uid, gid, nil
-	}
-	if uid, gid, err := lookup(); err == nil {
-		return uid, gid, nil
-	}
-	out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "already exists") {
-		return 0, 0, fmt.Errorf("useradd %s: %v: %s", name, err, out)
-	}
-	if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("usermod %s: %v: %s", name, err, out)
-	}
-	return lookup()
-}
-
-func writeFile(root, p string, content []byte, mode os.FileMode) error {
-	if mode == 0 {
-		mode = 0o644
-	}
-	full := filepath.Join(root, filepath.FromSlash(p))
-	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(full, content, mode.Perm()); err != nil {
-		return err
-	}
-	return os.Chmod(full, mode)
-}
-
-func chownR(dir string, uid, gid int) error {
-	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	})
-}
-
-// newSSHD prepares an sshd; the harness reports setup failures with
-// t.Fatal, which standaloneTB turns into a panic recovered here.
-func newSSHD(t testing.TB, o sshd.Options) (srv *sshd.Server, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(tbFatal); ok {
-				err = errors.New(string(f))
-				return
-			}
-			panic(r)
-		}
-	}()
-	return sshd.New(t, o), nil
-}
-
-type tbFatal string
-
-// standaloneTB lets the sshd harness run outside tests: cleanups run at
-// Close, fatal errors become errors.
-type standaloneTB struct {
-	testing.TB // nil: only the methods below are used by the harness
-
-	mu       sync.Mutex
-	cleanups []func()
-	failed   bool
-}
-
-func (s *standaloneTB) Helper()                   {}
-func (s *standaloneTB) Name() string              { return "awsbox" }
-func (s *standaloneTB) Logf(string, ...any)       {}
-func (s *standaloneTB) Log(...any)                {}
-func (s *standaloneTB) Failed() bool              { s.mu.Lock(); defer s.mu.Unlock(); return s.failed }
-func (s *standaloneTB) Errorf(f string, a ...any) { s.mu.Lock(); s.failed = true; s.mu.Unlock() }
-func (s *standaloneTB) Fatalf(f string, a ...any) { panic(tbFatal(fmt.Sprintf(f, a...))) }
-func (s *standaloneTB) Fatal(a ...any)            { panic(tbFatal(fmt.Sprint(a...))) }
-func (s *standaloneTB) Skipf(f string, a ...any)  { panic(tbFatal(fmt.Sprintf(f, a...))) }
-func (s *standaloneTB) Skip(a ...any)             { panic(tbFatal(fmt.Sprint(a...))) }
-func (s *standaloneTB) Cleanup(f func()) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cleanups = append(s.cleanups, f)
-}
-
-func (s *standaloneTB) runCleanups() {
-	s.mu.Lock()
-	fs := s.cleanups
-	s.cleanups = nil
-	s.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
 }

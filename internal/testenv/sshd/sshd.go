@@ -2,9 +2,10 @@
 //
 // Each Server has its own config, host key, authorized_keys and pid file in
 // a temporary directory, and (unless Options.User is set) its own freshly
-// created Unix user, removed on cleanup. Tests must run as root. If sshd is
-// missing, Start skips the test, or fails it when the environment variable
-// CI is "true".
+// created Unix user (internal/testenv/hostuser), removed on cleanup. Tests
+// must run as root. If sshd is missing, Start skips the test, or fails it
+// when the environment variable CI is "true". Prepare is the same outside
+// of a test, returning errors; its caller closes the Server.
 //
 //	srv := sshd.Start(t, sshd.Options{})
 //	// srv.Addr, srv.User, srv.HostKey, srv.ClientKey.Signer
@@ -17,11 +18,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,6 +30,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/crabbox/crabbox-go/internal/testenv/hostuser"
 )
 
 // Binary is the sshd used.
@@ -112,9 +113,9 @@ type Server struct {
 	// Dir is the server's temporary directory.
 	Dir string
 
-	t       testing.TB
 	cfgPath string
-	uid     int // of a user we created, else -1
+	uid     int            // of a user we created, else -1
+	owned   *hostuser.User // the user we created, released by Close
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -165,67 +166,92 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 // New prepares an sshd (user, keys, config, address) without starting it,
-// so that a test can start it late with Start. Cleanup is registered with t.
+// so that a test can start it late with Start. Cleanup (Close) is
+// registered with t; a failed test logs sshd's output first.
 func New(t testing.TB, opts Options) *Server {
 	t.Helper()
 	Require(t)
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatalf("sshd: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "cbx-sshd-")
+	s, err := Prepare(opts)
 	if err != nil {
 		t.Fatalf("sshd: %v", err)
 	}
-	// The session child reads authorized_keys as the login user.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("sshd: %v", err)
-	}
-	s := &Server{t: t, Dir: dir, uid: -1, HostKeyPair: opts.HostKey}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
 			t.Logf("sshd %s log:\n%s", s.Addr, s.Log())
 		}
-		os.RemoveAll(dir)
+		if err := s.Close(); err != nil {
+			t.Logf("sshd: %v", err)
+		}
 	})
+	return s
+}
 
+// Prepare is New outside of a test: it returns errors (Available's when
+// sshd is unusable) instead of failing a test, and the caller must Close
+// the server.
+func Prepare(opts Options) (s *Server, err error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "cbx-sshd-")
+	if err != nil {
+		return nil, err
+	}
+	s = &Server{Dir: dir, uid: -1, HostKeyPair: opts.HostKey}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+			s = nil
+		}
+	}()
+	// The session child reads authorized_keys as the login user.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
 	if s.HostKeyPair == nil {
-		s.HostKeyPair = MustKey(t)
+		if s.HostKeyPair, err = NewKey(); err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
 	}
 	s.HostKey = s.HostKeyPair.PublicKey()
 	authorized := opts.AuthorizedKeys
 	if len(authorized) == 0 {
-		s.ClientKey = MustKey(t)
+		if s.ClientKey, err = NewKey(); err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
 		authorized = [][]byte{s.ClientKey.AuthorizedKey()}
 	}
 
 	s.User = opts.User
 	if s.User == "" {
-		name, uid, err := createUser()
+		u, err := hostuser.Fresh("cbxt")
 		if err != nil {
-			t.Fatalf("sshd: %v", err)
+			return nil, err
 		}
-		s.User, s.uid = name, uid
-		t.Cleanup(func() { deleteUser(t, name, uid) })
+		s.User, s.uid, s.owned = u.Name, u.UID, u
 	}
 
 	s.Addr = opts.Addr
 	if s.Addr == "" {
 		if s.Addr, err = freeAddr("127.0.0.1"); err != nil {
-			t.Fatalf("sshd: %v", err)
+			return nil, err
 		}
 	}
 	host, port, err := net.SplitHostPort(s.Addr)
 	if err != nil {
-		t.Fatalf("sshd: address %q: %v", s.Addr, err)
+		return nil, fmt.Errorf("address %q: %w", s.Addr, err)
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		t.Fatalf("sshd: %q is not a loopback address", s.Addr)
+		return nil, fmt.Errorf("%q is not a loopback address", s.Addr)
 	}
 
 	hostKeyPath := filepath.Join(dir, "ssh_host_ed25519_key")
 	if err := os.WriteFile(hostKeyPath, s.HostKeyPair.PEM, 0o600); err != nil {
-		t.Fatalf("sshd: %v", err)
+		return nil, err
 	}
 	var ak bytes.Buffer
 	for _, line := range authorized {
@@ -234,7 +260,7 @@ func New(t testing.TB, opts Options) *Server {
 	}
 	akPath := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(akPath, ak.Bytes(), 0o644); err != nil {
-		t.Fatalf("sshd: %v", err)
+		return nil, err
 	}
 	var cfg strings.Builder
 	for _, l := range opts.Extra {
@@ -256,9 +282,23 @@ Subsystem sftp internal-sftp
 `, net.JoinHostPort(host, port), hostKeyPath, filepath.Join(dir, "sshd.pid"), akPath, s.User)
 	s.cfgPath = filepath.Join(dir, "sshd_config")
 	if err := os.WriteFile(s.cfgPath, []byte(cfg.String()), 0o644); err != nil {
-		t.Fatalf("sshd: %v", err)
+		return nil, err
 	}
-	return s
+	return s, nil
+}
+
+// Close stops sshd (Stop), removes the user the harness created (with
+// everything still running as it) and the server's directory. Close is
+// idempotent; the server cannot be started again.
+func (s *Server) Close() error {
+	s.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.owned != nil {
+		err = s.owned.Release()
+	}
+	return errors.Join(err, os.RemoveAll(s.Dir))
 }
 
 // Start starts the prepared sshd (again, after Stop: same address, same
@@ -367,7 +407,7 @@ func descendants(root, uid int) []int {
 		if err != nil {
 			continue
 		}
-		ppid, puid, state, ok := procInfo(pid)
+		ppid, puid, state, ok := hostuser.ProcInfo(pid)
 		if !ok || state == "Z" {
 			continue
 		}
@@ -377,7 +417,7 @@ func descendants(root, uid int) []int {
 			out = append(out, pid)
 		}
 	}
-	if _, _, state, ok := procInfo(root); ok && state != "Z" && !seen[root] {
+	if _, _, state, ok := hostuser.ProcInfo(root); ok && state != "Z" && !seen[root] {
 		seen[root] = true
 		out = append(out, root)
 	}
@@ -396,34 +436,6 @@ func descendants(root, uid int) []int {
 	return out
 }
 
-// procInfo reads the parent pid, real uid and state of pid from /proc.
-func procInfo(pid int) (ppid, uid int, state string, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, "", false
-	}
-	uid = -2
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, found := strings.Cut(line, ":")
-		if !found {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		switch k {
-		case "PPid":
-			ppid, _ = strconv.Atoi(f[0])
-		case "Uid":
-			uid, _ = strconv.Atoi(f[0])
-		case "State":
-			state = f[0]
-		}
-	}
-	return ppid, uid, state, true
-}
-
 // freeAddr returns host:port with a port that was free a moment ago.
 func freeAddr(host string) (string, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
@@ -432,68 +444,6 @@ func freeAddr(host string) (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// createUser adds a fresh login user, retrying while other processes hold
-// the passwd lock.
-func createUser() (string, int, error) {
-	var lastErr error
-	for attempt := 0; attempt < 100; attempt++ {
-		n, err := rand.Int(rand.Reader, big.NewInt(1e8))
-		if err != nil {
-			return "", 0, err
-		}
-		name := fmt.Sprintf("cbxt%08d", n.Int64())
-		out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput()
-		if err != nil {
-			lastErr = fmt.Errorf("useradd %s: %v: %s", name, err, out)
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		// useradd leaves the account locked ("!"), which sshd refuses
-		// without PAM; "*" allows key login only.
-		for i := 0; ; i++ {
-			out, err = exec.Command("usermod", "-p", "*", name).CombinedOutput()
-			if err == nil {
-				break
-			}
-			if i == 100 {
-				_ = exec.Command("userdel", "-r", name).Run()
-				return "", 0, fmt.Errorf("usermod %s: %v: %s", name, err, out)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		u, err := user.Lookup(name)
-		if err != nil {
-			return "", 0, err
-		}
-		uid, err := strconv.Atoi(u.Uid)
-		if err != nil {
-			return "", 0, err
-		}
-		return name, uid, nil
-	}
-	return "", 0, lastErr
-}
-
-func deleteUser(t testing.TB, name string, uid int) {
-	// Kill leftovers (e.g. commands orphaned by a client's signal).
-	for _, pid := range descendants(-1, uid) {
-		if pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	var out []byte
-	var err error
-	for range 100 {
-		out, err = exec.Command("userdel", "-r", name).CombinedOutput()
-		if err == nil {
-			return
-		}
-		// Lock contention or processes still exiting.
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("sshd: userdel -r %s: %v: %s", name, err, out)
 }
 
 type syncBuffer struct {
