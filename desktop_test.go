@@ -723,7 +723,7 @@ func TestDesktopOnLocalCloud(t *testing.T) {
 	assert.Len(t, rep.Results[0].Evidence, 1)
 	assert.Len(t, rep.Results[1].Evidence, 1)
 	// Browser directories live below the machine's file system and are gone.
-	left, err := filepath.Glob(filepath.Join(l.FSRoot(), "tmp", "crabbox-*"))
+	left, err := filepath.Glob(filepath.Join(boxRoot(t, l), "tmp", "crabbox-*"))
 	require.NoError(t, err)
 	assert.Empty(t, left)
 }

@@ -143,3 +143,15 @@ func mustDriver(t *testing.T, hosts ...sshhost.Host) *sshhost.Driver {
 	require.NoError(t, err)
 	return d
 }
+
+// boxRoot returns the host directory an emulated box (the local cloud)
+// keeps its file system in, as the box's own environment says
+// (CRABBOX_FS_ROOT); the SDK itself never knows it.
+func boxRoot(t *testing.T, l *crabbox.Lease) string {
+	t.Helper()
+	res, err := l.Run(testCtx(t), `printf %s "${CRABBOX_FS_ROOT:?not an emulated box}"`, crabbox.Strict())
+	if err != nil {
+		t.Fatalf("box root: %v", err)
+	}
+	return res.StdoutTail
+}

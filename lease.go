@@ -49,7 +49,6 @@ type Lease struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 
 	c       *Client
-	fsRoot  string
 	user    string
 	signer  ssh.Signer
 	hostKey ssh.PublicKey
@@ -400,7 +399,6 @@ func (l *Lease) applyMachine(m *provider.Machine) {
 	if m.SSHAddr != "" {
 		l.SSHAddr = m.SSHAddr
 	}
-	l.fsRoot = m.FSRoot
 	if m.Type != "" {
 		l.MachineType = m.Type
 	}
@@ -436,7 +434,7 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if l.c.info.ShutdownTerminates && l.FSRoot() == "" {
+	if l.c.info.ShutdownTerminates {
 		if l.c.caps.access == nil {
 			left := hard.Sub(l.c.o.now())
 			mins := int((left + time.Minute - 1) / time.Minute)
@@ -531,12 +529,4 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.c.emit(Event{Kind: EventLeaseReleased, Resource: "lease", ID: l.ID, State: "released",
 		Message: fmt.Sprintf("machine %s deleted", l.MachineID)})
 	return nil
-}
-
-// FSRoot is the directory emulated machines (crabboxtest) keep their file
-// system in on the host; empty for real boxes.
-func (l *Lease) FSRoot() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.fsRoot
 }

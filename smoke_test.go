@@ -238,7 +238,7 @@ mkdir -p app/node_modules/left-pad && echo 'module.exports = 1' > app/node_modul
 		t.Fatalf("error does not name the failing checks: %v", err)
 	}
 	// Findings are paths inside the machine, not elsewhere on the host.
-	if root := l.FSRoot(); root != "" && !strings.Contains(creds.Output, root) {
+	if root := boxRoot(t, l); !strings.Contains(creds.Output, root) {
 		t.Fatalf("finding outside the machine's fs root %s: %q", root, creds.Output)
 	}
 }
@@ -282,11 +282,9 @@ func TestSmokeLocalCloudCheckSets(t *testing.T) {
 		}
 		t.Fatalf("source verification: %v", err)
 	}
-	if root := l.FSRoot(); root != "" {
-		st, err := os.Stat(filepath.Join(root, "var/cache/crabbox/pnpm"))
-		if err != nil || st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o777 {
-			t.Fatalf("pnpm cache dir: %v %v", st, err)
-		}
+	st, err := os.Stat(filepath.Join(boxRoot(t, l), "var/cache/crabbox/pnpm"))
+	if err != nil || st.Mode()&os.ModeSticky == 0 || st.Mode().Perm() != 0o777 {
+		t.Fatalf("pnpm cache dir: %v %v", st, err)
 	}
 	rep, err = crabbox.Smoke(ctx, l, crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}}))
 	if err != nil || !rep.OK() {

@@ -27,7 +27,7 @@ func TestDesktopAndBrowser(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, func(cfg *cloudinit.Config) { cfg.Desktop, cfg.Browser = true, true })
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 	out := mustRun(t, cl, `echo "$DISPLAY $CRABBOX_DISPLAY"; xdotool getdisplaygeometry`)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], ":") || lines[1] != "1280 800" {

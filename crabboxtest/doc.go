@@ -5,13 +5,13 @@
 //
 // A machine boots from the cloud-init user-data crabbox renders
 // (internal/cloudinit): its file system is a directory on the host,
-// <dir>/machines/<id>/root (provider.Machine.FSRoot), populated from the
+// <dir>/machines/<id>/root (Cloud.MachineDir; the SDK never sees it), populated from the
 // image it boots and then from the user-data's files, work root, home and
 // bootstrap marker. Its SSH server presents the host key from the user-data
 // and accepts only the user-data's user with its authorized keys. Commands
-// run on the host with /bin/sh -c, in FSRoot+WorkRoot, with
-// CRABBOX_FS_ROOT=FSRoot, HOME=FSRoot/home/<user> and
-// PATH=FSRoot/usr/local/bin:$PATH; like OpenSSH, a connection allows at most
+// run on the host with /bin/sh -c, in ROOT+WorkRoot, with
+// CRABBOX_FS_ROOT=ROOT, HOME=ROOT/home/<user> and
+// PATH=ROOT/usr/local/bin:$PATH; like OpenSSH, a connection allows at most
 // 10 concurrent sessions.
 //
 // Commands run as the test process's user on the host file system: a

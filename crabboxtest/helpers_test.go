@@ -83,17 +83,31 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
+// booted is a machine a test booted, with the host directory its file
+// system is in (the cloud's side of the interface, MachineDir).
+type booted struct {
+	*provider.Machine
+	FSRoot string
+}
+
 // boot creates a machine for l on c and returns it running.
-func boot(t testing.TB, c *Cloud, l *lease) *provider.Machine {
+func boot(t testing.TB, c *Cloud, l *lease) *booted {
 	t.Helper()
 	m, err := c.CreateMachine(ctxT(t), l.request(map[string]string{"lease": l.cfg.LeaseID}))
 	if err != nil {
 		t.Fatalf("CreateMachine: %v", err)
 	}
-	if m.State != provider.MachineRunning || m.SSHAddr == "" || m.FSRoot == "" {
-		t.Fatalf("machine not running with an address and root: %+v", m)
+	return running(t, c, m)
+}
+
+// running checks that m is running with an address and a file system.
+func running(t testing.TB, c *Cloud, m *provider.Machine) *booted {
+	t.Helper()
+	root, err := c.MachineDir(m.ID)
+	if m.State != provider.MachineRunning || m.SSHAddr == "" || err != nil || root == "" {
+		t.Fatalf("machine not running with an address and root: %+v, %q, %v", m, root, err)
 	}
-	return m
+	return &booted{Machine: m, FSRoot: root}
 }
 
 // dialAs opens an SSH connection, pinning hostKey.

@@ -19,7 +19,7 @@ func TestImageRoundTrip(t *testing.T) {
 	ctx := ctxT(t)
 	la := newLease(t, nil)
 	a := boot(t, c, la)
-	cla := dial(t, a, la)
+	cla := dial(t, a.Machine, la)
 	mustRun(t, cla, `mkdir -p "$CRABBOX_FS_ROOT/opt/app" && echo baked > "$CRABBOX_FS_ROOT/opt/app/marker" && ln -s marker "$CRABBOX_FS_ROOT/opt/app/link"`)
 
 	img, err := c.CreateImage(ctx, provider.CreateImageRequest{
@@ -73,7 +73,7 @@ func TestImageRoundTrip(t *testing.T) {
 		t.Fatalf("machine B sees %q, want the file baked on machine A", out)
 	}
 	// B's boot wrote its own lease over A's.
-	env, err := os.ReadFile(filepath.Join(b.FSRoot, cloudinit.LeaseEnvFile))
+	env, err := os.ReadFile(filepath.Join(running(t, c, b).FSRoot, cloudinit.LeaseEnvFile))
 	if err != nil || !strings.Contains(string(env), lb.cfg.LeaseID) {
 		t.Errorf("machine B lease env = %q, %v", env, err)
 	}

@@ -143,7 +143,6 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		terminate: req.TerminateOnShutdown,
 	}
 	m.root = filepath.Join(m.dir, "root")
-	m.info.FSRoot = m.root
 	user := cfg.User
 	m.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: func(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
@@ -470,7 +469,9 @@ func (c *Cloud) MachineCount() int {
 	return len(c.machines)
 }
 
-// MachineDir returns the machine's file-system root (Machine.FSRoot).
+// MachineDir returns the host directory the machine's file system is in
+// (what its sessions see as CRABBOX_FS_ROOT). It is this cloud's side of
+// the emulation: the driver contract never carries it.
 func (c *Cloud) MachineDir(id string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

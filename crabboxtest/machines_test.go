@@ -48,7 +48,7 @@ func TestBootWritesUserDataFiles(t *testing.T) {
 	}
 
 	// Only the user-data's user logs in, and the work root is the cwd.
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 	if out := mustRun(t, cl, "pwd"); strings.TrimSpace(out) != filepath.Join(m.FSRoot, "srv/work") {
 		t.Errorf("pwd = %q", out)
 	}
@@ -73,7 +73,7 @@ func TestReadyCommand(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 	if out := mustRun(t, cl, cloudinit.ReadyShellCommand); strings.TrimSpace(out) != "ready" {
 		t.Fatalf("ready command printed %q", out)
 	}
@@ -134,7 +134,7 @@ func TestImageMarkerIsNotReady(t *testing.T) {
 	if out := mustRun(t, clb, cloudinit.ReadyShellCommand); strings.TrimSpace(out) != "ready" {
 		t.Fatalf("machine B after its boot: ready printed %q", out)
 	}
-	marker := filepath.Join(b.FSRoot, cloudinit.BootstrapMarker)
+	marker := filepath.Join(running(t, c, b).FSRoot, cloudinit.BootstrapMarker)
 	if got, err := os.ReadFile(marker); err != nil || string(got) != string(cloudinit.BootstrapMarkerContent(lb.cfg.LeaseID)) {
 		t.Fatalf("machine B's marker = %q, %v; want its lease id %s", got, err, lb.cfg.LeaseID)
 	}
@@ -153,7 +153,7 @@ func TestKillMachine(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 	s, pid := startSleeper(t, cl, m.FSRoot)
 
 	if err := c.KillMachine(m.ID); err != nil {

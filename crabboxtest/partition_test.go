@@ -14,7 +14,7 @@ func TestPartitionMachine(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 	mustRun(t, cl, "true")
 
 	if err := c.PartitionMachine(m.ID, true); err != nil {

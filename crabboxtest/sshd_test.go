@@ -22,7 +22,7 @@ func TestRunCommandEnvAndExitCode(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 
 	out, errOut, err := run(t, cl, `echo out; echo err >&2; pwd -P; echo "$HOME|$USER|$CRABBOX_FS_ROOT|$LANG"; echo "$PATH"`)
 	if err != nil {
@@ -115,7 +115,7 @@ func TestMaxSessions(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 
 	var sessions []*ssh.Session
 	for i := 0; i < MaxSessions; i++ {
@@ -208,7 +208,7 @@ func TestSignalAndChannelClose(t *testing.T) {
 	c := Start(t)
 	l := newLease(t, nil)
 	m := boot(t, c, l)
-	cl := dial(t, m, l)
+	cl := dial(t, m.Machine, l)
 
 	s, pid := startSleeper(t, cl, m.FSRoot)
 	if err := s.Signal(ssh.SIGTERM); err != nil {

@@ -141,10 +141,6 @@ type Machine struct {
 	// to reach the machine's sshd; empty until the backend assigned an
 	// address.
 	SSHAddr string
-	// FSRoot is set only by emulated machines whose file system is a
-	// directory on the host running them (crabboxtest's local cloud): paths
-	// the SDK checks on the box are resolved under it. Empty for real boxes.
-	FSRoot string
 }
 
 // CreateMachineRequest asks a driver for one machine.

@@ -198,7 +198,7 @@ func (s *suite) image(t *testing.T) string {
 	if s.h.Image != "" {
 		return s.h.Image
 	}
-	img, err := s.h.Driver.BaseImage(t.Context(), "amd64")
+	img, err := s.h.Driver.BaseImage(t.Context(), provider.DefaultArch)
 	if err != nil {
 		t.Fatalf("BaseImage(amd64): %v", err)
 	}
@@ -213,7 +213,7 @@ func (s *suite) machineType(t *testing.T) string {
 	if s.h.MachineType != "" {
 		return s.h.MachineType
 	}
-	types, err := s.h.Driver.MachineTypes("small", "amd64")
+	types, err := s.h.Driver.MachineTypes(provider.ClassSmall, provider.DefaultArch)
 	if err != nil {
 		t.Fatalf("MachineTypes(small, amd64): %v", err)
 	}
@@ -230,7 +230,7 @@ func (s *suite) testInfo(t *testing.T) {
 	if info.Name == "" {
 		t.Error("Info().Name is empty")
 	}
-	img, err := s.h.Driver.BaseImage(t.Context(), "amd64")
+	img, err := s.h.Driver.BaseImage(t.Context(), provider.DefaultArch)
 	switch {
 	case err != nil:
 		t.Errorf("BaseImage(amd64): %v", err)
@@ -241,7 +241,7 @@ func (s *suite) testInfo(t *testing.T) {
 
 func (s *suite) testMachineTypes(t *testing.T) {
 	for _, class := range provider.Classes() {
-		types, err := s.h.Driver.MachineTypes(class, "amd64")
+		types, err := s.h.Driver.MachineTypes(class, provider.DefaultArch)
 		if err != nil {
 			t.Errorf("MachineTypes(%q, amd64): %v", class, err)
 			continue
@@ -263,7 +263,7 @@ func (s *suite) testMachineTypes(t *testing.T) {
 		}
 	}
 	for _, class := range []string{"", "no-such-class", "SMALL "} {
-		types, err := s.h.Driver.MachineTypes(class, "amd64")
+		types, err := s.h.Driver.MachineTypes(class, provider.DefaultArch)
 		if !errors.Is(err, provider.ErrInvalidArgument) {
 			t.Errorf("MachineTypes(%q, amd64) = %q, %v: want an error wrapping ErrInvalidArgument", class, types, err)
 		}
