@@ -4,7 +4,6 @@
 package crabbox
 
 import (
-	_ "embed"
 	"fmt"
 	"strings"
 	"time"

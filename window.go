@@ -25,6 +25,9 @@ type Window struct {
 //go:embed window_find.sh
 var findWindowScript string
 
+//go:embed window_name.sh
+var windowNameScript string
+
 // WaitWindow polls the lease's display (xdotool search --onlyvisible) until
 // a window whose title or class matches titleOrClass (a POSIX extended
 // regular expression, as xdotool takes it, e.g. "chromium|chrome") is
@@ -89,7 +92,7 @@ func largestWindow(out string) *Window {
 
 // windowName returns a window's current title ("" if unknown).
 func windowName(ctx context.Context, r boxRunner, id string) string {
-	out, err := runScript(ctx, r, "window name", "need_display\nneed xdotool\nDISPLAY=\"$D\" xdotool getwindowname "+ShellQuote(id)+"\n", nil)
+	out, err := runScript(ctx, r, "window name", "ID="+ShellQuote(id)+"\n"+windowNameScript, nil)
 	if err != nil {
 		return ""
 	}

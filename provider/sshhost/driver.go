@@ -45,12 +45,13 @@ type options struct {
 // WithStateFile keeps the allocation state in the JSON file at path (created
 // with mode 0600 when missing, its directory with 0700), guarded by the lock
 // file path+".lock". Processes using the same file share the pool. Without
-// it the state lives in memory and dies with the Driver.
-// An empty or blank path is invalid.
+// it, or with path "", the state lives in memory and dies with the Driver
+// (so an optional flag can be passed straight through). A path of only
+// blanks is invalid.
 func WithStateFile(path string) Option {
 	return func(o *options) error {
-		if strings.TrimSpace(path) == "" {
-			return errors.New("empty state file path")
+		if path != "" && strings.TrimSpace(path) == "" {
+			return errors.New("blank state file path")
 		}
 		o.stateFile = path
 		return nil

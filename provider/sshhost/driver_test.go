@@ -70,7 +70,7 @@ func TestNewValidates(t *testing.T) {
 		"duplicate address": {hosts: []Host{good, mod(func(h *Host) { h.Addr = "127.0.0.1" })[0]}},
 		"empty name":        {hosts: []Host{good}, opts: []Option{WithName("")}},
 		"blank name":        {hosts: []Host{good}, opts: []Option{WithName("  ")}},
-		"empty state file":  {hosts: []Host{good}, opts: []Option{WithStateFile("")}},
+		"blank state file":  {hosts: []Host{good}, opts: []Option{WithStateFile("  ")}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d, err := New(tc.hosts, tc.opts...)
@@ -78,6 +78,18 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New = %v, %v: want nil, ErrInvalidArgument", d, err)
 			}
 		})
+	}
+}
+
+// TestNewEmptyStateFileMeansMemory: WithStateFile("") keeps the state in
+// memory, as before options could fail, so an optional flag passes through.
+func TestNewEmptyStateFileMeansMemory(t *testing.T) {
+	d := mustNew(t, testHosts(t, 1), WithStateFile(""), nil)
+	if d.store == nil {
+		t.Fatal("no store")
+	}
+	if _, ok := d.store.(*fileStore); ok {
+		t.Fatal(`WithStateFile("") made a file store`)
 	}
 }
 

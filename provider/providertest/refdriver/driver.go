@@ -112,6 +112,9 @@ func New(opts ...Option) (*Driver, error) {
 		peers:       map[string]*Driver{},
 	}
 	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
 		if err := opt(&o); err != nil {
 			return nil, err
 		}

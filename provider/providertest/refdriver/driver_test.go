@@ -54,3 +54,11 @@ func TestTokensAndNames(t *testing.T) {
 		}
 	}
 }
+
+// TestNewSkipsNilOptions: a nil option is skipped, never a panic, as in
+// every driver.
+func TestNewSkipsNilOptions(t *testing.T) {
+	if _, err := refdriver.New(nil, refdriver.WithBootPolls(0), nil); err != nil {
+		t.Fatalf("New with nil options: %v", err)
+	}
+}
