@@ -7,11 +7,10 @@
 // The files, one subject each:
 //
 //	doc.go       this overview
-//	driver.go    Driver, New and its options (each returns an error), Info,
-//	             MachineTypes, BaseImage
+//	driver.go    Driver, New and its options (each returns an error), Info
 //	errors.go    the mapping of raw backend errors to provider codes
-//	machines.go  provider.Machines
-//	images.go    provider.Images, Protector, Deprecator, RegionCopier,
+//	machines.go  provider.Machines, MachineTypes
+//	images.go    BaseImage, provider.Images, Protector, Deprecator, RegionCopier,
 //	             UsageFinder
 //	channels.go  provider.Channels, ChannelVersionMarker
 //	orphans.go   provider.OrphanSweeper

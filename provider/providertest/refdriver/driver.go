@@ -3,8 +3,6 @@
 package refdriver
 
 import (
-	"context"
-	"slices"
 	"time"
 
 	"github.com/crabbox/crabbox-go/provider"
@@ -125,43 +123,6 @@ func New(opts ...Option) (*Driver, error) {
 // Info implements provider.Driver.
 func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: ProviderName, Region: d.o.region}
-}
-
-// machineTypes are the fallback lists per class, the same for every
-// architecture: a real driver has one table per architecture.
-var machineTypes = map[string][]string{
-	provider.ClassTiny:     {"ref-1c", "ref-2c"},
-	provider.ClassSmall:    {"ref-2c", "ref-4c"},
-	provider.ClassStandard: {"ref-4c", "ref-8c"},
-	provider.ClassFast:     {"ref-8c", "ref-16c"},
-	provider.ClassLarge:    {"ref-16c", "ref-32c"},
-	provider.ClassBeast:    {"ref-32c", "ref-64c"},
-}
-
-// MachineTypes implements provider.Driver.
-func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	if !provider.ValidClass(class) {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown class %q (known: %v)", class, provider.Classes())
-	}
-	if !provider.ValidArch(arch) {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown architecture %q (known: %v)", arch, provider.Arches())
-	}
-	types := slices.Clone(machineTypes[class])
-	for i := range types {
-		types[i] += "-" + arch
-	}
-	return types, nil
-}
-
-// BaseImage implements provider.Driver.
-func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	if !provider.ValidArch(arch) {
-		return "", provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown architecture %q", arch)
-	}
-	return BaseImageID(arch), nil
 }
 
 // Compile-time checks of the interfaces the driver implements.

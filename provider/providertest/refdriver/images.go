@@ -196,3 +196,14 @@ func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
 func isBaseImage(id string) bool {
 	return slices.ContainsFunc(provider.Arches(), func(a string) bool { return BaseImageID(a) == id })
 }
+
+// BaseImage implements provider.Driver.
+func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if !provider.ValidArch(arch) {
+		return "", provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown architecture %q", arch)
+	}
+	return BaseImageID(arch), nil
+}

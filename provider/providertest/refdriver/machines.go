@@ -6,6 +6,7 @@ package refdriver
 import (
 	"context"
 	"maps"
+	"slices"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -123,4 +124,30 @@ func (d *Driver) UpdateMachineLabels(ctx context.Context, id string, labels map[
 		m.m.Labels = mergeLabels(m.m.Labels, labels)
 		return nil
 	}))
+}
+
+// machineTypes are the fallback lists per class, the same for every
+// architecture: a real driver has one table per architecture.
+var machineTypes = map[string][]string{
+	provider.ClassTiny:     {"ref-1c", "ref-2c"},
+	provider.ClassSmall:    {"ref-2c", "ref-4c"},
+	provider.ClassStandard: {"ref-4c", "ref-8c"},
+	provider.ClassFast:     {"ref-8c", "ref-16c"},
+	provider.ClassLarge:    {"ref-16c", "ref-32c"},
+	provider.ClassBeast:    {"ref-32c", "ref-64c"},
+}
+
+// MachineTypes implements provider.Driver.
+func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
+	if !provider.ValidClass(class) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown class %q (known: %v)", class, provider.Classes())
+	}
+	if !provider.ValidArch(arch) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument, "refdriver: unknown architecture %q (known: %v)", arch, provider.Arches())
+	}
+	types := slices.Clone(machineTypes[class])
+	for i := range types {
+		types[i] += "-" + arch
+	}
+	return types, nil
 }
