@@ -1,3 +1,8 @@
+// The Images subtest and the capabilities it runs on the available test
+// image (Protector, Deprecator, RegionCopier): images are made from a
+// running machine, list and merge labels like machines, and go away when
+// deleted.
+
 package providertest
 
 import (
@@ -99,15 +104,34 @@ func (s *suite) createImage(t *testing.T, imgs provider.Images) *provider.Image 
 	return got
 }
 
+// testImages creates an image from a running machine, checks its labels,
+// listing and label updates, runs the optional capabilities on it while it
+// is available, then deletes it and checks the not-found contract.
 func (s *suite) testImages(t *testing.T) {
 	imgs, ok := s.h.Driver.(provider.Images)
 	if !ok {
 		t.Skip("driver does not implement provider.Images: the SDK reports image calls as unsupported")
 	}
-	ctx := t.Context()
 	labels := s.imageLabels()
 
 	img := s.createImage(t, imgs)
+	id := img.ID
+	checkCreatedImage(t, img, labels)
+	s.checkImageListing(t, imgs, id, labels)
+	s.checkImageLabelUpdates(t, imgs, id, labels)
+
+	// Optional capabilities, on the available image.
+	s.run(t, SubtestProtector, func(t *testing.T) { s.testProtector(t, imgs, id) })
+	s.run(t, SubtestDeprecator, func(t *testing.T) { s.testDeprecator(t, imgs, id) })
+	s.run(t, SubtestRegionCopier, func(t *testing.T) { s.testRegionCopier(t, imgs, id) })
+
+	s.checkImageDelete(t, imgs, id, labels)
+	checkMissingImage(t, imgs, missingID(id))
+}
+
+// checkCreatedImage checks the image CreateImage made: it carries the
+// labels it was created with and lists its backing snapshots.
+func checkCreatedImage(t *testing.T, img *provider.Image, labels map[string]string) {
 	id := img.ID
 	if miss := missingLabels(img.Labels, labels); len(miss) > 0 {
 		t.Errorf("image %s lacks the labels it was created with: %v", id, miss)
@@ -120,8 +144,12 @@ func (s *suite) testImages(t *testing.T) {
 			t.Errorf("image %s: snapshot %d has an empty id", id, i)
 		}
 	}
+}
 
-	// List by labels finds exactly it; other labels find nothing.
+// checkImageListing checks that listing by labels finds exactly the image
+// and that other labels find nothing.
+func (s *suite) checkImageListing(t *testing.T, imgs provider.Images, id string, labels map[string]string) {
+	ctx := t.Context()
 	var listed []*provider.Image
 	s.poll(t, fmt.Sprintf("ListImages(%v) to return image %s", labels, id), func(ctx context.Context) (bool, string, error) {
 		list, err := imgs.ListImages(ctx, labels)
@@ -146,8 +174,12 @@ func (s *suite) testImages(t *testing.T) {
 	} else if containsImage(list, id) {
 		t.Errorf("ListImages(%v) returned image %s, which lacks %s: every label must match", partial, id, LabelExtra)
 	}
+}
 
-	// UpdateImageLabels merges; an empty value removes.
+// checkImageLabelUpdates checks that UpdateImageLabels merges, that an
+// empty value removes, and that an image that never existed is not found.
+func (s *suite) checkImageLabelUpdates(t *testing.T, imgs provider.Images, id string, labels map[string]string) {
+	ctx := t.Context()
 	add := map[string]string{LabelExtra: "one"}
 	if err := imgs.UpdateImageLabels(ctx, id, add); err != nil {
 		t.Fatalf("UpdateImageLabels(%s, %v): %v", id, add, err)
@@ -170,13 +202,12 @@ func (s *suite) testImages(t *testing.T) {
 	if err := imgs.UpdateImageLabels(ctx, missingID(id), add); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("UpdateImageLabels(%s) of an image that never existed: %v: want ErrNotFound", missingID(id), err)
 	}
+}
 
-	// Optional capabilities, on the available image.
-	s.run(t, SubtestProtector, func(t *testing.T) { s.testProtector(t, imgs, id) })
-	s.run(t, SubtestDeprecator, func(t *testing.T) { s.testDeprecator(t, imgs, id) })
-	s.run(t, SubtestRegionCopier, func(t *testing.T) { s.testRegionCopier(t, imgs, id) })
-
-	// Delete; it goes away; deleting again is fine.
+// checkImageDelete deletes the image and checks that it goes away, from
+// GetImage and from ListImages, and that deleting again is fine.
+func (s *suite) checkImageDelete(t *testing.T, imgs provider.Images, id string, labels map[string]string) {
+	ctx := t.Context()
 	if err := imgs.DeleteImage(ctx, id); err != nil {
 		t.Fatalf("DeleteImage(%s): %v", id, err)
 	}
@@ -202,9 +233,12 @@ func (s *suite) testImages(t *testing.T) {
 		}
 		return !containsImage(list, id), fmt.Sprintf("%d images: %v", len(list), imageIDs(list)), nil
 	})
+}
 
-	// An id that never existed.
-	missing := missingID(id)
+// checkMissingImage checks the not-found contract for an image id that
+// never existed, and for "".
+func checkMissingImage(t *testing.T, imgs provider.Images, missing string) {
+	ctx := t.Context()
 	if im, err := imgs.GetImage(ctx, missing); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("GetImage(%q) of an image that never existed = %+v, %v: want ErrNotFound", missing, im, err)
 	}
@@ -303,20 +337,54 @@ func (s *suite) testRegionCopier(t *testing.T, imgs provider.Images, id string) 
 	if region == "" || dst == nil {
 		t.Skip("Harness.CopyRegion or Harness.CopyRegionImages is unset: no region to copy to")
 	}
-	ctx := t.Context()
-	src := s.getImage(t, imgs, id)
-	name := "crabbox-conformance-copy-" + s.runID
-	var created string
+	c := &copyCheck{
+		s: s, t: t, rc: rc, dst: dst, region: region, id: id,
+		src:  s.getImage(t, imgs, id),
+		name: "crabbox-conformance-copy-" + s.runID,
+	}
+	c.deleteCopiesOnCleanup()
+
+	cp := c.copyImage()
+	got := c.waitAvailable(cp.ID)
+	if got.Name != c.name {
+		t.Errorf("copy %s in %s is named %q: want %q", cp.ID, region, got.Name, c.name)
+	}
+	if miss := missingLabels(got.Labels, c.src.Labels); len(miss) > 0 {
+		t.Errorf("copy %s in %s lacks the source's labels: %v", cp.ID, region, miss)
+	}
+	c.refusals()
+}
+
+// copyCheck is the state of one RegionCopier subtest: it copies image id
+// (src, as GetImage returned it) to region under name, and sees the copy
+// through dst, the driver's images in region.
+type copyCheck struct {
+	s      *suite
+	t      *testing.T
+	rc     provider.RegionCopier
+	dst    provider.Images
+	region string
+	id     string
+	src    *provider.Image
+	name   string
+	// created is the id of the copy CopyImage returned, "" before.
+	created string
+}
+
+// deleteCopiesOnCleanup deletes in the region, when t ends, the copy
+// CopyImage returned and every image carrying the suite's image labels.
+func (c *copyCheck) deleteCopiesOnCleanup() {
+	s, t, dst := c.s, c.t, c.dst
 	t.Cleanup(func() {
 		ctx, cancel := s.cleanupCtx()
 		defer cancel()
 		ids := map[string]bool{}
-		if created != "" {
-			ids[created] = true
+		if c.created != "" {
+			ids[c.created] = true
 		}
 		list, err := dst.ListImages(ctx, s.imageLabels())
 		if err != nil {
-			t.Errorf("cleanup: ListImages(%v) in %s: %v", s.imageLabels(), region, err)
+			t.Errorf("cleanup: ListImages(%v) in %s: %v", s.imageLabels(), c.region, err)
 		}
 		for _, im := range list {
 			if im != nil && im.ID != "" {
@@ -324,23 +392,34 @@ func (s *suite) testRegionCopier(t *testing.T, imgs provider.Images, id string) 
 			}
 		}
 		for cid := range ids {
-			// A backend may refuse to delete a pending copy: wait a little.
-			for i := 0; i < 50; i++ {
-				im, err := dst.GetImage(ctx, cid)
-				if err != nil || im == nil || im.State != provider.ImagePending {
-					break
-				}
-				time.Sleep(s.h.PollInterval)
-			}
+			c.waitNotPending(ctx, cid)
 			if err := dst.DeleteImage(ctx, cid); err != nil {
-				t.Errorf("cleanup: DeleteImage(%s) in %s: %v", cid, region, err)
+				t.Errorf("cleanup: DeleteImage(%s) in %s: %v", cid, c.region, err)
 			}
 		}
 	})
+}
 
-	cp, err := rc.CopyImage(ctx, id, region, name)
+// waitNotPending waits a little while copy cid is pending: a backend may
+// refuse to delete a pending copy.
+func (c *copyCheck) waitNotPending(ctx context.Context, cid string) {
+	for i := 0; i < 50; i++ {
+		im, err := c.dst.GetImage(ctx, cid)
+		if err != nil || im == nil || im.State != provider.ImagePending {
+			break
+		}
+		time.Sleep(c.s.h.PollInterval)
+	}
+}
+
+// copyImage copies the image, recording the copy's id for the cleanup even
+// when CopyImage fails, and checks what CopyImage returned: a new image
+// with the source's labels.
+func (c *copyCheck) copyImage() *provider.Image {
+	t, id, region, name := c.t, c.id, c.region, c.name
+	cp, err := c.rc.CopyImage(t.Context(), id, region, name)
 	if cp != nil {
-		created = cp.ID
+		c.created = cp.ID
 	}
 	if err != nil {
 		t.Fatalf("CopyImage(%s, %s, %s): %v", id, region, name, err)
@@ -351,12 +430,17 @@ func (s *suite) testRegionCopier(t *testing.T, imgs provider.Images, id string) 
 	if cp.ID == id {
 		t.Errorf("CopyImage(%s, %s) returned the source id: want the copy's id", id, region)
 	}
-	if miss := missingLabels(cp.Labels, src.Labels); len(miss) > 0 {
+	if miss := missingLabels(cp.Labels, c.src.Labels); len(miss) > 0 {
 		t.Errorf("CopyImage(%s, %s) returned a copy without the source's labels: %v", id, region, miss)
 	}
+	return cp
+}
+
+// waitAvailable polls GetImage in the region until copy cid is available.
+func (c *copyCheck) waitAvailable(cid string) *provider.Image {
 	var got *provider.Image
-	s.poll(t, fmt.Sprintf("copy %s in %s to become available", cp.ID, region), func(ctx context.Context) (bool, string, error) {
-		im, err := dst.GetImage(ctx, cp.ID)
+	c.s.poll(c.t, fmt.Sprintf("copy %s in %s to become available", cid, c.region), func(ctx context.Context) (bool, string, error) {
+		im, err := c.dst.GetImage(ctx, cid)
 		if err != nil {
 			return false, "", err
 		}
@@ -364,25 +448,27 @@ func (s *suite) testRegionCopier(t *testing.T, imgs provider.Images, id string) 
 			return false, "", errors.New("GetImage returned nil, nil")
 		}
 		if im.State == provider.ImageFailed {
-			return false, "", fmt.Errorf("copy %s failed: %q", cp.ID, im.StateReason)
+			return false, "", fmt.Errorf("copy %s failed: %q", cid, im.StateReason)
 		}
 		got = im
 		return im.State == provider.ImageAvailable, fmt.Sprintf("state %q", im.State), nil
 	})
-	if got.Name != name {
-		t.Errorf("copy %s in %s is named %q: want %q", cp.ID, region, got.Name, name)
-	}
-	if miss := missingLabels(got.Labels, src.Labels); len(miss) > 0 {
-		t.Errorf("copy %s in %s lacks the source's labels: %v", cp.ID, region, miss)
-	}
-	if im, err := rc.CopyImage(ctx, missingID(id), region, name+"-missing"); !errors.Is(err, provider.ErrNotFound) {
+	return got
+}
+
+// refusals checks that CopyImage refuses an image that never existed with
+// ErrNotFound (deleting a copy it made anyway) and passes a cancelled
+// context through.
+func (c *copyCheck) refusals() {
+	t, id, region, name := c.t, c.id, c.region, c.name
+	if im, err := c.rc.CopyImage(t.Context(), missingID(id), region, name+"-missing"); !errors.Is(err, provider.ErrNotFound) {
 		if im != nil && im.ID != "" {
 			created2 := im.ID
-			t.Cleanup(func() { _ = dst.DeleteImage(context.Background(), created2) })
+			t.Cleanup(func() { _ = c.dst.DeleteImage(context.Background(), created2) })
 		}
 		t.Errorf("CopyImage(%s) of an image that never existed = %+v, %v: want ErrNotFound", missingID(id), im, err)
 	}
-	_, err = rc.CopyImage(cancelledCtx(), id, region, name)
+	_, err := c.rc.CopyImage(cancelledCtx(), id, region, name)
 	checkCancelled(t, "CopyImage", err)
 }
 

@@ -1,3 +1,7 @@
+// The Machines subtest and the machine helpers every subtest shares:
+// create a labelled test machine (deleted when the subtest ends), wait for
+// it to run or to go, and check labels and the not-found contract.
+
 package providertest
 
 import (
@@ -125,17 +129,31 @@ func (s *suite) waitRunning(t *testing.T, id string) *provider.Machine {
 	return got
 }
 
+// testMachines creates a machine and checks Get, running, listing, label
+// updates, delete, and the not-found contract.
 func (s *suite) testMachines(t *testing.T) {
-	d := s.h.Driver
-	ctx := t.Context()
 	const role = "machine"
 	labels := s.machineLabels(role)
 
 	m := s.createMachine(t, role)
 	id := m.ID
 
-	// Get returns it, with the labels it was created with.
-	got, err := d.GetMachine(ctx, id)
+	s.checkGetMachine(t, id, labels)
+	// It becomes running with an address.
+	s.waitRunning(t, id)
+	s.checkMachineListing(t, id, role, labels)
+	s.checkMachineLabelUpdates(t, id, labels)
+	s.checkMachineDelete(t, id, labels)
+
+	// An id that never existed.
+	s.checkMissingMachine(t, missingID(id))
+	s.checkMissingMachine(t, "")
+}
+
+// checkGetMachine checks that GetMachine, right after CreateMachine, returns
+// the machine with the labels it was created with.
+func (s *suite) checkGetMachine(t *testing.T, id string, labels map[string]string) {
+	got, err := s.h.Driver.GetMachine(t.Context(), id)
 	if err != nil {
 		t.Fatalf("GetMachine(%s) right after CreateMachine: %v", id, err)
 	}
@@ -148,11 +166,12 @@ func (s *suite) testMachines(t *testing.T) {
 	if miss := missingLabels(got.Labels, labels); len(miss) > 0 {
 		t.Errorf("GetMachine(%s) lacks the labels it was created with: %v", id, miss)
 	}
+}
 
-	// It becomes running with an address.
-	s.waitRunning(t, id)
-
-	// List by labels finds exactly it; other label values find nothing.
+// checkMachineListing checks that listing by labels finds exactly the
+// machine, with its labels, and that other label values find nothing.
+func (s *suite) checkMachineListing(t *testing.T, id, role string, labels map[string]string) {
+	d, ctx := s.h.Driver, t.Context()
 	var listed []*provider.Machine
 	s.poll(t, fmt.Sprintf("ListMachines(%v) to return machine %s", labels, id), func(ctx context.Context) (bool, string, error) {
 		ms, err := d.ListMachines(ctx, labels)
@@ -184,8 +203,13 @@ func (s *suite) testMachines(t *testing.T) {
 	} else if containsMachine(ms, id) {
 		t.Errorf("ListMachines(%v) returned machine %s, which lacks %s: every label must match", partial, id, LabelExtra)
 	}
+}
 
-	// UpdateMachineLabels merges.
+// checkMachineLabelUpdates checks that UpdateMachineLabels merges (adding a
+// label, then changing it) and that a machine that never existed is not
+// found.
+func (s *suite) checkMachineLabelUpdates(t *testing.T, id string, labels map[string]string) {
+	d, ctx := s.h.Driver, t.Context()
 	add := map[string]string{LabelExtra: "one"}
 	if err := d.UpdateMachineLabels(ctx, id, add); err != nil {
 		t.Fatalf("UpdateMachineLabels(%s, %v): %v", id, add, err)
@@ -201,8 +225,12 @@ func (s *suite) testMachines(t *testing.T) {
 	if err := d.UpdateMachineLabels(ctx, missingID(id), add); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("UpdateMachineLabels(%s) of a machine that never existed: %v: want ErrNotFound", missingID(id), err)
 	}
+}
 
-	// Delete; it goes away; deleting again is fine.
+// checkMachineDelete deletes the machine and checks that it goes away, from
+// GetMachine and from ListMachines, and that deleting again is fine.
+func (s *suite) checkMachineDelete(t *testing.T, id string, labels map[string]string) {
+	d, ctx := s.h.Driver, t.Context()
 	if err := d.DeleteMachine(ctx, id); err != nil {
 		t.Fatalf("DeleteMachine(%s): %v", id, err)
 	}
@@ -217,10 +245,6 @@ func (s *suite) testMachines(t *testing.T) {
 		}
 		return !containsMachine(ms, id), fmt.Sprintf("%d machines: %v", len(ms), machineIDs(ms)), nil
 	})
-
-	// An id that never existed.
-	s.checkMissingMachine(t, missingID(id))
-	s.checkMissingMachine(t, "")
 }
 
 func (s *suite) checkMachineLabels(t *testing.T, id string, want map[string]string) {
