@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -237,16 +239,26 @@ func TestJudgeRealScreens(t *testing.T) {
 
 	needTool(t, "chromium")
 	home := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
 	page := "data:text/html,<body style='background:%23fff;font:32px sans-serif'><h1>crabbox smoke</h1><p style='color:%23c00'>not blank</p></body>"
-	cmd := exec.CommandContext(ctx, "chromium", "--no-sandbox", "--disable-gpu", "--no-first-run",
+	cmd := exec.Command("chromium", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--user-data-dir="+home+"/profile", "--window-size=800,600", "--window-position=0,0", page)
 	cmd.Env = append(os.Environ(), "DISPLAY="+display, "HOME="+home)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// Chromium and its helpers (zygote, renderers, crashpad) share a process
+	// group: the cleanup ends all of them before TempDir removes the
+	// profile they write to.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	t.Cleanup(func() { stopGroup(t, cmd) })
+	defer func() {
+		if t.Failed() {
+			t.Logf("chromium output:\n%s", out.String())
+		}
+	}()
 	// The window appears after about a second, first as a frame of one or
 	// two colours before the page is drawn; poll until the screen shows a
 	// drawn browser (as BrowserWindowVisible judges it), with a bounded
@@ -266,4 +278,54 @@ func TestJudgeRealScreens(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("chromium screen: %s", st)
+}
+
+// lockedBuffer collects a process's output while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// stopGroup ends the process group cmd leads: SIGTERM, then SIGKILL after
+// 5 s, and returns once no process of the group is left (or after 30 s,
+// failing the test).
+func stopGroup(t *testing.T, cmd *exec.Cmd) {
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	start := time.Now()
+	for killed := false; ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-done:
+		default:
+			if time.Since(start) < 5*time.Second {
+				continue
+			}
+		}
+		if !killed && time.Since(start) >= 5*time.Second {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			killed = true
+		}
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			<-done
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Errorf("process group %d still alive after 30 s", pgid)
+			return
+		}
+	}
 }
