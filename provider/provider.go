@@ -14,6 +14,12 @@
 // capability a driver lacks surfaces to users as an error matching
 // crabbox.ErrUnsupported.
 //
+// The driver vocabulary (vocab.go) is defined here once for the root package
+// and every driver: lease classes (Classes, ValidClass), architectures
+// (ArchAMD64, ArchARM64, ValidArch), the managed-label keys (LabelManaged,
+// ...), SanitizeLabelValue and ClassifyHTTPStatus. A new driver starts from
+// provider/providertest/refdriver and passes providertest.Run.
+//
 // Package provider imports nothing of crabbox; provider packages
 // (provider/awsec2, provider/hetzner, provider/sshhost) import only this
 // package and their cloud's SDK.
