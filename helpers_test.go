@@ -8,9 +8,15 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,4 +160,225 @@ func boxRoot(t *testing.T, l *crabbox.Lease) string {
 		t.Fatalf("box root: %v", err)
 	}
 	return res.StdoutTail
+}
+
+// The desktop test host, shared by the desktop test files: OpenSSH on
+// loopback, logged in as a fresh non-root user, with Xvfb, xdotool, scrot,
+// ffmpeg and Chromium installed on this machine. The desktop bootstrap the
+// SDK renders (cloudinit.DesktopBootstrapScript) is executed for real over
+// SSH and brings up the display the tests use.
+//
+// The user is not root, so the host's crabbox state lives below a
+// directory given to sessions as CRABBOX_FS_ROOT, and each host gets its own
+// free display number as CRABBOX_DISPLAY (sshd's SetEnv), so tests never
+// collide over :99.
+
+// needDesktopTools skips outside CI when a desktop tool is missing, and
+// fails in CI.
+func needDesktopTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI (scripts/setup installs it): %v", n, err)
+			}
+			t.Skipf("%s not installed (run scripts/setup): %v", n, err)
+		}
+	}
+}
+
+var desktopTools = []string{"Xvfb", "xdotool", "scrot", "ffmpeg", "ffprobe", "x11vnc", "chromium"}
+
+// freeDisplay returns a display number no X server uses or has locked.
+func freeDisplay(t *testing.T) int {
+	t.Helper()
+	start := 200 + mrand.IntN(700)
+	for i := 0; i < 700; i++ {
+		n := 200 + (start-200+i)%700
+		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
+			continue
+		}
+		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
+			continue
+		}
+		return n
+	}
+	t.Fatal("no free X display number")
+	return 0
+}
+
+type desktopHost struct {
+	srv     *sshd.Server
+	c       *crabbox.Client
+	l       *crabbox.Lease
+	display int
+	vncPort int
+	root    string // CRABBOX_FS_ROOT of the host, on this machine
+	home    string // the login user's real home
+	user    string
+}
+
+type hostOptions struct {
+	// path, when set, is the sessions' PATH (SetEnv PATH).
+	path string
+}
+
+// startDesktopHost starts sshd for a fresh user, with a display number and
+// an FS root exported to its sessions, and leases it through sshhost. The
+// display is not started: run the bootstrap for that.
+func startDesktopHost(t *testing.T, o hostOptions) *desktopHost {
+	t.Helper()
+	sshd.Require(t)
+	h := &desktopHost{display: freeDisplay(t)}
+	root, err := os.MkdirTemp("", "cbx-desktop-root-")
+	require.NoError(t, err)
+	h.root = root
+	// Registered first, so it runs last: after sshd killed the user's
+	// processes (Xvfb, x11vnc, browsers).
+	t.Cleanup(func() {
+		_ = os.RemoveAll(root)
+		removeStaleXLock(h.display)
+	})
+	require.NoError(t, os.Chmod(root, 0o755))
+	h.vncPort = 20000 + mrand.IntN(20000)
+	env := fmt.Sprintf("SetEnv CRABBOX_DISPLAY=:%d CRABBOX_FS_ROOT=%s CRABBOX_VNC_PORT=%d", h.display, root, h.vncPort)
+	if o.path != "" {
+		env += " PATH=" + o.path
+	}
+	srv := sshd.New(t, sshd.Options{Extra: []string{env}})
+	h.srv, h.user = srv, srv.User
+	u, err := user.Lookup(srv.User)
+	require.NoError(t, err)
+	h.home = u.HomeDir
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	for _, d := range []string{root, filepath.Join(root, "tmp"), filepath.Join(root, "work", "crabbox"), filepath.Join(root, "var", "lib", "crabbox")} {
+		require.NoError(t, os.MkdirAll(d, 0o755))
+		require.NoError(t, os.Chown(d, uid, gid))
+	}
+	require.NoError(t, os.Chown(filepath.Join(root, "work"), uid, gid))
+	require.NoError(t, os.Chown(filepath.Join(root, "var"), uid, gid))
+	require.NoError(t, os.Chown(filepath.Join(root, "var", "lib"), uid, gid))
+	require.NoError(t, srv.Start())
+
+	c, _ := sshhostClient(t, []sshhost.Host{hostFor(srv)})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := c.Warmup(ctx, crabbox.WithDesktop(), crabbox.WithBrowser())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	// Runs before the release and before sshd kills everything: stop the
+	// display gracefully, so Xvfb removes its lock and socket.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_, _ = l.Run(ctx, `pkill -TERM -u "$(id -u)" -x Xvfb
+i=0; while [ -e "/tmp/.X${CRABBOX_DISPLAY#:}-lock" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`)
+	})
+	h.c, h.l = c, l
+	return h
+}
+
+// removeStaleXLock removes the lock and socket of a display whose server
+// is gone (killed with SIGKILL by the sshd harness).
+func removeStaleXLock(n int) {
+	lock := fmt.Sprintf("/tmp/.X%d-lock", n)
+	b, err := os.ReadFile(lock)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err == nil && pid > 0 {
+		// Alive unless gone or a zombie.
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+			if _, rest, ok := strings.Cut(string(st), ") "); !ok || !strings.HasPrefix(rest, "Z") {
+				return
+			}
+		}
+	}
+	_ = os.Remove(lock)
+	_ = os.Remove(fmt.Sprintf("/tmp/.X11-unix/X%d", n))
+}
+
+// mustBootstrap brings the display up with Lease.PrepareDesktop (the same
+// script, for the lease's desktop and browser flags).
+func (h *desktopHost) mustBootstrap(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	summary, err := h.l.PrepareDesktop(ctx)
+	require.NoError(t, err)
+	require.Contains(t, summary, fmt.Sprintf("ready: display :%d 1280 800;", h.display))
+	require.Contains(t, summary, "browser /usr/bin/chromium")
+}
+
+// writePage writes a colourful HTML page on the host and returns its
+// file:// URL.
+func (h *desktopHost) writePage(t *testing.T, title string) string {
+	t.Helper()
+	p := filepath.Join(h.root, "tmp", "page.html")
+	page := `<!doctype html><html><head><title>` + title + `</title></head>
+<body style="margin:0;background:linear-gradient(135deg,#ffd54f,#e53935 50%,#1e88e5);font:48px sans-serif;color:#fff">
+<h1 style="padding:40px">Crabbox desktop proof</h1><p style="padding:0 40px;color:#111">A page rendered by Chromium on Xvfb.</p>
+<input id="q" style="margin:40px;font-size:32px" autofocus></body></html>`
+	require.NoError(t, os.WriteFile(p, []byte(page), 0o644))
+	return "file://" + p
+}
+
+// procsWith returns the pids of this machine's processes whose command
+// line contains s (the desktop test host runs on this machine).
+func procsWith(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// sessionLeader reports whether pid leads its own session (setsid done).
+func sessionLeader(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	// state ppid pgrp session ...
+	return ok && len(f) > 3 && f[3] == strconv.Itoa(pid)
+}
+
+// cancelWhenRunning cancels ctx as soon as a process whose command line
+// contains marker runs on this machine (and, with leader, leads its own
+// session), and reports whether it did.
+func cancelWhenRunning(ctx context.Context, cancel context.CancelFunc, marker string, leader bool) <-chan bool {
+	fired := make(chan bool, 1)
+	go func() {
+		for {
+			for _, pid := range procsWith(marker) {
+				if !leader || sessionLeader(pid) {
+					cancel()
+					fired <- true
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				fired <- false
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return fired
 }

@@ -17,11 +17,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,16 +28,16 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/crabbox/crabbox-go/internal/testenv/hostuser"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
 type localDesktop struct {
 	host    sshhost.Host
 	display string
-	root    string // CRABBOX_FS_ROOT of the host
-	dir     string // sshd's config, keys and log
-	user    string
-	uid     int
+	root    string         // CRABBOX_FS_ROOT of the host
+	dir     string         // sshd's config, keys and log
+	user    *hostuser.User // the temporary login user
 	sshd    *exec.Cmd
 }
 
@@ -83,7 +81,7 @@ func startLocalDesktop() (_ *localDesktop, err error) {
 			return nil, fmt.Errorf("the local desktop host (used without -host) needs %s (run scripts/setup): %w", tool, err)
 		}
 	}
-	d := &localDesktop{uid: -1}
+	d := &localDesktop{}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -103,14 +101,9 @@ func startLocalDesktop() (_ *localDesktop, err error) {
 			return nil, err
 		}
 	}
-	if err := d.createUser(); err != nil {
+	if d.user, err = hostuser.Fresh("crabqa"); err != nil {
 		return nil, err
 	}
-	u, err := user.Lookup(d.user)
-	if err != nil {
-		return nil, err
-	}
-	gid, _ := strconv.Atoi(u.Gid)
 	for _, p := range []string{"tmp", "work/crabbox", "var/lib/crabbox"} {
 		if err := os.MkdirAll(filepath.Join(d.root, p), 0o755); err != nil {
 			return nil, err
@@ -120,7 +113,7 @@ func startLocalDesktop() (_ *localDesktop, err error) {
 		if err != nil {
 			return err
 		}
-		return os.Chown(p, d.uid, gid)
+		return os.Chown(p, d.user.UID, d.user.GID)
 	}); err != nil {
 		return nil, err
 	}
@@ -159,7 +152,7 @@ KbdInteractiveAuthentication no
 StrictModes no
 UseDNS no
 PrintMotd no
-`, d.display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user)
+`, d.display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user.Name)
 	cfgPath := filepath.Join(d.dir, "sshd_config")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -190,49 +183,21 @@ PrintMotd no
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	d.host = sshhost.Host{Addr: addr, User: d.user, Signer: clientSigner, HostKey: hostSigner.PublicKey()}
+	d.host = sshhost.Host{Addr: addr, User: d.user.Name, Signer: clientSigner, HostKey: hostSigner.PublicKey()}
 	return d, nil
-}
-
-func (d *localDesktop) createUser() error {
-	var last error
-	for i := 0; i < 20; i++ {
-		n, err := rand.Int(rand.Reader, big.NewInt(1e6))
-		if err != nil {
-			return err
-		}
-		name := fmt.Sprintf("crabqa%06d", n.Int64())
-		if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", name).CombinedOutput(); err != nil {
-			last = fmt.Errorf("useradd %s: %v: %s", name, err, out)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		d.user = name
-		// useradd leaves the account locked, which sshd refuses without
-		// PAM; "*" allows key logins only.
-		if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
-			return fmt.Errorf("usermod %s: %v: %s", name, err, out)
-		}
-		u, err := user.Lookup(name)
-		if err != nil {
-			return err
-		}
-		d.uid, _ = strconv.Atoi(u.Uid)
-		return nil
-	}
-	return last
 }
 
 // Close stops the display gracefully (so Xvfb removes its lock), then
 // sshd and every process of the temporary user, removes the user and the
 // directories.
 func (d *localDesktop) Close() {
-	if d.uid > 0 {
-		_ = exec.Command("pkill", "-TERM", "-u", strconv.Itoa(d.uid)).Run()
-		for i := 0; i < 50 && exec.Command("pgrep", "-u", strconv.Itoa(d.uid)).Run() == nil; i++ {
+	if d.user != nil {
+		uid := strconv.Itoa(d.user.UID)
+		_ = exec.Command("pkill", "-TERM", "-u", uid).Run()
+		for i := 0; i < 50 && exec.Command("pgrep", "-u", uid).Run() == nil; i++ {
 			time.Sleep(100 * time.Millisecond)
 		}
-		_ = exec.Command("pkill", "-KILL", "-u", strconv.Itoa(d.uid)).Run()
+		_ = exec.Command("pkill", "-KILL", "-u", uid).Run()
 	}
 	if d.sshd != nil && d.sshd.Process != nil {
 		_ = syscall.Kill(-d.sshd.Process.Pid, syscall.SIGTERM)
@@ -245,13 +210,9 @@ func (d *localDesktop) Close() {
 			<-done
 		}
 	}
-	if d.user != "" {
-		for i := 0; i < 50; i++ {
-			if exec.Command("userdel", "-r", d.user).Run() == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+	if d.user != nil {
+		// Kills what still runs as the user and removes it with its home.
+		_ = d.user.Release()
 	}
 	for _, p := range []string{d.root, d.dir} {
 		if p != "" && strings.HasPrefix(p, os.TempDir()) {

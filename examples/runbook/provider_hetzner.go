@@ -104,9 +104,10 @@ crabbox-hello`,
 	return d, opts, p, cleanup, nil
 }
 
-// processTB lets the test harnesses (sshd, sshbox) run in a program: cleanups
-// run at exit, fatal errors panic (an HTTP handler's panic is answered as a
-// failed request by net/http).
+// processTB lets sshbox.New, the fake's box harness, run in a program (it is
+// the testing.TB of New, which passes it on to sshd.Require and keeps it for
+// the boxes' cleanup): cleanups run at exit, fatal errors panic (an HTTP
+// handler's panic is answered as a failed request by net/http).
 type processTB struct {
 	testing.TB // nil: only the methods below are used by the harnesses
 
