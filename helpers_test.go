@@ -1,5 +1,7 @@
 // Test helpers shared by the external test files of package crabbox: local
-// and sshhost clients, contexts, bakes and proofs, keys.
+// and sshhost clients, contexts, bakes and proofs, keys, the box root of an
+// emulated lease, and the desktop test host (a real sshd with its own Xvfb
+// display) with the watchers the cancellation tests use.
 
 package crabbox_test
 

@@ -1,7 +1,7 @@
 // Package hostuser creates and removes the Unix login users that the test
-// boxes (internal/testenv/sshd, internal/testenv/box) log in as: the one
-// implementation of useradd, unlocking for key login and userdel in the
-// test tooling.
+// boxes (internal/testenv/sshd, internal/testenv/box) and the local desktop
+// host of examples/qa log in as: the one implementation of useradd,
+// unlocking for key login and userdel.
 //
 // A user is held while in use and released when done. The last holder on
 // the host (across test processes: go test runs packages in parallel)
@@ -12,8 +12,8 @@
 // Holders coordinate through flock(2) on a per-user lock file in
 // os.TempDir()/cbx-users: each holder keeps a shared lock, a releaser that
 // gets the exclusive lock is the last one. A file next to it records that
-// the user was created here; both go with the user. Within a process, one mutex serialises the
-// account tools, which take the host's passwd lock.
+// the user was created here; both go with the user. Within a process, one
+// mutex serialises the account tools, which take the host's passwd lock.
 //
 // Everything here needs root and the shadow tools (useradd, usermod,
 // userdel).
