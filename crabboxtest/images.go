@@ -35,34 +35,13 @@ func (im *image) snapshot() *provider.Image {
 // request whose Token matches an existing image returns that image; a name
 // already used by another image is an error wrapping ErrConflict.
 func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
-	if err := c.begin(ctx); err != nil {
+	m, existing, err := c.imageSource(ctx, req)
+	if err != nil {
 		return nil, err
 	}
-	if req.Token != "" {
-		for _, im := range c.images {
-			if im.token == req.Token {
-				c.mu.Unlock()
-				return c.lockedSnapshot(im), nil
-			}
-		}
+	if existing != nil {
+		return existing, nil
 	}
-	m, ok := c.machines[req.MachineID]
-	var nameTaken bool
-	for _, im := range c.images {
-		if im.img.Name == req.Name {
-			nameTaken = true
-		}
-	}
-	c.mu.Unlock()
-	switch {
-	case req.Name == "":
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image name is empty")
-	case !ok:
-		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", req.MachineID)
-	case nameTaken:
-		return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", req.Name)
-	}
-
 	id := newID("img-")
 	dir := filepath.Join(c.o.dir, "images", id)
 	root := filepath.Join(dir, "root")
@@ -90,7 +69,47 @@ func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest
 		root:  root,
 		token: req.Token,
 	}
+	return c.addImage(im, dir)
+}
 
+// imageSource returns the machine req images, after checking req's name;
+// existing is the image already created with req.Token, if any.
+func (c *Cloud) imageSource(ctx context.Context, req provider.CreateImageRequest) (m *machine, existing *provider.Image, err error) {
+	if err := c.begin(ctx); err != nil {
+		return nil, nil, err
+	}
+	if req.Token != "" {
+		for _, im := range c.images {
+			if im.token == req.Token {
+				c.mu.Unlock()
+				return nil, c.lockedSnapshot(im), nil
+			}
+		}
+	}
+	m, ok := c.machines[req.MachineID]
+	var nameTaken bool
+	for _, im := range c.images {
+		if im.img.Name == req.Name {
+			nameTaken = true
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case req.Name == "":
+		return nil, nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image name is empty")
+	case !ok:
+		return nil, nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: machine %q not found", req.MachineID)
+	case nameTaken:
+		return nil, nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", req.Name)
+	}
+	return m, nil, nil
+}
+
+// addImage registers the copied image im (its tree in dir) and returns it,
+// unless the cloud closed, a concurrent create with the same token won (that
+// image is returned) or took the name; dir is removed when im is not
+// registered.
+func (c *Cloud) addImage(im *image, dir string) (*provider.Image, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -98,13 +117,13 @@ func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest
 		return nil, errClosed()
 	}
 	for _, other := range c.images {
-		if req.Token != "" && other.token == req.Token {
+		if im.token != "" && other.token == im.token {
 			_ = os.RemoveAll(dir)
 			return other.snapshot(), nil
 		}
-		if other.img.Name == req.Name {
+		if other.img.Name == im.img.Name {
 			_ = os.RemoveAll(dir)
-			return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", req.Name)
+			return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: an image named %q already exists", im.img.Name)
 		}
 	}
 	im.pendingLeft = c.o.pendingPolls
@@ -112,7 +131,7 @@ func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest
 		im.failReason = c.failNext[0]
 		c.failNext = c.failNext[1:]
 	}
-	c.images[id] = im
+	c.images[im.img.ID] = im
 	return im.snapshot(), nil
 }
 

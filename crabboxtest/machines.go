@@ -64,49 +64,141 @@ func (m *machine) snapshot() *provider.Machine {
 // starts the SSH server (after the boot delay, if any). A request with the
 // Token of a live machine returns that machine.
 func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
-	if err := c.begin(ctx); err != nil {
+	spec, existing, err := c.machineSpec(ctx, req)
+	if err != nil {
 		return nil, err
 	}
+	if existing != nil {
+		return existing.snapshot(), nil
+	}
+	if err := spec.check(); err != nil {
+		return nil, err
+	}
+	m, err := c.newMachine(req, spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.bootFS(ctx, spec.imgRoot); err != nil {
+		_ = os.RemoveAll(m.dir)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, provider.Errorf(provider.ErrUnavailable, "crabboxtest: booting machine %s: %v", m.id, err)
+	}
+	winner, err := c.register(m)
+	if err != nil {
+		return nil, err
+	}
+	if winner != m {
+		return winner.snapshot(), nil
+	}
+	return m.powerOn(ctx, spec.bootDelay)
+}
+
+// machineSpec is what CreateMachine reads from the cloud before it boots
+// anything: the machine type and image it resolved, and the boot delay.
+type machineSpec struct {
+	typ       string
+	noCap     bool // typ has no capacity (SetCapacity)
+	imageID   string
+	imgRoot   string // "" when the image does not exist
+	imgState  string
+	imgReason string
+	bootDelay time.Duration
+}
+
+// machineSpec resolves req's type and image under c.mu; existing is the
+// live machine with req.Token, if any.
+func (c *Cloud) machineSpec(ctx context.Context, req provider.CreateMachineRequest) (spec machineSpec, existing *machine, err error) {
+	if err := c.begin(ctx); err != nil {
+		return machineSpec{}, nil, err
+	}
+	defer c.mu.Unlock()
 	if req.Token != "" {
 		for _, m := range c.machines {
 			if m.token == req.Token {
-				c.mu.Unlock()
-				return m.snapshot(), nil
+				return machineSpec{}, m, nil
 			}
 		}
 	}
-	typ := req.Type
-	if typ == "" {
-		typ = machineTypes(provider.ClassSmall, provider.DefaultArch)[0]
+	spec.typ = req.Type
+	if spec.typ == "" {
+		spec.typ = machineTypes(provider.ClassSmall, provider.DefaultArch)[0]
 	}
-	noCap := c.noCap[typ]
-	imageID := req.Image
-	if imageID == "" {
-		imageID = BaseImageID
+	spec.noCap = c.noCap[spec.typ]
+	spec.imageID = req.Image
+	if spec.imageID == "" {
+		spec.imageID = BaseImageID
 	}
-	var imgRoot, imgState, imgReason string
-	if im, ok := c.images[imageID]; ok {
-		imgRoot, imgState, imgReason = im.root, string(im.img.State), im.img.StateReason
+	if im, ok := c.images[spec.imageID]; ok {
+		spec.imgRoot, spec.imgState, spec.imgReason = im.root, string(im.img.State), im.img.StateReason
 	}
-	bootDelay := c.o.bootDelay
-	c.mu.Unlock()
+	spec.bootDelay = c.o.bootDelay
+	return spec, nil, nil
+}
 
+// check refuses an unknown type, a type without capacity and an image that
+// is missing, pending or failed.
+func (s machineSpec) check() error {
 	switch {
-	case !knownType(typ):
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown machine type %q", typ)
-	case noCap:
-		return nil, provider.Errorf(provider.ErrCapacity, "crabboxtest: no capacity for machine type %q", typ)
-	case imgRoot == "":
-		return nil, provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", imageID)
-	case imgState == string(provider.ImagePending):
-		return nil, provider.Errorf(provider.ErrConflict, "crabboxtest: image %q is still pending", imageID)
-	case imgState == string(provider.ImageFailed):
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image %q failed: %s", imageID, imgReason)
+	case !knownType(s.typ):
+		return provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: unknown machine type %q", s.typ)
+	case s.noCap:
+		return provider.Errorf(provider.ErrCapacity, "crabboxtest: no capacity for machine type %q", s.typ)
+	case s.imgRoot == "":
+		return provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", s.imageID)
+	case s.imgState == string(provider.ImagePending):
+		return provider.Errorf(provider.ErrConflict, "crabboxtest: image %q is still pending", s.imageID)
+	case s.imgState == string(provider.ImageFailed):
+		return provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: image %q failed: %s", s.imageID, s.imgReason)
 	}
+	return nil
+}
+
+// newMachine parses req.UserData and returns the pending machine it
+// describes: its SSH server configuration and base environment are set, its
+// file system is not written yet.
+func (c *Cloud) newMachine(req provider.CreateMachineRequest, spec machineSpec) (*machine, error) {
 	cfg, err := cloudinit.Parse(req.UserData)
 	if err != nil {
 		return nil, err
 	}
+	sshCfg, err := sshServerConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	id := newID("m-")
+	m := &machine{
+		c:      c,
+		id:     id,
+		token:  req.Token,
+		dir:    filepath.Join(c.o.dir, "machines", id),
+		cfg:    cfg,
+		sshCfg: sshCfg,
+		conns:  map[net.Conn]struct{}{},
+		gate:   newGate(),
+		pgids:  map[int]struct{}{},
+		procs:  map[*proc]struct{}{},
+		info: provider.Machine{
+			ID:      id,
+			Name:    req.Name,
+			Type:    spec.typ,
+			Image:   spec.imageID,
+			State:   provider.MachinePending,
+			Labels:  cloneLabels(req.Labels),
+			Created: time.Now().UTC(),
+		},
+		terminate: req.TerminateOnShutdown,
+	}
+	m.root = filepath.Join(m.dir, "root")
+	m.env = boxEnv(m.root, cfg.User)
+	return m, nil
+}
+
+// sshServerConfig is the box's SSH server: the user-data's host key, and
+// public-key authentication of the user-data's user with its authorized
+// keys.
+func sshServerConfig(cfg *cloudinit.Config) (*ssh.ServerConfig, error) {
 	signer, err := ssh.ParsePrivateKey(cfg.HostKeyPEM)
 	if err != nil {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: host key: %v", err)
@@ -119,32 +211,8 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		}
 		authorized[string(k.Marshal())] = true
 	}
-
-	id := newID("m-")
-	m := &machine{
-		c:     c,
-		id:    id,
-		token: req.Token,
-		dir:   filepath.Join(c.o.dir, "machines", id),
-		cfg:   cfg,
-		conns: map[net.Conn]struct{}{},
-		gate:  newGate(),
-		pgids: map[int]struct{}{},
-		procs: map[*proc]struct{}{},
-		info: provider.Machine{
-			ID:      id,
-			Name:    req.Name,
-			Type:    typ,
-			Image:   imageID,
-			State:   provider.MachinePending,
-			Labels:  cloneLabels(req.Labels),
-			Created: time.Now().UTC(),
-		},
-		terminate: req.TerminateOnShutdown,
-	}
-	m.root = filepath.Join(m.dir, "root")
 	user := cfg.User
-	m.sshCfg = &ssh.ServerConfig{
+	sshCfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if conn.User() == user && authorized[string(key.Marshal())] {
 				return &ssh.Permissions{}, nil
@@ -153,79 +221,71 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		},
 		ServerVersion: "SSH-2.0-OpenSSH_9.6 crabboxtest",
 	}
-	m.sshCfg.AddHostKey(signer)
+	sshCfg.AddHostKey(signer)
+	return sshCfg, nil
+}
+
+// boxEnv is the base environment of the commands of user's box rooted at
+// root: the host's PATH behind the box's /usr/local/bin.
+func boxEnv(root, user string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	home := filepath.Join(m.root, "home", user)
-	m.env = []string{
+	home := filepath.Join(root, "home", user)
+	return []string{
 		"HOME=" + home,
 		"USER=" + user,
 		"LOGNAME=" + user,
 		"SHELL=/bin/sh",
 		"LANG=C.UTF-8",
-		"CRABBOX_FS_ROOT=" + m.root,
-		"PATH=" + filepath.Join(m.root, "usr", "local", "bin") + ":" + path,
+		"CRABBOX_FS_ROOT=" + root,
+		"PATH=" + filepath.Join(root, "usr", "local", "bin") + ":" + path,
 	}
+}
 
-	if err := m.bootFS(ctx, imgRoot); err != nil {
-		_ = os.RemoveAll(m.dir)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, provider.Errorf(provider.ErrUnavailable, "crabboxtest: booting machine %s: %v", id, err)
-	}
-
-	// Register, then start the display and SSH (now or after the boot
-	// delay).
+// register adds the booted m to the cloud and returns it, or returns the
+// machine of a concurrent create with the same token that won (or an error
+// if the cloud closed); m's directory is removed when m is not registered.
+func (c *Cloud) register(m *machine) (*machine, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		_ = os.RemoveAll(m.dir)
 		return nil, errClosed()
 	}
-	if req.Token != "" {
+	if m.token != "" {
 		for _, other := range c.machines {
-			if other.token == req.Token { // a concurrent create with the same token won
+			if other.token == m.token { // a concurrent create with the same token won
 				c.mu.Unlock()
 				_ = os.RemoveAll(m.dir)
-				return other.snapshot(), nil
+				return other, nil
 			}
 		}
 	}
-	c.machines[id] = m
+	c.machines[m.id] = m
 	c.mu.Unlock()
+	return m, nil
+}
 
-	if cfg.Desktop {
+// powerOn starts the registered machine's display (desktop boxes) and SSH
+// (now or after bootDelay) and schedules its own shutdown. A failure
+// returns the machine with the error: it is registered and the caller
+// deletes it.
+func (m *machine) powerOn(ctx context.Context, bootDelay time.Duration) (*provider.Machine, error) {
+	if m.cfg.Desktop {
 		display, err := m.startDisplay(ctx)
 		if err != nil {
-			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting Xvfb: %v", id, err)
+			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting Xvfb: %v", m.id, err)
 		}
 		if display != "" {
 			m.env = append(m.env, "DISPLAY="+display, "CRABBOX_DISPLAY="+display)
 		}
 	}
-
-	if bootDelay == 0 {
-		if err := m.startSSH("127.0.0.1:0"); err != nil {
-			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting SSH: %v", id, err)
-		}
-	} else {
-		// Reserve an address now so SSHAddr is known; it refuses
-		// connections until the listener starts.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return m.snapshot(), provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: %v", id, err)
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		m.mu.Lock()
-		m.info.SSHAddr = addr
-		m.timers = append(m.timers, time.AfterFunc(bootDelay, func() { _ = m.startSSH(addr) }))
-		m.mu.Unlock()
+	if err := m.bootSSH(bootDelay); err != nil {
+		return m.snapshot(), err
 	}
-	if d := cfg.ShutdownAfter; d > 0 {
+	if d := m.cfg.ShutdownAfter; d > 0 {
 		m.mu.Lock()
 		if !m.stopped {
 			m.timers = append(m.timers, time.AfterFunc(d, m.powerOff))
@@ -233,6 +293,30 @@ func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineReq
 		m.mu.Unlock()
 	}
 	return m.snapshot(), nil
+}
+
+// bootSSH starts SSH now, or, with a boot delay, reserves its address and
+// starts it after the delay.
+func (m *machine) bootSSH(bootDelay time.Duration) error {
+	if bootDelay == 0 {
+		if err := m.startSSH("127.0.0.1:0"); err != nil {
+			return provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: starting SSH: %v", m.id, err)
+		}
+		return nil
+	}
+	// Reserve an address now so SSHAddr is known; it refuses
+	// connections until the listener starts.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: %v", m.id, err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	m.mu.Lock()
+	m.info.SSHAddr = addr
+	m.timers = append(m.timers, time.AfterFunc(bootDelay, func() { _ = m.startSSH(addr) }))
+	m.mu.Unlock()
+	return nil
 }
 
 // bootFS does what cloud-init does on first boot, under m.root.

@@ -33,14 +33,8 @@ func keyName(token string) string { return "crabbox-" + nameSanRe.ReplaceAllStri
 // again. A token EC2 already saw with other parameters
 // (IdempotentParameterMismatch) is ErrConflict, and nothing is touched.
 func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
-	if req.Token == "" || len(req.Token) > 64 {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: token must be 1..64 characters")
-	}
-	if req.Image == "" || req.Type == "" {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: image and type are required")
-	}
-	if len(req.UserData) > 16*1024 {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: user-data is %d bytes, EC2 allows 16 KiB", len(req.UserData))
+	if err := checkCreateMachine(req); err != nil {
+		return nil, err
 	}
 	img, err := d.describeImage(ctx, req.Image)
 	if err != nil {
@@ -54,21 +48,61 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if req.Name != "" {
 		tags[TagName] = req.Name
 	}
-	kn := ""
-	if len(req.AuthorizedKey) > 0 {
-		kn = keyName(req.Token)
-		_, err := d.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
-			KeyName:           aws.String(kn),
-			PublicKeyMaterial: req.AuthorizedKey,
-			TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeKeyPair, tags)},
-		})
-		if err != nil && apiCode(err) != "InvalidKeyPair.Duplicate" { // duplicate: ours, from an earlier attempt with this token
-			if ctx.Err() != nil {
-				d.deleteKey(ctx, kn) // the import may have landed
-			}
-			return nil, mapErr(err)
-		}
+	kn, err := d.importLeaseKey(ctx, req, tags)
+	if err != nil {
+		return nil, err
 	}
+	out, err := d.runInstances(ctx, d.runInput(req, img, sg, kn, tags))
+	if err != nil {
+		return d.launchFailed(ctx, req.Token, sg, kn, err)
+	}
+	if len(out.Instances) == 0 {
+		return nil, provider.Errorf(provider.ErrUnavailable, "awsec2: RunInstances returned no instance")
+	}
+	return d.machine(&out.Instances[0]), nil
+}
+
+// checkCreateMachine refuses a request EC2 would: a token outside 1..64
+// characters, no image or type, user-data over 16 KiB.
+func checkCreateMachine(req provider.CreateMachineRequest) error {
+	if req.Token == "" || len(req.Token) > 64 {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: token must be 1..64 characters")
+	}
+	if req.Image == "" || req.Type == "" {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: image and type are required")
+	}
+	if len(req.UserData) > 16*1024 {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: user-data is %d bytes, EC2 allows 16 KiB", len(req.UserData))
+	}
+	return nil
+}
+
+// importLeaseKey imports req.AuthorizedKey as the key pair keyName(req.Token)
+// and returns its name, "" when the request has no key.
+func (d *Driver) importLeaseKey(ctx context.Context, req provider.CreateMachineRequest, tags map[string]string) (string, error) {
+	if len(req.AuthorizedKey) == 0 {
+		return "", nil
+	}
+	kn := keyName(req.Token)
+	_, err := d.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{
+		KeyName:           aws.String(kn),
+		PublicKeyMaterial: req.AuthorizedKey,
+		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeKeyPair, tags)},
+	})
+	if err != nil && apiCode(err) != "InvalidKeyPair.Duplicate" { // duplicate: ours, from an earlier attempt with this token
+		if ctx.Err() != nil {
+			d.deleteKey(ctx, kn) // the import may have landed
+		}
+		return "", mapErr(err)
+	}
+	return kn, nil
+}
+
+// runInput is the RunInstances request of req from image img, joining the
+// security group sg ("" for none) with the key pair kn ("" for none): IMDSv2
+// only, an encrypted gp3 root volume deleted with the instance, instance
+// and volume tagged with tags.
+func (d *Driver) runInput(req provider.CreateMachineRequest, img *types.Image, sg, kn string, tags map[string]string) *ec2.RunInstancesInput {
 	in := &ec2.RunInstancesInput{
 		ImageId:      aws.String(req.Image),
 		InstanceType: types.InstanceType(req.Type),
@@ -92,9 +126,7 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 			},
 		}},
 	}
-	if size := d.o.rootGiB; size > 0 {
-		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(size)
-	} else if size := rootSize(img); size > 0 {
+	if size := d.rootVolumeGiB(img); size > 0 {
 		in.BlockDeviceMappings[0].Ebs.VolumeSize = aws.Int32(size)
 	}
 	if len(req.UserData) > 0 {
@@ -112,15 +144,38 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if req.TerminateOnShutdown {
 		in.InstanceInitiatedShutdownBehavior = types.ShutdownBehaviorTerminate
 	}
-	if p := d.o.instanceProf; p != "" {
-		if strings.HasPrefix(p, "arn:") {
-			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Arn: aws.String(p)}
-		} else {
-			in.IamInstanceProfile = &types.IamInstanceProfileSpecification{Name: aws.String(p)}
-		}
+	in.IamInstanceProfile = instanceProfile(d.o.instanceProf)
+	return in
+}
+
+// rootVolumeGiB is the size of the root volume: the configured one, else
+// the image's root snapshot size, 0 (EC2's default) if neither is known.
+func (d *Driver) rootVolumeGiB(img *types.Image) int32 {
+	if size := d.o.rootGiB; size > 0 {
+		return size
 	}
-	out, err := d.runInstances(ctx, in)
-	if err != nil && sg != "" && d.o.sgID == "" && apiCode(err) == "InvalidGroup.NotFound" {
+	return rootSize(img)
+}
+
+// instanceProfile names the instance profile p by ARN or by name; nil when
+// p is "".
+func instanceProfile(p string) *types.IamInstanceProfileSpecification {
+	switch {
+	case p == "":
+		return nil
+	case strings.HasPrefix(p, "arn:"):
+		return &types.IamInstanceProfileSpecification{Arn: aws.String(p)}
+	default:
+		return &types.IamInstanceProfileSpecification{Name: aws.String(p)}
+	}
+}
+
+// launchFailed handles the error err of the RunInstances of the request
+// with token, which joined the security group sg with the key pair kn
+// ("" for none): it returns the instance the call launched anyway, if any,
+// with the error, and otherwise deletes the key pair.
+func (d *Driver) launchFailed(ctx context.Context, token, sg, kn string, err error) (*provider.Machine, error) {
+	if sg != "" && d.o.sgID == "" && apiCode(err) == "InvalidGroup.NotFound" {
 		// The managed group was deleted behind our back: find or create
 		// it again on the next lease.
 		d.sgMu.Lock()
@@ -129,28 +184,22 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		}
 		d.sgMu.Unlock()
 	}
-	if err != nil && apiCode(err) == "IdempotentParameterMismatch" {
+	if apiCode(err) == "IdempotentParameterMismatch" {
 		// The token belongs to another request's launch: its instance and
 		// key pair are not ours to return or delete.
 		return nil, mapErr(err)
 	}
-	if err != nil {
-		// The call may have launched an instance before failing (timeout,
-		// cancellation, a lost response): look for it by its token.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if m := d.findByToken(cctx, req.Token); m != nil {
-			return m, mapErr(err)
-		}
-		if kn != "" {
-			d.deleteKey(cctx, kn)
-		}
-		return nil, mapErr(err)
+	// The call may have launched an instance before failing (timeout,
+	// cancellation, a lost response): look for it by its token.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if m := d.findByToken(cctx, token); m != nil {
+		return m, mapErr(err)
 	}
-	if len(out.Instances) == 0 {
-		return nil, provider.Errorf(provider.ErrUnavailable, "awsec2: RunInstances returned no instance")
+	if kn != "" {
+		d.deleteKey(cctx, kn)
 	}
-	return d.machine(&out.Instances[0]), nil
+	return nil, mapErr(err)
 }
 
 // runInstances launches in: as a spot instance when configured, falling

@@ -24,14 +24,20 @@ var nonHost = regexp.MustCompile(`[^a-z0-9-]+`)
 // serverName maps a friendly name to a valid server name (RFC 1123 label,
 // at most 63 characters).
 func serverName(name, token string) string {
-	n := strings.Trim(nonHost.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	n := hostPart(name)
 	if n == "" {
-		n = "crabbox-" + strings.Trim(nonHost.ReplaceAllString(strings.ToLower(token), "-"), "-")
+		n = "crabbox-" + hostPart(token)
 	}
 	if len(n) > 63 {
 		n = strings.TrimRight(n[:63], "-")
 	}
 	return n
+}
+
+// hostPart is s lower-cased with every run of characters a host name
+// cannot hold replaced by "-", without leading or trailing "-".
+func hostPart(s string) string {
+	return strings.Trim(nonHost.ReplaceAllString(strings.ToLower(s), "-"), "-")
 }
 
 // CreateMachine uploads the lease key, creates the server and waits for its
@@ -58,28 +64,61 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 			return d.settleServer(ctx, s, nil, nil)
 		}
 	}
-
-	var keys []*hcloud.SSHKey
-	var ownKey *hcloud.SSHKey
-	if len(req.AuthorizedKey) > 0 {
-		k, own, err := d.leaseKey(ctx, token, req.Name, req.AuthorizedKey)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
-		if own {
-			ownKey = k
-		}
+	sc := &serverCreate{d: d, req: req, token: token}
+	keys, err := sc.leaseKeys(ctx)
+	if err != nil {
+		return nil, err
 	}
-	dropKey := func() {
-		if ownKey == nil {
-			return
-		}
-		cctx, cancel := d.detached(ctx)
-		defer cancel()
-		_, _ = d.c.SSHKey.Delete(cctx, ownKey)
+	sc.opts = d.serverCreateOpts(req, keys, labels)
+	res, adopted, err := sc.create(ctx)
+	switch {
+	case adopted != nil:
+		return d.settleServer(ctx, adopted, nil, sc.ownKey)
+	case err != nil:
+		return sc.createFailed(ctx, err)
 	}
+	return d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), sc.ownKey)
+}
 
+// serverCreate is the state of one CreateMachine call once its request is
+// checked: the lease key it owns and the server it asks for.
+type serverCreate struct {
+	d      *Driver
+	req    provider.CreateMachineRequest
+	token  string         // the request's token as a label value ("" for none)
+	ownKey *hcloud.SSHKey // the lease key this lease owns (deleted with it), nil if none
+	opts   hcloud.ServerCreateOpts
+}
+
+// leaseKeys uploads req.AuthorizedKey, if any, and returns the server's
+// SSH keys, recording in sc.ownKey whether the key is the lease's own.
+func (sc *serverCreate) leaseKeys(ctx context.Context) ([]*hcloud.SSHKey, error) {
+	if len(sc.req.AuthorizedKey) == 0 {
+		return nil, nil
+	}
+	k, own, err := sc.d.leaseKey(ctx, sc.token, sc.req.Name, sc.req.AuthorizedKey)
+	if err != nil {
+		return nil, err
+	}
+	if own {
+		sc.ownKey = k
+	}
+	return []*hcloud.SSHKey{k}, nil
+}
+
+// dropKey deletes the lease's own key, if any, on a detached context.
+func (sc *serverCreate) dropKey(ctx context.Context) {
+	if sc.ownKey == nil {
+		return
+	}
+	cctx, cancel := sc.d.detached(ctx)
+	defer cancel()
+	_, _ = sc.d.c.SSHKey.Delete(cctx, sc.ownKey)
+}
+
+// serverCreateOpts is the server req asks for, with the SSH keys keys and
+// the labels labels, in the configured location, networks and firewalls.
+func (d *Driver) serverCreateOpts(req provider.CreateMachineRequest, keys []*hcloud.SSHKey, labels map[string]string) hcloud.ServerCreateOpts {
 	opts := hcloud.ServerCreateOpts{
 		Name:       serverName(req.Name, req.Token),
 		ServerType: &hcloud.ServerType{Name: req.Type},
@@ -98,46 +137,66 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	for _, id := range d.cfg.firewalls {
 		opts.Firewalls = append(opts.Firewalls, &hcloud.ServerCreateFirewall{Firewall: hcloud.Firewall{ID: id}})
 	}
+	return opts
+}
 
-	res, _, err := d.c.Server.Create(ctx, opts)
-	if err != nil && hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
-		// The name is taken: by our own earlier attempt (adopt it) or by
-		// someone else's server (retry with a token suffix).
-		if token != "" {
-			if s, ferr := d.findServerByToken(ctx, token); ferr == nil && s != nil {
-				return d.settleServer(ctx, s, nil, ownKey)
-			}
-		}
-		if suffix := strings.Trim(nonHost.ReplaceAllString(strings.ToLower(req.Token), "-"), "-"); suffix != "" {
-			base := opts.Name
-			if len(base)+1+len(suffix) > 63 {
-				base = strings.TrimRight(base[:max(0, 63-1-len(suffix))], "-")
-			}
-			opts.Name = strings.TrimLeft(base+"-"+suffix, "-")
-			res, _, err = d.c.Server.Create(ctx, opts)
+// create creates the server sc.opts describes. When its name is taken,
+// adopted is the server of an earlier attempt with the token, if there is
+// one; otherwise the create is retried once under the name with a token
+// suffix.
+func (sc *serverCreate) create(ctx context.Context) (res hcloud.ServerCreateResult, adopted *hcloud.Server, err error) {
+	res, _, err = sc.d.c.Server.Create(ctx, sc.opts)
+	if err == nil || !hcloud.IsError(err, hcloud.ErrorCodeUniquenessError) {
+		return res, nil, err
+	}
+	// The name is taken: by our own earlier attempt (adopt it) or by
+	// someone else's server (retry with a token suffix).
+	if sc.token != "" {
+		if s, ferr := sc.d.findServerByToken(ctx, sc.token); ferr == nil && s != nil {
+			return res, s, nil
 		}
 	}
-	if err != nil {
-		merr := mapErr("create server", err)
-		// Any failure may hide a created server (hcloud-go retries some
-		// errors itself); the token decides.
-		if token != "" {
-			cctx, cancel := d.detached(ctx)
-			s, ferr := d.findServerByToken(cctx, token)
-			cancel()
-			if ferr == nil && s != nil {
-				if ctx.Err() != nil {
-					// The caller gave up: hand the server back with the
-					// error so it can be deleted.
-					return d.machine(s), merr
-				}
-				return d.settleServer(ctx, s, nil, ownKey)
-			}
-		}
-		dropKey()
-		return nil, merr
+	if name, ok := suffixedName(sc.opts.Name, sc.req.Token); ok {
+		sc.opts.Name = name
+		res, _, err = sc.d.c.Server.Create(ctx, sc.opts)
 	}
-	return d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), ownKey)
+	return res, nil, err
+}
+
+// suffixedName is name with the host-name form of token appended, cut to 63
+// characters; ok is false when token has no such form.
+func suffixedName(name, token string) (_ string, ok bool) {
+	suffix := hostPart(token)
+	if suffix == "" {
+		return "", false
+	}
+	base := name
+	if len(base)+1+len(suffix) > 63 {
+		base = strings.TrimRight(base[:max(0, 63-1-len(suffix))], "-")
+	}
+	return strings.TrimLeft(base+"-"+suffix, "-"), true
+}
+
+// createFailed handles the error err of the server create.
+func (sc *serverCreate) createFailed(ctx context.Context, err error) (*provider.Machine, error) {
+	merr := mapErr("create server", err)
+	// Any failure may hide a created server (hcloud-go retries some
+	// errors itself); the token decides.
+	if sc.token != "" {
+		cctx, cancel := sc.d.detached(ctx)
+		s, ferr := sc.d.findServerByToken(cctx, sc.token)
+		cancel()
+		if ferr == nil && s != nil {
+			if ctx.Err() != nil {
+				// The caller gave up: hand the server back with the
+				// error so it can be deleted.
+				return sc.d.machine(s), merr
+			}
+			return sc.d.settleServer(ctx, s, nil, sc.ownKey)
+		}
+	}
+	sc.dropKey(ctx)
+	return nil, merr
 }
 
 func imageRef(image string) *hcloud.Image {
