@@ -449,8 +449,20 @@ func Render(cfg Config) ([]byte, error) {
 		b.WriteString(" for lease " + c.LeaseID)
 	}
 	b.WriteString(". Parsed back by crabbox's cloudinit.Parse: edit with care.\n")
+	renderUsers(&b, c)
+	renderHostKey(&b, c)
+	renderFiles(&b, c)
+	renderPackages(&b, c)
+	renderCommands(&b, c)
+	if b.Len() > MaxUserDataSize {
+		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
+	}
+	return []byte(b.String()), nil
+}
 
-	// Users: only the lease user (no distribution default user).
+// renderUsers writes the users: only the lease user (no distribution
+// default user).
+func renderUsers(b *strings.Builder, c Config) {
 	b.WriteString("users:\n")
 	b.WriteString("  - name: " + yamlQuote(c.User) + "\n")
 	b.WriteString("    gecos: \"crabbox lease user\"\n")
@@ -463,17 +475,22 @@ func Render(cfg Config) ([]byte, error) {
 	}
 	b.WriteString("disable_root: true\n")
 	b.WriteString("ssh_pwauth: false\n")
+}
 
-	// Host key: exactly the lease's ed25519 key, nothing generated.
+// renderHostKey writes the host key: exactly the lease's ed25519 key,
+// nothing generated.
+func renderHostKey(b *strings.Builder, c Config) {
 	b.WriteString("ssh_deletekeys: true\n")
 	b.WriteString("ssh_genkeytypes: []\n")
 	b.WriteString("ssh_keys:\n")
 	b.WriteString("  ed25519_private: ")
-	yamlBlock(&b, 4, string(c.HostKeyPEM))
+	yamlBlock(b, 4, string(c.HostKeyPEM))
 	b.WriteString("  ed25519_public: " + yamlQuote(c.HostKeyPublic) + "\n")
+}
 
-	// Files: crabbox's own as text blocks, extra ones as base64, written
-	// after the packages are installed (defer).
+// renderFiles writes the files: crabbox's own as text blocks, extra ones as
+// base64, written after the packages are installed (defer).
+func renderFiles(b *strings.Builder, c Config) {
 	b.WriteString("write_files:\n")
 	for _, f := range bootFiles(c) {
 		b.WriteString("  - path: " + f.Path + "\n")
@@ -481,15 +498,17 @@ func Render(cfg Config) ([]byte, error) {
 		b.WriteString("    permissions: \"" + modeString(f.Mode) + "\"\n")
 		if ownedPath(f.Path) {
 			b.WriteString("    content: ")
-			yamlBlock(&b, 6, string(f.Content))
+			yamlBlock(b, 6, string(f.Content))
 			continue
 		}
 		b.WriteString("    encoding: b64\n")
 		b.WriteString("    defer: true\n")
 		b.WriteString("    content: \"" + base64.StdEncoding.EncodeToString(f.Content) + "\"\n")
 	}
+}
 
-	// Packages.
+// renderPackages writes the package list.
+func renderPackages(b *strings.Builder, c Config) {
 	b.WriteString("package_update: true\n")
 	b.WriteString("packages:\n")
 	// Base tools only: the desktop bootstrap installs the desktop and
@@ -497,8 +516,10 @@ func Render(cfg Config) ([]byte, error) {
 	for _, p := range append(DefaultPackages(false, false), c.Packages...) {
 		b.WriteString("  - " + yamlQuote(p) + "\n")
 	}
+}
 
-	// Commands, in order; the marker comes last.
+// renderCommands writes the commands, in order; the marker comes last.
+func renderCommands(b *strings.Builder, c Config) {
 	b.WriteString("runcmd:\n")
 	cmd := func(args ...string) {
 		q := make([]string, len(args))
@@ -525,10 +546,6 @@ func Render(cfg Config) ([]byte, error) {
 	// The marker names the lease, written atomically (ReadyCommand never
 	// reads a half-written one).
 	cmd("sh", "-c", markerCommand(c.LeaseID))
-	if b.Len() > MaxUserDataSize {
-		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
-	}
-	return []byte(b.String()), nil
 }
 
 // BootFiles validates cfg and returns every file the user-data writes, in
