@@ -187,119 +187,164 @@ func Normalize(cfg Config) (Config, error) {
 		Desktop:       cfg.Desktop,
 		Browser:       cfg.Browser,
 	}
+	for _, step := range []func(cfg Config, n *Config) error{
+		normalizeUser, normalizeHostKey, normalizeWorkRoot, normalizeSSH, normalizePackages, normalizeFiles,
+	} {
+		if err := step(cfg, &n); err != nil {
+			return Config{}, err
+		}
+	}
+	return n, nil
+}
+
+// normalizeUser checks the lease id, defaults the user and trims and checks
+// its authorized keys.
+func normalizeUser(cfg Config, n *Config) error {
 	if !leaseRe.MatchString(n.LeaseID) {
-		return Config{}, invalid("lease id %q has characters outside [A-Za-z0-9_.-]", n.LeaseID)
+		return invalid("lease id %q has characters outside [A-Za-z0-9_.-]", n.LeaseID)
 	}
 	if n.User == "" {
 		n.User = DefaultUser
 	}
 	if !userRe.MatchString(n.User) || n.User == "root" {
-		return Config{}, invalid("user %q is not a valid non-root login name", n.User)
+		return invalid("user %q is not a valid non-root login name", n.User)
 	}
 	if len(cfg.AuthorizedKeys) == 0 {
-		return Config{}, invalid("no authorized key for user %s", n.User)
+		return invalid("no authorized key for user %s", n.User)
 	}
 	for i, k := range cfg.AuthorizedKeys {
 		k = strings.TrimSpace(k)
 		if err := checkLine(k); err != nil {
-			return Config{}, invalid("authorized key %d: %v", i+1, err)
+			return invalid("authorized key %d: %v", i+1, err)
 		}
 		if _, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || len(rest) != 0 {
-			return Config{}, invalid("authorized key %d is not one authorized_keys line: %v", i+1, err)
+			return invalid("authorized key %d is not one authorized_keys line: %v", i+1, err)
 		}
 		n.AuthorizedKeys = append(n.AuthorizedKeys, k)
 	}
+	return nil
+}
 
+// normalizeHostKey trims and checks the ed25519 host key, and derives its
+// public key or checks the given one against it.
+func normalizeHostKey(cfg Config, n *Config) error {
 	if len(cfg.HostKeyPEM) == 0 {
-		return Config{}, invalid("no host key")
+		return invalid("no host key")
 	}
 	pem := strings.TrimSpace(string(cfg.HostKeyPEM)) + "\n"
-	raw, err := ssh.ParseRawPrivateKey([]byte(pem))
+	pub, err := ed25519Public(pem)
 	if err != nil {
-		return Config{}, invalid("host key: %v", err)
-	}
-	var pub ed25519.PublicKey
-	switch k := raw.(type) {
-	case ed25519.PrivateKey:
-		pub = k.Public().(ed25519.PublicKey)
-	case *ed25519.PrivateKey:
-		pub = k.Public().(ed25519.PublicKey)
-	default:
-		return Config{}, invalid("host key is %T, want ed25519", raw)
+		return err
 	}
 	if !blockSafe(pem) {
-		return Config{}, invalid("host key PEM has unexpected characters")
+		return invalid("host key PEM has unexpected characters")
 	}
 	n.HostKeyPEM = []byte(pem)
 	sshPub, err := ssh.NewPublicKey(pub)
 	if err != nil {
-		return Config{}, invalid("host key: %v", err)
+		return invalid("host key: %v", err)
 	}
 	if cfg.HostKeyPublic == "" {
 		n.HostKeyPublic = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
-	} else {
-		n.HostKeyPublic = strings.TrimSpace(cfg.HostKeyPublic)
-		if err := checkLine(n.HostKeyPublic); err != nil {
-			return Config{}, invalid("host public key: %v", err)
-		}
-		given, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(n.HostKeyPublic))
-		if err != nil || len(rest) != 0 {
-			return Config{}, invalid("host public key is not one authorized_keys line: %v", err)
-		}
-		if string(given.Marshal()) != string(sshPub.Marshal()) {
-			return Config{}, invalid("host public key does not match the host private key")
-		}
+		return nil
 	}
+	n.HostKeyPublic = strings.TrimSpace(cfg.HostKeyPublic)
+	if err := checkLine(n.HostKeyPublic); err != nil {
+		return invalid("host public key: %v", err)
+	}
+	given, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(n.HostKeyPublic))
+	if err != nil || len(rest) != 0 {
+		return invalid("host public key is not one authorized_keys line: %v", err)
+	}
+	if string(given.Marshal()) != string(sshPub.Marshal()) {
+		return invalid("host public key does not match the host private key")
+	}
+	return nil
+}
 
+// ed25519Public parses the PEM private key and returns its public key; any
+// other key type is an error.
+func ed25519Public(pem string) (ed25519.PublicKey, error) {
+	raw, err := ssh.ParseRawPrivateKey([]byte(pem))
+	if err != nil {
+		return nil, invalid("host key: %v", err)
+	}
+	switch k := raw.(type) {
+	case ed25519.PrivateKey:
+		return k.Public().(ed25519.PublicKey), nil
+	case *ed25519.PrivateKey:
+		return k.Public().(ed25519.PublicKey), nil
+	default:
+		return nil, invalid("host key is %T, want ed25519", raw)
+	}
+}
+
+// normalizeWorkRoot defaults and checks the work root.
+func normalizeWorkRoot(_ Config, n *Config) error {
 	if n.WorkRoot == "" {
 		n.WorkRoot = DefaultWorkRoot
 	}
 	if err := checkPath(n.WorkRoot); err != nil {
-		return Config{}, invalid("work root: %v", err)
+		return invalid("work root: %v", err)
 	}
 	if n.WorkRoot == "/" {
-		return Config{}, invalid("work root may not be /")
+		return invalid("work root may not be /")
 	}
+	return nil
+}
 
+// normalizeSSH defaults and checks the sshd ports, and checks the shutdown
+// delay.
+func normalizeSSH(cfg Config, n *Config) error {
 	if len(cfg.SSHPorts) == 0 {
 		n.SSHPorts = []int{22, 2222}
 	} else {
 		for _, p := range cfg.SSHPorts {
 			if p < 1 || p > 65535 {
-				return Config{}, invalid("ssh port %d out of range", p)
+				return invalid("ssh port %d out of range", p)
 			}
 			if slices.Contains(n.SSHPorts, p) {
-				return Config{}, invalid("ssh port %d given twice", p)
+				return invalid("ssh port %d given twice", p)
 			}
 			n.SSHPorts = append(n.SSHPorts, p)
 		}
 	}
 	if n.ShutdownAfter < 0 {
-		return Config{}, invalid("negative shutdown delay %v", n.ShutdownAfter)
+		return invalid("negative shutdown delay %v", n.ShutdownAfter)
 	}
+	return nil
+}
 
+// normalizePackages trims and checks the extra packages, dropping the
+// defaults and repeats.
+func normalizePackages(cfg Config, n *Config) error {
 	defaults := DefaultPackages(n.Desktop, n.Browser)
 	for _, p := range cfg.Packages {
 		p = strings.TrimSpace(p)
 		if !packageRe.MatchString(p) {
-			return Config{}, invalid("package name %q is not valid", p)
+			return invalid("package name %q is not valid", p)
 		}
 		if slices.Contains(defaults, p) || slices.Contains(n.Packages, p) {
 			continue
 		}
 		n.Packages = append(n.Packages, p)
 	}
+	return nil
+}
 
+// normalizeFiles checks the extra files, defaults their modes and copies
+// their contents.
+func normalizeFiles(cfg Config, n *Config) error {
 	for i, f := range cfg.Files {
 		if err := checkPath(f.Path); err != nil {
-			return Config{}, invalid("file %d: %v", i+1, err)
+			return invalid("file %d: %v", i+1, err)
 		}
 		if ownedPath(f.Path) {
-			return Config{}, invalid("file %s is written by crabbox itself", f.Path)
+			return invalid("file %s is written by crabbox itself", f.Path)
 		}
 		for _, g := range n.Files {
 			if g.Path == f.Path {
-				return Config{}, invalid("file %s given twice", f.Path)
+				return invalid("file %s given twice", f.Path)
 			}
 		}
 		mode := f.Mode
@@ -307,11 +352,11 @@ func Normalize(cfg Config) (Config, error) {
 			mode = 0o644
 		}
 		if mode&^(os.ModePerm|os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 {
-			return Config{}, invalid("file %s: mode %v is not a permission mode", f.Path, f.Mode)
+			return invalid("file %s: mode %v is not a permission mode", f.Path, f.Mode)
 		}
 		n.Files = append(n.Files, File{Path: f.Path, Content: append([]byte{}, f.Content...), Mode: mode})
 	}
-	return n, nil
+	return nil
 }
 
 // checkLine rejects strings that are not one printable line.
@@ -404,8 +449,20 @@ func Render(cfg Config) ([]byte, error) {
 		b.WriteString(" for lease " + c.LeaseID)
 	}
 	b.WriteString(". Parsed back by crabbox's cloudinit.Parse: edit with care.\n")
+	renderUsers(&b, c)
+	renderHostKey(&b, c)
+	renderFiles(&b, c)
+	renderPackages(&b, c)
+	renderCommands(&b, c)
+	if b.Len() > MaxUserDataSize {
+		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
+	}
+	return []byte(b.String()), nil
+}
 
-	// Users: only the lease user (no distribution default user).
+// renderUsers writes the users: only the lease user (no distribution
+// default user).
+func renderUsers(b *strings.Builder, c Config) {
 	b.WriteString("users:\n")
 	b.WriteString("  - name: " + yamlQuote(c.User) + "\n")
 	b.WriteString("    gecos: \"crabbox lease user\"\n")
@@ -418,17 +475,22 @@ func Render(cfg Config) ([]byte, error) {
 	}
 	b.WriteString("disable_root: true\n")
 	b.WriteString("ssh_pwauth: false\n")
+}
 
-	// Host key: exactly the lease's ed25519 key, nothing generated.
+// renderHostKey writes the host key: exactly the lease's ed25519 key,
+// nothing generated.
+func renderHostKey(b *strings.Builder, c Config) {
 	b.WriteString("ssh_deletekeys: true\n")
 	b.WriteString("ssh_genkeytypes: []\n")
 	b.WriteString("ssh_keys:\n")
 	b.WriteString("  ed25519_private: ")
-	yamlBlock(&b, 4, string(c.HostKeyPEM))
+	yamlBlock(b, 4, string(c.HostKeyPEM))
 	b.WriteString("  ed25519_public: " + yamlQuote(c.HostKeyPublic) + "\n")
+}
 
-	// Files: crabbox's own as text blocks, extra ones as base64, written
-	// after the packages are installed (defer).
+// renderFiles writes the files: crabbox's own as text blocks, extra ones as
+// base64, written after the packages are installed (defer).
+func renderFiles(b *strings.Builder, c Config) {
 	b.WriteString("write_files:\n")
 	for _, f := range bootFiles(c) {
 		b.WriteString("  - path: " + f.Path + "\n")
@@ -436,15 +498,17 @@ func Render(cfg Config) ([]byte, error) {
 		b.WriteString("    permissions: \"" + modeString(f.Mode) + "\"\n")
 		if ownedPath(f.Path) {
 			b.WriteString("    content: ")
-			yamlBlock(&b, 6, string(f.Content))
+			yamlBlock(b, 6, string(f.Content))
 			continue
 		}
 		b.WriteString("    encoding: b64\n")
 		b.WriteString("    defer: true\n")
 		b.WriteString("    content: \"" + base64.StdEncoding.EncodeToString(f.Content) + "\"\n")
 	}
+}
 
-	// Packages.
+// renderPackages writes the package list.
+func renderPackages(b *strings.Builder, c Config) {
 	b.WriteString("package_update: true\n")
 	b.WriteString("packages:\n")
 	// Base tools only: the desktop bootstrap installs the desktop and
@@ -452,8 +516,10 @@ func Render(cfg Config) ([]byte, error) {
 	for _, p := range append(DefaultPackages(false, false), c.Packages...) {
 		b.WriteString("  - " + yamlQuote(p) + "\n")
 	}
+}
 
-	// Commands, in order; the marker comes last.
+// renderCommands writes the commands, in order; the marker comes last.
+func renderCommands(b *strings.Builder, c Config) {
 	b.WriteString("runcmd:\n")
 	cmd := func(args ...string) {
 		q := make([]string, len(args))
@@ -480,10 +546,6 @@ func Render(cfg Config) ([]byte, error) {
 	// The marker names the lease, written atomically (ReadyCommand never
 	// reads a half-written one).
 	cmd("sh", "-c", markerCommand(c.LeaseID))
-	if b.Len() > MaxUserDataSize {
-		return nil, invalid("user-data is %d bytes, more than the %d clouds accept (extra files too large?)", b.Len(), MaxUserDataSize)
-	}
-	return []byte(b.String()), nil
 }
 
 // BootFiles validates cfg and returns every file the user-data writes, in

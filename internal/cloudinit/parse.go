@@ -1,9 +1,12 @@
+// Parsing a rendered user-data document back into its Config.
+
 package cloudinit
 
 import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,12 +25,26 @@ func Parse(userData []byte) (*Config, error) {
 	if err != nil {
 		return nil, invalid("user-data: %v", err)
 	}
+	// In document order: LeaseEnvFile names the user parsed before it, and
+	// the packages to drop depend on the desktop and browser it records.
 	var c Config
+	for _, section := range []func(*node, *Config) error{parseUser, parseHostKey, parseFiles, parsePackages} {
+		if err := section(root, &c); err != nil {
+			return nil, err
+		}
+	}
+	n, err := Normalize(c)
+	if err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
 
-	// The lease user.
+// parseUser reads the lease user and its authorized keys from users.
+func parseUser(root *node, c *Config) error {
 	users := root.get("users")
 	if users == nil || users.kind != seqNode {
-		return nil, invalid("user-data has no users list")
+		return invalid("user-data has no users list")
 	}
 	var found bool
 	for _, u := range users.seq {
@@ -35,96 +52,69 @@ func Parse(userData []byte) (*Config, error) {
 			continue
 		}
 		if u.kind != mapNode {
-			return nil, invalid("line %d: user entry is not a mapping", u.line)
+			return invalid("line %d: user entry is not a mapping", u.line)
 		}
 		if found {
-			return nil, invalid("line %d: more than one user", u.line)
+			return invalid("line %d: more than one user", u.line)
 		}
 		found = true
+		var err error
 		if c.User, err = scalar(u, "name"); err != nil {
-			return nil, err
+			return err
 		}
 		keys := u.get("ssh_authorized_keys")
 		if keys != nil {
 			if c.AuthorizedKeys, err = scalars(keys); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	if !found {
-		return nil, invalid("user-data creates no user")
+		return invalid("user-data creates no user")
 	}
+	return nil
+}
 
-	// Host key.
+// parseHostKey reads the host key pair from ssh_keys.
+func parseHostKey(root *node, c *Config) error {
 	sk := root.get("ssh_keys")
 	if sk == nil || sk.kind != mapNode {
-		return nil, invalid("user-data has no ssh_keys")
+		return invalid("user-data has no ssh_keys")
 	}
 	pem, err := scalar(sk, "ed25519_private")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.HostKeyPEM = []byte(pem)
 	if c.HostKeyPublic, err = scalar(sk, "ed25519_public"); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
-	// Files.
+// parseFiles reads write_files: the sshd drop-in gives the ports,
+// LeaseEnvFile (required) the lease fields, crabbox's other files are
+// rendered from those, and the rest are the extra files.
+func parseFiles(root *node, c *Config) error {
 	var leaseEnvSeen bool
 	if wf := root.get("write_files"); wf != nil {
 		if wf.kind != seqNode {
-			return nil, invalid("line %d: write_files is not a list", wf.line)
+			return invalid("line %d: write_files is not a list", wf.line)
 		}
 		for _, f := range wf.seq {
-			if f.kind != mapNode {
-				return nil, invalid("line %d: write_files entry is not a mapping", f.line)
-			}
-			p, err := scalar(f, "path")
+			p, data, m, err := parseFile(f)
 			if err != nil {
-				return nil, err
-			}
-			content := ""
-			if f.get("content") != nil {
-				if content, err = scalar(f, "content"); err != nil {
-					return nil, err
-				}
-			}
-			data := []byte(content)
-			if enc := f.get("encoding"); enc != nil {
-				switch enc.scalar {
-				case "b64", "base64":
-					if data, err = base64.StdEncoding.DecodeString(strings.TrimSpace(content)); err != nil {
-						return nil, invalid("line %d: file %s: %v", f.line, p, err)
-					}
-				default:
-					return nil, invalid("line %d: file %s: unsupported encoding %q", f.line, p, enc.scalar)
-				}
-			}
-			mode := "0644"
-			if f.get("permissions") != nil {
-				if mode, err = scalar(f, "permissions"); err != nil {
-					return nil, err
-				}
-			}
-			m, err := parseMode(mode)
-			if err != nil {
-				return nil, invalid("line %d: file %s: %v", f.line, p, err)
+				return err
 			}
 			switch {
 			case p == SSHDConfigFile:
-				for _, line := range strings.Split(string(data), "\n") {
-					if v, ok := strings.CutPrefix(line, "Port "); ok {
-						port, err := strconv.Atoi(strings.TrimSpace(v))
-						if err != nil {
-							return nil, invalid("sshd drop-in: bad port %q", v)
-						}
-						c.SSHPorts = append(c.SSHPorts, port)
-					}
+				if err := parseSSHDPorts(string(data), c); err != nil {
+					return err
 				}
 			case p == LeaseEnvFile:
 				leaseEnvSeen = true
-				if err := parseLeaseEnv(string(data), &c); err != nil {
-					return nil, err
+				if err := parseLeaseEnv(string(data), c); err != nil {
+					return err
 				}
 			case ownedPath(p):
 				// Rendered from the other fields.
@@ -134,28 +124,92 @@ func Parse(userData []byte) (*Config, error) {
 		}
 	}
 	if !leaseEnvSeen {
-		return nil, invalid("user-data has no %s", LeaseEnvFile)
+		return invalid("user-data has no %s", LeaseEnvFile)
 	}
+	return nil
+}
 
-	// Extra packages.
-	if pk := root.get("packages"); pk != nil {
-		all, err := scalars(pk)
-		if err != nil {
+// parseFile reads one write_files entry: its path, decoded content and
+// permissions (default 0644).
+func parseFile(f *node) (p string, data []byte, m os.FileMode, err error) {
+	if f.kind != mapNode {
+		return "", nil, 0, invalid("line %d: write_files entry is not a mapping", f.line)
+	}
+	if p, err = scalar(f, "path"); err != nil {
+		return "", nil, 0, err
+	}
+	if data, err = fileContent(f, p); err != nil {
+		return "", nil, 0, err
+	}
+	mode := "0644"
+	if f.get("permissions") != nil {
+		if mode, err = scalar(f, "permissions"); err != nil {
+			return "", nil, 0, err
+		}
+	}
+	if m, err = parseMode(mode); err != nil {
+		return "", nil, 0, invalid("line %d: file %s: %v", f.line, p, err)
+	}
+	return p, data, m, nil
+}
+
+// fileContent returns the content of the write_files entry f (path p),
+// base64-decoded when its encoding says so.
+func fileContent(f *node, p string) ([]byte, error) {
+	content := ""
+	if f.get("content") != nil {
+		var err error
+		if content, err = scalar(f, "content"); err != nil {
 			return nil, err
 		}
-		defaults := DefaultPackages(c.Desktop, c.Browser)
-		for _, p := range all {
-			if !slices.Contains(defaults, p) {
-				c.Packages = append(c.Packages, p)
+	}
+	enc := f.get("encoding")
+	if enc == nil {
+		return []byte(content), nil
+	}
+	switch enc.scalar {
+	case "b64", "base64":
+		data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(content))
+		if err != nil {
+			return nil, invalid("line %d: file %s: %v", f.line, p, err)
+		}
+		return data, nil
+	default:
+		return nil, invalid("line %d: file %s: unsupported encoding %q", f.line, p, enc.scalar)
+	}
+}
+
+// parseSSHDPorts appends the Port lines of the sshd drop-in s to c.SSHPorts.
+func parseSSHDPorts(s string, c *Config) error {
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(line, "Port "); ok {
+			port, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return invalid("sshd drop-in: bad port %q", v)
 			}
+			c.SSHPorts = append(c.SSHPorts, port)
 		}
 	}
+	return nil
+}
 
-	n, err := Normalize(c)
-	if err != nil {
-		return nil, err
+// parsePackages reads the extra packages: the list without the defaults.
+func parsePackages(root *node, c *Config) error {
+	pk := root.get("packages")
+	if pk == nil {
+		return nil
 	}
-	return &n, nil
+	all, err := scalars(pk)
+	if err != nil {
+		return err
+	}
+	defaults := DefaultPackages(c.Desktop, c.Browser)
+	for _, p := range all {
+		if !slices.Contains(defaults, p) {
+			c.Packages = append(c.Packages, p)
+		}
+	}
+	return nil
 }
 
 // parseLeaseEnv reads LeaseEnvFile's content into c.

@@ -324,51 +324,27 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	return nc, err
 }
 
+// handshake dials and runs the SSH handshake, bounded by ctx, and returns
+// the established connection with its watchers started.
 func (c *Client) handshake(ctx context.Context) (*conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, err)
-	}
-	tcp, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
+	tcp, err := c.dialTCP(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, ctx.Err())
-		}
-		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: dial %s: %w", c.cfg.Addr, err))
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = tcp.SetDeadline(dl)
+		return nil, err
 	}
 	// Close the connection if ctx ends mid-handshake, so that a server that
 	// accepts but never speaks cannot hang us.
 	stop := context.AfterFunc(ctx, func() { tcp.Close() })
 
-	var (
-		mismatchMu sync.Mutex
-		mismatch   error
-	)
-	want := c.cfg.HostKey
+	pin := &hostKeyPin{addr: c.cfg.Addr, want: c.cfg.HostKey}
 	cc := &ssh.ClientConfig{
-		User: c.cfg.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(c.cfg.Signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, got ssh.PublicKey) error {
-			if bytes.Equal(got.Marshal(), want.Marshal()) {
-				return nil
-			}
-			err := fmt.Errorf("%w: %s presented %s %s, pinned %s %s", ErrHostKeyMismatch, c.cfg.Addr,
-				got.Type(), ssh.FingerprintSHA256(got), want.Type(), ssh.FingerprintSHA256(want))
-			mismatchMu.Lock()
-			mismatch = err
-			mismatchMu.Unlock()
-			return err
-		},
-		HostKeyAlgorithms: hostKeyAlgorithms(want),
+		User:              c.cfg.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(c.cfg.Signer)},
+		HostKeyCallback:   pin.check,
+		HostKeyAlgorithms: hostKeyAlgorithms(c.cfg.HostKey),
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(tcp, c.cfg.Addr, cc)
 	ctxFired := !stop()
-	mismatchMu.Lock()
-	mm := mismatch
-	mismatchMu.Unlock()
-	switch {
+	switch mm := pin.mismatch(); {
 	case mm != nil:
 		tcp.Close()
 		return nil, mm
@@ -384,19 +360,78 @@ func (c *Client) handshake(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("sshx: ssh handshake with %s: %w", c.cfg.Addr, cerr)
 	case err != nil:
 		tcp.Close()
-		msg := err.Error()
-		if strings.Contains(msg, "no common algorithm for host key") {
-			return nil, fmt.Errorf("%w: %s offers no %s host key (pinned %s): %v", ErrHostKeyMismatch,
-				c.cfg.Addr, want.Type(), ssh.FingerprintSHA256(want), err)
-		}
-		if strings.Contains(msg, "unable to authenticate") {
-			return nil, provider.Wrap(provider.ErrUnavailable,
-				fmt.Errorf("%w: %s as %q: %v", ErrAuthFailed, c.cfg.Addr, c.cfg.User, err))
-		}
-		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: ssh handshake with %s: %w", c.cfg.Addr, err))
+		return nil, c.handshakeError(err)
 	}
 	_ = tcp.SetDeadline(time.Time{})
+	return c.startConn(sc, chans, reqs), nil
+}
 
+// dialTCP opens the TCP connection, its deadline set to ctx's.
+func (c *Client) dialTCP(ctx context.Context) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, err)
+	}
+	tcp, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, ctx.Err())
+		}
+		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: dial %s: %w", c.cfg.Addr, err))
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = tcp.SetDeadline(dl)
+	}
+	return tcp, nil
+}
+
+// hostKeyPin is the host key callback of one handshake: it accepts only the
+// pinned key and remembers a mismatch, which the handshake reports rather
+// than the SSH library's wrapping of it.
+type hostKeyPin struct {
+	addr string
+	want ssh.PublicKey
+
+	mu  sync.Mutex
+	err error
+}
+
+func (p *hostKeyPin) check(_ string, _ net.Addr, got ssh.PublicKey) error {
+	if bytes.Equal(got.Marshal(), p.want.Marshal()) {
+		return nil
+	}
+	err := fmt.Errorf("%w: %s presented %s %s, pinned %s %s", ErrHostKeyMismatch, p.addr,
+		got.Type(), ssh.FingerprintSHA256(got), p.want.Type(), ssh.FingerprintSHA256(p.want))
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+	return err
+}
+
+// mismatch returns the mismatch check saw, if any.
+func (p *hostKeyPin) mismatch() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// handshakeError classifies a failed handshake (not a mismatch seen by the
+// host key callback, nor the end of ctx).
+func (c *Client) handshakeError(err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "no common algorithm for host key") {
+		return fmt.Errorf("%w: %s offers no %s host key (pinned %s): %v", ErrHostKeyMismatch,
+			c.cfg.Addr, c.cfg.HostKey.Type(), ssh.FingerprintSHA256(c.cfg.HostKey), err)
+	}
+	if strings.Contains(msg, "unable to authenticate") {
+		return provider.Wrap(provider.ErrUnavailable,
+			fmt.Errorf("%w: %s as %q: %v", ErrAuthFailed, c.cfg.Addr, c.cfg.User, err))
+	}
+	return provider.Wrap(provider.ErrUnavailable, fmt.Errorf("sshx: ssh handshake with %s: %w", c.cfg.Addr, err))
+}
+
+// startConn wraps an established SSH connection and starts its watchers:
+// one records why it ended, one sends keepalives.
+func (c *Client) startConn(sc ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *conn {
 	nc := &conn{client: ssh.NewClient(sc, chans, reqs), dead: make(chan struct{}), freed: make(chan struct{}, 64)}
 	go func() {
 		err := nc.client.Wait()
@@ -406,7 +441,7 @@ func (c *Client) handshake(ctx context.Context) (*conn, error) {
 		nc.kill(fmt.Errorf("%w: %v", ErrConnectionLost, err))
 	}()
 	go c.keepAlive(nc)
-	return nc, nil
+	return nc
 }
 
 // keepAlive sends keepalive@openssh.com requests, one outstanding at a time,
