@@ -7,6 +7,7 @@
 package provider
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -29,6 +30,27 @@ func Classes() []string { return slices.Clone(classes) }
 
 // ValidClass reports whether class is one of Classes.
 func ValidClass(class string) bool { return slices.Contains(classes, class) }
+
+// CheckMachineTypes validates a driver's WithMachineTypes(class, arch,
+// types...) option the same way in every driver: a known class and
+// architecture and at least one type, none blank. The error says what is
+// wrong; drivers wrap it with ErrInvalidArgument.
+func CheckMachineTypes(class, arch string, types []string) error {
+	switch {
+	case !ValidClass(class):
+		return fmt.Errorf("machine types for unknown class %q (want one of %s)", class, strings.Join(classes, ", "))
+	case !ValidArch(arch):
+		return fmt.Errorf("machine types for unknown architecture %q (want %s)", arch, strings.Join(arches, " or "))
+	case len(types) == 0:
+		return fmt.Errorf("no machine types for %s/%s", class, arch)
+	}
+	for _, t := range types {
+		if strings.TrimSpace(t) == "" {
+			return fmt.Errorf("blank machine type for %s/%s", class, arch)
+		}
+	}
+	return nil
+}
 
 // Architectures a lease or image can have.
 const (

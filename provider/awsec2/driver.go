@@ -201,11 +201,8 @@ func WithInstanceProfileRole(roleARN string) Option {
 // architecture ("amd64", "arm64").
 func WithMachineTypes(class, arch string, types ...string) Option {
 	return func(o *options) error {
-		if len(types) == 0 {
-			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: no machine types for %s/%s", class, arch)
-		}
-		if !provider.ValidArch(arch) {
-			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: unknown architecture %q", arch)
+		if err := provider.CheckMachineTypes(class, arch, types); err != nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: %v", err)
 		}
 		o.types[class+"/"+arch] = append([]string(nil), types...)
 		return nil
@@ -309,8 +306,8 @@ const DefaultOrphanGrace = 10 * time.Minute
 // younger key may belong to a lease being created. Default 10 minutes.
 func WithOrphanGrace(d time.Duration) Option {
 	return func(o *options) error {
-		if d < 0 {
-			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: negative orphan grace %s", d)
+		if d <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: orphan grace %v must be positive", d)
 		}
 		o.orphanGrace = d
 		return nil

@@ -298,6 +298,21 @@ func TestWithOrphanGraceAndClockValidate(t *testing.T) {
 	if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, awsec2.WithOrphanGrace(-time.Second)); !errors.Is(err, provider.ErrInvalidArgument) {
 		t.Errorf("negative grace err = %v", err)
 	}
+	// Zero would sweep the key of a lease between importing it and
+	// launching: refused, as by every driver.
+	if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, awsec2.WithOrphanGrace(0)); !errors.Is(err, provider.ErrInvalidArgument) {
+		t.Errorf("zero grace err = %v", err)
+	}
+	for _, opt := range []awsec2.Option{
+		awsec2.WithMachineTypes("custom", "amd64", "t3.small"),
+		awsec2.WithMachineTypes("small", "x86_64", "t3.small"),
+		awsec2.WithMachineTypes("small", "amd64"),
+		awsec2.WithMachineTypes("small", "amd64", "t3.small", ""),
+	} {
+		if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, opt); !errors.Is(err, provider.ErrInvalidArgument) {
+			t.Errorf("invalid WithMachineTypes err = %v", err)
+		}
+	}
 	if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, awsec2.WithClock(nil)); !errors.Is(err, provider.ErrInvalidArgument) {
 		t.Errorf("nil clock err = %v", err)
 	}

@@ -46,8 +46,8 @@ func checkChannel(ch string) error {
 // with a label prefix, the prefix keeps installations apart.
 func (d *Driver) channelRecordName(ch string, version int64) string {
 	p := "crabbox-channel-"
-	if d.cfg.labelPrefix != "" {
-		p = "crabbox-channel-" + d.cfg.labelPrefix + "/"
+	if d.o.labelPrefix != "" {
+		p = "crabbox-channel-" + d.o.labelPrefix + "/"
 	}
 	return p + ch + "-v" + strconv.FormatInt(version, 10)
 }
@@ -150,7 +150,7 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	}
 	nonce := make([]byte, 8)
 	_, _ = rand.Read(nonce)
-	at := d.cfg.now().UTC().Truncate(time.Second)
+	at := d.o.now().UTC().Truncate(time.Second)
 	labels := map[string]string{
 		d.rk(labelManaged):   "true",
 		d.rk(labelCreatedBy): provider.CreatedByValue,

@@ -20,11 +20,11 @@ const Name = "hetzner"
 
 // Driver is the Hetzner Cloud driver. It is safe for concurrent use.
 type Driver struct {
-	c   *hcloud.Client
-	cfg config
+	c *hcloud.Client
+	o options
 }
 
-type config struct {
+type options struct {
 	location    string
 	types       map[string]map[string][]string
 	baseImage   string
@@ -40,12 +40,12 @@ type config struct {
 }
 
 // Option configures a Driver.
-type Option func(*config) error
+type Option func(*options) error
 
 // WithLocation sets the location servers are created in (e.g. "fsn1",
 // "nbg1", "hel1", "ash"). Default: Hetzner chooses.
 func WithLocation(name string) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if name == "" {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
 		}
@@ -57,9 +57,9 @@ func WithLocation(name string) Option {
 // WithMachineTypes sets the fallback list of server types for a lease class
 // and architecture ("amd64" or "arm64"), replacing the default.
 func WithMachineTypes(class, arch string, types ...string) Option {
-	return func(c *config) error {
-		if class == "" || !provider.ValidArch(arch) || len(types) == 0 || slices.Contains(types, "") {
-			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: server types for class %q arch %q: need a class, amd64 or arm64 and non-empty types", class, arch)
+	return func(c *options) error {
+		if err := provider.CheckMachineTypes(class, arch, types); err != nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: %v", err)
 		}
 		if c.types[class] == nil {
 			c.types[class] = map[string][]string{}
@@ -80,7 +80,7 @@ func WithServerTypes(class, arch string, types ...string) Option {
 // WithBaseImage sets the system image name used by BaseImage (default
 // "ubuntu-24.04").
 func WithBaseImage(name string) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if name == "" {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty base image")
 		}
@@ -91,29 +91,29 @@ func WithBaseImage(name string) Option {
 
 // WithNetworks attaches servers to these private networks.
 func WithNetworks(ids ...int64) Option {
-	return func(c *config) error { c.networks = append(c.networks, ids...); return nil }
+	return func(c *options) error { c.networks = append(c.networks, ids...); return nil }
 }
 
 // WithFirewalls applies these firewalls to new servers.
 func WithFirewalls(ids ...int64) Option {
-	return func(c *config) error { c.firewalls = append(c.firewalls, ids...); return nil }
+	return func(c *options) error { c.firewalls = append(c.firewalls, ids...); return nil }
 }
 
 // WithIPv6 enables or disables a public IPv6 address (default enabled).
 func WithIPv6(enable bool) Option {
-	return func(c *config) error { c.ipv6 = enable; return nil }
+	return func(c *options) error { c.ipv6 = enable; return nil }
 }
 
 // WithPrivateSSH makes the SDK reach servers over their first private
 // network address instead of a public IPv4 address, and creates servers
 // without public IPv4. It needs WithNetworks.
 func WithPrivateSSH() Option {
-	return func(c *config) error { c.privateSSH = true; return nil }
+	return func(c *options) error { c.privateSSH = true; return nil }
 }
 
 // WithSSHPort sets the port in Machine.SSHAddr (default 22).
 func WithSSHPort(port int) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if port <= 0 || port > 65535 {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: ssh port %d out of range", port)
 		}
@@ -131,7 +131,7 @@ var prefixRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
 // Hetzner project without seeing each other's resources. Channel records
 // are kept apart by the prefix as well.
 func WithLabelPrefix(prefix string) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if !prefixRe.MatchString(prefix) || prefix == "hetzner.cloud" || strings.HasSuffix(prefix, ".hetzner.cloud") {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: label prefix %q must be a DNS subdomain (lowercase letters, digits, '-' and '.') other than hetzner.cloud", prefix)
 		}
@@ -156,9 +156,9 @@ const DefaultOrphanKeyGrace = DefaultOrphanGrace
 // must exceed the longest gap between the two (default 10 minutes). It must
 // be positive.
 func WithOrphanGrace(grace time.Duration) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if grace <= 0 {
-			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: orphan key grace %v must be positive", grace)
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: orphan grace %v must be positive", grace)
 		}
 		c.orphanGrace = grace
 		return nil
@@ -174,7 +174,7 @@ func WithOrphanKeyGrace(grace time.Duration) Option { return WithOrphanGrace(gra
 // WithClock sets the clock used for channel timestamps and for the age of
 // lease keys in DeleteOrphanKeys (tests).
 func WithClock(now func() time.Time) Option {
-	return func(c *config) error {
+	return func(c *options) error {
 		if now == nil {
 			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil clock")
 		}
@@ -188,7 +188,7 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 	if client == nil {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil hcloud client")
 	}
-	cfg := config{
+	o := options{
 		types:       DefaultServerTypes(),
 		baseImage:   "ubuntu-24.04",
 		ipv6:        true,
@@ -197,18 +197,18 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		cleanupTO:   30 * time.Second,
 		orphanGrace: DefaultOrphanGrace,
 	}
-	for _, o := range opts {
-		if o == nil {
+	for _, opt := range opts {
+		if opt == nil {
 			continue
 		}
-		if err := o(&cfg); err != nil {
+		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.privateSSH && len(cfg.networks) == 0 {
+	if o.privateSSH && len(o.networks) == 0 {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: WithPrivateSSH needs WithNetworks")
 	}
-	return &Driver{c: client, cfg: cfg}, nil
+	return &Driver{c: client, o: o}, nil
 }
 
 var (
@@ -222,7 +222,7 @@ var (
 // existing (and billing), so ShutdownTerminates is false and the SDK's Reap
 // enforces lease TTLs.
 func (d *Driver) Info() provider.Info {
-	return provider.Info{Name: Name, Region: d.cfg.location}
+	return provider.Info{Name: Name, Region: d.o.location}
 }
 
 // parseID parses a numeric Hetzner id. A malformed id cannot name anything,
@@ -239,5 +239,5 @@ func parseID(kind, id string) (int64, error) {
 // was cancelled (deleting a half-made resource, resolving an ambiguous
 // create), bounded by the driver's cleanup timeout.
 func (d *Driver) detached(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.cleanupTO)
+	return context.WithTimeout(context.WithoutCancel(ctx), d.o.cleanupTO)
 }

@@ -248,12 +248,12 @@ func (d *Driver) BaseImage(ctx context.Context, arch string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	im, _, err := d.c.Image.GetByNameAndArchitecture(ctx, d.cfg.baseImage, a)
+	im, _, err := d.c.Image.GetByNameAndArchitecture(ctx, d.o.baseImage, a)
 	if err != nil {
 		return "", mapErr("get base image", err)
 	}
 	if im == nil {
-		return "", provider.Errorf(provider.ErrNotFound, "hetzner: no image %q for architecture %s", d.cfg.baseImage, a)
+		return "", provider.Errorf(provider.ErrNotFound, "hetzner: no image %q for architecture %s", d.o.baseImage, a)
 	}
 	return strconv.FormatInt(im.ID, 10), nil
 }

@@ -52,23 +52,23 @@ func ValidLabelKey(k string) bool {
 // rk maps an SDK label key to the key stored on Hetzner (with the label
 // prefix, if one is configured).
 func (d *Driver) rk(k string) string {
-	if d.cfg.labelPrefix == "" {
+	if d.o.labelPrefix == "" {
 		return k
 	}
-	return d.cfg.labelPrefix + "/" + k
+	return d.o.labelPrefix + "/" + k
 }
 
 // fromLabels converts Hetzner labels to SDK labels: with a label prefix,
 // only prefixed labels are returned, without the prefix.
 func (d *Driver) fromLabels(raw map[string]string) map[string]string {
 	out := make(map[string]string, len(raw))
-	if d.cfg.labelPrefix == "" {
+	if d.o.labelPrefix == "" {
 		for k, v := range raw {
 			out[k] = v
 		}
 		return out
 	}
-	p := d.cfg.labelPrefix + "/"
+	p := d.o.labelPrefix + "/"
 	for k, v := range raw {
 		if strings.HasPrefix(k, p) {
 			out[k[len(p):]] = v
@@ -83,9 +83,9 @@ func (d *Driver) fromLabels(raw map[string]string) map[string]string {
 func (d *Driver) toLabels(in map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(in))
 	for k, v := range in {
-		if strings.Contains(k, "/") && d.cfg.labelPrefix != "" {
+		if strings.Contains(k, "/") && d.o.labelPrefix != "" {
 			return nil, provider.Errorf(provider.ErrInvalidArgument,
-				"hetzner: label key %q has its own prefix, but the driver adds the prefix %q", k, d.cfg.labelPrefix)
+				"hetzner: label key %q has its own prefix, but the driver adds the prefix %q", k, d.o.labelPrefix)
 		}
 		rk := d.rk(k)
 		if !ValidLabelKey(rk) {

@@ -126,15 +126,15 @@ func (d *Driver) serverCreateOpts(req provider.CreateMachineRequest, keys []*hcl
 		SSHKeys:    keys,
 		UserData:   string(req.UserData),
 		Labels:     labels,
-		PublicNet:  &hcloud.ServerCreatePublicNet{EnableIPv4: !d.cfg.privateSSH, EnableIPv6: d.cfg.ipv6},
+		PublicNet:  &hcloud.ServerCreatePublicNet{EnableIPv4: !d.o.privateSSH, EnableIPv6: d.o.ipv6},
 	}
-	if d.cfg.location != "" {
-		opts.Location = &hcloud.Location{Name: d.cfg.location}
+	if d.o.location != "" {
+		opts.Location = &hcloud.Location{Name: d.o.location}
 	}
-	for _, id := range d.cfg.networks {
+	for _, id := range d.o.networks {
 		opts.Networks = append(opts.Networks, &hcloud.Network{ID: id})
 	}
-	for _, id := range d.cfg.firewalls {
+	for _, id := range d.o.firewalls {
 		opts.Firewalls = append(opts.Firewalls, &hcloud.ServerCreateFirewall{Firewall: hcloud.Firewall{ID: id}})
 	}
 	return opts
@@ -213,7 +213,7 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 	pub := strings.TrimSpace(string(authorized))
 	keyName := "crabbox-" + token
 	if token == "" {
-		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.cfg.now().UnixNano(), 36)
+		keyName = "crabbox-" + serverName(name, "") + "-" + strconv.FormatInt(d.o.now().UnixNano(), 36)
 	}
 	labels := map[string]string{d.rk(labelManaged): "true", d.rk(labelCreatedBy): provider.CreatedByValue, d.rk(LabelKind): kindLeaseKey}
 	if token != "" {
@@ -387,7 +387,7 @@ func (d *Driver) machine(s *hcloud.Server) *provider.Machine {
 		m.Image = strconv.FormatInt(s.Image.ID, 10)
 	}
 	var ip net.IP
-	if d.cfg.privateSSH {
+	if d.o.privateSSH {
 		if len(s.PrivateNet) > 0 {
 			ip = s.PrivateNet[0].IP
 		}
@@ -395,7 +395,7 @@ func (d *Driver) machine(s *hcloud.Server) *provider.Machine {
 		ip = s.PublicNet.IPv4.IP
 	}
 	if len(ip) > 0 && !ip.IsUnspecified() {
-		m.SSHAddr = net.JoinHostPort(ip.String(), strconv.Itoa(d.cfg.sshPort))
+		m.SSHAddr = net.JoinHostPort(ip.String(), strconv.Itoa(d.o.sshPort))
 	}
 	return m
 }
@@ -448,7 +448,7 @@ func DefaultServerTypes() map[string]map[string][]string {
 // MachineTypes returns the server type fallback list for a class and
 // architecture.
 func (d *Driver) MachineTypes(class, arch string) ([]string, error) {
-	m, ok := d.cfg.types[class]
+	m, ok := d.o.types[class]
 	if !ok {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "hetzner: unknown lease class %q", class)
 	}

@@ -36,7 +36,7 @@ func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
 			live[s.Labels[d.rk(LabelToken)]] = true
 		}
 	}
-	cutoff := d.cfg.now().Add(-d.cfg.orphanGrace)
+	cutoff := d.o.now().Add(-d.o.orphanGrace)
 	n := 0
 	for _, k := range keys {
 		tok := k.Labels[d.rk(LabelToken)]

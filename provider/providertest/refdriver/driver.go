@@ -62,8 +62,8 @@ func WithClock(now func() time.Time) Option {
 // SweepOrphans deletes it (default DefaultOrphanGrace).
 func WithOrphanGrace(grace time.Duration) Option {
 	return func(o *options) error {
-		if grace < 0 {
-			return provider.Errorf(provider.ErrInvalidArgument, "refdriver: negative orphan grace %s", grace)
+		if grace <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "refdriver: orphan grace %v must be positive", grace)
 		}
 		o.orphanGrace = grace
 		return nil

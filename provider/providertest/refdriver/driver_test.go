@@ -48,7 +48,7 @@ func TestTokensAndNames(t *testing.T) {
 		t.Errorf("GetMachine(unknown): %v: want ErrNotFound", err)
 	}
 	for _, opt := range []refdriver.Option{refdriver.WithRegion(""), refdriver.WithClock(nil), refdriver.WithBootPolls(-1),
-		refdriver.WithOrphanGrace(-1), refdriver.WithRegionPeer("x", nil)} {
+		refdriver.WithOrphanGrace(-1), refdriver.WithOrphanGrace(0), refdriver.WithRegionPeer("x", nil)} {
 		if _, err := refdriver.New(opt); !errors.Is(err, provider.ErrInvalidArgument) {
 			t.Errorf("New with a bad option: %v: want ErrInvalidArgument", err)
 		}
