@@ -1,3 +1,6 @@
+// The desktop and browser bootstrap: the script the user-data installs and
+// runs to bring up Xvfb, a window manager, VNC on loopback and a browser.
+
 package cloudinit
 
 import (

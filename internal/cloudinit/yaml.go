@@ -1,3 +1,6 @@
+// The hand-written YAML: the writer Render uses and a reader for the subset
+// it writes.
+
 package cloudinit
 
 import (

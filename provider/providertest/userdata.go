@@ -1,3 +1,6 @@
+// The user-data of the suite's test machines: the harness's own, or one
+// rendered with internal/cloudinit with a fresh host key.
+
 package providertest
 
 import (
