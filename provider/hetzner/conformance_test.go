@@ -16,24 +16,9 @@ import (
 )
 
 // TestConformance runs the whole suite against the driver on the Hetzner
-// fake.
+// fake, on a clock the OrphanSweeper subtest moves: its servers vanish
+// through the raw API, leaving their SSH keys.
 func TestConformance(t *testing.T) {
-	e := newEnv(t, hcloudfake.Options{}, 2)
-	providertest.Run(t, providertest.Harness{
-		Driver:       e.d,
-		PollInterval: time.Millisecond,
-		Timeout:      30 * time.Second,
-	})
-	// The suite cleans up after itself: the fake must be empty.
-	if st := e.fake.State(); st.Servers != 0 || st.Images != 0 || st.SSHKeys != 0 {
-		t.Fatalf("conformance run left resources behind: %+v (keys %+v)", st, e.fake.SSHKeys())
-	}
-}
-
-// TestConformanceOrphanSweeper runs the suite's OrphanSweeper subtest (the
-// others run in TestConformance) on a driver whose clock the test moves:
-// servers vanish through the raw API, leaving their SSH keys.
-func TestConformanceOrphanSweeper(t *testing.T) {
 	var mu sync.Mutex
 	var off time.Duration
 	now := func() time.Time {
@@ -42,19 +27,10 @@ func TestConformanceOrphanSweeper(t *testing.T) {
 		return time.Now().Add(off)
 	}
 	e := newEnv(t, hcloudfake.Options{}, 2, hetzner.WithClock(now))
-	skip := map[string]string{}
-	for _, name := range []string{
-		providertest.SubtestInfo, providertest.SubtestMachineTypes, providertest.SubtestMachines,
-		providertest.SubtestImages, providertest.SubtestUsageFinder, providertest.SubtestChannels,
-		providertest.SubtestChannelVersionMarker, providertest.SubtestAccessProvider,
-	} {
-		skip[name] = "run by TestConformance"
-	}
 	providertest.Run(t, providertest.Harness{
 		Driver:       e.d,
 		PollInterval: time.Millisecond,
 		Timeout:      30 * time.Second,
-		Skip:         skip,
 		Orphans: &providertest.OrphanHooks{
 			Vanish: func(ctx context.Context, m *provider.Machine) error {
 				id, err := strconv.ParseInt(m.ID, 10, 64)
@@ -79,7 +55,8 @@ func TestConformanceOrphanSweeper(t *testing.T) {
 			},
 		},
 	})
-	if st := e.fake.State(); st.Servers != 0 || st.SSHKeys != 0 {
+	// The suite cleans up after itself: the fake must be empty.
+	if st := e.fake.State(); st.Servers != 0 || st.Images != 0 || st.SSHKeys != 0 {
 		t.Fatalf("conformance run left resources behind: %+v (keys %+v)", st, e.fake.SSHKeys())
 	}
 }
