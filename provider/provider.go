@@ -290,7 +290,13 @@ type Channels interface {
 	// CurrentChannel returns ErrNotFound when the channel was never set.
 	CurrentChannel(ctx context.Context, channel string) (*ChannelEntry, error)
 	// SetChannel returns the new entry. If the channel moved but follow-up
-	// work failed (e.g. mirroring labels), return the entry with the error.
+	// work failed (e.g. mirroring labels), return the entry with the error:
+	// an entry returned with an error means the channel now points at
+	// req.ImageID. A conditional set that lost (IfVersion no longer
+	// current, or a racing write took the version) returns a nil entry and
+	// an error wrapping ErrConflict, also when the backend recorded the
+	// losing write before undoing it; the SDK then leaves the image as it
+	// was.
 	SetChannel(ctx context.Context, req SetChannelRequest) (*ChannelEntry, error)
 	// ChannelHistory returns every value the channel had, oldest first.
 	ChannelHistory(ctx context.Context, channel string) ([]ChannelEntry, error)

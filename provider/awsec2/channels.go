@@ -74,7 +74,8 @@ func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.
 // does not overwrite. For IfVersion > 0 the driver reads the current version,
 // refuses if it differs, writes, and then checks that its write got exactly
 // IfVersion+1. If not, another promotion landed in between: the driver
-// reports ErrConflict and, if its own write is still the newest version,
+// reports ErrConflict with no entry (the set lost, whatever SSM's history
+// shows) and, if its own write is still the newest version,
 // writes the value it displaced back (a compensating version, visible in the
 // history) so the concurrent promotion is not silently overwritten.
 //
@@ -132,16 +133,17 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		return nil, mapErr(err)
 	}
-	e := &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator, At: d.o.now().UTC()}
 	if req.IfVersion > 0 && out.Version != req.IfVersion+1 {
+		// Lost: no entry, only the conflict (see provider.Channels), so
+		// callers do not take the losing write for a promotion.
 		conflict := provider.Errorf(provider.ErrConflict, "awsec2: channel %s: another promotion landed between version %d and this write (version %d)",
 			req.Channel, req.IfVersion, out.Version)
 		if cerr := d.compensate(ctx, req, name, out.Version); cerr != nil {
-			return e, errors.Join(conflict, cerr)
+			return nil, errors.Join(conflict, cerr)
 		}
-		return e, conflict
+		return nil, conflict
 	}
-	return e, nil
+	return &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator, At: d.o.now().UTC()}, nil
 }
 
 // compensationTimeout bounds the compensating write SetChannel makes after

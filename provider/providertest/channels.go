@@ -118,7 +118,7 @@ func (c *channelCheck) conditionalSets() {
 }
 
 // concurrentSets checks two concurrent conditional sets on the same
-// version: exactly one wins.
+// version: exactly one wins, and the loser returns no entry.
 func (c *channelCheck) concurrentSets() {
 	t, name, image := c.t, c.name, c.image
 	entries, errs := c.raceSets(3)
@@ -132,6 +132,10 @@ func (c *channelCheck) concurrentSets() {
 			}
 		case errors.Is(err, provider.ErrConflict):
 			conflicts++
+			if entries[i] != nil {
+				t.Errorf("losing concurrent SetChannel(%q, IfVersion 3) = %+v, %v: a lost set returns no entry (an entry with an error says the channel moved)",
+					name, *entries[i], err)
+			}
 		default:
 			t.Errorf("concurrent SetChannel(%q, IfVersion 3): %v: want nil or ErrConflict", name, err)
 		}
