@@ -99,7 +99,10 @@ func checkProof(r *SmokeReport, imageID string) error {
 // report from a lease booted from this very image (WithProof), unless
 // Force is given. It refuses images that are not available or that crabbox
 // did not create. The set is conditional on the channel being unchanged
-// since it was read: a concurrent promotion returns ErrConflict.
+// since it was read: a concurrent promotion returns ErrConflict naming the
+// image the channel points at, a nil Promotion, and leaves this image as it
+// was (no protection, label or event). The image is protected before the
+// channel points at it.
 func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
 	p, err := c.promote(ctx, imageID, opts)
 	return p, c.opErr("promote", imageID, err)
@@ -140,18 +143,35 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
 }
 
+// undoBound bounds the work setChannel does after a channel write did not
+// land (reading the channel, lifting protection), detached from the
+// caller's cancellation.
+const undoBound = 30 * time.Second
+
 // setChannel points the channel at img, conditionally on the channel's
 // version: the one just read, or expect when non-nil (the version a caller
 // based its decision on, as Rollback does).
+//
+// The image is protected before the write, so that from the moment the
+// channel points at it a concurrent cleanup cannot delete it. A write that
+// does not land (lost to a concurrent promotion, or failed) lifts that
+// protection again, unless the image had it before or the channel points
+// at it after all, and leaves no label and no event: the caller gets a nil
+// Promotion and an error that, for a lost race, names the image the channel
+// points at now.
 func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
 	cur, err := c.currentChannel(ctx, chs, o.channel)
 	ifVersion := int64(-1)
 	prev := ""
 	if expect != nil && (err != nil || cur.Version != expect.Version || cur.ImageID != expect.ImageID) {
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		switch {
+		case err == nil:
+			return nil, fmt.Errorf("%w: channel %s changed since version %d was read: it now points at %s (version %d)",
+				ErrConflict, o.channel, expect.Version, cur.ImageID, cur.Version)
+		case !errors.Is(err, ErrNotFound):
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: channel %s changed since version %d was read", ErrConflict, o.channel, expect.Version)
+		return nil, fmt.Errorf("%w: channel %s changed since version %d was read: it is no longer set", ErrConflict, o.channel, expect.Version)
 	}
 	switch {
 	case err == nil:
@@ -162,6 +182,10 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 		}
 	case errors.Is(err, ErrNotFound):
 	default:
+		return nil, err
+	}
+	gave, err := c.protectForChannel(ctx, img, o.channel)
+	if err != nil {
 		return nil, err
 	}
 	// A conditional set is not retried on conflict: someone else promoted.
@@ -178,7 +202,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	var setErr error
 	if err != nil {
 		if e == nil || e.ImageID != img.ID {
-			return nil, err
+			return nil, c.unsetChannel(ctx, chs, img, o.channel, gave, err)
 		}
 		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
 	}
@@ -190,12 +214,6 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
 		return nil, fmt.Errorf("channel %s now points at %s, but labelling it failed: %w", o.channel, img.ID, err)
 	}
-	if pr := c.caps.protector; pr != nil {
-		if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
-			return nil, fmt.Errorf("channel %s now points at %s, but protecting it failed: %w", o.channel, img.ID, err)
-		}
-		img.Protected = true
-	}
 	msg := fmt.Sprintf("channel %s -> %s (%s), previous %q", o.channel, img.ID, img.Name, prev)
 	if o.forceReason != "" {
 		msg += " FORCED: " + o.forceReason
@@ -203,6 +221,61 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	c.emit(Event{Kind: kind, Resource: "channel", ID: o.channel, State: img.ID, Message: msg})
 	return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: e.Version, At: e.At,
 		Operator: c.o.operator, Forced: o.forceReason}, setErr
+}
+
+// protectForChannel turns on img's deletion protection before a channel
+// write points at it, where the provider has protection. gave reports
+// whether the image lacked it when read, so that a write that does not land
+// lifts only protection this call gave.
+func (c *Client) protectForChannel(ctx context.Context, img *Image, channel string) (gave bool, err error) {
+	pr := c.caps.protector
+	if pr == nil {
+		return false, nil
+	}
+	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
+		return false, fmt.Errorf("protecting %s before pointing channel %s at it: %w", img.ID, channel, err)
+	}
+	gave = !img.Protected
+	img.Protected = true
+	return gave, nil
+}
+
+// unsetChannel undoes protectForChannel after a channel write that did not
+// land (setErr), and says in the error where the channel points now. The
+// protection stays when the channel points at img after all (a driver
+// could not undo its losing write) or when reading the channel fails: an
+// image left protected only costs storage, one served unprotected can be
+// deleted under the channel.
+func (c *Client) unsetChannel(ctx context.Context, chs provider.Channels, img *Image, channel string, gave bool, setErr error) error {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBound)
+	defer cancel()
+	now, err := c.currentChannel(uctx, chs, channel)
+	switch {
+	case err == nil && now.ImageID == img.ID:
+		return fmt.Errorf("channel %s points at %s (version %d) although its write reported a failure, so the image stays protected: %w",
+			channel, img.ID, now.Version, setErr)
+	case err != nil && !errors.Is(err, ErrNotFound):
+		if gave {
+			return fmt.Errorf("reading channel %s after its write failed did not work either (%v), so %s keeps the protection this call gave it: %w",
+				channel, err, img.ID, setErr)
+		}
+		return setErr
+	}
+	if pr := c.caps.protector; pr != nil && gave {
+		if perr := retryErr(uctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, false) }); perr != nil {
+			setErr = fmt.Errorf("lifting the protection this call gave %s failed (%v): %w", img.ID, perr, setErr)
+		} else {
+			img.Protected = false
+		}
+	}
+	switch {
+	case err == nil && errors.Is(setErr, ErrConflict):
+		return fmt.Errorf("channel %s was promoted concurrently: it now points at %s (version %d), not %s: %w",
+			channel, now.ImageID, now.Version, img.ID, setErr)
+	case err == nil:
+		return fmt.Errorf("channel %s still points at %s (version %d): %w", channel, now.ImageID, now.Version, setErr)
+	}
+	return setErr
 }
 
 // Promoted returns the image a channel points at; ErrNotFound if the channel
@@ -235,7 +308,9 @@ func (c *Client) ChannelHistory(ctx context.Context, channel string) ([]provider
 // Rollback points the channel back at the most recent previously promoted
 // image that is known-good, and marks the image rolled back from as failed
 // (it is kept for inspection, not deleted). ErrNotFound when there is no
-// previous known-good image.
+// previous known-good image. Like Promote, a Rollback that loses to a
+// concurrent promotion returns ErrConflict and a nil Promotion and changes
+// nothing.
 func (c *Client) Rollback(ctx context.Context, channel string, reason string) (*Promotion, error) {
 	p, err := c.rollback(ctx, channel, reason)
 	return p, c.opErr("rollback", channel, err)

@@ -74,8 +74,10 @@ func TestRollbackRacingAPromotionIsAConflict(t *testing.T) {
 	require.NoError(t, err)
 
 	rc := localClient(t, &historyRacer{Cloud: cloud, other: d.ID})
-	_, err = rc.Rollback(ctx, crabbox.DefaultChannel, "racing")
+	pr, err := rc.Rollback(ctx, crabbox.DefaultChannel, "racing")
 	require.ErrorIs(t, err, crabbox.ErrConflict)
+	assert.Nil(t, pr)
+	assert.Contains(t, err.Error(), d.ID, "the conflict names the image the channel now points at")
 	cur, err := c.Promoted(ctx, crabbox.DefaultChannel)
 	require.NoError(t, err)
 	assert.Equal(t, d.ID, cur.ID, "the concurrent promotion stands")
@@ -293,4 +295,211 @@ func TestChannelsAreIndependent(t *testing.T) {
 		_, err = c.Promote(ctx, a.ID, crabbox.WithPromoteChannel(bad))
 		assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, bad)
 	}
+}
+
+// readBarrier holds every CurrentChannel until n of them have read the
+// channel, so that n concurrent Promotes all read the same version before
+// any of them writes.
+type readBarrier struct {
+	*crabboxtest.Cloud
+	n       int
+	mu      sync.Mutex
+	arrived int
+	all     chan struct{}
+}
+
+func newReadBarrier(cloud *crabboxtest.Cloud, n int) *readBarrier {
+	return &readBarrier{Cloud: cloud, n: n, all: make(chan struct{})}
+}
+
+func (b *readBarrier) CurrentChannel(ctx context.Context, ch string) (*provider.ChannelEntry, error) {
+	e, err := b.Cloud.CurrentChannel(ctx, ch)
+	b.mu.Lock()
+	b.arrived++
+	if b.arrived == b.n {
+		close(b.all)
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.all:
+	case <-ctx.Done():
+	}
+	return e, err
+}
+
+// eventLog collects a client's events.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []crabbox.Event
+}
+
+func (l *eventLog) add(e crabbox.Event) { l.mu.Lock(); l.evs = append(l.evs, e); l.mu.Unlock() }
+
+// about returns the channel events (promoted, rolled back) naming image id.
+func (l *eventLog) about(id string) []crabbox.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []crabbox.Event
+	for _, e := range l.evs {
+		if (e.Kind == crabbox.EventPromoted || e.Kind == crabbox.EventRolledBack) && e.State == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// requireLostRace checks that a Promote or Rollback that lost the channel
+// to winner has no side effects: ErrConflict naming the winner, a nil
+// Promotion, the losing image's protection and labels as before, no
+// channel event for it, and the channel at the winner.
+func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *crabbox.Promotion, err error, before *crabbox.Image, winner string, log *eventLog) {
+	t.Helper()
+	require.ErrorIs(t, err, crabbox.ErrConflict)
+	assert.Contains(t, err.Error(), winner, "the conflict names the winning image")
+	assert.NotContains(t, err.Error(), "now points at "+before.ID, "the channel does not point at the loser")
+	assert.Nil(t, pr, "the losing call returns no promotion")
+	after, gerr := c.GetImage(ctx, before.ID)
+	require.NoError(t, gerr)
+	assert.Equal(t, before.Protected, after.Protected, "the losing image's protection is unchanged")
+	assert.Equal(t, before.Labels, after.Labels, "the losing image's labels are unchanged")
+	assert.Empty(t, log.about(before.ID), "no channel event for the losing image")
+	cur, gerr := c.Promoted(ctx, crabbox.DefaultChannel)
+	require.NoError(t, gerr)
+	assert.Equal(t, winner, cur.ID, "the winner's promotion stands")
+}
+
+// Two Promotes read the same channel version before either writes: the
+// loser gets ErrConflict naming the winner and leaves nothing behind.
+func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	seed := bake(t, ctx, c, "seed")
+	_, err := c.Promote(ctx, seed.ID, crabbox.Force("seed the channel"))
+	require.NoError(t, err)
+	ids := []string{bake(t, ctx, c, "alpha").ID, bake(t, ctx, c, "beta").ID}
+	before := make([]*crabbox.Image, 2)
+	for i, id := range ids {
+		before[i], err = c.GetImage(ctx, id)
+		require.NoError(t, err)
+	}
+
+	log := &eventLog{}
+	rc := localClient(t, newReadBarrier(cloud, 2), crabbox.WithEvents(log.add))
+	prs := make([]*crabbox.Promotion, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() { prs[i], errs[i] = rc.Promote(ctx, ids[i], crabbox.Force("race")) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		if err == nil {
+			require.Equal(t, -1, winner, "both promotions won")
+			winner = i
+		}
+	}
+	require.NotEqual(t, -1, winner, "no promotion won: %v", errs)
+	loser := 1 - winner
+	require.NotNil(t, prs[winner])
+	assert.True(t, prs[winner].Image.Protected)
+	assert.Len(t, log.about(ids[winner]), 1, "one promoted event, for the winner")
+	requireLostRace(t, ctx, c, prs[loser], errs[loser], before[loser], ids[winner], log)
+}
+
+// A promotion that loses the channel at its conditional write lifts the
+// protection it gave, but never protection the image already had (here:
+// the channel's previous image, protected by its own promotion).
+func TestLosingPromotionKeepsProtectionItDidNotGive(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	d := bake(t, ctx, c, "delta")
+	_, err := c.Promote(ctx, a.ID, crabbox.Force("first"))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.Force("second"))
+	require.NoError(t, err)
+	before, err := c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+	require.True(t, before.Protected, "the previous image keeps its protection")
+
+	log := &eventLog{}
+	rc := localClient(t, &racingCloud{Cloud: cloud, other: d.ID}, crabbox.WithEvents(log.add))
+	pr, err := rc.Promote(ctx, a.ID, crabbox.Force("back to alpha"))
+	requireLostRace(t, ctx, c, pr, err, before, d.ID, log)
+}
+
+// protectCheck records every channel write made while the image it points
+// the channel at is not protected: a cleanup running at that moment could
+// delete the image the channel is about to serve.
+type protectCheck struct {
+	*crabboxtest.Cloud
+	mu          sync.Mutex
+	unprotected []string
+}
+
+func (p *protectCheck) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	img, err := p.Cloud.GetImage(ctx, req.ImageID)
+	if err == nil && !img.Protected {
+		p.mu.Lock()
+		p.unprotected = append(p.unprotected, req.ImageID)
+		p.mu.Unlock()
+	}
+	return p.Cloud.SetChannel(ctx, req)
+}
+
+// Promote and Rollback protect the image before the channel points at it.
+func TestChannelPointsOnlyAtProtectedImages(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	pc := &protectCheck{Cloud: cloud}
+	c := localClient(t, pc)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.WithProof(proveImage(t, ctx, c, b.ID)))
+	require.NoError(t, err)
+	// The rollback target lost its protection meanwhile (as MarkKnownGood
+	// of a newer image does to superseded ones).
+	require.NoError(t, cloud.ProtectImage(ctx, a.ID, false))
+	rb, err := c.Rollback(ctx, crabbox.DefaultChannel, "qa failed")
+	require.NoError(t, err)
+	assert.True(t, rb.Image.Protected)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	assert.Empty(t, pc.unprotected, "the channel was pointed at images that were not yet protected")
+}
+
+// A Rollback that loses the channel at its conditional write leaves the
+// rollback target as it was and marks nothing failed.
+func TestLosingRollbackHasNoSideEffects(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	d := bake(t, ctx, c, "delta")
+	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.WithProof(proveImage(t, ctx, c, b.ID)))
+	require.NoError(t, err)
+	require.NoError(t, cloud.ProtectImage(ctx, a.ID, false))
+	before, err := c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+
+	log := &eventLog{}
+	rc := localClient(t, &racingCloud{Cloud: cloud, other: d.ID}, crabbox.WithEvents(log.add))
+	pr, err := rc.Rollback(ctx, crabbox.DefaultChannel, "racing")
+	requireLostRace(t, ctx, c, pr, err, before, d.ID, log)
+	img, err := c.GetImage(ctx, b.ID)
+	require.NoError(t, err)
+	assert.NotEqual(t, crabbox.StatusFailed, img.Status, "nothing was marked failed by the lost rollback")
 }

@@ -5,12 +5,18 @@ package awsec2_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
+	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/awsec2"
@@ -203,4 +209,165 @@ func TestConflictCompensationFailureIsReported(t *testing.T) {
 		t.Errorf("channel = %+v; the error should name the losing version that stayed current (%d)", cur, ce.Version)
 	}
 	_ = e.d.DeleteChannel(ctx, "default")
+}
+
+// holdPutParameters holds the first n PutParameter calls until all n have
+// arrived: n concurrent SetChannels have then all passed their version
+// check before any of them writes. Later calls (compensating writes) pass.
+func holdPutParameters(n int) func(action string) {
+	var mu sync.Mutex
+	arrived := 0
+	all := make(chan struct{})
+	return func(action string) {
+		if action != "PutParameter" {
+			return
+		}
+		mu.Lock()
+		arrived++
+		first := arrived <= n
+		if arrived == n {
+			close(all)
+		}
+		mu.Unlock()
+		if first {
+			select {
+			case <-all:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}
+}
+
+// channelImages makes an available AMI per name for channel tests, and
+// deletes them and the default channel when the test ends.
+func channelImages(t *testing.T, e *env, names ...string) []string {
+	t.Helper()
+	m := newMachine(t, e, "cbx_222222222222")
+	var ids []string
+	for i, name := range names {
+		img, err := e.d.CreateImage(t.Context(), imageReq(m, "openclaw-crabbox-"+name+"-20260101-000"+strconv.Itoa(i), "tok-race-"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitImage(t, e, img.ID)
+		ids = append(ids, img.ID)
+	}
+	t.Cleanup(func() {
+		_ = e.d.DeleteChannel(context.Background(), crabbox.DefaultChannel)
+		for _, id := range ids {
+			_ = e.d.ProtectImage(context.Background(), id, false)
+			_ = e.d.DeleteImage(context.Background(), id)
+		}
+	})
+	return ids
+}
+
+// Two Promotes through the crabbox client race on SSM: both pass the
+// version check, both write, the later write loses and is compensated. The
+// losing call has no side effects: ErrConflict naming the winner, a nil
+// Promotion, no deregistration protection or labels on its image, no
+// promoted event.
+func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	ids := channelImages(t, e, "seed", "alpha", "beta")
+	if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: crabbox.DefaultChannel, ImageID: ids[0], IfVersion: -1}); err != nil {
+		t.Fatal(err)
+	}
+	e.build(&hookTransport{base: e.faults, before: holdPutParameters(2)})
+	var mu sync.Mutex
+	var events []crabbox.Event
+	c, err := crabbox.New(e.d, crabbox.WithStateDir(t.TempDir()), crabbox.WithOperator("tester"),
+		crabbox.WithEvents(func(ev crabbox.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	racers := ids[1:]
+	before := make([]*provider.Image, 2)
+	for i, id := range racers {
+		if before[i], err = e.d.GetImage(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prs := make([]*crabbox.Promotion, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() { prs[i], errs[i] = c.Promote(ctx, racers[i], crabbox.Force("race")) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		if err == nil {
+			if winner >= 0 {
+				t.Fatal("both promotions won")
+			}
+			winner = i
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("no promotion won: %v", errs)
+	}
+	loser, lerr := 1-winner, errs[1-winner]
+	if !errors.Is(lerr, crabbox.ErrConflict) || !strings.Contains(lerr.Error(), racers[winner]) ||
+		strings.Contains(lerr.Error(), "now points at "+racers[loser]) {
+		t.Errorf("losing Promote = %v; want ErrConflict naming the winner %s", lerr, racers[winner])
+	}
+	if prs[loser] != nil {
+		t.Errorf("losing Promote returned %+v; want nil", prs[loser])
+	}
+	after, err := e.d.GetImage(ctx, racers[loser])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Protected {
+		t.Errorf("losing image %s has deregistration protection", racers[loser])
+	}
+	if !maps.Equal(after.Labels, before[loser].Labels) {
+		t.Errorf("losing image's labels changed: %v, were %v", after.Labels, before[loser].Labels)
+	}
+	mu.Lock()
+	for _, ev := range events {
+		if ev.Kind == crabbox.EventPromoted && ev.State == racers[loser] {
+			t.Errorf("promoted event for the losing image: %+v", ev)
+		}
+	}
+	mu.Unlock()
+	if cur, err := e.d.CurrentChannel(ctx, crabbox.DefaultChannel); err != nil || cur.ImageID != racers[winner] {
+		t.Errorf("channel = %+v, %v; want the winner %s", cur, err, racers[winner])
+	}
+}
+
+// A losing Promote whose compensation fails leaves the channel serving its
+// image: the call still returns ErrConflict and no Promotion, but the image
+// keeps its deregistration protection, so cleanup cannot delete an image
+// the channel serves.
+func TestLosingPromotionLeftCurrentStaysProtected(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	ids := channelImages(t, e, "seed", "beta", "rival")
+	if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: crabbox.DefaultChannel, ImageID: ids[0], IfVersion: -1}); err != nil {
+		t.Fatal(err)
+	}
+	raced := stageRival(t, e, ids[2], func() {
+		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 1, Code: "InternalServerError", Status: 500})
+	})
+	c, err := crabbox.New(e.d, crabbox.WithStateDir(t.TempDir()), crabbox.WithOperator("tester"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := c.Promote(ctx, ids[1], crabbox.Force("race"))
+	if !*raced {
+		t.Fatal("race not staged")
+	}
+	var ce *awsec2.CompensationError
+	if !errors.Is(err, crabbox.ErrConflict) || !errors.As(err, &ce) || pr != nil {
+		t.Fatalf("Promote = %+v, %v; want nil and ErrConflict with a *CompensationError", pr, err)
+	}
+	if cur, _ := e.d.CurrentChannel(ctx, crabbox.DefaultChannel); cur == nil || cur.ImageID != ids[1] {
+		t.Fatalf("channel = %+v; the failed compensation should leave %s current", cur, ids[1])
+	}
+	if img, err := e.d.GetImage(ctx, ids[1]); err != nil || !img.Protected {
+		t.Errorf("image the channel serves = %+v, %v; want it protected", img, err)
+	}
 }

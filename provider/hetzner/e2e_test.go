@@ -10,6 +10,7 @@ package hetzner_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -413,15 +414,24 @@ func TestPromotionRace(t *testing.T) {
 	a := w.bake(t, ctx, "a", "openclaw-crabbox-linux-20260506-0001")
 	b := w.bake(t, ctx, "b", "openclaw-crabbox-linux-20260506-0002")
 
+	var mu sync.Mutex
+	var events []crabbox.Event
+	rc, err := crabbox.New(w.d, crabbox.WithStateDir(t.TempDir()), crabbox.WithDialer(w.fake.Dial), crabbox.WithOperator("racer"),
+		crabbox.WithEvents(func(ev crabbox.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	w.fakeBefore(holdSSHKeyCreates(2))
 	var wg sync.WaitGroup
 	ids := []string{a.ID, b.ID}
 	errs := make([]error, 2)
+	prs := make([]*crabbox.Promotion, 2)
 	for i := range ids {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, errs[i] = w.c.Promote(ctx, ids[i], crabbox.Force("race"))
+			prs[i], errs[i] = rc.Promote(ctx, ids[i], crabbox.Force("race"))
 		}(i)
 	}
 	wg.Wait()
@@ -452,6 +462,29 @@ func TestPromotionRace(t *testing.T) {
 	loser, err := w.c.GetImage(ctx, ids[1-winner])
 	if err != nil || loser.Protected {
 		t.Fatalf("losing image = %+v, %v: it must not have been protected", loser, err)
+	}
+	// The losing call has no side effects: ErrConflict naming the winner,
+	// no Promotion, its image's labels untouched (no channel mirror, no
+	// status time), no promoted event.
+	if lerr := errs[1-winner]; !strings.Contains(lerr.Error(), ids[winner]) {
+		t.Errorf("losing Promote = %v; want the conflict to name the winner %s", lerr, ids[winner])
+	}
+	if prs[1-winner] != nil {
+		t.Errorf("losing Promote returned %+v; want nil", prs[1-winner])
+	}
+	was := a
+	if winner == 0 {
+		was = b
+	}
+	if !maps.Equal(loser.Labels, was.Labels) {
+		t.Errorf("losing image's labels = %v; want them unchanged, %v", loser.Labels, was.Labels)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ev := range events {
+		if ev.Kind == crabbox.EventPromoted && ev.State == loser.ID {
+			t.Errorf("promoted event for the losing image: %+v", ev)
+		}
 	}
 }
 
