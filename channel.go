@@ -434,12 +434,20 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 			if err != nil {
 				return nil, err
 			}
-			seen := map[string]bool{imageID: true}
+			// Only images this one superseded: a promotion that landed
+			// after the channel was read (a later version) is not
+			// retired, whichever image it points at.
+			keep := map[string]bool{imageID: true}
 			for _, e := range hist {
-				if seen[e.ImageID] {
+				if e.Version >= cur.Version {
+					keep[e.ImageID] = true
+				}
+			}
+			for _, e := range hist {
+				if e.Version >= cur.Version || keep[e.ImageID] {
 					continue
 				}
-				seen[e.ImageID] = true
+				keep[e.ImageID] = true
 				if err := c.retire(ctx, e.ImageID); err != nil {
 					return nil, err
 				}

@@ -503,3 +503,50 @@ func TestLosingRollbackHasNoSideEffects(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, crabbox.StatusFailed, img.Status, "nothing was marked failed by the lost rollback")
 }
+
+// promoteBeforeHistory promotes another image (protecting it first, as
+// Promote does) right before the channel's history is read, as a
+// concurrent operator would.
+type promoteBeforeHistory struct {
+	*crabboxtest.Cloud
+	once  sync.Once
+	other string
+	err   error
+}
+
+func (r *promoteBeforeHistory) ChannelHistory(ctx context.Context, ch string) ([]provider.ChannelEntry, error) {
+	r.once.Do(func() {
+		if r.err = r.Cloud.ProtectImage(ctx, r.other, true); r.err == nil {
+			_, r.err = r.Cloud.SetChannel(ctx, provider.SetChannelRequest{Channel: ch, ImageID: r.other})
+		}
+	})
+	return r.Cloud.ChannelHistory(ctx, ch)
+}
+
+// MarkKnownGood retires only images the known-good one superseded, never
+// one a concurrent promotion made current after it.
+func TestKnownGoodDoesNotRetireALaterPromotion(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	d := bake(t, ctx, c, "delta")
+	_, err := c.Promote(ctx, a.ID, crabbox.Force("first"))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.Force("second"))
+	require.NoError(t, err)
+	rep := proveNormal(t, ctx, c, b.ID)
+
+	racer := &promoteBeforeHistory{Cloud: cloud, other: d.ID}
+	_, err = localClient(t, racer).MarkKnownGood(ctx, b.ID, rep)
+	require.NoError(t, err)
+	require.NoError(t, racer.err)
+	old, err := c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+	assert.False(t, old.Protected, "the superseded image is retired")
+	cur, err := c.GetImage(ctx, d.ID)
+	require.NoError(t, err)
+	assert.True(t, cur.Protected, "the concurrently promoted image lost its protection")
+	assert.Nil(t, cur.Deprecated, "the concurrently promoted image was deprecated")
+}
