@@ -59,6 +59,18 @@ func (r *historyRacer) ChannelHistory(ctx context.Context, ch string) ([]provide
 	return h, err
 }
 
+// promoteKnownGoodThen promotes first with proof and marks it known-good,
+// then promotes next with proof: a rollback of the channel targets first.
+func promoteKnownGoodThen(t *testing.T, ctx context.Context, c *crabbox.Client, first, next string) {
+	t.Helper()
+	_, err := c.Promote(ctx, first, crabbox.WithProof(proveImage(t, ctx, c, first)))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, first, proveNormal(t, ctx, c, first))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, next, crabbox.WithProof(proveImage(t, ctx, c, next)))
+	require.NoError(t, err)
+}
+
 func TestRollbackRacingAPromotionIsAConflict(t *testing.T) {
 	cloud := crabboxtest.Start(t)
 	c := localClient(t, cloud)
@@ -66,12 +78,7 @@ func TestRollbackRacingAPromotionIsAConflict(t *testing.T) {
 	a := bake(t, ctx, c, "alpha")
 	b := bake(t, ctx, c, "beta")
 	d := bake(t, ctx, c, "delta")
-	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)))
-	require.NoError(t, err)
-	_, err = c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
-	require.NoError(t, err)
-	_, err = c.Promote(ctx, b.ID, crabbox.WithProof(proveImage(t, ctx, c, b.ID)))
-	require.NoError(t, err)
+	promoteKnownGoodThen(t, ctx, c, a.ID, b.ID)
 
 	rc := localClient(t, &historyRacer{Cloud: cloud, other: d.ID})
 	pr, err := rc.Rollback(ctx, crabbox.DefaultChannel, "racing")
@@ -459,12 +466,7 @@ func TestChannelPointsOnlyAtProtectedImages(t *testing.T) {
 	ctx := testCtx(t)
 	a := bake(t, ctx, c, "alpha")
 	b := bake(t, ctx, c, "beta")
-	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)))
-	require.NoError(t, err)
-	_, err = c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
-	require.NoError(t, err)
-	_, err = c.Promote(ctx, b.ID, crabbox.WithProof(proveImage(t, ctx, c, b.ID)))
-	require.NoError(t, err)
+	promoteKnownGoodThen(t, ctx, c, a.ID, b.ID)
 	// The rollback target lost its protection meanwhile (as MarkKnownGood
 	// of a newer image does to superseded ones).
 	require.NoError(t, cloud.ProtectImage(ctx, a.ID, false))
@@ -485,12 +487,7 @@ func TestLosingRollbackHasNoSideEffects(t *testing.T) {
 	a := bake(t, ctx, c, "alpha")
 	b := bake(t, ctx, c, "beta")
 	d := bake(t, ctx, c, "delta")
-	_, err := c.Promote(ctx, a.ID, crabbox.WithProof(proveImage(t, ctx, c, a.ID)))
-	require.NoError(t, err)
-	_, err = c.MarkKnownGood(ctx, a.ID, proveNormal(t, ctx, c, a.ID))
-	require.NoError(t, err)
-	_, err = c.Promote(ctx, b.ID, crabbox.WithProof(proveImage(t, ctx, c, b.ID)))
-	require.NoError(t, err)
+	promoteKnownGoodThen(t, ctx, c, a.ID, b.ID)
 	require.NoError(t, cloud.ProtectImage(ctx, a.ID, false))
 	before, err := c.GetImage(ctx, a.ID)
 	require.NoError(t, err)
