@@ -61,6 +61,15 @@ func browserShown(st ScreenStats) bool { return !st.Blank() && st.Colors >= MinB
 func browserAttempt(ctx context.Context, t smokeTarget, rawURL string, opts []BrowserOption,
 	body func(b *Browser, w *Window, shoot func() ([]byte, error)) attempt) (a attempt) {
 	a.exitCode = -1
+	defer func() {
+		if a.err != nil && a.png == nil && !startedNothing(a.err) {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
+			if data, err := t.screenshot(cctx); err == nil {
+				a.png = data
+			}
+		}
+	}()
 	b, err := openBrowser(ctx, t, rawURL, opts...)
 	if err != nil {
 		a.err = err
@@ -71,11 +80,6 @@ func browserAttempt(ctx context.Context, t smokeTarget, rawURL string, opts []Br
 		defer cancel()
 		if cerr := b.Close(cctx); cerr != nil && a.err == nil {
 			a.err = fmt.Errorf("closing the browser: %w", cerr)
-		}
-		if a.err != nil && a.png == nil {
-			if data, err := t.screenshot(cctx); err == nil {
-				a.png = data
-			}
 		}
 	}()
 	w, err := waitWindow(ctx, t, "chromium|chrome", b.Alive)
