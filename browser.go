@@ -1,5 +1,6 @@
 // The lease's browser: OpenURL starts a browser on the display with a
-// throw-away profile, Browser.Close stops it and removes the profile.
+// throw-away profile, Browser.Alive tells whether it still runs,
+// Browser.Close stops it and removes the profile.
 
 package crabbox
 
@@ -41,7 +42,7 @@ type Browser struct {
 	Args []string `json:"args"`
 
 	r    boxRunner
-	wrap func(error) error
+	wrap func(op string, err error) error
 	mu   sync.Mutex
 	done bool
 }
@@ -141,7 +142,7 @@ func (l *Lease) OpenURL(ctx context.Context, rawURL string, opts ...BrowserOptio
 	if err != nil {
 		return nil, l.c.opErr("open-url", l.ID, err)
 	}
-	b.wrap = func(err error) error { return l.c.opErr("close-browser", l.ID, err) }
+	b.wrap = func(op string, err error) error { return l.c.opErr(op, l.ID, err) }
 	return b, nil
 }
 
@@ -197,6 +198,49 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 	return &Browser{URL: rawURL, Path: kv["browser"], PID: pid, Dir: kv["dir"], Args: args, r: r}, nil
 }
 
+// ErrBrowserExited: the browser OpenURL started is no longer running
+// (it crashed, was killed, or quit) while something waited for it.
+var ErrBrowserExited = errors.New("the browser exited")
+
+//go:embed browser_alive.sh
+var browserAliveScript string
+
+// Alive reports whether the browser's main process still runs: nil when
+// it does, an error matching ErrBrowserExited (with the tail of the
+// browser's log) when it is gone, and other errors when the box could not
+// be asked (transport, ctx). A closed browser has exited.
+func (b *Browser) Alive(ctx context.Context) error {
+	b.mu.Lock()
+	done := b.done
+	b.mu.Unlock()
+	if done {
+		return fmt.Errorf("%w: browser %d was closed", ErrBrowserExited, b.PID)
+	}
+	if b.PID < 2 || !strings.HasPrefix(b.Dir, "/tmp/crabbox-browser.") || strings.Contains(b.Dir, "..") {
+		return fmt.Errorf("%w: browser handle not made by OpenURL", ErrInvalidArgument)
+	}
+	script := "PID=" + strconv.Itoa(b.PID) + "\nDIR=" + ShellQuote(b.Dir) + "\n" + browserAliveScript
+	out, err := runScript(ctx, b.r, "checking the browser", script, nil)
+	if err == nil {
+		state, log, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		switch strings.TrimSpace(state) {
+		case "alive":
+			return nil
+		case "exited":
+			err = fmt.Errorf("%w: browser %s (pid %d) is gone", ErrBrowserExited, b.Path, b.PID)
+			if log = strings.Join(strings.Fields(log), " "); log != "" {
+				err = fmt.Errorf("%w; its log ends: %s", err, log)
+			}
+		default:
+			err = fmt.Errorf("checking the browser: unexpected output from the box: %q", out)
+		}
+	}
+	if b.wrap != nil {
+		return b.wrap("browser-alive", err)
+	}
+	return err
+}
+
 //go:embed browser_close.sh
 var closeBrowserScript string
 
@@ -216,7 +260,7 @@ func (b *Browser) Close(ctx context.Context) error {
 	script := "PID=" + strconv.Itoa(b.PID) + "\nDIR=" + ShellQuote(b.Dir) + "\n" + closeBrowserScript
 	if _, err := runScript(ctx, b.r, "closing the browser", script, nil); err != nil {
 		if b.wrap != nil {
-			return b.wrap(err)
+			return b.wrap("close-browser", err)
 		}
 		return err
 	}

@@ -57,24 +57,35 @@ const maxScreenPixels = 8192 * 8192
 // pixel variance; call Blank on the result. Data that is not a PNG, or an
 // image with no pixels, is an error matching ErrInvalidArgument.
 func JudgeScreenshot(data []byte) (ScreenStats, error) {
-	if len(data) == 0 {
-		return ScreenStats{}, fmt.Errorf("%w: empty screenshot", ErrInvalidArgument)
-	}
-	cfg, err := png.DecodeConfig(bytes.NewReader(data))
+	img, cfg, err := decodeScreenshot(data)
 	if err != nil {
-		return ScreenStats{}, fmt.Errorf("%w: screenshot is not a PNG: %v", ErrInvalidArgument, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return ScreenStats{Width: cfg.Width, Height: cfg.Height}, fmt.Errorf("%w: screenshot has no pixels (%dx%d)", ErrInvalidArgument, cfg.Width, cfg.Height)
-	}
-	if int64(cfg.Width)*int64(cfg.Height) > maxScreenPixels {
-		return ScreenStats{Width: cfg.Width, Height: cfg.Height}, fmt.Errorf("%w: screenshot too large (%dx%d)", ErrInvalidArgument, cfg.Width, cfg.Height)
-	}
-	img, err := png.Decode(bytes.NewReader(data))
-	if err != nil {
-		return ScreenStats{Width: cfg.Width, Height: cfg.Height}, fmt.Errorf("%w: decoding screenshot: %v", ErrInvalidArgument, err)
+		return ScreenStats{Width: cfg.Width, Height: cfg.Height}, err
 	}
 	return measureImage(img), nil
+}
+
+// decodeScreenshot decodes a PNG of at most maxScreenPixels pixels. Data
+// that is not a PNG, or an image with no pixels, is an error matching
+// ErrInvalidArgument; cfg carries the size whenever the header was read.
+func decodeScreenshot(data []byte) (img image.Image, cfg image.Config, err error) {
+	if len(data) == 0 {
+		return nil, cfg, fmt.Errorf("%w: empty screenshot", ErrInvalidArgument)
+	}
+	cfg, err = png.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return nil, image.Config{}, fmt.Errorf("%w: screenshot is not a PNG: %v", ErrInvalidArgument, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, cfg, fmt.Errorf("%w: screenshot has no pixels (%dx%d)", ErrInvalidArgument, cfg.Width, cfg.Height)
+	}
+	if int64(cfg.Width)*int64(cfg.Height) > maxScreenPixels {
+		return nil, cfg, fmt.Errorf("%w: screenshot too large (%dx%d)", ErrInvalidArgument, cfg.Width, cfg.Height)
+	}
+	img, err = png.Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, cfg, fmt.Errorf("%w: decoding screenshot: %v", ErrInvalidArgument, err)
+	}
+	return img, cfg, nil
 }
 
 // measureImage counts colours with a 2^24-bit set and accumulates

@@ -35,14 +35,17 @@ var windowNameScript string
 // allows: give ctx a deadline. Errors match ErrNoDisplay, ErrMissingTool
 // (xdotool) or ctx's error.
 func (l *Lease) WaitWindow(ctx context.Context, titleOrClass string) (*Window, error) {
-	w, err := waitWindow(ctx, leaseTarget{l}, titleOrClass)
+	w, err := waitWindow(ctx, leaseTarget{l}, titleOrClass, nil)
 	if err != nil {
 		return nil, l.c.opErr("wait-window", l.ID, err)
 	}
 	return w, nil
 }
 
-func waitWindow(ctx context.Context, r boxRunner, pattern string) (*Window, error) {
+// waitWindow polls for the window. When alive is set it is asked every
+// few polls whether the window's program still
+// runs, and its error ends the wait at once.
+func waitWindow(ctx context.Context, r boxRunner, pattern string, alive func(context.Context) error) (*Window, error) {
 	if strings.TrimSpace(pattern) == "" || strings.ContainsAny(pattern, "\x00\n\r") {
 		return nil, fmt.Errorf("%w: empty or multi-line window pattern", ErrInvalidArgument)
 	}
@@ -59,6 +62,11 @@ func waitWindow(ctx context.Context, r boxRunner, pattern string) (*Window, erro
 				return nil, fmt.Errorf("no window matching %q: %w", pattern, errors.Join(ctx.Err(), err))
 			}
 			return nil, err
+		}
+		if alive != nil && i%3 == 2 {
+			if err := alive(ctx); err != nil {
+				return nil, err
+			}
 		}
 		d := 100 * time.Millisecond
 		if i > 10 {
