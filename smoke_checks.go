@@ -422,8 +422,9 @@ type CheckSetOptions struct {
 	// list for the set; an empty non-nil slice checks no tools.
 	Tools []string
 	// Desktop adds the desktop proof to CandidateSmoke and PromotedSmoke:
-	// with Browser, DesktopProof (a page drawn in a browser window and a
-	// screen recording); without, the recording only.
+	// with Browser, DesktopProof (the browser renders a per-run token page,
+	// found in the screenshot, and a screen recording); without, the
+	// recording only.
 	Desktop bool
 	// Browser adds the browser check (google-chrome, chromium or
 	// chromium-browser).
@@ -525,8 +526,9 @@ func PromotedSmoke(o CheckSetOptions) []SmokeCheck {
 }
 
 // desktopChecks is the runbook's "real desktop/browser proof": with a
-// browser, a page drawn in a browser window (screenshot judged not blank,
-// kept as evidence) and a screen recording with frames; with a display
+// browser, the browser renders the per-run token proof page (its block
+// pattern found in the screenshot, kept as evidence) and a screen recording
+// with frames; with a display
 // only, the recording (an idle virtual display is legitimately blank, so a
 // blank-screen judgement would fail every healthy desktop image).
 func desktopChecks(o CheckSetOptions) []SmokeCheck {
