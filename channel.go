@@ -143,9 +143,8 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
 }
 
-// undoBound bounds the work setChannel does after a channel write did not
-// land (reading the channel, lifting protection), detached from the
-// caller's cancellation.
+// undoBound bounds the read setChannel does after a channel write did not
+// land, detached from the caller's cancellation.
 const undoBound = 30 * time.Second
 
 // setChannel points the channel at img, conditionally on the channel's
@@ -153,12 +152,15 @@ const undoBound = 30 * time.Second
 // based its decision on, as Rollback does).
 //
 // The image is protected before the write, so that from the moment the
-// channel points at it a concurrent cleanup cannot delete it. A write that
-// does not land (lost to a concurrent promotion, or failed) lifts that
-// protection again, unless the image had it before or the channel points
-// at it after all, and leaves no label and no event: the caller gets a nil
-// Promotion and an error that, for a lost race, names the image the channel
-// points at now.
+// channel points at it a concurrent cleanup cannot delete it, and checked
+// again after the write (a concurrent retire may have lifted it). A write
+// that does not land (lost to a concurrent promotion, or failed) leaves no
+// label and no event: the caller gets a nil Promotion and an error that,
+// for a lost race, names the image the channel points at now. It keeps the
+// protection it turned on: protection has no owner, and the same image may
+// have been promoted to another channel meanwhile, so lifting it could
+// leave a served image deletable (a leftover protection only costs
+// storage).
 func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
 	cur, err := c.currentChannel(ctx, chs, o.channel)
 	ifVersion := int64(-1)
@@ -184,8 +186,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	default:
 		return nil, err
 	}
-	gave, err := c.protectForChannel(ctx, img, o.channel)
-	if err != nil {
+	if err := c.protectForChannel(ctx, img, o.channel); err != nil {
 		return nil, err
 	}
 	// A conditional set is not retried on conflict: someone else promoted.
@@ -202,9 +203,12 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	var setErr error
 	if err != nil {
 		if e == nil || e.ImageID != img.ID {
-			return nil, c.unsetChannel(ctx, chs, img, o.channel, gave, err)
+			return nil, c.lostChannel(ctx, chs, img, o.channel, err)
 		}
 		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
+	}
+	if err := c.stillProtected(ctx, img, o.channel); err != nil {
+		return nil, err
 	}
 	now := formatLabelTime(c.o.now())
 	lbl := map[string]string{LabelStatusAt: now}
@@ -224,58 +228,56 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 }
 
 // protectForChannel turns on img's deletion protection before a channel
-// write points at it, where the provider has protection. gave reports
-// whether the image lacked it when read, so that a write that does not land
-// lifts only protection this call gave.
-func (c *Client) protectForChannel(ctx context.Context, img *Image, channel string) (gave bool, err error) {
+// write points at it, where the provider has protection.
+func (c *Client) protectForChannel(ctx context.Context, img *Image, channel string) error {
 	pr := c.caps.protector
 	if pr == nil {
-		return false, nil
+		return nil
 	}
 	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
-		return false, fmt.Errorf("protecting %s before pointing channel %s at it: %w", img.ID, channel, err)
+		return fmt.Errorf("protecting %s before pointing channel %s at it: %w", img.ID, channel, err)
 	}
-	gave = !img.Protected
 	img.Protected = true
-	return gave, nil
+	return nil
 }
 
-// unsetChannel undoes protectForChannel after a channel write that did not
-// land (setErr), and says in the error where the channel points now. The
-// protection stays when the channel points at img after all (a driver
-// could not undo its losing write) or when reading the channel fails: an
-// image left protected only costs storage, one served unprotected can be
-// deleted under the channel.
-func (c *Client) unsetChannel(ctx context.Context, chs provider.Channels, img *Image, channel string, gave bool, setErr error) error {
+// stillProtected re-reads img after the channel write landed and protects
+// it again when a concurrent retire (MarkKnownGood or Rollback superseding
+// it, reading the channel before this write) lifted the protection since
+// protectForChannel. The retire re-reads the channel after lifting, so one
+// of the two always sees the other.
+func (c *Client) stillProtected(ctx context.Context, img *Image, channel string) error {
+	pr := c.caps.protector
+	if pr == nil {
+		return nil
+	}
+	cur, err := c.GetImage(ctx, img.ID)
+	if err == nil && cur.Protected {
+		return nil
+	}
+	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
+		return fmt.Errorf("channel %s now points at %s, but re-protecting it failed: %w", channel, img.ID, err)
+	}
+	return nil
+}
+
+// lostChannel says, after a channel write that did not land (setErr), where
+// the channel points now, read with a detached, bounded context.
+func (c *Client) lostChannel(ctx context.Context, chs provider.Channels, img *Image, channel string, setErr error) error {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBound)
 	defer cancel()
 	now, err := c.currentChannel(uctx, chs, channel)
 	switch {
-	case err == nil && now.ImageID == img.ID:
-		return fmt.Errorf("channel %s points at %s (version %d) although its write reported a failure, so the image stays protected: %w",
-			channel, img.ID, now.Version, setErr)
-	case err != nil && !errors.Is(err, ErrNotFound):
-		if gave {
-			return fmt.Errorf("reading channel %s after its write failed did not work either (%v), so %s keeps the protection this call gave it: %w",
-				channel, err, img.ID, setErr)
-		}
+	case err != nil:
 		return setErr
-	}
-	if pr := c.caps.protector; pr != nil && gave {
-		if perr := retryErr(uctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, false) }); perr != nil {
-			setErr = fmt.Errorf("lifting the protection this call gave %s failed (%v): %w", img.ID, perr, setErr)
-		} else {
-			img.Protected = false
-		}
-	}
-	switch {
-	case err == nil && errors.Is(setErr, ErrConflict):
+	case now.ImageID == img.ID:
+		return fmt.Errorf("channel %s points at %s (version %d) although its write reported a failure; the image stays protected: %w",
+			channel, img.ID, now.Version, setErr)
+	case errors.Is(setErr, ErrConflict):
 		return fmt.Errorf("channel %s was promoted concurrently: it now points at %s (version %d), not %s: %w",
 			channel, now.ImageID, now.Version, img.ID, setErr)
-	case err == nil:
-		return fmt.Errorf("channel %s still points at %s (version %d): %w", channel, now.ImageID, now.Version, setErr)
 	}
-	return setErr
+	return fmt.Errorf("channel %s still points at %s (version %d): %w", channel, now.ImageID, now.Version, setErr)
 }
 
 // Promoted returns the image a channel points at; ErrNotFound if the channel
@@ -371,7 +373,7 @@ func (c *Client) rollback(ctx context.Context, channel, reason string) (*Promoti
 	}
 	// The failed image stays for inspection; cleanup deletes it after the
 	// inspection period, so it must not keep promotion's protection.
-	if err := c.retire(ctx, current); err != nil {
+	if err := c.retire(ctx, chs, channel, current); err != nil {
 		return pr, fmt.Errorf("rolled back to %s: %w", target.ID, err)
 	}
 	return pr, setErr
@@ -448,7 +450,7 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 					continue
 				}
 				keep[e.ImageID] = true
-				if err := c.retire(ctx, e.ImageID); err != nil {
+				if err := c.retire(ctx, chs, o.channel, e.ImageID); err != nil {
 					return nil, err
 				}
 			}
@@ -457,13 +459,31 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	return c.GetImage(ctx, imageID)
 }
 
-// retire lifts promotion protection from a superseded image and deprecates
-// it where the provider supports that.
-func (c *Client) retire(ctx context.Context, id string) error {
+// retire lifts promotion protection from an image the channel no longer
+// points at and deprecates it where the provider supports that. After
+// lifting, it reads the channel again: when a concurrent Promote or
+// Rollback made the image current meanwhile, the protection goes back on
+// and the image is not deprecated (that writer also re-checks protection
+// after its write, so one of the two always sees the other).
+func (c *Client) retire(ctx context.Context, chs provider.Channels, channel, id string) error {
 	if pr := c.caps.protector; pr != nil {
 		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, false) })
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
+		}
+		cur, err := c.currentChannel(ctx, chs, channel)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			// Unsure whether the channel serves it: keep it protected.
+			if perr := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, true) }); perr != nil {
+				return fmt.Errorf("re-reading channel %s after unprotecting %s failed (%v), and so did protecting it again: %w", channel, id, err, perr)
+			}
+			return fmt.Errorf("re-reading channel %s after unprotecting %s (protected again): %w", channel, id, err)
+		}
+		if err == nil && cur.ImageID == id {
+			if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, true) }); err != nil {
+				return fmt.Errorf("channel %s points at %s again, but protecting it again failed: %w", channel, id, err)
+			}
+			return nil
 		}
 	}
 	if dp := c.caps.deprecator; dp != nil {

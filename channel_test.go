@@ -357,8 +357,9 @@ func (l *eventLog) about(id string) []crabbox.Event {
 
 // requireLostRace checks that a Promote or Rollback that lost the channel
 // to winner has no side effects: ErrConflict naming the winner, a nil
-// Promotion, the losing image's protection and labels as before, no
-// channel event for it, and the channel at the winner.
+// Promotion, the losing image protected (the protection its call turned on
+// before writing stays: protection has no owner) and its labels as before,
+// no channel event for it, and the channel at the winner.
 func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *crabbox.Promotion, err error, before *crabbox.Image, winner string, log *eventLog) {
 	t.Helper()
 	require.ErrorIs(t, err, crabbox.ErrConflict)
@@ -367,7 +368,7 @@ func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *c
 	assert.Nil(t, pr, "the losing call returns no promotion")
 	after, gerr := c.GetImage(ctx, before.ID)
 	require.NoError(t, gerr)
-	assert.Equal(t, before.Protected, after.Protected, "the losing image's protection is unchanged")
+	assert.True(t, after.Protected, "the losing image keeps the protection its call turned on")
 	assert.Equal(t, before.Labels, after.Labels, "the losing image's labels are unchanged")
 	assert.Empty(t, log.about(before.ID), "no channel event for the losing image")
 	cur, gerr := c.Promoted(ctx, crabbox.DefaultChannel)
@@ -546,4 +547,121 @@ func TestKnownGoodDoesNotRetireALaterPromotion(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, cur.Protected, "the concurrently promoted image lost its protection")
 	assert.Nil(t, cur.Deprecated, "the concurrently promoted image was deprecated")
+}
+
+// While Promote(X -> "two") is between its protect and its write, another
+// operator promotes X to "one" (sees X protected, gives nothing) and
+// someone sets "two" to Z. The loser then lifts X's protection although
+// channel "one" serves X.
+type twoChannels struct {
+	*crabboxtest.Cloud
+	once   sync.Once
+	before func()
+}
+
+func (r *twoChannels) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	if req.Channel == "two" {
+		r.once.Do(r.before)
+	}
+	return r.Cloud.SetChannel(ctx, req)
+}
+
+func TestLosingPromotionNeverUnprotectsAnImageAnotherChannelServes(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	x := bake(t, ctx, c, "xray")
+	z := bake(t, ctx, c, "zulu")
+	r := &twoChannels{Cloud: cloud}
+	r.before = func() {
+		_, err := c.Promote(ctx, x.ID, crabbox.Force("one"), crabbox.WithPromoteChannel("one"))
+		require.NoError(t, err)
+		require.NoError(t, cloud.ProtectImage(ctx, z.ID, true))
+		_, err = cloud.SetChannel(ctx, provider.SetChannelRequest{Channel: "two", ImageID: z.ID})
+		require.NoError(t, err)
+	}
+	rc := localClient(t, r)
+	_, err := rc.Promote(ctx, x.ID, crabbox.Force("two"), crabbox.WithPromoteChannel("two"))
+	require.ErrorIs(t, err, crabbox.ErrConflict)
+	cur, err := c.Promoted(ctx, "one")
+	require.NoError(t, err)
+	require.Equal(t, x.ID, cur.ID)
+	require.True(t, cur.Protected, "channel one serves %s but the losing promotion to two lifted its protection", x.ID)
+}
+
+// MarkKnownGood(B) retires A; just before the lift lands, an operator
+// re-promotes A (Force). A ends current, unprotected, deprecated.
+type repromoteBeforeRetire struct {
+	*crabboxtest.Cloud
+	once   sync.Once
+	target string
+	before func()
+}
+
+func (r *repromoteBeforeRetire) ProtectImage(ctx context.Context, id string, on bool) error {
+	if id == r.target && !on {
+		r.once.Do(r.before)
+	}
+	return r.Cloud.ProtectImage(ctx, id, on)
+}
+
+func TestKnownGoodRacingARepromotionKeepsItProtected(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	_, err := c.Promote(ctx, a.ID, crabbox.Force("first"))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.Force("second"))
+	require.NoError(t, err)
+	rep := proveNormal(t, ctx, c, b.ID)
+	r := &repromoteBeforeRetire{Cloud: cloud, target: a.ID}
+	r.before = func() {
+		_, err := c.Promote(ctx, a.ID, crabbox.Force("back to alpha"))
+		require.NoError(t, err)
+	}
+	_, err = localClient(t, r).MarkKnownGood(ctx, b.ID, rep)
+	require.NoError(t, err)
+	cur, err := c.Promoted(ctx, crabbox.DefaultChannel)
+	require.NoError(t, err)
+	require.Equal(t, a.ID, cur.ID)
+	require.True(t, cur.Protected, "the channel serves %s, which MarkKnownGood just unprotected", a.ID)
+}
+
+// MarkKnownGood(B) has read the channel and its history when an operator
+// rolls back to A. MarkKnownGood then retires A, which the channel serves.
+type rollbackAfterHistory struct {
+	*crabboxtest.Cloud
+	once sync.Once
+	do   func()
+}
+
+func (r *rollbackAfterHistory) ChannelHistory(ctx context.Context, ch string) ([]provider.ChannelEntry, error) {
+	h, err := r.Cloud.ChannelHistory(ctx, ch)
+	r.once.Do(r.do)
+	return h, err
+}
+
+func TestKnownGoodRacingARollbackKeepsTheTargetProtected(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	promoteKnownGoodThen(t, ctx, c, a.ID, b.ID)
+	rep := proveNormal(t, ctx, c, b.ID)
+	r := &rollbackAfterHistory{Cloud: cloud}
+	r.do = func() {
+		_, err := c.Rollback(ctx, crabbox.DefaultChannel, "qa failed")
+		require.NoError(t, err)
+	}
+	_, err := localClient(t, r).MarkKnownGood(ctx, b.ID, rep)
+	t.Logf("MarkKnownGood: %v", err)
+	cur, err := c.Promoted(ctx, crabbox.DefaultChannel)
+	require.NoError(t, err)
+	require.Equal(t, a.ID, cur.ID)
+	bi, _ := c.GetImage(ctx, b.ID)
+	t.Logf("rolled-back image status %s", bi.Status)
+	require.True(t, cur.Protected, "channel serves rollback target %s, unprotected by a concurrent MarkKnownGood", a.ID)
 }

@@ -393,7 +393,7 @@ func TestCheckSets(t *testing.T) {
 	for _, want := range []string{"echo image-smoke-ok", "uname -srm", "command -v node", "command -v pnpm",
 		"command -v ffmpeg", "command -v scrot", "test -d /work/crabbox", "no credentials or tokens",
 		"no browser profiles, cookies or chat sessions", "no repository checkouts, node_modules or dist",
-		"no operator notes, screenshots or videos", "browser draws the desktop proof page", "screen recording of 3s has frames"} {
+		"no operator notes, screenshots or videos", "browser renders the desktop proof page", "screen recording of 3s has frames"} {
 		if !strings.Contains(ct+"\n", want+"\n") {
 			t.Errorf("candidate smoke lacks %q:\n%s", want, ct)
 		}

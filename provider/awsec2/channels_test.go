@@ -264,9 +264,9 @@ func channelImages(t *testing.T, e *env, names ...string) []string {
 
 // Two Promotes through the crabbox client race on SSM: both pass the
 // version check, both write, the later write loses and is compensated. The
-// losing call has no side effects: ErrConflict naming the winner, a nil
-// Promotion, no deregistration protection or labels on its image, no
-// promoted event.
+// losing call has no side effects beyond the protection it turned on before
+// writing: ErrConflict naming the winner, a nil Promotion, no labels on its
+// image, no promoted event.
 func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
@@ -320,8 +320,11 @@ func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Protected {
-		t.Errorf("losing image %s has deregistration protection", racers[loser])
+	// The loser keeps the protection it turned on before its write:
+	// protection has no owner, so lifting it could unprotect an image
+	// another channel serves.
+	if !after.Protected {
+		t.Errorf("losing image %s lost the deregistration protection its call turned on", racers[loser])
 	}
 	if !maps.Equal(after.Labels, before[loser].Labels) {
 		t.Errorf("losing image's labels changed: %v, were %v", after.Labels, before[loser].Labels)
