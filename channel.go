@@ -100,9 +100,9 @@ func checkProof(r *SmokeReport, imageID string) error {
 // Force is given. It refuses images that are not available or that crabbox
 // did not create. The set is conditional on the channel being unchanged
 // since it was read: a concurrent promotion returns ErrConflict naming the
-// image the channel points at, a nil Promotion, and leaves this image as it
-// was (no protection, label or event). The image is protected before the
-// channel points at it.
+// image the channel points at, a nil Promotion, and no label or event for
+// this image (it keeps the protection the call turned on: see setChannel).
+// The image is protected before the channel points at it.
 func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
 	p, err := c.promote(ctx, imageID, opts)
 	return p, c.opErr("promote", imageID, err)

@@ -377,7 +377,8 @@ func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *c
 }
 
 // Two Promotes read the same channel version before either writes: the
-// loser gets ErrConflict naming the winner and leaves nothing behind.
+// loser gets ErrConflict naming the winner and leaves no label, event or
+// promotion behind.
 func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
 	cloud := crabboxtest.Start(t)
 	c := localClient(t, cloud)
@@ -416,9 +417,9 @@ func TestLosingConcurrentPromotionHasNoSideEffects(t *testing.T) {
 	requireLostRace(t, ctx, c, prs[loser], errs[loser], before[loser], ids[winner], log)
 }
 
-// A promotion that loses the channel at its conditional write lifts the
-// protection it gave, but never protection the image already had (here:
-// the channel's previous image, protected by its own promotion).
+// A promotion that loses the channel at its conditional write never lifts
+// protection the image already had (here: the channel's previous image,
+// protected by its own promotion).
 func TestLosingPromotionKeepsProtectionItDidNotGive(t *testing.T) {
 	cloud := crabboxtest.Start(t)
 	c := localClient(t, cloud)
@@ -551,8 +552,8 @@ func TestKnownGoodDoesNotRetireALaterPromotion(t *testing.T) {
 
 // While Promote(X -> "two") is between its protect and its write, another
 // operator promotes X to "one" (sees X protected, gives nothing) and
-// someone sets "two" to Z. The loser then lifts X's protection although
-// channel "one" serves X.
+// someone sets "two" to Z. The loser must not lift X's protection: channel
+// "one" serves X.
 type twoChannels struct {
 	*crabboxtest.Cloud
 	once   sync.Once
