@@ -179,6 +179,11 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	case err == nil:
 		ifVersion, prev = cur.Version, cur.ImageID
 		if cur.ImageID == img.ID {
+			// Already current: make sure it is protected (repairs an image
+			// a retire elsewhere unprotected), then report the promotion.
+			if err := c.protectForChannel(ctx, img, o.channel); err != nil {
+				return nil, err
+			}
 			return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: cur.Version, At: cur.At,
 				Operator: cur.Operator, Forced: o.forceReason}, nil
 		}

@@ -666,3 +666,21 @@ func TestKnownGoodRacingARollbackKeepsTheTargetProtected(t *testing.T) {
 	t.Logf("rolled-back image status %s", bi.Status)
 	require.True(t, cur.Protected, "channel serves rollback target %s, unprotected by a concurrent MarkKnownGood", a.ID)
 }
+
+// Promoting the image a channel already serves protects it again: a way to
+// repair an image that something else unprotected.
+func TestRepromotingTheCurrentImageProtectsIt(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	x := bake(t, ctx, c, "xray")
+	_, err := c.Promote(ctx, x.ID, crabbox.Force("first"))
+	require.NoError(t, err)
+	require.NoError(t, cloud.ProtectImage(ctx, x.ID, false))
+	pr, err := c.Promote(ctx, x.ID, crabbox.Force("again"))
+	require.NoError(t, err)
+	assert.True(t, pr.Image.Protected)
+	cur, err := c.GetImage(ctx, x.ID)
+	require.NoError(t, err)
+	assert.True(t, cur.Protected, "the served image is protected again")
+}
