@@ -239,7 +239,7 @@ func (c *Client) protectForChannel(ctx context.Context, img *Image, channel stri
 	if pr == nil {
 		return nil
 	}
-	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
+	if err := c.protect(ctx, pr, img.ID, true); err != nil {
 		return fmt.Errorf("protecting %s before pointing channel %s at it: %w", img.ID, channel, err)
 	}
 	img.Protected = true
@@ -260,7 +260,7 @@ func (c *Client) stillProtected(ctx context.Context, img *Image, channel string)
 	if err == nil && cur.Protected {
 		return nil
 	}
-	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, img.ID, true) }); err != nil {
+	if err := c.protect(ctx, pr, img.ID, true); err != nil {
 		return fmt.Errorf("channel %s now points at %s, but re-protecting it failed: %w", channel, img.ID, err)
 	}
 	return nil
@@ -464,6 +464,12 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	return c.GetImage(ctx, imageID)
 }
 
+// protect turns an image's deletion protection on or off, retried like every
+// image call.
+func (c *Client) protect(ctx context.Context, pr provider.Protector, id string, on bool) error {
+	return retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, on) })
+}
+
 // retire lifts promotion protection from an image the channel no longer
 // points at and deprecates it where the provider supports that. After
 // lifting, it reads the channel again: when a concurrent Promote or
@@ -472,20 +478,20 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 // after its write, so one of the two always sees the other).
 func (c *Client) retire(ctx context.Context, chs provider.Channels, channel, id string) error {
 	if pr := c.caps.protector; pr != nil {
-		err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, false) })
+		err := c.protect(ctx, pr, id, false)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
 		}
 		cur, err := c.currentChannel(ctx, chs, channel)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			// Unsure whether the channel serves it: keep it protected.
-			if perr := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, true) }); perr != nil {
+			if perr := c.protect(ctx, pr, id, true); perr != nil {
 				return fmt.Errorf("re-reading channel %s after unprotecting %s failed (%v), and so did protecting it again: %w", channel, id, err, perr)
 			}
 			return fmt.Errorf("re-reading channel %s after unprotecting %s (protected again): %w", channel, id, err)
 		}
 		if err == nil && cur.ImageID == id {
-			if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return pr.ProtectImage(ctx, id, true) }); err != nil {
+			if err := c.protect(ctx, pr, id, true); err != nil {
 				return fmt.Errorf("channel %s points at %s again, but protecting it again failed: %w", channel, id, err)
 			}
 			return nil

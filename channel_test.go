@@ -684,3 +684,92 @@ func TestRepromotingTheCurrentImageProtectsIt(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, cur.Protected, "the served image is protected again")
 }
+
+// A re-promotion of A has protected A and is about to write the channel
+// when MarkKnownGood(B) lifts A's protection and reads the channel (still
+// at B, so the retire sees nothing to undo). The promotion must re-check
+// protection after its write and turn it back on.
+type retireRacer struct {
+	*crabboxtest.Cloud
+	target string
+	lifted atomic.Bool
+	once   sync.Once
+	read   chan struct{} // closed once the retire has read the channel
+}
+
+func (r *retireRacer) CurrentChannel(ctx context.Context, ch string) (*provider.ChannelEntry, error) {
+	e, err := r.Cloud.CurrentChannel(ctx, ch)
+	if r.lifted.Load() {
+		r.once.Do(func() { close(r.read) })
+	}
+	return e, err
+}
+
+func (r *retireRacer) ProtectImage(ctx context.Context, id string, on bool) error {
+	err := r.Cloud.ProtectImage(ctx, id, on)
+	if id == r.target && !on {
+		r.lifted.Store(true)
+	}
+	return err
+}
+
+// promoterHeld protects through the cloud, reports that, and holds its
+// channel write until the retire has read the channel.
+type promoterHeld struct {
+	*crabboxtest.Cloud
+	target    string
+	protected chan struct{}
+	once      sync.Once
+	read      chan struct{}
+}
+
+func (p *promoterHeld) ProtectImage(ctx context.Context, id string, on bool) error {
+	err := p.Cloud.ProtectImage(ctx, id, on)
+	if id == p.target && on {
+		p.once.Do(func() { close(p.protected) })
+	}
+	return err
+}
+
+func (p *promoterHeld) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	select {
+	case <-p.read:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return p.Cloud.SetChannel(ctx, req)
+}
+
+func TestPromotionAfterARetireReadProtectsAgain(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	_, err := c.Promote(ctx, a.ID, crabbox.Force("first"))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, b.ID, crabbox.Force("second"))
+	require.NoError(t, err)
+	rep := proveNormal(t, ctx, c, b.ID)
+	read := make(chan struct{})
+	p := &promoterHeld{Cloud: cloud, target: a.ID, protected: make(chan struct{}), read: read}
+	r := &retireRacer{Cloud: cloud, target: a.ID, read: read}
+	done := make(chan error, 1)
+	go func() {
+		_, err := localClient(t, p).Promote(ctx, a.ID, crabbox.Force("back to alpha"))
+		done <- err
+	}()
+	select { // the promotion protected A and waits to write
+	case <-p.protected:
+	case err := <-done:
+		t.Fatalf("the promotion ended before protecting: %v", err)
+	}
+	_, err = localClient(t, r).MarkKnownGood(ctx, b.ID, rep)
+	require.NoError(t, err)
+	require.NoError(t, <-done)
+	require.True(t, r.lifted.Load(), "the retire lifted A's protection")
+	cur, err := c.Promoted(ctx, crabbox.DefaultChannel)
+	require.NoError(t, err)
+	require.Equal(t, a.ID, cur.ID)
+	require.True(t, cur.Protected, "the channel serves %s, unprotected by a retire the promotion did not see", a.ID)
+}
