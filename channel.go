@@ -29,6 +29,9 @@ type promoteOptions struct {
 	channel     string
 	proof       *SmokeReport
 	forceReason string
+	policy      ProofPolicy
+	// record is the proof record the report matched (set by promote).
+	record *ProofRecord
 }
 
 // PromoteOption configures Promote, Rollback and MarkKnownGood.
@@ -51,7 +54,12 @@ func WithPromoteChannel(ch string) PromoteOption {
 	}
 }
 
-// WithProof gives the passing smoke report of a lease booted from the image.
+// WithProof gives the passing smoke report of a lease booted from the
+// image: a report Smoke returned (here or in another process, through its
+// JSON), unedited, whose outcome Smoke recorded on the image. Hand-built,
+// edited or foreign reports are refused with ErrNoProof; so are reports
+// lacking checks the proof policy requires (see DefaultProofPolicy and
+// WithProofPolicy).
 func WithProof(r *SmokeReport) PromoteOption {
 	return func(o *promoteOptions) error { o.proof = r; return nil }
 }
@@ -81,23 +89,12 @@ func parsePromoteOptions(opts []PromoteOption) (promoteOptions, error) {
 	return o, nil
 }
 
-// checkProof verifies a smoke report proves the image.
-func checkProof(r *SmokeReport, imageID string) error {
-	if r == nil {
-		return fmt.Errorf("%w: give WithProof(report) from a lease booted from %s, or Force(reason)", ErrNoProof, imageID)
-	}
-	if r.ImageID != imageID {
-		return fmt.Errorf("%w: the report is from a lease booted from %q, not %s", ErrNoProof, r.ImageID, imageID)
-	}
-	if !r.OK() {
-		return fmt.Errorf("%w: the report of lease %s did not pass (%d failed): %w", ErrNoProof, r.LeaseID, r.Failed, ErrSmokeFailed)
-	}
-	return nil
-}
-
-// Promote points a channel at an image. It requires proof: a passing smoke
-// report from a lease booted from this very image (WithProof), unless
-// Force is given. It refuses images that are not available or that crabbox
+// Promote points a channel at an image. It requires proof: the passing
+// smoke report of a lease that booted this very image explicitly, whose
+// outcome Smoke recorded on the image, including the checks the proof
+// policy requires (WithProof, WithProofPolicy), unless Force is given. The
+// promotion is recorded on the image (Client.Evidence) and in the
+// channel's history entry (ChannelEntry.Proof). It refuses images that are not available or that crabbox
 // did not create. The set is conditional on the channel being unchanged
 // since it was read: a concurrent promotion returns ErrConflict naming the
 // image the channel points at, a nil Promotion, and no label or event for
@@ -136,9 +133,11 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 		return nil, fmt.Errorf("%w: image %s is marked failed", ErrInvalidArgument, imageID)
 	}
 	if o.forceReason == "" {
-		if err := checkProof(o.proof, imageID); err != nil {
+		rec, err := verifyProof(img, o.proof, ProofCandidate, o.channel, o.policy)
+		if err != nil {
 			return nil, err
 		}
+		o.record = rec
 	}
 	return c.setChannel(ctx, im, chs, img, o, EventPromoted, nil)
 }
@@ -197,7 +196,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	// A conditional set is not retried on conflict: someone else promoted.
 	e, err := retry(ctx, c, "channel", func(ctx context.Context) (*provider.ChannelEntry, error) {
 		e, err := chs.SetChannel(ctx, provider.SetChannelRequest{Channel: o.channel, ImageID: img.ID,
-			Operator: sanitizeLabelValue(c.o.operator), IfVersion: ifVersion})
+			Operator: sanitizeLabelValue(c.o.operator), IfVersion: ifVersion, Proof: o.proofName()})
 		if err != nil && e != nil {
 			// The channel moved but the driver's follow-up work failed:
 			// repeating the conditional set would only report a conflict.
@@ -216,9 +215,12 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 		return nil, err
 	}
 	now := formatLabelTime(c.o.now())
-	lbl := map[string]string{LabelStatusAt: now}
-	if o.proof != nil {
-		lbl[LabelSmokeLease] = o.proof.LeaseID
+	lbl := map[string]string{LabelStatusAt: now,
+		labelPromotedPrefix + o.channel: sanitizeLabelValue(fmt.Sprintf("%d.%s.%s", e.Version, now, o.proofName()))}
+	if o.record != nil {
+		lbl[LabelSmokeLease] = o.record.LeaseID
+	} else if o.forceReason != "" {
+		lbl[labelForced] = sanitizeLabelValue(now + "." + o.forceReason)
 	}
 	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
 		return nil, fmt.Errorf("channel %s now points at %s, but labelling it failed: %w", o.channel, img.ID, err)
@@ -390,9 +392,10 @@ func (c *Client) markStatus(ctx context.Context, im provider.Images, id, status 
 	})
 }
 
-// MarkKnownGood records that an image passed on a normal lease (for
-// example the smoke of a lease booted from the promoted channel). The report
-// must pass and come from a lease booted from the image. Once the promoted
+// MarkKnownGood records that an image passed on a normal lease: proof is
+// the passing smoke report of a lease that booted the image from the
+// channel (WithPromoteChannel, default "default"), recorded by Smoke as for
+// Promote, with the checks the proof policy requires for known-good. Once the promoted
 // image is known-good, older images of the channel lose the deletion
 // protection promotion gave them, and are deprecated where supported.
 func (c *Client) MarkKnownGood(ctx context.Context, imageID string, proof *SmokeReport, opts ...PromoteOption) (*Image, error) {
@@ -405,13 +408,6 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	if err != nil {
 		return nil, err
 	}
-	if err := checkProof(proof, imageID); err != nil {
-		return nil, err
-	}
-	if proof.ImageSource != ImagePromoted {
-		return nil, fmt.Errorf("%w: known-good needs a pass on a normal lease that booted %s from its channel, not a lease with image source %q",
-			ErrNoProof, imageID, proof.ImageSource)
-	}
 	im, err := c.images()
 	if err != nil {
 		return nil, err
@@ -422,6 +418,9 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	}
 	if p.Labels[LabelManaged] != "true" {
 		return nil, fmt.Errorf("%w: image %s", ErrNotOwned, imageID)
+	}
+	if _, err := verifyProof(c.imageFrom(p), proof, ProofKnownGood, o.channel, o.policy); err != nil {
+		return nil, err
 	}
 	if err := c.markStatus(ctx, im, imageID, StatusKnownGood); err != nil {
 		return nil, err

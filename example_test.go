@@ -50,11 +50,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer cand.Release(context.WithoutCancel(ctx))
-	report, err := crabbox.Smoke(ctx, cand, []crabbox.SmokeCheck{
-		crabbox.CommandExists("git"),
-		crabbox.WorkRootExists(),
-		crabbox.NoCredentials(),
-	})
+	// The candidate smoke the default proof policy asks for (readiness,
+	// work root, hygiene), here with git as the image's tool. Smoke records
+	// the outcome on the image; that record is what Promote checks.
+	report, err := crabbox.Smoke(ctx, cand, crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"git"}}))
 	if err != nil {
 		log.Fatal(err) // errors.Is(err, crabbox.ErrSmokeFailed); report says which
 	}

@@ -58,10 +58,17 @@ func imageName(t *testing.T, purpose string) string {
 	return n.String()
 }
 
-// smokeOK runs a minimal passing smoke on a lease.
+// smokeOK runs a passing smoke on a lease: what the default proof policy
+// asks of a candidate (explicit image) or a known-good (promoted image)
+// proof, with the tool sh.
 func smokeOK(t *testing.T, ctx context.Context, l *crabbox.Lease) *crabbox.SmokeReport {
 	t.Helper()
-	rep, err := crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{crabbox.CommandExists("sh"), crabbox.WorkRootExists()})
+	o := crabbox.CheckSetOptions{Tools: []string{"sh"}}
+	checks := crabbox.CandidateSmoke(o)
+	if l.ImageSource == crabbox.ImagePromoted {
+		checks = crabbox.PromotedSmoke(o)
+	}
+	rep, err := crabbox.Smoke(ctx, l, checks)
 	require.NoError(t, err)
 	require.True(t, rep.OK())
 	return rep

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +37,12 @@ type Image struct {
 	Protected   bool                `json:"protected,omitempty"`
 	Deprecated  *time.Time          `json:"deprecated,omitempty"`
 	Owned       bool                `json:"owned"`
-	Labels      map[string]string   `json:"labels,omitempty"`
+	// Desktop and Browser say the image was made from a lease with a
+	// desktop (and a browser): the default proof policy then asks for the
+	// desktop proof.
+	Desktop bool              `json:"desktop,omitempty"`
+	Browser bool              `json:"browser,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
 }
 
 func (c *Client) imageFrom(p *provider.Image) *Image {
@@ -53,6 +59,7 @@ func (c *Client) imageFrom(p *provider.Image) *Image {
 	img.Status = lb[LabelStatus]
 	img.SourceLease = lb[LabelSourceLease]
 	img.Operator = lb[LabelOperator]
+	img.Desktop, img.Browser = lb[LabelDesktop] == "true", lb[LabelBrowser] == "true"
 	if img.Name == "" {
 		img.Name = lb[LabelImageName]
 	}
@@ -206,7 +213,7 @@ func (c *Client) createImage(ctx context.Context, leaseRef, name string, opts []
 		}
 	}
 	token := imageToken(l.ID, name)
-	labels := c.imageLabels(l.ID, name, parts, token, o)
+	labels := c.imageLabels(l, name, parts, token, o)
 	desc := o.description
 	if desc == "" {
 		desc = name
@@ -242,7 +249,7 @@ func imageToken(leaseID, name string) string {
 
 // imageLabels are the labels of a new image: the caller's, then the
 // ownership and status labels (empty values left out).
-func (c *Client) imageLabels(leaseID, name string, parts ImageName, token string, o imageOptions) map[string]string {
+func (c *Client) imageLabels(l *Lease, name string, parts ImageName, token string, o imageOptions) map[string]string {
 	now := c.o.now().UTC()
 	labels := map[string]string{}
 	for k, v := range o.labels {
@@ -251,7 +258,9 @@ func (c *Client) imageLabels(leaseID, name string, parts ImageName, token string
 	for k, v := range map[string]string{
 		LabelManaged:     "true",
 		LabelCreatedBy:   "crabbox",
-		LabelSourceLease: leaseID,
+		LabelSourceLease: l.ID,
+		LabelDesktop:     strconv.FormatBool(l.Desktop),
+		LabelBrowser:     strconv.FormatBool(l.Browser),
 		LabelOperator:    sanitizeLabelValue(c.o.operator),
 		LabelCreated:     formatLabelTime(now),
 		LabelImageName:   name,

@@ -48,7 +48,11 @@ type Lease struct {
 	SSHAddr     string            `json:"ssh_addr,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 
-	c       *Client
+	c *Client
+	// machine is the id of the machine the SDK created or attached, kept
+	// apart from the exported MachineID a caller may overwrite: Smoke
+	// records its proof on the image this machine booted.
+	machine string
 	user    string
 	signer  ssh.Signer
 	hostKey ssh.PublicKey
@@ -340,7 +344,7 @@ func (l *Lease) create(ctx context.Context, types []string, userData []byte, aut
 // created records the machine the lease got.
 func (l *Lease) created(m *provider.Machine) {
 	c := l.c
-	l.MachineID = m.ID
+	l.MachineID, l.machine = m.ID, m.ID
 	l.applyMachine(m)
 	if c.caps.access != nil {
 		// The host ignores user-data: log in with the credentials the

@@ -123,7 +123,7 @@ func (c *Client) leaseFromMachine(m *provider.Machine) *Lease {
 		Class: lb[LabelClass], MachineID: m.ID, MachineType: m.Type, ImageID: lb[LabelImage],
 		ImageSource: ImageSource(lb[LabelImageSource]), Channel: lb[LabelChannel], Operator: lb[LabelOperator],
 		Desktop: lb[LabelDesktop] == "true", Browser: lb[LabelBrowser] == "true",
-		SSHAddr: m.SSHAddr, Labels: copyLabels(lb), c: c, user: cloudinit.DefaultUser,
+		SSHAddr: m.SSHAddr, Labels: copyLabels(lb), c: c, machine: m.ID, user: cloudinit.DefaultUser,
 	}
 	if l.ImageID == "" {
 		l.ImageID = m.Image

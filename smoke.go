@@ -82,6 +82,13 @@ func WithSmokeConcurrency(n int) SmokeOption {
 // as EventSmokeCheck events (states "running", "retrying", "passed",
 // "failed").
 //
+// When the provider has images, the outcome is recorded on the image the
+// lease's machine booted, as a ProofRecord holding the report's Digest
+// (the report's lease, image and image source are set from the machine's
+// own labels): that record, not the report, is what Promote and
+// MarkKnownGood accept as proof. The report can be written with WriteJSON
+// and handed to another process; an edited report no longer matches.
+//
 // The report is returned whenever l is not nil, also with an error. The
 // error matches ErrSmokeFailed when any check failed and names the failing
 // checks (it also matches ctx's error if ctx ended); a nil lease, no checks
@@ -96,7 +103,16 @@ func Smoke(ctx context.Context, l *Lease, checks []SmokeCheck, opts ...SmokeOpti
 		return rep, &OpError{Op: "smoke", Provider: l.Provider, ID: l.ID,
 			Err: fmt.Errorf("%w: lease not obtained from a Client (use Warmup or Lease)", ErrInvalidArgument)}
 	}
+	subject := l.readSmokeSubject(ctx)
 	err := runSmoke(ctx, leaseTarget{l}, rep, l.c.emit, l.c.o.now, checks, opts)
+	if subject != nil && len(rep.Results) > 0 {
+		// The outcome, pass or fail, becomes the image's proof record. A
+		// failed smoke's record is best effort: without it the report
+		// cannot prove anything either.
+		if rerr := l.recordProof(ctx, <-subject, rep); rerr != nil && err == nil {
+			err = fmt.Errorf("the checks passed, but the proof was not recorded: %w", rerr)
+		}
+	}
 	if err != nil {
 		return rep, &OpError{Op: "smoke", Provider: l.Provider, ID: l.ID, Err: err}
 	}
@@ -148,7 +164,7 @@ func runSmoke(ctx context.Context, t smokeTarget, rep *SmokeReport, emit func(Ev
 				case sem <- struct{}{}:
 					defer func() { <-sem }()
 				case <-ctx.Done():
-					results[i] = CheckResult{Title: checks[i].Title, Kind: checks[i].Kind, ExitCode: -1,
+					results[i] = CheckResult{Title: checks[i].Title, Kind: checks[i].Kind, Fingerprint: checks[i].Fingerprint(), ExitCode: -1,
 						Error: "not started: " + ctx.Err().Error()}
 					emit(Event{Kind: EventSmokeCheck, Resource: "smoke", ID: rep.LeaseID, State: "failed",
 						Message: checks[i].Title + ": " + results[i].Error})
@@ -188,7 +204,7 @@ func permanent(err error) bool {
 }
 
 func runCheck(ctx context.Context, t smokeTarget, leaseID string, idx int, c SmokeCheck, o smokeOptions, emit func(Event)) CheckResult {
-	res := CheckResult{Title: c.Title, Kind: c.Kind, ExitCode: -1}
+	res := CheckResult{Title: c.Title, Kind: c.Kind, Fingerprint: c.Fingerprint(), ExitCode: -1}
 	if res.Title == "" {
 		res.Title = fmt.Sprintf("check %d", idx+1)
 	}

@@ -33,10 +33,13 @@ type SmokeReport struct {
 
 // CheckResult is the outcome of one check.
 type CheckResult struct {
-	Title    string        `json:"title"`
-	Kind     string        `json:"kind"`
-	Passed   bool          `json:"passed"`
-	Duration time.Duration `json:"-"`
+	Title string `json:"title"`
+	Kind  string `json:"kind"`
+	// Fingerprint identifies what the check ran (SmokeCheck.Fingerprint):
+	// the proof policy matches required checks by it.
+	Fingerprint string        `json:"fingerprint,omitempty"`
+	Passed      bool          `json:"passed"`
+	Duration    time.Duration `json:"-"`
 	// Attempts is how many times the check ran (1 + retries used).
 	Attempts int `json:"attempts"`
 	// ExitCode of the last attempt's command; -1 when no command finished

@@ -54,6 +54,7 @@ func (c *Cloud) SetChannel(ctx context.Context, req provider.SetChannelRequest) 
 		Version:  current + 1,
 		At:       time.Now().UTC(),
 		Operator: req.Operator,
+		Proof:    req.Proof,
 	}
 	c.channels[req.Channel] = append(h, e)
 	return &e, nil

@@ -271,6 +271,11 @@ type ChannelEntry struct {
 	At      time.Time
 	// Operator who set it, if the backend records it.
 	Operator string
+	// Proof is what the promotion was based on, as the SDK named it in
+	// SetChannelRequest.Proof ("proof-<digest>" or "forced-<reason>").
+	// Drivers store it with the entry and return it from CurrentChannel
+	// and ChannelHistory.
+	Proof string
 }
 
 // SetChannelRequest sets a channel's current image.
@@ -283,6 +288,10 @@ type SetChannelRequest struct {
 	// driver returns an error wrapping ErrConflict. Use -1 for "only if the
 	// channel has never been set".
 	IfVersion int64
+	// Proof names what the promotion was based on: a label value (at most
+	// MaxLabelValueLen characters of [A-Za-z0-9_.-]) the driver stores
+	// with the new entry, or "".
+	Proof string
 }
 
 // Channels stores promoted-image pointers ("channels", e.g. "default").

@@ -59,7 +59,7 @@ func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.
 	if h, err := d.ChannelHistory(ctx, channel); err == nil {
 		for _, he := range h {
 			if he.Version == e.Version {
-				e.Operator = he.Operator
+				e.Operator, e.Proof = he.Operator, he.Proof
 			}
 		}
 	}
@@ -115,10 +115,7 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 				req.Channel, cur.Version, cur.ImageID, req.IfVersion)
 		}
 	}
-	desc := operatorPrefix + req.Operator
-	if req.Operator == "" {
-		desc = "crabbox promotion"
-	}
+	desc := channelDescription(req.Operator, req.Proof)
 	out, err := d.ssm.PutParameter(ctx, &ssm.PutParameterInput{
 		Name:        aws.String(name),
 		Value:       aws.String(req.ImageID),
@@ -143,7 +140,8 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		return nil, conflict
 	}
-	return &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator, At: d.o.now().UTC()}, nil
+	return &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator,
+		Proof: req.Proof, At: d.o.now().UTC()}, nil
 }
 
 // compensationTimeout bounds the compensating write SetChannel makes after
@@ -190,7 +188,7 @@ func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest,
 		Value:       aws.String(prev.ImageID),
 		Type:        ssmtypes.ParameterTypeString,
 		DataType:    aws.String("aws:ec2:image"),
-		Description: aws.String(operatorPrefix + prev.Operator + " (restored after a conflicting promotion by " + req.Operator + ")"),
+		Description: aws.String(channelDescription(prev.Operator, prev.Proof) + " (restored after a conflicting promotion by " + req.Operator + ")"),
 		Overwrite:   aws.Bool(true),
 	})
 	if err != nil {
@@ -218,22 +216,45 @@ func (d *Driver) ChannelHistory(ctx context.Context, channel string) ([]provider
 			if h.LastModifiedDate != nil {
 				e.At = h.LastModifiedDate.UTC()
 			}
-			e.Operator = parseOperator(aws.ToString(h.Description))
+			e.Operator, e.Proof = parseDescription(aws.ToString(h.Description))
 			res = append(res, e)
 		}
 	}
 	return res, nil
 }
 
-func parseOperator(desc string) string {
+// channelDescription is a channel version's parameter description:
+// "crabbox promotion by <operator> [proof <proof>]", the parts present.
+func channelDescription(operator, proof string) string {
+	desc := "crabbox promotion"
+	if operator != "" {
+		desc = operatorPrefix + operator
+	}
+	if proof != "" {
+		desc += " " + proofOpen + provider.SanitizeLabelValue(proof) + "]"
+	}
+	return desc
+}
+
+const proofOpen = "[proof "
+
+// parseDescription reads what channelDescription wrote.
+func parseDescription(desc string) (operator, proof string) {
+	if i := strings.Index(desc, " "+proofOpen); i >= 0 {
+		rest := desc[i+len(proofOpen)+1:]
+		if j := strings.IndexByte(rest, ']'); j >= 0 {
+			proof = rest[:j]
+		}
+		desc = desc[:i]
+	}
 	if !strings.HasPrefix(desc, operatorPrefix) {
-		return ""
+		return "", proof
 	}
-	op := strings.TrimPrefix(desc, operatorPrefix)
-	if i := strings.Index(op, " (restored"); i >= 0 {
-		op = op[:i]
+	operator = strings.TrimPrefix(desc, operatorPrefix)
+	if i := strings.Index(operator, " (restored"); i >= 0 {
+		operator = operator[:i]
 	}
-	return op
+	return operator, proof
 }
 
 // MarkKnownGood puts the "known-good" label on a channel version (SSM moves

@@ -90,10 +90,10 @@ crabbox-hello`
 	if err != nil {
 		t.Fatalf("candidate Warmup: %v", err)
 	}
-	rep, err := crabbox.Smoke(ctx, cand, []crabbox.SmokeCheck{
+	rep, err := crabbox.Smoke(ctx, cand, append(crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"git"}}),
 		crabbox.CommandExists("crabbox-hello", "git"),
 		crabbox.CommandSucceeds("baked tool runs", "crabbox-hello", crabbox.OutputContains("baked")),
-	})
+	))
 	if err != nil {
 		t.Fatalf("candidate smoke: %v (%+v)", err, rep)
 	}
@@ -122,9 +122,9 @@ crabbox-hello`
 	if norm.ImageID != img.ID {
 		t.Errorf("normal lease booted %s (%s), want promoted %s", norm.ImageID, norm.ImageSource, img.ID)
 	}
-	repN, err := crabbox.Smoke(ctx, norm, []crabbox.SmokeCheck{
+	repN, err := crabbox.Smoke(ctx, norm, append(crabbox.PromotedSmoke(crabbox.CheckSetOptions{Tools: []string{}}),
 		crabbox.CommandSucceeds("promoted image has the baked tool", "crabbox-hello", crabbox.OutputContains("baked")),
-	})
+	))
 	if err != nil {
 		t.Fatalf("promoted smoke: %v", err)
 	}
@@ -149,7 +149,7 @@ crabbox-hello`
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep2, err := crabbox.Smoke(ctx, c2, []crabbox.SmokeCheck{crabbox.CommandExists("crabbox-hello")})
+	rep2, err := crabbox.Smoke(ctx, c2, crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"crabbox-hello"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -164,6 +164,9 @@ func (d *Driver) claimVersion(ctx context.Context, req provider.SetChannelReques
 	if op := provider.SanitizeLabelValue(req.Operator); op != "" {
 		labels[d.rk(labelChBy)] = op
 	}
+	if p := provider.SanitizeLabelValue(req.Proof); p != "" {
+		labels[d.rk(labelChProof)] = p
+	}
 	name := d.channelRecordName(req.Channel, version)
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(spub))) + " crabbox-channel-record-no-private-key"
 	k, _, err := d.c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: name, PublicKey: authorized, Labels: labels})
@@ -274,6 +277,7 @@ func (d *Driver) recordEntry(k *hcloud.SSHKey) (provider.ChannelEntry, bool) {
 		ImageID:  l[labelChImage],
 		Version:  v,
 		Operator: l[labelChBy],
+		Proof:    l[labelChProof],
 		At:       k.Created,
 	}
 	if t, err := time.Parse(chTimeLayout, l[labelChAt]); err == nil {

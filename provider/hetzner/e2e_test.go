@@ -86,11 +86,10 @@ func (w *world) smoke(t *testing.T, ctx context.Context, imageID, marker string)
 		t.Fatalf("warmup from %s: %v", imageID, err)
 	}
 	defer l.Release(context.Background())
-	rep, err := crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{
-		crabbox.WorkRootExists(),
+	rep, err := crabbox.Smoke(ctx, l, append(crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}}),
 		crabbox.FileExists("/work/crabbox/marker"),
 		crabbox.CommandSucceeds("marker", `cat "${CRABBOX_FS_ROOT:-}/work/crabbox/marker"`, crabbox.OutputContains(marker)),
-	})
+	))
 	if err != nil {
 		t.Fatalf("smoke of %s: %v (%+v)", imageID, err, rep)
 	}
@@ -145,7 +144,7 @@ func TestRunbookEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repN, err := crabbox.Smoke(ctx, normal, []crabbox.SmokeCheck{crabbox.CommandExists("sh")})
+	repN, err := crabbox.Smoke(ctx, normal, crabbox.PromotedSmoke(crabbox.CheckSetOptions{Tools: []string{"sh"}}))
 	if err != nil || normal.ImageID != img1.ID || normal.ImageSource != crabbox.ImagePromoted {
 		t.Fatalf("normal lease %s (%s): %v", normal.ImageID, normal.ImageSource, err)
 	}

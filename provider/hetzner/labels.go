@@ -28,6 +28,7 @@ const (
 	labelChImage   = "crabbox-chan-image"
 	labelChBy      = "crabbox-chan-by"
 	labelChAt      = "crabbox-chan-at"
+	labelChProof   = "crabbox-chan-proof"
 
 	kindLeaseKey     = "lease-key"
 	kindChannelEntry = "channel-entry"

@@ -199,9 +199,14 @@ func (c *channelCheck) setFresh(fresh string) {
 // not use t, so it may run off the test goroutine.
 func (c *channelCheck) set(ifVersion int64) (*provider.ChannelEntry, error) {
 	return c.chs.SetChannel(c.ctx, provider.SetChannelRequest{
-		Channel: c.name, ImageID: c.image, Operator: "crabbox-conformance", IfVersion: ifVersion,
+		Channel: c.name, ImageID: c.image, Operator: "crabbox-conformance", IfVersion: ifVersion, Proof: conformanceProof,
 	})
 }
+
+// conformanceProof is the SetChannelRequest.Proof of every set of the
+// channel check: each entry must return it (ChannelEntry.Proof).
+const conformanceProof = "proof-0123456789abcdef0123"
+
 
 // mustSet sets the channel, conditional on ifVersion, and checks that the
 // set made version wantVersion.
@@ -232,6 +237,8 @@ func (c *channelCheck) current(wantVersion int64, after string) {
 		t.Fatalf("CurrentChannel(%q) %s = nil, nil", name, after)
 	case e.Version != wantVersion || e.ImageID != image || e.Channel != name:
 		t.Errorf("CurrentChannel(%q) %s = %+v: want image %q version %d", name, after, *e, image, wantVersion)
+	case e.Proof != conformanceProof:
+		t.Errorf("CurrentChannel(%q) %s has Proof %q: want %q, what SetChannel was given", name, after, e.Proof, conformanceProof)
 	}
 }
 
@@ -252,6 +259,9 @@ func (c *channelCheck) history(wantLen int, atLeast bool) {
 	for i, e := range hist {
 		if e.Version != int64(i+1) || e.ImageID != image || (e.Channel != "" && e.Channel != name) {
 			t.Errorf("ChannelHistory(%q)[%d] = %+v: want version %d image %q (oldest first)", name, i, e, i+1, image)
+		}
+		if e.Proof != conformanceProof {
+			t.Errorf("ChannelHistory(%q)[%d] has Proof %q: want %q, what SetChannel was given", name, i, e.Proof, conformanceProof)
 		}
 	}
 }

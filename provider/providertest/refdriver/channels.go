@@ -46,6 +46,7 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		e := provider.ChannelEntry{
 			Channel: req.Channel, ImageID: req.ImageID, Version: cur + 1, At: d.o.now().UTC(), Operator: req.Operator,
+			Proof: req.Proof,
 		}
 		s.channels[req.Channel] = append(h, e)
 		out = &e
