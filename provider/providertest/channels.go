@@ -207,7 +207,6 @@ func (c *channelCheck) set(ifVersion int64) (*provider.ChannelEntry, error) {
 // channel check: each entry must return it (ChannelEntry.Proof).
 const conformanceProof = "proof-0123456789abcdef0123"
 
-
 // mustSet sets the channel, conditional on ifVersion, and checks that the
 // set made version wantVersion.
 func (c *channelCheck) mustSet(ifVersion, wantVersion int64) {
