@@ -23,6 +23,9 @@ type Promotion struct {
 	At       time.Time `json:"at"`
 	Operator string    `json:"operator"`
 	Forced   string    `json:"forced,omitempty"` // the reason, when promoted without proof
+	// Proof names what the promotion was based on, as the channel history
+	// records it: "proof-<report digest>" or "forced-<reason>".
+	Proof string `json:"proof,omitempty"`
 }
 
 type promoteOptions struct {
@@ -184,7 +187,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 				return nil, err
 			}
 			return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: cur.Version, At: cur.At,
-				Operator: cur.Operator, Forced: o.forceReason}, nil
+				Operator: cur.Operator, Forced: o.forceReason, Proof: cur.Proof}, nil
 		}
 	case errors.Is(err, ErrNotFound):
 	default:
@@ -219,7 +222,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 		labelPromotedPrefix + o.channel: sanitizeLabelValue(fmt.Sprintf("%d.%s.%s", e.Version, now, o.proofName()))}
 	if o.record != nil {
 		lbl[LabelSmokeLease] = o.record.LeaseID
-	} else if o.forceReason != "" {
+	} else if o.forceReason != "" && kind != EventRolledBack {
 		lbl[labelForced] = sanitizeLabelValue(now + "." + o.forceReason)
 	}
 	if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
@@ -231,7 +234,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	}
 	c.emit(Event{Kind: kind, Resource: "channel", ID: o.channel, State: img.ID, Message: msg})
 	return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: e.Version, At: e.At,
-		Operator: c.o.operator, Forced: o.forceReason}, setErr
+		Operator: c.o.operator, Forced: o.forceReason, Proof: o.proofName()}, setErr
 }
 
 // protectForChannel turns on img's deletion protection before a channel

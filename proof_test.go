@@ -85,6 +85,7 @@ func TestReportFromAnotherProcessPromotes(t *testing.T) {
 	pr, err := promoter.Promote(ctx, img.ID, crabbox.WithProof(&got))
 	require.NoError(t, err)
 	assert.Equal(t, img.ID, pr.Image.ID)
+	assert.Equal(t, "proof-"+rep.Digest(), pr.Proof)
 
 	ev, err := promoter.Evidence(ctx, img.ID)
 	require.NoError(t, err)
@@ -220,6 +221,7 @@ func TestForceIsRecorded(t *testing.T) {
 	require.Len(t, ev.Promotions, 1)
 	assert.True(t, strings.HasPrefix(ev.Promotions[0].Proof, "forced-break-glass"), ev.Promotions[0].Proof)
 	assert.Contains(t, ev.Promotions[0].Proof, "INC-42")
+	assert.Equal(t, ev.Promotions[0].Proof, pr.Proof)
 }
 
 // TestResmokeSupersedesTheRecord: a lease's latest smoke is its record, so
