@@ -114,8 +114,9 @@ type Driver interface {
 	Machines
 	// MachineTypes returns the ordered fallback list of machine types for a
 	// lease class (tiny, small, standard, fast, large, beast) and
-	// architecture ("amd64" or "arm64"). An unknown class returns an error
-	// wrapping ErrInvalidArgument.
+	// architecture ("amd64" or "arm64"). An unknown class or architecture
+	// returns an error wrapping ErrInvalidArgument; a known architecture the
+	// backend has no machines for returns one wrapping ErrUnsupported.
 	MachineTypes(class, arch string) ([]string, error)
 	// BaseImage returns the provider's default image for an architecture,
 	// used when neither an explicit image nor a promoted one applies.
@@ -155,7 +156,11 @@ type CreateMachineRequest struct {
 	// the same token must not create a second machine where the backend
 	// supports it.
 	Token string
-	Name  string // friendly name (lease slug), sanitized by the driver
+	// Name is the friendly name (the lease slug). The driver sanitizes it
+	// to what the backend accepts and returns the name it used in
+	// Machine.Name: never empty, and a label value (SanitizeLabelValue
+	// leaves it unchanged).
+	Name  string
 	Image string
 	Type  string
 	// UserData is the rendered cloud-init document.
@@ -172,6 +177,12 @@ type CreateMachineRequest struct {
 }
 
 // Machines manages machines.
+//
+// Every method of every driver interface takes ctx as the bound of the
+// call: when ctx is cancelled or past its deadline, the method returns an
+// error matching ctx.Err() (errors.Is) that matches no portable code but
+// the context's (never ErrUnavailable, which the SDK retries), and a create
+// with a done context creates nothing it does not also return.
 type Machines interface {
 	// CreateMachine creates a machine and returns it once the backend
 	// accepted it, or once its create action finished where the backend has
@@ -180,6 +191,11 @@ type Machines interface {
 	// capacity or quota error for the type, return an error wrapping
 	// ErrCapacity. If the backend created something before failing, return
 	// it with the error so the caller can delete it.
+	//
+	// The Token makes it idempotent: a create with the Token of a machine
+	// that exists returns that machine, also after an earlier call's reply
+	// was lost (the driver looks the token up, with the backend's client
+	// token where it has one, before and after an ambiguous failure).
 	CreateMachine(ctx context.Context, req CreateMachineRequest) (*Machine, error)
 	// GetMachine returns ErrNotFound for unknown or terminated machines.
 	GetMachine(ctx context.Context, id string) (*Machine, error)
@@ -191,7 +207,8 @@ type Machines interface {
 	// DeleteMachine deletes a machine and what the driver created for it
 	// (key pairs, ...). Deleting a machine that is already gone returns nil.
 	DeleteMachine(ctx context.Context, id string) error
-	// UpdateMachineLabels merges labels into the machine's labels.
+	// UpdateMachineLabels merges labels into the machine's labels; an
+	// empty value removes the label.
 	UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error
 }
 
@@ -248,6 +265,8 @@ type CreateImageRequest struct {
 // Images manages images.
 type Images interface {
 	// CreateImage starts creating an image and returns it, usually pending.
+	// Like CreateMachine it is idempotent by Token: a create with the Token
+	// of an image that exists returns that image, also after a lost reply.
 	CreateImage(ctx context.Context, req CreateImageRequest) (*Image, error)
 	// GetImage returns ErrNotFound for unknown or deleted images.
 	GetImage(ctx context.Context, id string) (*Image, error)
@@ -255,7 +274,8 @@ type Images interface {
 	// the account owns when labels is empty).
 	ListImages(ctx context.Context, labels map[string]string) ([]*Image, error)
 	// DeleteImage deletes the image and its backing snapshots. Deleting an
-	// image that is already gone returns nil.
+	// image that is already gone returns nil; deleting a protected image
+	// (Protector) is refused with an error wrapping ErrConflict.
 	DeleteImage(ctx context.Context, id string) error
 	// UpdateImageLabels merges labels into the image's labels; an empty
 	// value removes the label.
@@ -266,7 +286,12 @@ type Images interface {
 type ChannelEntry struct {
 	Channel string
 	ImageID string
-	// Version increases with each Set on the channel.
+	// Version is 1 for the first Set of the channel, and each Set makes
+	// the version after the current one: a conditional Set that succeeds
+	// makes exactly IfVersion+1 (1 for IfVersion -1). The only gaps are
+	// the versions a backend without compare-and-set spends undoing a lost
+	// conditional Set (a compensating write); ChannelHistory is oldest
+	// first, versions strictly increasing.
 	Version int64
 	At      time.Time
 	// Operator who set it, if the backend records it.
@@ -329,7 +354,10 @@ type RegionCopier interface {
 }
 
 // UsageFinder reports what still uses an image (instances, launch templates,
-// parameters), as human-readable references.
+// parameters), as human-readable references. Implement it when the backend
+// can boot or reference images outside crabbox's leases. Without it the SDK
+// cannot tell whether an image is in use, so cleanup keeps every image it
+// would otherwise delete, with the reason "in use: unknown".
 type UsageFinder interface {
 	ImageUsage(ctx context.Context, id string) ([]string, error)
 }
@@ -344,9 +372,21 @@ type OrphanSweeper interface {
 
 // ChannelVersionMarker records on the channel store itself that a channel
 // version was verified known-good (an SSM parameter version label on AWS),
-// in addition to the image status label the SDK writes.
+// in addition to the image status label the SDK writes. Implement it when
+// the channel store can label versions, so tools reading the store alone
+// (an EC2 launch resolving the parameter's label) see it. Without it the
+// SDK loses nothing: known-good is decided from the image status label.
 type ChannelVersionMarker interface {
 	MarkKnownGood(ctx context.Context, channel string, version int64) error
+}
+
+// ChannelDeleter removes a channel and its history. Every driver with
+// Channels should implement it: the conformance suite removes the channels
+// it set with it (without it, they are left behind and the suite says so),
+// and operators retire channels with it. Deleting a channel that was never
+// set returns nil.
+type ChannelDeleter interface {
+	DeleteChannel(ctx context.Context, channel string) error
 }
 
 // Access tells the SDK how to reach a machine whose driver cannot apply the

@@ -13,13 +13,11 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// ChannelDeleter is an optional driver method the suite uses to remove the
-// channels it created. provider.Channels has no delete; a driver whose
-// backend keeps channels as deletable objects (SSM parameters, ...) should
-// implement it so conformance runs leave nothing behind.
-type ChannelDeleter interface {
-	DeleteChannel(ctx context.Context, channel string) error
-}
+// ChannelDeleter is provider.ChannelDeleter, which the suite uses to remove
+// the channels it set.
+//
+// Deprecated: use provider.ChannelDeleter.
+type ChannelDeleter = provider.ChannelDeleter
 
 // KnownGoodReader is an optional driver method the ChannelVersionMarker
 // subtest uses to read back the version MarkKnownGood marked; without it
@@ -32,8 +30,9 @@ type KnownGoodReader interface {
 // is a ChannelDeleter.
 func (s *suite) deleteChannelsOnCleanup(t *testing.T, channels ...string) {
 	t.Cleanup(func() {
-		del, ok := s.h.Driver.(ChannelDeleter)
+		del, ok := s.h.Driver.(provider.ChannelDeleter)
 		if !ok {
+			t.Logf("the driver is no provider.ChannelDeleter: channels %v are left behind", channels)
 			return
 		}
 		ctx, cancel := s.cleanupCtx()

@@ -75,6 +75,7 @@ func (s *suite) createImage(t *testing.T, imgs provider.Images) *provider.Image 
 	if img == nil || img.ID == "" {
 		t.Fatalf("CreateImage returned image %+v and no error: want an image with an id", img)
 	}
+	checkImageToken(t, imgs, req, img.ID)
 
 	var got *provider.Image
 	s.poll(t, fmt.Sprintf("image %s to become available", img.ID), func(ctx context.Context) (bool, string, error) {
@@ -280,8 +281,8 @@ func (s *suite) testProtector(t *testing.T, imgs provider.Images, id string) {
 	if im := s.getImage(t, imgs, id); !im.Protected {
 		t.Errorf("after ProtectImage(%s, true), GetImage reports Protected=false", id)
 	}
-	if err := imgs.DeleteImage(ctx, id); err == nil {
-		t.Errorf("DeleteImage(%s) of a protected image returned nil: want it refused", id)
+	if err := imgs.DeleteImage(ctx, id); !errors.Is(err, provider.ErrConflict) || provider.Retryable(err) {
+		t.Errorf("DeleteImage(%s) of a protected image: %v: want it refused with ErrConflict (and nothing retryable)", id, err)
 	}
 	im, err := imgs.GetImage(ctx, id)
 	switch {

@@ -7,14 +7,10 @@ package providertest
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"testing"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -37,19 +33,19 @@ func (s *suite) createMachine(t *testing.T, role string) *provider.Machine {
 // token the machine was created with.
 func (s *suite) createMachineToken(t *testing.T, role string) (*provider.Machine, string) {
 	t.Helper()
+	m, req, _ := s.createMachineReq(t, role)
+	return m, req.Token
+}
+
+// createMachineReq is createMachine that also returns the request and the
+// client's private key.
+func (s *suite) createMachineReq(t *testing.T, role string) (*provider.Machine, provider.CreateMachineRequest, ed25519.PrivateKey) {
+	t.Helper()
 	d := s.h.Driver
 	labels := s.machineLabels(role)
 	image, typ := s.image(t), s.machineType(t)
 
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatalf("generating the client key: %v", err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatalf("generating the client key: %v", err)
-	}
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+	authorized, priv := newClientKey(t)
 	token := "cbx_" + randomHex(6)
 	userData := s.userData(t, token, authorized)
 
@@ -79,7 +75,7 @@ func (s *suite) createMachineToken(t *testing.T, role string) (*provider.Machine
 
 	req := provider.CreateMachineRequest{
 		Token:         token,
-		Name:          "conformance-" + role + "-" + s.runID,
+		Name:          unsafeName(role, s.runID),
 		Image:         image,
 		Type:          typ,
 		UserData:      userData,
@@ -99,7 +95,11 @@ func (s *suite) createMachineToken(t *testing.T, role string) (*provider.Machine
 	if miss := missingLabels(m.Labels, labels); len(miss) > 0 {
 		t.Errorf("CreateMachine returned machine %s without the requested labels: %v", m.ID, miss)
 	}
-	return m, token
+	if m.Name == "" || provider.SanitizeLabelValue(m.Name) != m.Name {
+		t.Errorf("CreateMachine(Name %q) returned machine %s named %q: want the name sanitized to a label value (provider.SanitizeLabelValue)",
+			req.Name, m.ID, m.Name)
+	}
+	return m, req, priv
 }
 
 // waitRunning polls GetMachine until the machine is running with an SSH
@@ -135,12 +135,15 @@ func (s *suite) testMachines(t *testing.T) {
 	const role = "machine"
 	labels := s.machineLabels(role)
 
-	m := s.createMachine(t, role)
+	m, req, key := s.createMachineReq(t, role)
 	id := m.ID
 
 	s.checkGetMachine(t, id, labels)
-	// It becomes running with an address.
-	s.waitRunning(t, id)
+	s.checkMachineToken(t, req, id)
+	// It becomes running with an address, where the SDK can log in.
+	running := s.waitRunning(t, id)
+	s.checkLogin(t, running, req.Token, key)
+	s.checkDoneContexts(t, id)
 	s.checkMachineListing(t, id, role, labels)
 	s.checkMachineLabelUpdates(t, id, labels)
 	s.checkMachineDelete(t, id, labels)
@@ -222,6 +225,15 @@ func (s *suite) checkMachineLabelUpdates(t *testing.T, id string, labels map[str
 	}
 	want = merged(want, change)
 	s.checkMachineLabels(t, id, want)
+	// An empty value removes the label.
+	if err := d.UpdateMachineLabels(ctx, id, map[string]string{LabelExtra: ""}); err != nil {
+		t.Fatalf("UpdateMachineLabels(%s, %s=\"\"): %v", id, LabelExtra, err)
+	}
+	if m, err := d.GetMachine(ctx, id); err != nil {
+		t.Fatalf("GetMachine(%s): %v", id, err)
+	} else if v, ok := m.Labels[LabelExtra]; ok {
+		t.Errorf("after UpdateMachineLabels(%s, %s=\"\"), the label is still there (%q): an empty value removes it", id, LabelExtra, v)
+	}
 	if err := d.UpdateMachineLabels(ctx, missingID(id), add); !errors.Is(err, provider.ErrNotFound) {
 		t.Errorf("UpdateMachineLabels(%s) of a machine that never existed: %v: want ErrNotFound", missingID(id), err)
 	}

@@ -33,6 +33,7 @@ type memDriver struct {
 	replaced map[string]map[string]string    // machine-labels-replace: labels as replaced
 	kept     map[string]map[string]bool      // image-empty-label-kept: labels kept empty
 	refs     map[string][]string             // usage-stale: every reference ever reported
+	failed   map[string]bool                 // tokens whose create failed retryably
 	lastAcc  *provider.Access
 
 	signer ssh.Signer
@@ -51,6 +52,7 @@ func newMemDriver(t testing.TB, breaks ...string) *memDriver {
 		replaced: map[string]map[string]string{},
 		kept:     map[string]map[string]bool{},
 		refs:     map[string][]string{},
+		failed:   map[string]bool{},
 		racyGate: make(chan struct{}),
 	}
 	for _, b := range breaks {
@@ -91,6 +93,7 @@ func (d *memDriver) advance(by time.Duration) {
 // harnessFor returns the harness fields that let every subtest run.
 func (d *memDriver) harnessFor(h Harness) Harness {
 	h.CopyRegion, h.CopyRegionImages = "mem-2", d.peer
+	h.Inject = func(call string, kind FaultKind) (func(), error) { return d.Driver.Inject(call, string(kind)) }
 	h.Orphans = &OrphanHooks{
 		Vanish: func(ctx context.Context, m *provider.Machine) error { return d.Vanish(m.ID) },
 		Leftover: func(ctx context.Context, m *provider.Machine, token string) (bool, error) {
@@ -136,11 +139,43 @@ func (d *memDriver) CreateMachine(ctx context.Context, req provider.CreateMachin
 	if d.breaks["create-drops-labels"] {
 		req.Labels = nil
 	}
+	if d.breaks["machine-token-ignored"] {
+		req.Token = "cbx_" + randomHex(6)
+	}
+	d.mu.Lock()
+	retried := d.failed[req.Token]
+	d.mu.Unlock()
+	if d.breaks["lost-reply-not-adopted"] && retried {
+		// Takes the failed create for a failure: creates anew.
+		req.Token += "-again"
+	}
 	m, err := d.Driver.CreateMachine(ctx, req)
+	if err != nil && errors.Is(err, provider.ErrUnavailable) {
+		d.mu.Lock()
+		d.failed[req.Token] = true
+		d.mu.Unlock()
+	}
 	if d.breaks["create-drops-labels"] && m != nil {
 		m.Labels = nil
 	}
-	return m, err
+	if d.breaks["name-unsanitized"] && m != nil {
+		m.Name = req.Name
+	}
+	return m, d.remap(ctx, err)
+}
+
+// remap applies the error-mapping breaks.
+func (d *memDriver) remap(ctx context.Context, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case d.breaks["ctx-unavailable-machines"] && ctx.Err() != nil:
+		return provider.Wrap(provider.ErrUnavailable, err)
+	case d.breaks["capacity-unmapped"] && errors.Is(err, provider.ErrCapacity),
+		d.breaks["throttle-unmapped"] && errors.Is(err, provider.ErrThrottled):
+		return provider.Wrap(provider.ErrUnavailable, errors.New(err.Error()))
+	}
+	return err
 }
 
 // view applies the label and state breaks to what the suite sees.
@@ -164,6 +199,7 @@ func (d *memDriver) view(m *provider.Machine) *provider.Machine {
 
 func (d *memDriver) GetMachine(ctx context.Context, id string) (*provider.Machine, error) {
 	m, err := d.Driver.GetMachine(ctx, id)
+	err = d.remap(ctx, err)
 	if d.breaks["get-machine-nil-nil"] && errors.Is(err, provider.ErrNotFound) {
 		return nil, nil
 	}
@@ -194,6 +230,14 @@ func (d *memDriver) DeleteMachine(ctx context.Context, id string) error {
 }
 
 func (d *memDriver) UpdateMachineLabels(ctx context.Context, id string, labels map[string]string) error {
+	if d.breaks["machine-empty-label-kept"] {
+		labels = maps.Clone(labels)
+		for k, v := range labels {
+			if v == "" {
+				delete(labels, k) // the driver skips empty values instead of removing the label
+			}
+		}
+	}
 	if err := d.Driver.UpdateMachineLabels(ctx, id, labels); err != nil || !d.breaks["machine-labels-replace"] {
 		return err
 	}
@@ -225,6 +269,9 @@ func (d *memDriver) viewImage(im *provider.Image) *provider.Image {
 }
 
 func (d *memDriver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	if d.breaks["image-token-ignored"] {
+		req.Token = "img-" + randomHex(6)
+	}
 	im, err := d.Driver.CreateImage(ctx, req)
 	return d.viewImage(im), err
 }
@@ -249,7 +296,11 @@ func (d *memDriver) DeleteImage(ctx context.Context, id string) error {
 	if d.breaks["protect-ignored"] {
 		_ = d.Driver.ProtectImage(ctx, id, false)
 	}
-	return d.Driver.DeleteImage(ctx, id)
+	err := d.Driver.DeleteImage(ctx, id)
+	if d.breaks["protected-delete-unavailable"] && errors.Is(err, provider.ErrConflict) {
+		return provider.Wrap(provider.ErrUnavailable, errors.New(err.Error()))
+	}
+	return err
 }
 
 func (d *memDriver) UpdateImageLabels(ctx context.Context, id string, labels map[string]string) error {

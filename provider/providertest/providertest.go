@@ -28,8 +28,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -52,12 +55,13 @@ const (
 	SubtestChannelVersionMarker = "ChannelVersionMarker"
 	SubtestOrphanSweeper        = "OrphanSweeper"
 	SubtestAccessProvider       = "AccessProvider"
+	SubtestFaults               = "Faults"
 )
 
 var knownSubtests = []string{
 	SubtestInfo, SubtestMachineTypes, SubtestMachines, SubtestImages,
 	SubtestProtector, SubtestDeprecator, SubtestRegionCopier, SubtestUsageFinder,
-	SubtestChannels, SubtestChannelVersionMarker, SubtestOrphanSweeper, SubtestAccessProvider,
+	SubtestChannels, SubtestChannelVersionMarker, SubtestOrphanSweeper, SubtestAccessProvider, SubtestFaults,
 }
 
 // Label keys the suite puts on what it creates. LabelRun carries a value
@@ -106,6 +110,22 @@ type Harness struct {
 	// Orphans lets the OrphanSweeper subtest make and observe orphans;
 	// OrphanSweeper is skipped when it is nil.
 	Orphans *OrphanHooks
+	// Dial reaches a machine's SSHAddr from the test (the emulators'
+	// dialers); when set, the Machines subtest logs in over SSH with the
+	// key the machine was created with and runs a command, pinning the
+	// host key the suite rendered. Nil: that is not checked (and logged).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// SSHUser logs in with Dial ("" means the user the rendered
+	// user-data creates).
+	SSHUser string
+	// Inject makes the backend answer the request that performs call
+	// (CallCreateMachine, CallCreateImage) with a failure of kind until
+	// restore is called; for FaultLostReply only the next such request,
+	// which the backend applies before failing its reply. It returns an
+	// error wrapping provider.ErrUnsupported for what it cannot make. The
+	// Faults subtest uses it to check the driver's error mapping and
+	// adoption; without it, Faults is skipped as not checked.
+	Inject func(call string, kind FaultKind) (restore func(), err error)
 }
 
 // Run runs the conformance suite against h.Driver as subtests of t.
@@ -135,11 +155,15 @@ func Run(t *testing.T, h Harness) {
 	s.run(t, SubtestChannelVersionMarker, s.testChannelVersionMarker)
 	s.run(t, SubtestOrphanSweeper, s.testOrphanSweeper)
 	s.run(t, SubtestAccessProvider, s.testAccessProvider)
+	s.run(t, SubtestFaults, s.testFaults)
 }
 
 type suite struct {
 	h     Harness
 	runID string
+
+	mu       sync.Mutex
+	hostKeys map[string]ssh.PublicKey // by lease token, for the keys the suite rendered
 }
 
 func (s *suite) run(t *testing.T, name string, f func(t *testing.T)) bool {

@@ -111,7 +111,7 @@ var brokenCases = []struct {
 	{brk: "never-running", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider"}}, // their machines never run
 	{brk: "list-ignores-labels", failing: "Machines"},
 	{brk: "machine-labels-replace", failing: "Machines"},
-	{brk: "create-drops-labels", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider"}}, // their machines lack labels
+	{brk: "create-drops-labels", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider", "Faults", "Faults/lost-reply"}}, // their machines lack labels
 	{brk: "get-image-nil-nil", failing: "Images"},
 	{brk: "image-no-snapshots", failing: "Images"},
 	{brk: "image-fails", failing: "Images"},
@@ -136,6 +136,15 @@ var brokenCases = []struct {
 	{brk: "access-no-signer", failing: "AccessProvider"},
 	{brk: "access-unknown-ok", failing: "AccessProvider"},
 	{brk: "unknown-skip-key", failing: ""},
+	{brk: "machine-token-ignored", failing: "Machines", also: []string{"OrphanSweeper", "Faults", "Faults/lost-reply"}}, // they rely on tokens too
+	{brk: "image-token-ignored", failing: "Images"},
+	{brk: "ctx-unavailable-machines", failing: "Machines"},
+	{brk: "name-unsanitized", failing: "Machines", also: []string{"Images", "UsageFinder", "OrphanSweeper", "AccessProvider"}}, // every machine has the name
+	{brk: "capacity-unmapped", failing: "Faults/capacity", also: []string{"Faults/quota"}},
+	{brk: "throttle-unmapped", failing: "Faults/throttled"},
+	{brk: "protected-delete-unavailable", failing: "Images/Protector"},
+	{brk: "machine-empty-label-kept", failing: "Machines"},
+	{brk: "lost-reply-not-adopted", failing: "Faults/lost-reply"},
 }
 
 // TestSuiteCatchesBrokenDrivers runs the suite in a child process against a

@@ -30,6 +30,7 @@ func (s *suite) userData(t *testing.T, leaseID, authorizedKey string) []byte {
 	if err != nil {
 		t.Fatalf("encoding the host key: %v", err)
 	}
+	s.setHostKey(leaseID, priv)
 	ud, err := cloudinit.Render(cloudinit.Config{
 		LeaseID:        leaseID,
 		AuthorizedKeys: []string{authorizedKey},
@@ -39,4 +40,27 @@ func (s *suite) userData(t *testing.T, leaseID, authorizedKey string) []byte {
 		t.Fatalf("rendering user-data with internal/cloudinit: %v", err)
 	}
 	return ud
+}
+
+// setHostKey remembers the host key rendered for a lease, so a login to its
+// machine can pin it.
+func (s *suite) setHostKey(leaseID string, priv ed25519.PrivateKey) {
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hostKeys == nil {
+		s.hostKeys = map[string]ssh.PublicKey{}
+	}
+	s.hostKeys[leaseID] = pub
+}
+
+// hostKey is the host key rendered for a lease, nil if the harness made
+// the user-data.
+func (s *suite) hostKey(leaseID string) ssh.PublicKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hostKeys[leaseID]
 }

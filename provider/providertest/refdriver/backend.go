@@ -17,6 +17,7 @@ import (
 // status and a message. mapErr gives it its provider code.
 type apiError struct {
 	Status int
+	Code   string // for what a status cannot tell: "capacity", "quota"
 	Msg    string
 }
 
@@ -50,8 +51,9 @@ type state struct {
 }
 
 type backend struct {
-	mu sync.Mutex
-	s  state
+	mu     sync.Mutex
+	s      state
+	faults map[string]Fault // by call, see InjectFault
 }
 
 func newBackend() *backend {
@@ -106,4 +108,74 @@ func (d *Driver) HasKey(token string) bool {
 		return nil
 	})
 	return ok
+}
+
+// Fault is a failure the backend answers a call's request with (see
+// InjectFault): an HTTP status and, for failures a status cannot tell
+// apart, an error code ("capacity", "quota"). With LostReply the backend
+// applies the request first and then answers with Status, once.
+type Fault struct {
+	Status    int
+	Code      string
+	LostReply bool
+}
+
+// InjectFault makes the backend answer the requests of call (the driver
+// method's name: "CreateMachine", "CreateImage") with f until restore is
+// called (a LostReply fault only the next one). It is the hook
+// providertest.Harness.Inject uses in place of a real backend's faults.
+func (d *Driver) InjectFault(call string, f Fault) (restore func()) {
+	d.be.mu.Lock()
+	defer d.be.mu.Unlock()
+	if d.be.faults == nil {
+		d.be.faults = map[string]Fault{}
+	}
+	d.be.faults[call] = f
+	return func() {
+		d.be.mu.Lock()
+		defer d.be.mu.Unlock()
+		delete(d.be.faults, call)
+	}
+}
+
+// callFault is call for a request that faults can target: a fault refuses
+// it before f runs, or, with LostReply, fails its reply after f ran.
+func (b *backend) callFault(ctx context.Context, name string, f func(s *state) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	flt, ok := b.faults[name]
+	if ok && !flt.LostReply {
+		return &apiError{Status: flt.Status, Code: flt.Code, Msg: "injected fault"}
+	}
+	if err := f(&b.s); err != nil {
+		return err
+	}
+	if ok {
+		delete(b.faults, name)
+		return &apiError{Status: flt.Status, Code: flt.Code, Msg: "injected fault: the request was applied, its reply lost"}
+	}
+	return nil
+}
+
+// faultsByKind are the backend's answers to providertest's fault kinds.
+var faultsByKind = map[string]Fault{
+	"capacity":   {Status: 503, Code: "capacity"},
+	"quota":      {Status: 403, Code: "quota"},
+	"throttled":  {Status: 429},
+	"permission": {Status: 403},
+	"lost-reply": {Status: 500, LostReply: true},
+}
+
+// Inject is InjectFault for a providertest fault kind ("capacity",
+// "quota", "throttled", "permission", "lost-reply"), the shape
+// providertest.Harness.Inject wants.
+func (d *Driver) Inject(call, kind string) (restore func(), err error) {
+	f, ok := faultsByKind[kind]
+	if !ok {
+		return nil, provider.Errorf(provider.ErrUnsupported, "refdriver: no fault %q", kind)
+	}
+	return d.InjectFault(call, f), nil
 }

@@ -49,6 +49,9 @@ func TestConformance(t *testing.T) {
 		Timeout:          10 * time.Second,
 		CopyRegion:       "ref-2",
 		CopyRegionImages: peer,
+		Inject: func(call string, kind providertest.FaultKind) (func(), error) {
+			return d.Inject(call, string(kind))
+		},
 		Orphans: &providertest.OrphanHooks{
 			Vanish: func(ctx context.Context, m *provider.Machine) error { return d.Vanish(m.ID) },
 			Leftover: func(ctx context.Context, m *provider.Machine, token string) (bool, error) {

@@ -29,6 +29,9 @@ func mapErr(err error) error {
 	}
 	var ae *apiError
 	if errors.As(err, &ae) {
+		if ae.Code == "capacity" || ae.Code == "quota" {
+			return provider.Wrap(provider.ErrCapacity, err)
+		}
 		return provider.Wrap(provider.ClassifyHTTPStatus(ae.Status), err)
 	}
 	// Anything else (transport failures) is transient.

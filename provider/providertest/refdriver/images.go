@@ -24,7 +24,7 @@ func cloneImage(im provider.Image) *provider.Image {
 // returns that image instead of a second one.
 func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
 	var out *provider.Image
-	err := d.be.call(ctx, func(s *state) error {
+	err := d.be.callFault(ctx, "CreateImage", func(s *state) error {
 		if id, ok := s.imgByToken[req.Token]; ok && req.Token != "" {
 			out = cloneImage(s.images[id].im)
 			return nil

@@ -25,7 +25,7 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "refdriver: CreateMachine needs a token, an image and a type")
 	}
 	var out *provider.Machine
-	err := d.be.call(ctx, func(s *state) error {
+	err := d.be.callFault(ctx, "CreateMachine", func(s *state) error {
 		if id, ok := s.byToken[req.Token]; ok {
 			out = cloneMachine(s.machines[id].m)
 			return nil
