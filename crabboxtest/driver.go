@@ -102,6 +102,7 @@ type Cloud struct {
 	channels map[string][]provider.ChannelEntry
 	noCap    map[string]bool
 	failNext []string
+	faults   map[string]fault // by call, see InjectFault
 }
 
 var (

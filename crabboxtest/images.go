@@ -35,6 +35,18 @@ func (im *image) snapshot() *provider.Image {
 // request whose Token matches an existing image returns that image; a name
 // already used by another image is an error wrapping ErrConflict.
 func (c *Cloud) CreateImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
+	fault, lost := c.takeFault("CreateImage")
+	if fault != nil && !lost {
+		return nil, fault
+	}
+	im, err := c.createImage(ctx, req)
+	if lost && err == nil {
+		return nil, fault
+	}
+	return im, err
+}
+
+func (c *Cloud) createImage(ctx context.Context, req provider.CreateImageRequest) (*provider.Image, error) {
 	m, existing, err := c.imageSource(ctx, req)
 	if err != nil {
 		return nil, err

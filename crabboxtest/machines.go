@@ -64,6 +64,18 @@ func (m *machine) snapshot() *provider.Machine {
 // starts the SSH server (after the boot delay, if any). A request with the
 // Token of a live machine returns that machine.
 func (c *Cloud) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
+	fault, lost := c.takeFault("CreateMachine")
+	if fault != nil && !lost {
+		return nil, fault
+	}
+	m, err := c.createMachine(ctx, req)
+	if lost && err == nil {
+		return nil, fault
+	}
+	return m, err
+}
+
+func (c *Cloud) createMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	spec, existing, err := c.machineSpec(ctx, req)
 	if err != nil {
 		return nil, err
@@ -181,7 +193,7 @@ func (c *Cloud) newMachine(req provider.CreateMachineRequest, spec machineSpec) 
 		procs:  map[*proc]struct{}{},
 		info: provider.Machine{
 			ID:      id,
-			Name:    req.Name,
+			Name:    machineName(req.Name, id),
 			Type:    spec.typ,
 			Image:   spec.imageID,
 			State:   provider.MachinePending,
@@ -496,6 +508,10 @@ func (c *Cloud) UpdateMachineLabels(ctx context.Context, id string, labels map[s
 		m.info.Labels = map[string]string{}
 	}
 	for k, v := range labels {
+		if v == "" {
+			delete(m.info.Labels, k)
+			continue
+		}
 		m.info.Labels[k] = v
 	}
 	return nil
@@ -578,4 +594,13 @@ func (c *Cloud) KillMachine(id string) error {
 	}
 	m.stop()
 	return nil
+}
+
+// machineName is the name a machine gets: the request's, as a label value,
+// or its id when nothing of it is left.
+func machineName(name, id string) string {
+	if s := provider.SanitizeLabelValue(name); s != "" {
+		return s
+	}
+	return id
 }

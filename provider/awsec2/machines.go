@@ -45,8 +45,8 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		return nil, err
 	}
 	tags := withManaged(req.Labels, map[string]string{TagClientToken: req.Token})
-	if req.Name != "" {
-		tags[TagName] = req.Name
+	if name := provider.SanitizeLabelValue(req.Name); name != "" {
+		tags[TagName] = name
 	}
 	kn, err := d.importLeaseKey(ctx, req, tags)
 	if err != nil {

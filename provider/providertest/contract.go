@@ -176,7 +176,7 @@ func (s *suite) checkDoneContexts(t *testing.T, id string) {
 			}
 		}
 		if imgs, ok := d.(provider.Images); ok {
-			_, err := imgs.GetImage(c.ctx, "img-done-context")
+			_, err := imgs.GetImage(c.ctx, s.image(t))
 			check("GetImage", err)
 			_, err = imgs.ListImages(c.ctx, labels)
 			check("ListImages", err)
@@ -334,5 +334,55 @@ func (s *suite) deleteLabelled(t *testing.T, labels map[string]string, known ...
 		if err := s.h.Driver.DeleteMachine(ctx, m.ID); err != nil {
 			t.Errorf("cleanup: DeleteMachine(%s): %v", m.ID, err)
 		}
+	}
+}
+
+// checkImageLostReply creates a second image from req's machine with a
+// reply the harness loses (Harness.Inject): the retry with the same Token
+// must give the image the first request made. The image is deleted after.
+func (s *suite) checkImageLostReply(t *testing.T, imgs provider.Images, req provider.CreateImageRequest) {
+	t.Helper()
+	if s.h.Inject == nil {
+		return
+	}
+	req.Token += "-lost"
+	req.Name += "-lost"
+	req.Labels = maps.Clone(req.Labels)
+	req.Labels[LabelExtra] = "lost-reply"
+	restore, err := s.h.Inject(CallCreateImage, FaultLostReply)
+	if errors.Is(err, provider.ErrUnsupported) {
+		t.Logf("image adoption after a lost reply not checked: %v", err)
+		return
+	}
+	if err != nil {
+		t.Fatalf("Inject(%s, %s): %v", CallCreateImage, FaultLostReply, err)
+	}
+	first, ferr := imgs.CreateImage(t.Context(), req)
+	restore()
+	again, err := imgs.CreateImage(t.Context(), req)
+	defer func() {
+		ctx, cancel := s.cleanupCtx()
+		defer cancel()
+		list, _ := imgs.ListImages(ctx, req.Labels)
+		for _, im := range append(list, first, again) {
+			if im != nil {
+				_ = imgs.DeleteImage(ctx, im.ID)
+			}
+		}
+	}()
+	switch {
+	case err != nil:
+		t.Errorf("CreateImage retried after a lost reply (first: %+v, %v): %v: want the image the first request made", first, ferr, err)
+	case again == nil:
+		t.Errorf("CreateImage retried after a lost reply returned nil, nil")
+	case first != nil && first.ID != again.ID:
+		t.Errorf("CreateImage after a lost reply returned %s, the retry %s: want the same image", first.ID, again.ID)
+	}
+	list, err := imgs.ListImages(t.Context(), req.Labels)
+	if err != nil {
+		t.Fatalf("ListImages(%v): %v", req.Labels, err)
+	}
+	if len(list) != 1 {
+		t.Errorf("after a lost reply and a retry with the same Token, %d images carry labels %v: want exactly one", len(list), req.Labels)
 	}
 }

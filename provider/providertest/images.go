@@ -76,6 +76,7 @@ func (s *suite) createImage(t *testing.T, imgs provider.Images) *provider.Image 
 		t.Fatalf("CreateImage returned image %+v and no error: want an image with an id", img)
 	}
 	checkImageToken(t, imgs, req, img.ID)
+	s.checkImageLostReply(t, imgs, req)
 
 	var got *provider.Image
 	s.poll(t, fmt.Sprintf("image %s to become available", img.ID), func(ctx context.Context) (bool, string, error) {

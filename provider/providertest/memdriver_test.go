@@ -272,7 +272,18 @@ func (d *memDriver) CreateImage(ctx context.Context, req provider.CreateImageReq
 	if d.breaks["image-token-ignored"] {
 		req.Token = "img-" + randomHex(6)
 	}
+	d.mu.Lock()
+	retried := d.failed[req.Token]
+	d.mu.Unlock()
+	if d.breaks["image-lost-reply-not-adopted"] && retried {
+		req.Token += "-again"
+	}
 	im, err := d.Driver.CreateImage(ctx, req)
+	if err != nil && errors.Is(err, provider.ErrUnavailable) {
+		d.mu.Lock()
+		d.failed[req.Token] = true
+		d.mu.Unlock()
+	}
 	return d.viewImage(im), err
 }
 

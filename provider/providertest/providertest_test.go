@@ -145,6 +145,7 @@ var brokenCases = []struct {
 	{brk: "protected-delete-unavailable", failing: "Images/Protector"},
 	{brk: "machine-empty-label-kept", failing: "Machines"},
 	{brk: "lost-reply-not-adopted", failing: "Faults/lost-reply"},
+	{brk: "image-lost-reply-not-adopted", failing: "Images", also: []string{"Images/Protector", "Images/Deprecator", "Images/RegionCopier"}},
 }
 
 // TestSuiteCatchesBrokenDrivers runs the suite in a child process against a

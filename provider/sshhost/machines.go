@@ -84,7 +84,7 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 				ID:      newID(),
 				Host:    h.Addr,
 				Token:   req.Token,
-				Name:    req.Name,
+				Name:    provider.SanitizeLabelValue(req.Name),
 				Labels:  maps.Clone(req.Labels),
 				Created: time.Now().UTC().Truncate(time.Second),
 			}
