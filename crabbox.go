@@ -191,6 +191,8 @@ type clientOptions struct {
 	stateDir      string
 	now           func() time.Time
 	retryAttempts int
+	keepAlive     time.Duration // 0: the SSH transport's default
+	keepAliveMax  int           // 0: the SSH transport's default
 }
 
 // Option configures a Client.
@@ -281,6 +283,32 @@ func WithStateDir(dir string) Option {
 			return fmt.Errorf("%w: empty state dir", ErrInvalidArgument)
 		}
 		o.stateDir = dir
+		return nil
+	}
+}
+
+// Defaults of WithSSHKeepalive: a keepalive every 5 s, the connection
+// declared lost after 3 unanswered intervals, so a frozen or silent box is
+// detected within 15 to 20 s.
+const (
+	DefaultSSHKeepaliveInterval = sshx.DefaultKeepAliveInterval
+	DefaultSSHKeepaliveCount    = sshx.DefaultKeepAliveMax
+)
+
+// WithSSHKeepalive sets how every SSH connection to a box watches a silent
+// peer: a keepalive request is sent every interval, and after count
+// intervals without a reply the connection is closed and running commands
+// fail with ErrConnectionLost. A box that stopped answering is so detected
+// within (count+1) x interval. Default: DefaultSSHKeepaliveInterval (5 s) x
+// DefaultSSHKeepaliveCount (3). interval must be positive and count at
+// least 1.
+func WithSSHKeepalive(interval time.Duration, count int) Option {
+	return func(o *clientOptions) error {
+		if interval <= 0 || count < 1 {
+			return fmt.Errorf("%w: ssh keepalive %v x %d (want a positive interval and a count of at least 1)",
+				ErrInvalidArgument, interval, count)
+		}
+		o.keepAlive, o.keepAliveMax = interval, count
 		return nil
 	}
 }

@@ -36,7 +36,8 @@ func (l *Lease) sshClient(ctx context.Context) (*sshx.Client, error) {
 			return nil, err
 		}
 	}
-	cfg := sshx.Config{Addr: l.SSHAddr, User: l.user, Signer: l.signer, HostKey: l.hostKey}
+	cfg := sshx.Config{Addr: l.SSHAddr, User: l.user, Signer: l.signer, HostKey: l.hostKey,
+		KeepAliveInterval: l.c.o.keepAlive, KeepAliveMax: l.c.o.keepAliveMax}
 	if l.c.o.dial != nil {
 		cfg.Dial = l.c.o.dial
 	}

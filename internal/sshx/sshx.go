@@ -42,9 +42,11 @@ var (
 	ErrClosed = errors.New("ssh client closed")
 )
 
-// Defaults for zero Config fields.
+// Defaults for zero Config fields. With the keepalive defaults a silent or
+// frozen peer is declared lost between 15 s and 20 s after it stopped
+// answering: (KeepAliveMax+1) x KeepAliveInterval at most.
 const (
-	DefaultKeepAliveInterval = 10 * time.Second
+	DefaultKeepAliveInterval = 5 * time.Second
 	DefaultKeepAliveMax      = 3
 	DefaultSlotRetry         = 50 * time.Millisecond
 	DefaultHandshakeTimeout  = 30 * time.Second
