@@ -54,6 +54,10 @@ var (
 	// ErrConnectionLost: the SSH connection to a box died (EOF, reset, or
 	// missed keepalives) while a command ran.
 	ErrConnectionLost = sshx.ErrConnectionLost
+	// ErrSessionEnded: the box's SSH server ended a running command's
+	// session (an idle timeout, the session process killed) while the
+	// connection stayed up. Not a lost connection: other commands go on.
+	ErrSessionEnded = sshx.ErrSessionEnded
 	// ErrSmokeFailed: a smoke report did not pass.
 	ErrSmokeFailed = errors.New("smoke failed")
 	// ErrCommandFailed: a command ran and exited non-zero (see *RunError).

@@ -133,3 +133,22 @@ func TestFrozenBoxDeclaredLostWithinKeepaliveBound(t *testing.T) {
 	assert.Contains(t, err.Error(), "keepalive")
 	t.Logf("declared lost after %v", time.Since(start).Round(time.Millisecond))
 }
+
+// A box whose sshd closes quiet sessions after 1 s (ChannelTimeout, in
+// OpenSSH 9.2's spelling): the command's error says the session ended, not
+// that the connection was lost, and the lease keeps working.
+func TestSessionClosedByBoxIsNotConnectionLost(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{Extra: []string{"ChannelTimeout session:command=1"}})
+	c, _ := sshhostClient(t, []sshhost.Host{hostFor(srv)})
+	ctx := testCtx(t)
+	l, err := c.Warmup(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	_, err = l.Run(ctx, "sleep 4")
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, crabbox.ErrConnectionLost)
+	assert.ErrorIs(t, err, crabbox.ErrSessionEnded)
+	res, err := l.Run(ctx, "echo still here")
+	require.NoError(t, err)
+	assert.Equal(t, "still here\n", res.StdoutTail)
+}

@@ -38,6 +38,11 @@ var (
 	// installed its authorized_keys yet; callers that wait for readiness
 	// retry it until their deadline.
 	ErrAuthFailed = errors.New("ssh authentication failed")
+	// ErrSessionEnded: the server closed the session of a running command
+	// (e.g. an idle-channel timeout, or the session process killed) while
+	// the connection stayed up. Whether the command finished is unknown; the
+	// connection keeps serving other commands.
+	ErrSessionEnded = errors.New("ssh session ended by the server")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("ssh client closed")
 )
@@ -498,7 +503,9 @@ func (c *Client) keepAlive(nc *conn) {
 // command starts, Run re-dials once. A command that exits non-zero returns
 // its code with a nil error; one killed by a signal returns ExitCode -1 and
 // Signal. If the connection dies while the command runs, the error wraps
-// ErrConnectionLost. If ctx ends while the command runs, the command is sent
+// ErrConnectionLost; if the server ends the command's session while the
+// connection stays up (the reply to a keepalive tells them apart), the error
+// wraps ErrSessionEnded. If ctx ends while the command runs, the command is sent
 // SIGKILL, its session closed, and the error wraps ctx.Err().
 func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
 	if err := ctx.Err(); err != nil {
@@ -557,11 +564,11 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 
 	select {
 	case err := <-done:
-		return c.result(nc, err)
+		return c.result(ctx, nc, err)
 	case <-nc.dead:
 		select {
 		case err := <-done: // the command ended just before
-			return c.result(nc, err)
+			return c.result(ctx, nc, err)
 		default:
 			return Result{}, nc.deathErr()
 		}
@@ -570,7 +577,7 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 	}
 }
 
-func (c *Client) result(nc *conn, err error) (Result, error) {
+func (c *Client) result(ctx context.Context, nc *conn, err error) (Result, error) {
 	if err == nil {
 		return Result{}, nil
 	}
@@ -581,11 +588,36 @@ func (c *Client) result(nc *conn, err error) (Result, error) {
 		}
 		return Result{ExitCode: ee.ExitStatus()}, nil
 	}
-	// No exit status: the channel or the connection went away.
-	if nc.isDead() {
-		return Result{}, nc.deathErr()
+	// No exit status: the channel or the connection went away. Both look
+	// alike from the session, so ask the connection: a server that answers
+	// a keepalive closed only the session.
+	if nc.isDead() || !nc.answers(ctx) {
+		if nc.isDead() {
+			return Result{}, nc.deathErr()
+		}
+		return Result{}, fmt.Errorf("%w: %v", ErrConnectionLost, err)
 	}
-	return Result{}, fmt.Errorf("%w: %v", ErrConnectionLost, err)
+	return Result{}, fmt.Errorf("%w (the connection is alive): %v", ErrSessionEnded, err)
+}
+
+// answers reports whether the server replies to a keepalive before the
+// connection dies or ctx ends. A silent server is left to the keepalive
+// watcher, which kills the connection after KeepAliveMax intervals, so
+// answers returns by then at the latest.
+func (nc *conn) answers(ctx context.Context) bool {
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := nc.client.SendRequest("keepalive@openssh.com", true, nil)
+		reply <- err
+	}()
+	select {
+	case err := <-reply:
+		return err == nil
+	case <-nc.dead:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // openSession opens a session channel, waiting for a free slot while the
