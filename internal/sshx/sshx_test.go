@@ -635,3 +635,40 @@ func TestSessionClosedByServerIsNotConnectionLost(t *testing.T) {
 		})
 	}
 }
+
+// MaxSessions 1: a Run waiting for the one slot proceeds when the command
+// holding it ends, on that signal alone (the fallback poll is set far
+// beyond the test's bound, so it cannot be what lets the waiter through).
+func TestSlotWaiterProceedsWhenSlotFrees(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{Extra: []string{"MaxSessions 1"}})
+	cfg := config(srv)
+	cfg.SlotRetry = time.Hour
+	c := newClient(t, cfg)
+	ctx := testCtx(t)
+	for round := range 5 {
+		release := make(chan struct{})
+		out := newNotify("holding")
+		holder := goRun(ctx, c, sshx.Request{Command: "echo holding; read line", Stdout: out, Stdin: chanReader(release)})
+		out.wait(t, ctx)
+		waiter := goRun(ctx, c, sshx.Request{Command: "echo waited"})
+		close(release)
+		if r := await(t, ctx, holder); r.err != nil || r.res.ExitCode != 0 {
+			t.Fatalf("round %d: holder = %+v, %v", round, r.res, r.err)
+		}
+		if r := await(t, ctx, waiter); r.err != nil || r.res.ExitCode != 0 {
+			t.Fatalf("round %d: waiter = %+v, %v", round, r.res, r.err)
+		}
+	}
+}
+
+// chanReader returns a reader that yields one line once release is closed,
+// then EOF.
+func chanReader(release <-chan struct{}) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		<-release
+		_, _ = pw.Write([]byte("go\n"))
+		pw.Close()
+	}()
+	return pr
+}
