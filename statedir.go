@@ -35,10 +35,21 @@ func marshalPrivateKey(k ed25519.PrivateKey, comment string) ([]byte, error) {
 	return pem.EncodeToMemory(blk), nil
 }
 
-func (c *Client) leaseDir(id string) string { return filepath.Join(c.o.stateDir, "leases", id) }
+// leaseDir is the lease's directory in the state dir. The id is validated
+// first: an id read from a machine's labels may be anything, and must never
+// lead out of <state dir>/leases.
+func (c *Client) leaseDir(id string) (string, error) {
+	if _, err := ParseLeaseID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(c.o.stateDir, "leases", id), nil
+}
 
 func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey ssh.PublicKey) error {
-	dir := c.leaseDir(id)
+	dir, err := c.leaseDir(id)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -64,7 +75,10 @@ func writeFile0600(path string, data []byte) error {
 }
 
 func (c *Client) loadLeaseKeys(id string) (ssh.Signer, ssh.PublicKey, error) {
-	dir := c.leaseDir(id)
+	dir, err := c.leaseDir(id)
+	if err != nil {
+		return nil, nil, err
+	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
 	if err != nil {
 		return nil, nil, fmt.Errorf("no key for lease %s in state dir %s: %w", id, c.o.stateDir, errors.Join(ErrNotFound, err))
@@ -85,7 +99,7 @@ func (c *Client) loadLeaseKeys(id string) (ssh.Signer, ssh.PublicKey, error) {
 }
 
 func (c *Client) removeLeaseKeys(id string) {
-	if ValidLeaseID(id) {
-		_ = os.RemoveAll(c.leaseDir(id))
+	if dir, err := c.leaseDir(id); err == nil {
+		_ = os.RemoveAll(dir)
 	}
 }
