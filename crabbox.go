@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -337,9 +338,10 @@ type Client struct {
 	o    clientOptions
 }
 
-// New returns a Client over a driver.
+// New returns a Client over a driver. A nil driver, or an interface holding
+// a nil pointer, is refused with ErrInvalidArgument.
 func New(p provider.Driver, opts ...Option) (*Client, error) {
-	if p == nil {
+	if isNil(p) {
 		return nil, fmt.Errorf("crabbox: %w: nil provider", ErrInvalidArgument)
 	}
 	o := clientOptions{
@@ -370,6 +372,19 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		o.stateDir = filepath.Join(dir, "crabbox")
 	}
 	return &Client{drv: p, info: p.Info(), caps: discoverCaps(p), o: o}, nil
+}
+
+// isNil reports whether d is nil or an interface holding a nil pointer (or
+// other nil value), whose methods would panic.
+func isNil(d provider.Driver) bool {
+	if d == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(d); v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // Provider returns the driver's info.
