@@ -48,10 +48,11 @@ type Lease struct {
 	SSHAddr     string            `json:"ssh_addr,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 
-	c       *Client
-	user    string
-	signer  ssh.Signer
-	hostKey ssh.PublicKey
+	c        *Client
+	user     string
+	signer   ssh.Signer
+	hostKey  ssh.PublicKey
+	workRoot string // where commands run, if the driver's access names one
 
 	mu       sync.Mutex
 	expMu    sync.Mutex // serializes setExpiry
