@@ -72,6 +72,10 @@ var (
 	ErrNoProof = errors.New("no passing smoke proof for this image")
 	// ErrExpired: the lease is past its expiry.
 	ErrExpired = errors.New("lease expired")
+	// ErrStateDir: the state dir (WithStateDir) failed: it cannot be
+	// created or written, or a lease's keys in it are missing (then also
+	// ErrNotFound) or unreadable.
+	ErrStateDir = errors.New("state dir")
 )
 
 // OpError is returned by Client and Lease methods: which operation failed, on
@@ -367,7 +371,7 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		// private keys.
 		dir, err := os.UserConfigDir()
 		if err != nil {
-			return nil, fmt.Errorf("crabbox: %w: no user config dir for lease keys (%v); pass WithStateDir", ErrInvalidArgument, err)
+			return nil, fmt.Errorf("crabbox: %w: %w: no user config dir for lease keys (%v); pass WithStateDir", ErrInvalidArgument, ErrStateDir, err)
 		}
 		o.stateDir = filepath.Join(dir, "crabbox")
 	}

@@ -51,7 +51,7 @@ func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey 
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	pemBytes, err := marshalPrivateKey(clientKey, "crabbox lease "+id)
 	if err != nil {
@@ -66,10 +66,11 @@ func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey 
 func writeFile0600(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	return nil
 }
@@ -81,19 +82,19 @@ func (c *Client) loadLeaseKeys(id string) (ssh.Signer, ssh.PublicKey, error) {
 	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("no key for lease %s in state dir %s: %w", id, c.o.stateDir, errors.Join(ErrNotFound, err))
+		return nil, nil, fmt.Errorf("%w: no key for lease %s in %s: %w", ErrStateDir, id, c.o.stateDir, errors.Join(ErrNotFound, err))
 	}
 	signer, err := ssh.ParsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s key: %w", id, err)
+		return nil, nil, fmt.Errorf("%w: lease %s key: %w", ErrStateDir, id, err)
 	}
 	hostLine, err := os.ReadFile(filepath.Join(dir, "host_key.pub"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("no host key for lease %s in state dir: %w", id, errors.Join(ErrNotFound, err))
+		return nil, nil, fmt.Errorf("%w: no host key for lease %s in %s: %w", ErrStateDir, id, c.o.stateDir, errors.Join(ErrNotFound, err))
 	}
 	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(hostLine)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s host key: %w", id, err)
+		return nil, nil, fmt.Errorf("%w: lease %s host key: %w", ErrStateDir, id, err)
 	}
 	return signer, hostKey, nil
 }

@@ -73,3 +73,45 @@ func TestLeaseIDFromLabelValidatedBeforeAnyPath(t *testing.T) {
 	}
 	require.NoError(t, cloud.UpdateMachineLabels(ctx, l.MachineID, map[string]string{crabbox.LabelLease: l.ID}))
 }
+
+// Failures of the state dir match ErrStateDir: one that cannot be created
+// (Warmup then creates nothing), a lease whose keys are missing or corrupt.
+func TestStateDirFailuresMatchErrStateDir(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	ctx := testCtx(t)
+	notDir := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(notDir, []byte("x"), 0o600))
+	c, err := crabbox.New(cloud, append(fast(), crabbox.WithStateDir(notDir))...)
+	require.NoError(t, err)
+	l, err := c.Warmup(ctx)
+	assert.Nil(t, l)
+	assert.ErrorIs(t, err, crabbox.ErrStateDir)
+	ms, err := cloud.ListMachines(ctx, nil)
+	require.NoError(t, err)
+	assert.Empty(t, ms, "a machine was created without its keys saved")
+
+	state := t.TempDir()
+	c, err = crabbox.New(cloud, append(fast(), crabbox.WithStateDir(state))...)
+	require.NoError(t, err)
+	l, err = c.Warmup(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Release(context.Background()) })
+	key := filepath.Join(state, "leases", l.ID, "id_ed25519")
+	other, err := crabbox.New(cloud, append(fast(), crabbox.WithStateDir(state))...)
+	require.NoError(t, err)
+
+	require.NoError(t, os.WriteFile(key, []byte("not a key"), 0o600))
+	again, err := other.Lease(ctx, l.ID)
+	require.NoError(t, err)
+	_, err = again.Run(ctx, "true")
+	assert.ErrorIs(t, err, crabbox.ErrStateDir, "corrupt key")
+	again.Close()
+
+	require.NoError(t, os.Remove(key))
+	again, err = other.Lease(ctx, l.ID)
+	require.NoError(t, err)
+	_, err = again.Run(ctx, "true")
+	assert.ErrorIs(t, err, crabbox.ErrStateDir, "missing key")
+	assert.ErrorIs(t, err, crabbox.ErrNotFound, "missing key")
+	again.Close()
+}
