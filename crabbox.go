@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -54,6 +55,10 @@ var (
 	// ErrConnectionLost: the SSH connection to a box died (EOF, reset, or
 	// missed keepalives) while a command ran.
 	ErrConnectionLost = sshx.ErrConnectionLost
+	// ErrSessionEnded: the box's SSH server ended a running command's
+	// session (an idle timeout, the session process killed) while the
+	// connection stayed up. Not a lost connection: other commands go on.
+	ErrSessionEnded = sshx.ErrSessionEnded
 	// ErrSmokeFailed: a smoke report did not pass.
 	ErrSmokeFailed = errors.New("smoke failed")
 	// ErrCommandFailed: a command ran and exited non-zero (see *RunError).
@@ -67,6 +72,10 @@ var (
 	ErrNoProof = errors.New("no passing smoke proof for this image")
 	// ErrExpired: the lease is past its expiry.
 	ErrExpired = errors.New("lease expired")
+	// ErrStateDir: the state dir (WithStateDir) failed: it cannot be
+	// created or written, or a lease's keys in it are missing (then also
+	// ErrNotFound) or unreadable.
+	ErrStateDir = errors.New("state dir")
 )
 
 // OpError is returned by Client and Lease methods: which operation failed, on
@@ -191,6 +200,8 @@ type clientOptions struct {
 	stateDir      string
 	now           func() time.Time
 	retryAttempts int
+	keepAlive     time.Duration // 0: the SSH transport's default
+	keepAliveMax  int           // 0: the SSH transport's default
 }
 
 // Option configures a Client.
@@ -285,6 +296,32 @@ func WithStateDir(dir string) Option {
 	}
 }
 
+// Defaults of WithSSHKeepalive: a keepalive every 5 s, the connection
+// declared lost after 3 unanswered intervals, so a frozen or silent box is
+// detected within 15 to 20 s.
+const (
+	DefaultSSHKeepaliveInterval = sshx.DefaultKeepAliveInterval
+	DefaultSSHKeepaliveCount    = sshx.DefaultKeepAliveMax
+)
+
+// WithSSHKeepalive sets how every SSH connection to a box watches a silent
+// peer: a keepalive request is sent every interval, and after count
+// intervals without a reply the connection is closed and running commands
+// fail with ErrConnectionLost. A box that stopped answering is so detected
+// within (count+1) x interval. Default: DefaultSSHKeepaliveInterval (5 s) x
+// DefaultSSHKeepaliveCount (3). interval must be positive and count at
+// least 1.
+func WithSSHKeepalive(interval time.Duration, count int) Option {
+	return func(o *clientOptions) error {
+		if interval <= 0 || count < 1 {
+			return fmt.Errorf("%w: ssh keepalive %v x %d (want a positive interval and a count of at least 1)",
+				ErrInvalidArgument, interval, count)
+		}
+		o.keepAlive, o.keepAliveMax = interval, count
+		return nil
+	}
+}
+
 // WithClock sets the time source (for tests and reproducible plans).
 func WithClock(now func() time.Time) Option {
 	return func(o *clientOptions) error {
@@ -305,9 +342,10 @@ type Client struct {
 	o    clientOptions
 }
 
-// New returns a Client over a driver.
+// New returns a Client over a driver. A nil driver, or an interface holding
+// a nil pointer, is refused with ErrInvalidArgument.
 func New(p provider.Driver, opts ...Option) (*Client, error) {
-	if p == nil {
+	if isNil(p) {
 		return nil, fmt.Errorf("crabbox: %w: nil provider", ErrInvalidArgument)
 	}
 	o := clientOptions{
@@ -333,11 +371,24 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		// private keys.
 		dir, err := os.UserConfigDir()
 		if err != nil {
-			return nil, fmt.Errorf("crabbox: %w: no user config dir for lease keys (%v); pass WithStateDir", ErrInvalidArgument, err)
+			return nil, fmt.Errorf("crabbox: %w: %w: no user config dir for lease keys (%v); pass WithStateDir", ErrInvalidArgument, ErrStateDir, err)
 		}
 		o.stateDir = filepath.Join(dir, "crabbox")
 	}
 	return &Client{drv: p, info: p.Info(), caps: discoverCaps(p), o: o}, nil
+}
+
+// isNil reports whether d is nil or an interface holding a nil pointer (or
+// other nil value), whose methods would panic.
+func isNil(d provider.Driver) bool {
+	if d == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(d); v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // Provider returns the driver's info.

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/crabbox/crabbox-go/provider"
@@ -128,13 +127,14 @@ func WithDescription(d string) ImageOption {
 	return func(o *imageOptions) error { o.description = d; return nil }
 }
 
-// WithImageLabels adds labels to the image (keys may not start with
-// "crabbox").
+// WithImageLabels adds labels to the image. Values are sanitized; keys are
+// checked as WithLabels checks them (empty, invalid or reserved keys are
+// refused with ErrInvalidArgument).
 func WithImageLabels(labels map[string]string) ImageOption {
 	return func(o *imageOptions) error {
 		for k, v := range labels {
-			if strings.HasPrefix(k, "crabbox") || k == LabelCreatedBy || sanitizeLabelValue(k) != k {
-				return fmt.Errorf("%w: image label key %q is reserved or invalid", ErrInvalidArgument, k)
+			if err := checkLabelKey(k); err != nil {
+				return fmt.Errorf("image label: %w", err)
 			}
 			if o.labels == nil {
 				o.labels = map[string]string{}

@@ -52,10 +52,11 @@ type Lease struct {
 	// machine is the id of the machine the SDK created or attached, kept
 	// apart from the exported MachineID a caller may overwrite: Smoke
 	// records its proof on the image this machine booted.
-	machine string
-	user    string
-	signer  ssh.Signer
-	hostKey ssh.PublicKey
+	machine  string
+	user     string
+	signer   ssh.Signer
+	hostKey  ssh.PublicKey
+	workRoot string // where commands run, if the driver's access names one
 
 	mu       sync.Mutex
 	expMu    sync.Mutex // serializes setExpiry
@@ -151,6 +152,9 @@ func (c *Client) warmup(ctx context.Context, id string, o leaseOptions) (l *Leas
 	if err := l.create(ctx, types, userData, keys.authorized, c.machineLabels(l, o)); err != nil {
 		return l, err
 	}
+	if err := l.settleSlug(ctx); err != nil {
+		return l, err
+	}
 	if err := l.waitReady(ctx, o.readyTimeout); err != nil {
 		return l, err
 	}
@@ -195,6 +199,54 @@ func (c *Client) freeSlug(ctx context.Context, id string) (string, error) {
 		}
 	}
 	return uniqueSlug(LeaseSlug(id), taken), nil
+}
+
+// maxSlugAttempts bounds settleSlug's re-picks.
+const maxSlugAttempts = 8
+
+// settleSlug makes the slug of the lease, whose machine now exists, unique
+// among live leases. Listing, picking and creating are not atomic, so
+// concurrent Warmups may have picked the same slug: a lease that sees
+// another live lease with its slug takes a new one (from a base slug of its
+// own per attempt, so two movers part), relabels its machine and looks
+// again. Of two machines labelled with one slug, the one labelled last sees
+// the other, so at most one keeps it. The slug is the one the machine's
+// label carries.
+func (l *Lease) settleSlug(ctx context.Context) error {
+	c := l.c
+	for attempt := 1; ; attempt++ {
+		live, err := retry(ctx, c, "lease", func(ctx context.Context) ([]*provider.Machine, error) {
+			return c.drv.ListMachines(ctx, map[string]string{LabelManaged: "true"})
+		})
+		if err != nil {
+			return fmt.Errorf("listing live leases: %w", err)
+		}
+		taken := map[string]bool{}
+		for _, m := range live {
+			switch {
+			case m.State == provider.MachineTerminated:
+			case m.ID == l.MachineID:
+				if s := m.Labels[LabelSlug]; s != "" {
+					l.Slug = s
+				}
+			default:
+				taken[m.Labels[LabelSlug]] = true
+			}
+		}
+		if !taken[l.Slug] {
+			return nil
+		}
+		if attempt >= maxSlugAttempts {
+			return fmt.Errorf("%w: slug %s is taken and %d re-picks collided", ErrConflict, l.Slug, attempt-1)
+		}
+		next := uniqueSlug(LeaseSlug(l.ID+"."+strconv.Itoa(attempt)), taken)
+		if err := retryErr(ctx, c, "lease", func(ctx context.Context) error {
+			return c.drv.UpdateMachineLabels(ctx, l.MachineID, map[string]string{LabelSlug: next})
+		}); err != nil {
+			return fmt.Errorf("relabelling lease with a free slug: %w", err)
+		}
+		l.Slug = next
+	}
 }
 
 // newLease returns the record of a lease about to be created.

@@ -152,16 +152,15 @@ func WithChannel(ch string) LeaseOption {
 	}
 }
 
-// WithLabels adds labels to the machine (sanitized; keys may not start with
-// "crabbox").
+// WithLabels adds labels to the machine. Values are sanitized; a key that is
+// empty, not [A-Za-z0-9_.-] (starting and ending alphanumeric, at most 63
+// characters), starting with "crabbox" or "created-by" is refused with
+// ErrInvalidArgument.
 func WithLabels(labels map[string]string) LeaseOption {
 	return func(o *leaseOptions) error {
 		for k, v := range labels {
-			if strings.HasPrefix(k, "crabbox") || k == LabelCreatedBy {
-				return fmt.Errorf("%w: label %q is reserved", ErrInvalidArgument, k)
-			}
-			if sanitizeLabelValue(k) != k {
-				return fmt.Errorf("%w: label key %q must be [A-Za-z0-9_.-], at most 63 characters", ErrInvalidArgument, k)
+			if err := checkLabelKey(k); err != nil {
+				return err
 			}
 			if o.labels == nil {
 				o.labels = map[string]string{}
@@ -193,6 +192,22 @@ func WithKeepOnFailure() LeaseOption {
 // WithPackages installs extra packages at boot.
 func WithPackages(pkgs ...string) LeaseOption {
 	return func(o *leaseOptions) error { o.packages = append(o.packages, pkgs...); return nil }
+}
+
+// checkLabelKey refuses a caller's label key that is empty, not
+// [A-Za-z0-9_.-] starting and ending alphanumeric within 63 characters, or
+// reserved (starting with "crabbox", or created-by): every backend accepts
+// the rest, and the SDK's own labels stay its own.
+func checkLabelKey(k string) error {
+	switch {
+	case k == "":
+		return fmt.Errorf("%w: empty label key", ErrInvalidArgument)
+	case strings.HasPrefix(k, "crabbox") || k == LabelCreatedBy:
+		return fmt.Errorf("%w: label %q is reserved", ErrInvalidArgument, k)
+	case sanitizeLabelValue(k) != k:
+		return fmt.Errorf("%w: label key %q must be [A-Za-z0-9_.-], starting and ending alphanumeric, at most 63 characters", ErrInvalidArgument, k)
+	}
+	return nil
 }
 
 func validChannel(ch string) error {

@@ -16,7 +16,9 @@ import (
 )
 
 // Lease re-attaches to a live lease by id (cbx_...) or slug, e.g. from
-// another process. Its keys come from the client's state dir.
+// another process. Its keys come from the client's state dir. A machine whose
+// lease-id label is not a valid lease id is never re-attached
+// (ErrInvalidArgument) nor listed by Leases.
 func (c *Client) Lease(ctx context.Context, idOrSlug string) (*Lease, error) {
 	sel := map[string]string{LabelManaged: "true"}
 	switch {
@@ -33,13 +35,21 @@ func (c *Client) Lease(ctx context.Context, idOrSlug string) (*Lease, error) {
 	if err != nil {
 		return nil, c.opErr("lease", idOrSlug, err)
 	}
-	live := ms[:0]
+	live, invalid := ms[:0], 0
 	for _, m := range ms {
-		if m.State != provider.MachineTerminated {
+		switch {
+		case m.State == provider.MachineTerminated:
+		case !ValidLeaseID(m.Labels[LabelLease]):
+			// Not re-attached: its lease id would name a state-dir path.
+			invalid++
+		default:
 			live = append(live, m)
 		}
 	}
 	ms = live
+	if len(ms) == 0 && invalid > 0 {
+		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("%w: the machine of %s carries no valid lease id", ErrInvalidArgument, idOrSlug))
+	}
 	if len(ms) == 0 {
 		return nil, c.opErr("lease", idOrSlug, fmt.Errorf("no live lease %s: %w", idOrSlug, ErrNotFound))
 	}
@@ -59,7 +69,7 @@ func (c *Client) Leases(ctx context.Context) ([]*Lease, error) {
 	}
 	out := make([]*Lease, 0, len(ms))
 	for _, m := range ms {
-		if m.Labels[LabelLease] == "" || m.State == provider.MachineTerminated {
+		if !ValidLeaseID(m.Labels[LabelLease]) || m.State == provider.MachineTerminated {
 			continue
 		}
 		out = append(out, c.leaseFromMachine(m))

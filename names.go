@@ -109,7 +109,9 @@ var slugRe = regexp.MustCompile(`^[a-z]+(-[a-z]+)+(-[0-9]+)?$`)
 
 // LeaseSlug returns the friendly adjective-crustacean name derived from a
 // lease id (FNV-1a of the id). It is stable: the same id always gives the
-// same slug. Warmup adds a numeric suffix when a live lease already has it.
+// same slug. Warmup adds a numeric suffix when a live lease already has it,
+// and, when a concurrent Warmup took the same slug meanwhile, the lease that
+// sees the clash after its machine exists moves to a slug still free.
 func LeaseSlug(id string) string {
 	h := fnv.New64a()
 	h.Write([]byte(id))

@@ -36,7 +36,8 @@ func (l *Lease) sshClient(ctx context.Context) (*sshx.Client, error) {
 			return nil, err
 		}
 	}
-	cfg := sshx.Config{Addr: l.SSHAddr, User: l.user, Signer: l.signer, HostKey: l.hostKey}
+	cfg := sshx.Config{Addr: l.SSHAddr, User: l.user, Signer: l.signer, HostKey: l.hostKey,
+		KeepAliveInterval: l.c.o.keepAlive, KeepAliveMax: l.c.o.keepAliveMax}
 	if l.c.o.dial != nil {
 		cfg.Dial = l.c.o.dial
 	}
@@ -57,7 +58,7 @@ func (l *Lease) loadAccess(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		l.user, l.signer, l.hostKey = a.User, a.Signer, a.HostKey
+		l.user, l.signer, l.hostKey, l.workRoot = a.User, a.Signer, a.HostKey, a.WorkRoot
 		return nil
 	}
 	signer, hostKey, err := l.c.loadLeaseKeys(l.ID)
@@ -182,6 +183,7 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 	if o.strict {
 		cmd = "bash -c " + ShellQuote("set -euo pipefail\n"+command)
 	}
+	var exports strings.Builder
 	if len(o.env) > 0 {
 		keys := make([]string, 0, len(o.env))
 		for k := range o.env {
@@ -191,16 +193,20 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		var b strings.Builder
 		for _, k := range keys {
-			fmt.Fprintf(&b, "export %s=%s; ", k, ShellQuote(o.env[k]))
+			fmt.Fprintf(&exports, "export %s=%s; ", k, ShellQuote(o.env[k]))
 		}
-		cmd = b.String() + cmd
 	}
 	client, err := l.sshClient(ctx)
 	if err != nil {
 		return nil, l.c.opErr("run", l.ID, err)
 	}
+	if wr := l.commandDir(); wr != "" {
+		// "&&": a missing work root fails the command, never runs it
+		// elsewhere.
+		cmd = "cd " + ShellQuote(wr) + " && " + cmd
+	}
+	cmd = exports.String() + cmd
 	outTail, errTail := newTail(o.tail), newTail(o.tail)
 	var stdout, stderr io.Writer = outTail, errTail
 	if o.stdout != nil && o.stdout == o.stderr {
@@ -225,6 +231,15 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 		return rr, &RunError{Result: rr}
 	}
 	return rr, nil
+}
+
+// commandDir is the directory commands run in when the driver's access
+// names one (an existing host's work root); "" leaves them in the login
+// directory.
+func (l *Lease) commandDir() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.workRoot
 }
 
 func envNameOK(k string) bool {

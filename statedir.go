@@ -35,12 +35,23 @@ func marshalPrivateKey(k ed25519.PrivateKey, comment string) ([]byte, error) {
 	return pem.EncodeToMemory(blk), nil
 }
 
-func (c *Client) leaseDir(id string) string { return filepath.Join(c.o.stateDir, "leases", id) }
+// leaseDir is the lease's directory in the state dir. The id is validated
+// first: an id read from a machine's labels may be anything, and must never
+// lead out of <state dir>/leases.
+func (c *Client) leaseDir(id string) (string, error) {
+	if _, err := ParseLeaseID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(c.o.stateDir, "leases", id), nil
+}
 
 func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey ssh.PublicKey) error {
-	dir := c.leaseDir(id)
+	dir, err := c.leaseDir(id)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	pemBytes, err := marshalPrivateKey(clientKey, "crabbox lease "+id)
 	if err != nil {
@@ -55,37 +66,41 @@ func (c *Client) saveLeaseKeys(id string, clientKey ed25519.PrivateKey, hostKey 
 func writeFile0600(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		_ = os.Remove(tmp)
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
 	}
 	return nil
 }
 
 func (c *Client) loadLeaseKeys(id string) (ssh.Signer, ssh.PublicKey, error) {
-	dir := c.leaseDir(id)
+	dir, err := c.leaseDir(id)
+	if err != nil {
+		return nil, nil, err
+	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, "id_ed25519"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("no key for lease %s in state dir %s: %w", id, c.o.stateDir, errors.Join(ErrNotFound, err))
+		return nil, nil, fmt.Errorf("%w: no key for lease %s in %s: %w", ErrStateDir, id, c.o.stateDir, errors.Join(ErrNotFound, err))
 	}
 	signer, err := ssh.ParsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s key: %w", id, err)
+		return nil, nil, fmt.Errorf("%w: lease %s key: %w", ErrStateDir, id, err)
 	}
 	hostLine, err := os.ReadFile(filepath.Join(dir, "host_key.pub"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("no host key for lease %s in state dir: %w", id, errors.Join(ErrNotFound, err))
+		return nil, nil, fmt.Errorf("%w: no host key for lease %s in %s: %w", ErrStateDir, id, c.o.stateDir, errors.Join(ErrNotFound, err))
 	}
 	hostKey, _, _, _, err := ssh.ParseAuthorizedKey(hostLine)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lease %s host key: %w", id, err)
+		return nil, nil, fmt.Errorf("%w: lease %s host key: %w", ErrStateDir, id, err)
 	}
 	return signer, hostKey, nil
 }
 
 func (c *Client) removeLeaseKeys(id string) {
-	if ValidLeaseID(id) {
-		_ = os.RemoveAll(c.leaseDir(id))
+	if dir, err := c.leaseDir(id); err == nil {
+		_ = os.RemoveAll(dir)
 	}
 }

@@ -8,7 +8,9 @@
 // <dir>/machines/<id>/root (Cloud.MachineDir; the SDK never sees it), populated from the
 // image it boots and then from the user-data's files, work root, home and
 // bootstrap marker. Its SSH server presents the host key from the user-data
-// and accepts only the user-data's user with its authorized keys. Commands
+// and accepts only the user-data's user with the keys in its authorized_keys
+// file on the box, read at every login as OpenSSH does (so an image's
+// preparation, which removes the file, locks the source lease out). Commands
 // run on the host with /bin/sh -c, in ROOT+WorkRoot, with
 // CRABBOX_FS_ROOT=ROOT, HOME=ROOT/home/<user> and
 // PATH=ROOT/usr/local/bin:$PATH; like OpenSSH, a connection allows at most

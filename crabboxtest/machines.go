@@ -3,6 +3,7 @@
 package crabboxtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -175,16 +176,17 @@ func (c *Cloud) newMachine(req provider.CreateMachineRequest, spec machineSpec) 
 	if err != nil {
 		return nil, err
 	}
-	sshCfg, err := sshServerConfig(cfg)
+	id := newID("m-")
+	dir := filepath.Join(c.o.dir, "machines", id)
+	sshCfg, err := sshServerConfig(cfg, filepath.Join(dir, "root", "home", cfg.User, ".ssh", "authorized_keys"))
 	if err != nil {
 		return nil, err
 	}
-	id := newID("m-")
 	m := &machine{
 		c:      c,
 		id:     id,
 		token:  req.Token,
-		dir:    filepath.Join(c.o.dir, "machines", id),
+		dir:    dir,
 		cfg:    cfg,
 		sshCfg: sshCfg,
 		conns:  map[net.Conn]struct{}{},
@@ -208,25 +210,24 @@ func (c *Cloud) newMachine(req provider.CreateMachineRequest, spec machineSpec) 
 }
 
 // sshServerConfig is the box's SSH server: the user-data's host key, and
-// public-key authentication of the user-data's user with its authorized
-// keys.
-func sshServerConfig(cfg *cloudinit.Config) (*ssh.ServerConfig, error) {
+// public-key authentication of the user-data's user with the keys in the
+// box's authorized_keys file (the user-data's keys, written at boot), which,
+// as OpenSSH does, it reads at every login: a key removed from the file (an
+// image's preparation removes them all) no longer logs in.
+func sshServerConfig(cfg *cloudinit.Config, authorizedKeys string) (*ssh.ServerConfig, error) {
 	signer, err := ssh.ParsePrivateKey(cfg.HostKeyPEM)
 	if err != nil {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: host key: %v", err)
 	}
-	authorized := map[string]bool{}
 	for _, line := range cfg.AuthorizedKeys {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-		if err != nil {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil {
 			return nil, provider.Errorf(provider.ErrInvalidArgument, "crabboxtest: authorized key: %v", err)
 		}
-		authorized[string(k.Marshal())] = true
 	}
 	user := cfg.User
 	sshCfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			if conn.User() == user && authorized[string(key.Marshal())] {
+			if conn.User() == user && authorizedIn(authorizedKeys, key) {
 				return &ssh.Permissions{}, nil
 			}
 			return nil, errors.New("public key not authorized")
@@ -235,6 +236,27 @@ func sshServerConfig(cfg *cloudinit.Config) (*ssh.ServerConfig, error) {
 	}
 	sshCfg.AddHostKey(signer)
 	return sshCfg, nil
+}
+
+// authorizedIn reports whether the authorized_keys file at path lists key.
+// A missing or unreadable file authorizes nothing.
+func authorizedIn(path string, key ssh.PublicKey) bool {
+	rest, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	want := key.Marshal()
+	for len(rest) > 0 {
+		k, _, _, r, err := ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(k.Marshal(), want) {
+			return true
+		}
+		rest = r
+	}
+	return false
 }
 
 // boxEnv is the base environment of the commands of user's box rooted at

@@ -38,17 +38,26 @@ var (
 	// installed its authorized_keys yet; callers that wait for readiness
 	// retry it until their deadline.
 	ErrAuthFailed = errors.New("ssh authentication failed")
+	// ErrSessionEnded: the server closed the session of a running command
+	// (e.g. an idle-channel timeout, or the session process killed) while
+	// the connection stayed up. Whether the command finished is unknown; the
+	// connection keeps serving other commands.
+	ErrSessionEnded = errors.New("ssh session ended by the server")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("ssh client closed")
 )
 
-// Defaults for zero Config fields.
+// Defaults for zero Config fields. With the keepalive defaults a silent or
+// frozen peer is declared lost between 15 s and 20 s after it stopped
+// answering: (KeepAliveMax+1) x KeepAliveInterval at most.
 const (
-	DefaultKeepAliveInterval = 10 * time.Second
+	DefaultKeepAliveInterval = 5 * time.Second
 	DefaultKeepAliveMax      = 3
 	DefaultSlotRetry         = 50 * time.Millisecond
 	DefaultHandshakeTimeout  = 30 * time.Second
 	maxSlotRetry             = time.Second
+	fastSlotRetry            = time.Millisecond
+	maxFastSlotRetry         = 64 * time.Millisecond
 )
 
 // Config describes one SSH endpoint.
@@ -76,8 +85,10 @@ type Config struct {
 	// provider.ErrUnavailable) rather than eating the caller's whole
 	// deadline. 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
-	// SlotRetry is the initial delay before retrying when the server refuses
-	// a session channel (OpenSSH MaxSessions); it doubles up to 1s. 0 means
+	// SlotRetry is the fallback poll while the server refuses a session
+	// channel (OpenSSH MaxSessions) and none of our sessions closes; it
+	// doubles up to 1s (or stays, if larger). A waiting Run does not depend
+	// on it: it retries as soon as one of our sessions closes. 0 means
 	// DefaultSlotRetry.
 	SlotRetry time.Duration
 }
@@ -132,15 +143,27 @@ type conn struct {
 	// of one connection, so a slot frees when one of our own sessions
 	// closes. Waiters for a slot get a token per closed session.
 	slotMu  sync.Mutex
-	waiters int
+	waiters int    // Runs between a refusal and their session
+	open    int    // our sessions opened and not yet closed
+	closes  uint64 // sessions closed so far
 	freed   chan struct{}
 }
 
-// sessionClosed wakes one slot waiter, if any. Our channel close was sent
-// before this call, and messages on a connection stay in order, so a
-// channel open sent after it reaches the server after the close.
+// sessionOpened counts a session we opened.
+func (c *conn) sessionOpened() {
+	c.slotMu.Lock()
+	c.open++
+	c.slotMu.Unlock()
+}
+
+// sessionClosed counts a closed session and wakes one slot waiter, if any.
+// Our channel close was sent before this call, and messages on a connection
+// stay in order, so a channel open sent after it reaches the server after
+// the close.
 func (c *conn) sessionClosed() {
 	c.slotMu.Lock()
+	c.open--
+	c.closes++
 	w := c.waiters
 	c.slotMu.Unlock()
 	if w > 0 {
@@ -151,23 +174,81 @@ func (c *conn) sessionClosed() {
 	}
 }
 
-// waitSlot waits until one of our sessions closes, delay passes, the
-// connection dies or ctx ends.
-func (c *conn) waitSlot(ctx context.Context, delay time.Duration) error {
+// closed returns how many of our sessions have closed so far.
+func (c *conn) closedSessions() uint64 {
+	c.slotMu.Lock()
+	defer c.slotMu.Unlock()
+	return c.closes
+}
+
+// slotWait is one Run's wait for a session slot, from the server's first
+// refusal until the Run has its session (done). While it lasts the Run is
+// counted as a waiter, so a session closing meanwhile leaves it a token.
+//
+// A refusal while a slot is being freed (a session of ours closed since the
+// refused open was sent, or none of ours is open at all, or a token woke the
+// waiter) is the server still tearing the closed channel down: OpenSSH
+// frees the slot after it has handled the close, a moment after our next
+// open may arrive. The waiter then retries after short, doubling pauses
+// (fastSlotRetry up to maxFastSlotRetry) rather than going back to the
+// queue. Otherwise it waits for a token, with a fallback poll (SlotRetry
+// doubling up to maxSlotRetry) for refusals that no close of ours ends.
+type slotWait struct {
+	nc       *conn
+	fallback time.Duration
+	fast     time.Duration // > 0 while retrying a slot being freed
+}
+
+func (c *conn) newSlotWait(fallback time.Duration) *slotWait {
 	c.slotMu.Lock()
 	c.waiters++
 	c.slotMu.Unlock()
-	defer func() {
-		c.slotMu.Lock()
-		c.waiters--
-		c.slotMu.Unlock()
-	}()
-	t := time.NewTimer(delay)
+	return &slotWait{nc: c, fallback: fallback}
+}
+
+func (w *slotWait) done() {
+	w.nc.slotMu.Lock()
+	w.nc.waiters--
+	w.nc.slotMu.Unlock()
+}
+
+// wait returns when the next open is worth trying, or ctx.Err(). sent is
+// closedSessions() when the refused open was sent.
+func (w *slotWait) wait(ctx context.Context, sent uint64) error {
+	nc := w.nc
+	nc.slotMu.Lock()
+	freeing := nc.closes != sent || nc.open <= 0
+	nc.slotMu.Unlock()
+	if freeing && w.fast == 0 {
+		w.fast = fastSlotRetry
+	}
+	if w.fast > 0 && w.fast <= maxFastSlotRetry {
+		d := w.fast
+		w.fast *= 2
+		return sleepCtx(ctx, d, nc.dead)
+	}
+	w.fast = 0
+	t := time.NewTimer(w.fallback)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-c.freed:
-	case <-c.dead:
+		w.fallback = min(2*w.fallback, max(maxSlotRetry, w.fallback))
+	case <-nc.freed:
+		w.fast = fastSlotRetry
+	case <-nc.dead:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// sleepCtx waits d, or until dead is closed or ctx ends (ctx.Err()).
+func sleepCtx(ctx context.Context, d time.Duration, dead <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-dead:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -496,7 +577,9 @@ func (c *Client) keepAlive(nc *conn) {
 // command starts, Run re-dials once. A command that exits non-zero returns
 // its code with a nil error; one killed by a signal returns ExitCode -1 and
 // Signal. If the connection dies while the command runs, the error wraps
-// ErrConnectionLost. If ctx ends while the command runs, the command is sent
+// ErrConnectionLost; if the server ends the command's session while the
+// connection stays up (the reply to a keepalive tells them apart), the error
+// wraps ErrSessionEnded. If ctx ends while the command runs, the command is sent
 // SIGKILL, its session closed, and the error wraps ctx.Err().
 func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
 	if err := ctx.Err(); err != nil {
@@ -555,11 +638,11 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 
 	select {
 	case err := <-done:
-		return c.result(nc, err)
+		return c.result(ctx, nc, err)
 	case <-nc.dead:
 		select {
 		case err := <-done: // the command ended just before
-			return c.result(nc, err)
+			return c.result(ctx, nc, err)
 		default:
 			return Result{}, nc.deathErr()
 		}
@@ -568,7 +651,7 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 	}
 }
 
-func (c *Client) result(nc *conn, err error) (Result, error) {
+func (c *Client) result(ctx context.Context, nc *conn, err error) (Result, error) {
 	if err == nil {
 		return Result{}, nil
 	}
@@ -579,11 +662,36 @@ func (c *Client) result(nc *conn, err error) (Result, error) {
 		}
 		return Result{ExitCode: ee.ExitStatus()}, nil
 	}
-	// No exit status: the channel or the connection went away.
-	if nc.isDead() {
-		return Result{}, nc.deathErr()
+	// No exit status: the channel or the connection went away. Both look
+	// alike from the session, so ask the connection: a server that answers
+	// a keepalive closed only the session.
+	if nc.isDead() || !nc.answers(ctx) {
+		if nc.isDead() {
+			return Result{}, nc.deathErr()
+		}
+		return Result{}, fmt.Errorf("%w: %v", ErrConnectionLost, err)
 	}
-	return Result{}, fmt.Errorf("%w: %v", ErrConnectionLost, err)
+	return Result{}, fmt.Errorf("%w (the connection is alive): %v", ErrSessionEnded, err)
+}
+
+// answers reports whether the server replies to a keepalive before the
+// connection dies or ctx ends. A silent server is left to the keepalive
+// watcher, which kills the connection after KeepAliveMax intervals, so
+// answers returns by then at the latest.
+func (nc *conn) answers(ctx context.Context) bool {
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := nc.client.SendRequest("keepalive@openssh.com", true, nil)
+		reply <- err
+	}()
+	select {
+	case err := <-reply:
+		return err == nil
+	case <-nc.dead:
+		return false
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // openSession opens a session channel, waiting for a free slot while the
@@ -594,10 +702,17 @@ func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
 		return nil, nil, err
 	}
 	redialled := false
-	delay := c.cfg.SlotRetry
+	var w *slotWait // set once the server refused a channel
+	defer func() {
+		if w != nil {
+			w.done()
+		}
+	}()
 	for {
+		sent := nc.closedSessions()
 		sess, err := newSession(ctx, nc)
 		if err == nil {
+			nc.sessionOpened()
 			return nc, sess, nil
 		}
 		if ctx.Err() != nil {
@@ -606,12 +721,13 @@ func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) {
 			// MaxSessions reached (or a transient refusal): wait for one
-			// of our sessions to close, with a timer as the fallback
-			// (the server may free the slot a moment after the close).
-			if werr := nc.waitSlot(ctx, delay); werr != nil {
+			// of our sessions to close (see slotWait).
+			if w == nil {
+				w = nc.newSlotWait(c.cfg.SlotRetry)
+			}
+			if werr := w.wait(ctx, sent); werr != nil {
 				return nil, nil, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, werr)
 			}
-			delay = min(2*delay, maxSlotRetry)
 			continue
 		}
 		// The connection is broken.

@@ -597,3 +597,78 @@ func rsaKey(t *testing.T) ssh.Signer {
 	}
 	return s
 }
+
+// The server closes a quiet session (ChannelTimeout) while the connection
+// stays up: the Run reports that the session ended, not a lost connection,
+// and the connection keeps serving.
+func TestSessionClosedByServerIsNotConnectionLost(t *testing.T) {
+	// OpenSSH 9.2's spelling of "close a command's session after 1 s
+	// without traffic".
+	for _, timeout := range []string{"session:command=1"} {
+		t.Run(timeout, func(t *testing.T) {
+			srv := sshd.Start(t, sshd.Options{Extra: []string{"ChannelTimeout " + timeout}})
+			px := tcpproxy.Start(t, srv.Addr, 0)
+			cfg := config(srv)
+			cfg.Addr = px.Addr
+			c := newClient(t, cfg)
+			ctx := testCtx(t)
+			r := await(t, ctx, goRun(ctx, c, sshx.Request{Command: "sleep 4"}))
+			if r.err == nil {
+				t.Skipf("sshd did not close the quiet session (%s unsupported): %+v", timeout, r.res)
+			}
+			if errors.Is(r.err, sshx.ErrConnectionLost) {
+				t.Fatalf("Run err = %v: a session the server closed is not a lost connection", r.err)
+			}
+			if !errors.Is(r.err, sshx.ErrSessionEnded) {
+				t.Fatalf("Run err = %v, want ErrSessionEnded", r.err)
+			}
+			if !strings.Contains(r.err.Error(), "session") {
+				t.Errorf("error %q does not say the session ended", r.err)
+			}
+			res, err := c.Run(ctx, sshx.Request{Command: "true"})
+			if err != nil || res.ExitCode != 0 {
+				t.Fatalf("next Run = %+v, %v", res, err)
+			}
+			if a := px.Accepted(); a != 1 {
+				t.Errorf("%d TCP connections, want the one connection kept", a)
+			}
+		})
+	}
+}
+
+// MaxSessions 1: a Run waiting for the one slot proceeds when the command
+// holding it ends, on that signal alone (the fallback poll is set far
+// beyond the test's bound, so it cannot be what lets the waiter through).
+func TestSlotWaiterProceedsWhenSlotFrees(t *testing.T) {
+	srv := sshd.Start(t, sshd.Options{Extra: []string{"MaxSessions 1"}})
+	cfg := config(srv)
+	cfg.SlotRetry = time.Hour
+	c := newClient(t, cfg)
+	ctx := testCtx(t)
+	for round := range 5 {
+		release := make(chan struct{})
+		out := newNotify("holding")
+		holder := goRun(ctx, c, sshx.Request{Command: "echo holding; read line", Stdout: out, Stdin: chanReader(release)})
+		out.wait(t, ctx)
+		waiter := goRun(ctx, c, sshx.Request{Command: "echo waited"})
+		close(release)
+		if r := await(t, ctx, holder); r.err != nil || r.res.ExitCode != 0 {
+			t.Fatalf("round %d: holder = %+v, %v", round, r.res, r.err)
+		}
+		if r := await(t, ctx, waiter); r.err != nil || r.res.ExitCode != 0 {
+			t.Fatalf("round %d: waiter = %+v, %v", round, r.res, r.err)
+		}
+	}
+}
+
+// chanReader returns a reader that yields one line once release is closed,
+// then EOF.
+func chanReader(release <-chan struct{}) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		<-release
+		_, _ = pw.Write([]byte("go\n"))
+		pw.Close()
+	}()
+	return pr
+}

@@ -28,8 +28,9 @@ type Host struct {
 	Signer ssh.Signer
 	// HostKey is the host's public host key; connections pin it. Required.
 	HostKey ssh.PublicKey
-	// WorkRoot is the directory commands run in; "" means the SDK default
-	// (/work/crabbox). Absolute when set.
+	// WorkRoot is the directory Lease.Run runs commands in (a command fails
+	// if it is missing); "" leaves them in the login user's directory.
+	// Absolute when set.
 	WorkRoot string
 }
 
