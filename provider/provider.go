@@ -396,7 +396,7 @@ type Access struct {
 	User     string
 	Signer   ssh.Signer
 	HostKey  ssh.PublicKey
-	WorkRoot string // "" means /work/crabbox
+	WorkRoot string // directory commands run in; "" means the login directory
 }
 
 // AccessProvider is implemented by drivers whose machines ignore user-data.
