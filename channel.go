@@ -290,9 +290,12 @@ func (c *Client) lostChannel(ctx context.Context, chs provider.Channels, img *Im
 	return fmt.Errorf("channel %s still points at %s (version %d): %w", channel, now.ImageID, now.Version, setErr)
 }
 
-// Promoted returns the image a channel points at; ErrNotFound if the channel
-// was never set.
+// Promoted returns the image a channel points at ("" means DefaultChannel);
+// ErrNotFound if the channel was never set.
 func (c *Client) Promoted(ctx context.Context, channel string) (*Image, error) {
+	if channel == "" {
+		channel = DefaultChannel
+	}
 	if err := validChannel(channel); err != nil {
 		return nil, c.opErr("promoted", channel, err)
 	}
