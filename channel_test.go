@@ -773,3 +773,16 @@ func TestPromotionAfterARetireReadProtectsAgain(t *testing.T) {
 	require.Equal(t, a.ID, cur.ID)
 	require.True(t, cur.Protected, "the channel serves %s, unprotected by a retire the promotion did not see", a.ID)
 }
+
+// TestPromotedEmptyMeansDefault: Promoted("") reads the default channel.
+func TestPromotedEmptyMeansDefault(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	img := bake(t, ctx, c, "default")
+	_, err := c.Promote(ctx, img.ID, crabbox.WithProof(proveImage(t, ctx, c, img.ID)))
+	require.NoError(t, err)
+	got, err := c.Promoted(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, img.ID, got.ID)
+}

@@ -242,16 +242,3 @@ func TestResmokeSupersedesTheRecord(t *testing.T) {
 	require.ErrorIs(t, err, crabbox.ErrNoProof)
 	assert.Contains(t, err.Error(), "smoked the image again")
 }
-
-// TestPromotedEmptyMeansDefault: Promoted("") reads the default channel.
-func TestPromotedEmptyMeansDefault(t *testing.T) {
-	cloud := crabboxtest.Start(t)
-	c := localClient(t, cloud)
-	ctx := testCtx(t)
-	img := bake(t, ctx, c, "default")
-	_, err := c.Promote(ctx, img.ID, crabbox.WithProof(proveImage(t, ctx, c, img.ID)))
-	require.NoError(t, err)
-	got, err := c.Promoted(ctx, "")
-	require.NoError(t, err)
-	assert.Equal(t, img.ID, got.ID)
-}
