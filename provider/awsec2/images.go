@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -420,8 +421,11 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 
 // ImageUsage implements provider.UsageFinder with DescribeImageReferences
 // (instances, launch templates, SSM parameters). Where that API is missing
-// or not permitted, it scans instances and launch templates ($Default and
-// $Latest versions) instead.
+// or not permitted, it scans the same three itself: instances not
+// terminated, launch templates ($Default and $Latest versions) and SSM
+// parameters of data type aws:ec2:image. When the scan cannot read one of
+// them either, it returns that error: the caller must then treat the
+// image's use as unknown, never as unused.
 func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
 	var refs []string
 	p := ec2.NewDescribeImageReferencesPaginator(d.ec2, &ec2.DescribeImageReferencesInput{
@@ -482,7 +486,58 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 			}
 		}
 	}
+	prefs, err := d.scanParameterUsage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	refs = append(refs, prefs...)
 	sort.Strings(refs)
+	return refs, nil
+}
+
+// ssmParameterReader is what scanning SSM parameters for an image needs
+// beyond SSMAPI; *ssm.Client has it.
+type ssmParameterReader interface {
+	DescribeParameters(ctx context.Context, in *ssm.DescribeParametersInput, optFns ...func(*ssm.Options)) (*ssm.DescribeParametersOutput, error)
+	GetParameters(ctx context.Context, in *ssm.GetParametersInput, optFns ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+}
+
+// scanParameterUsage returns "ssm:Parameter NAME" for every SSM parameter
+// of data type aws:ec2:image whose value is id. The data type is read from
+// each parameter's metadata (not a DescribeParameters filter, which not
+// every endpoint implements).
+func (d *Driver) scanParameterUsage(ctx context.Context, id string) ([]string, error) {
+	pr, ok := d.ssm.(ssmParameterReader)
+	if !ok {
+		return nil, provider.Errorf(provider.ErrUnsupported, "awsec2: the SSM client cannot list parameters, so image parameters referencing %s cannot be found", id)
+	}
+	var names []string
+	p := ssm.NewDescribeParametersPaginator(pr, &ssm.DescribeParametersInput{})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, m := range out.Parameters {
+			if aws.ToString(m.DataType) == "aws:ec2:image" {
+				names = append(names, aws.ToString(m.Name))
+			}
+		}
+	}
+	var refs []string
+	for len(names) > 0 {
+		batch := names[:min(10, len(names))]
+		names = names[len(batch):]
+		out, err := pr.GetParameters(ctx, &ssm.GetParametersInput{Names: batch})
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, prm := range out.Parameters {
+			if aws.ToString(prm.Value) == id {
+				refs = append(refs, "ssm:Parameter "+aws.ToString(prm.Name))
+			}
+		}
+	}
 	return refs, nil
 }
 
