@@ -520,10 +520,14 @@ func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it Clean
 		return failed(fmt.Errorf("reading which images share its snapshots: %w", err))
 	}
 	err = retryErr(ctx, c, "image", func(ctx context.Context) error { return im.DeleteImage(ctx, id) })
-	switch {
-	case errors.Is(err, ErrConflict):
-		return kept("the provider refused the deletion: " + err.Error())
-	case err != nil:
+	if errors.Is(err, ErrConflict) {
+		// Refused (a concurrent Promote protected it), unless the image
+		// went and only its snapshots could not be deleted.
+		if _, gerr := c.getImage(ctx, im, id); gerr == nil {
+			return kept("the provider refused the deletion: " + err.Error())
+		}
+	}
+	if err != nil {
 		return failed(err)
 	}
 	o.Result, o.Reason, o.SnapshotsKept = ResultDeleted, it.Reason, shared

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
@@ -284,4 +286,68 @@ func TestListChannels(t *testing.T) {
 	if err := e.d.DeleteImage(ctx, img.ID); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Two images share a snapshot; one of them stays promoted. The plan counts
+// the shared snapshot as not freed; Apply deletes the other image, reports
+// the snapshot kept because shared, and never retries deleting it.
+func TestCleanupSharedSnapshots(t *testing.T) {
+	e := newCleanupEnv(t)
+	ctx := t.Context()
+	old := e.image(t)
+	setTag := func(v string) {
+		t.Helper()
+		tag := []types.Tag{{Key: aws.String(moto.TagImageShareSnapshot), Value: aws.String(v)}}
+		var err error
+		if v == "" {
+			_, err = e.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{e.m.ID}, Tags: []types.Tag{{Key: tag[0].Key}}})
+		} else {
+			_, err = e.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{e.m.ID}, Tags: tag})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setTag(old.ID)
+	sibling := e.image(t)
+	setTag("")
+	alone := e.image(t)
+	if len(old.Snapshots) != 1 || len(sibling.Snapshots) != 1 || old.Snapshots[0].ID != sibling.Snapshots[0].ID {
+		t.Fatalf("snapshots not shared: %v, %v", old.Snapshots, sibling.Snapshots)
+	}
+	shared := old.Snapshots[0].ID
+	if _, err := e.c.Promote(ctx, sibling.ID, crabbox.Force("keeps the shared snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	plan := e.plan(t)
+	if plan.Deletes != 2 || plan.SnapshotsFreed != 1 {
+		t.Errorf("plan deletes %d images freeing %d snapshots, want 2 freeing 1 (the shared one stays)", plan.Deletes, plan.SnapshotsFreed)
+	}
+	if it := item(t, plan, old.ID); len(it.SharedSnapshots) != 1 || it.SharedSnapshots[0] != shared || !strings.Contains(it.Reason, "shared with "+sibling.ID) {
+		t.Errorf("plan item of %s: %+v, want its snapshot %s shared with %s", old.ID, it, shared, sibling.ID)
+	}
+	before := e.faults.Calls("DeleteSnapshot")
+	res, err := plan.Apply(ctx)
+	if err != nil || len(res.Deleted) != 2 || len(res.Failed) != 0 {
+		t.Fatalf("Apply = %+v, %v; want both deleted", res, err)
+	}
+	for _, o := range res.Outcomes {
+		want := []string(nil)
+		if o.ImageID == old.ID {
+			want = []string{shared}
+		}
+		if o.Result != crabbox.ResultDeleted || strings.Join(o.SnapshotsKept, ",") != strings.Join(want, ",") {
+			t.Errorf("outcome %+v, want deleted keeping snapshots %v", o, want)
+		}
+	}
+	// Only alone's own snapshot is deleted: refused once as in use right
+	// after its image's deregistration (moto's default, as on AWS), then
+	// deleted. The shared one is never attempted.
+	if n := e.faults.Calls("DeleteSnapshot") - before; n != 2 {
+		t.Errorf("DeleteSnapshot called %d times, want 2 (%s's own snapshot, one retry; the shared one never)", n, alone.ID)
+	}
+	if _, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{shared}}); err != nil {
+		t.Errorf("shared snapshot %s: %v", shared, err)
+	}
+	e.drop(t, sibling.ID)
 }

@@ -225,8 +225,9 @@ func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*p
 // its snapshots, retrying InvalidSnapshot.InUse and throttling with backoff
 // and treating NotFound as done. Images and snapshots without the crabbox
 // ownership tag are never touched; a protected image is refused with
-// ErrConflict (lift protection with ProtectImage first). When the image is
-// already gone, its leftover owned snapshots (from an interrupted earlier
+// ErrConflict (lift protection with ProtectImage first). Snapshots another
+// image of the account still uses are left in place, not retried. When the
+// image is already gone, its leftover owned snapshots (from an interrupted earlier
 // delete) are found by their AWS description and deleted.
 func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	im, err := d.describeImage(ctx, id)
@@ -250,12 +251,48 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	shared, err := d.snapshotsUsedByOthers(ctx, id)
+	if err != nil {
+		return err
+	}
 	if _, err := d.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
 		if !errors.Is(mapErr(err), provider.ErrNotFound) {
 			return mapErr(err)
 		}
 	}
-	return d.deleteSnapshots(ctx, owned)
+	var free []string
+	for _, s := range owned {
+		if !shared[s] {
+			free = append(free, s)
+		}
+	}
+	return d.deleteSnapshots(ctx, free)
+}
+
+// snapshotsUsedByOthers returns the snapshots that an image of the account
+// other than except still uses: deleting the image leaves those in place
+// (AWS refuses them with InvalidSnapshot.InUse for as long as that image
+// exists).
+func (d *Driver) snapshotsUsedByOthers(ctx context.Context, except string) (map[string]bool, error) {
+	used := map[string]bool{}
+	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, im := range out.Images {
+			if aws.ToString(im.ImageId) == except || im.State == types.ImageStateDeregistered {
+				continue
+			}
+			for _, bd := range im.BlockDeviceMappings {
+				if bd.Ebs != nil && bd.Ebs.SnapshotId != nil {
+					used[aws.ToString(bd.Ebs.SnapshotId)] = true
+				}
+			}
+		}
+	}
+	return used, nil
 }
 
 func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) ([]string, error) {
@@ -317,6 +354,17 @@ func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
 				break
 			}
 			inUse := apiCode(err) == "InvalidSnapshot.InUse"
+			if inUse {
+				// Shared with an image that remains: it stays, no retry
+				// (the in-use right after a deregistration is retried).
+				shared, serr := d.snapshotsUsedByOthers(ctx, "")
+				if serr != nil {
+					return serr
+				}
+				if shared[id] {
+					break
+				}
+			}
 			if !(inUse || errors.Is(merr, provider.ErrThrottled)) || attempt >= d.o.cleanupTries {
 				return merr
 			}
