@@ -312,6 +312,9 @@ func decide(img *Image, f cleanupFacts, keptKG map[string]string, policy Cleanup
 		reason = "still being created"
 	case img.Protected:
 		reason = "deletion protection is on"
+		if keptKG[img.ID] != "" {
+			reason = keptKG[img.ID] + "; deletion protection is on"
+		}
 	case f.inUse[img.ID] != "":
 		reason = "in use by " + f.inUse[img.ID]
 	case f.unknown[img.ID] != "":
