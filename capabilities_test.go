@@ -41,7 +41,7 @@ func TestCapabilities(t *testing.T) {
 		want crabbox.Capabilities
 	}{
 		{"none", bareDriver{cloud}, crabbox.Capabilities{}},
-		{"local cloud", cloud, crabbox.Capabilities{Images: true, Channels: true, Protector: true, Deprecator: true}},
+		{"local cloud", cloud, crabbox.Capabilities{Images: true, Channels: true, Protector: true, Deprecator: true, UsageFinder: true}},
 		{"all", fullDriver{cloud}, crabbox.Capabilities{
 			Images: true, Channels: true, Protector: true, Deprecator: true, RegionCopier: true,
 			UsageFinder: true, OrphanSweeper: true, ChannelVersionMarker: true, AccessProvider: true,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,13 +17,17 @@ import (
 )
 
 // CleanupPolicy says which images PlanCleanup may delete. Whatever the
-// policy, a plan always keeps: images crabbox did not create, the image
-// promoted in any of Channels, the previous known-good image until the
-// promoted one is known-good itself, failed images within the inspection
-// period, images still being created, protected images, and images the
-// provider reports in use.
+// policy, a plan always keeps: images crabbox did not create (both
+// crabbox=true and created-by=crabbox are needed), the image any channel
+// points at (the policy's Channels and every channel the provider lists),
+// each channel's previous known-good image (its rollback target) until the
+// image it points at is known-good itself, failed images within the
+// inspection period, images still being created, protected images, images
+// the provider reports in use, images whose use could not be determined,
+// and images that vanished while the plan was made.
 type CleanupPolicy struct {
-	// Channels whose promoted images are kept (default: "default").
+	// Channels whose promoted images are kept (default: "default"). Where
+	// the provider lists its channels, every listed channel is kept too.
 	Channels []string
 	// KeepKnownGood is how many known-good images besides the promoted one
 	// are kept, newest first (default 1; negative means 0).
@@ -30,8 +35,9 @@ type CleanupPolicy struct {
 	// FailedInspection is how long failed images are kept for inspection
 	// after they were marked failed (default 7 days).
 	FailedInspection time.Duration
-	// CandidateMaxAge is how long a candidate that was never promoted is
-	// kept (default 3 days).
+	// CandidateMaxAge is how long a candidate is kept: one never promoted
+	// from its creation, one promoted and superseded before it became
+	// known-good from its last status change (default 3 days).
 	CandidateMaxAge time.Duration
 }
 
@@ -65,25 +71,41 @@ type CleanupItem struct {
 	Image  *Image `json:"image"`
 	Action string `json:"action"`
 	Reason string `json:"reason"`
+	// SharedSnapshots are snapshots of a deleted image that an image the
+	// plan keeps also uses: they are not freed (and not counted).
+	SharedSnapshots []string `json:"shared_snapshots,omitempty"`
 }
 
 // CleanupPlan lists what a cleanup would do. Print it (WriteText), marshal
 // it, then Apply it.
 type CleanupPlan struct {
-	Provider       string        `json:"provider"`
-	Region         string        `json:"region,omitempty"`
-	At             time.Time     `json:"at"`
-	Policy         CleanupPolicy `json:"policy"`
-	Items          []CleanupItem `json:"items"`
-	Deletes        int           `json:"deletes"`
-	SnapshotsFreed int           `json:"snapshots_freed"`
-	GiBReclaimed   float64       `json:"gib_reclaimed"`
+	Provider string        `json:"provider"`
+	Region   string        `json:"region,omitempty"`
+	At       time.Time     `json:"at"`
+	Policy   CleanupPolicy `json:"policy"`
+	Items    []CleanupItem `json:"items"`
+	Deletes  int           `json:"deletes"`
+	// SnapshotsFreed counts the distinct snapshots that no image left
+	// after the plan uses; GiBReclaimed is their size.
+	SnapshotsFreed int     `json:"snapshots_freed"`
+	GiBReclaimed   float64 `json:"gib_reclaimed"`
 
 	c *Client
 }
 
+// cleanupFacts is what the pure policy decides from besides the images.
+type cleanupFacts struct {
+	promoted map[string]string                  // image id -> channel pointing at it now
+	ever     map[string]string                  // image id -> a channel whose history had it
+	history  map[string][]provider.ChannelEntry // channel -> its values, oldest first (when read)
+	inUse    map[string]string                  // image id -> a reference using it
+	unknown  map[string]string                  // image id -> why its use could not be read
+	vanished map[string]bool                    // listed, then gone before the plan was made
+}
+
 // PlanCleanup decides, for every image the account holds, whether cleanup
-// keeps or deletes it and why. It changes nothing.
+// keeps or deletes it and why. It changes nothing. Images that vanish or
+// change while it runs are reported in the plan (kept), not an error.
 func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*CleanupPlan, error) {
 	policy = policy.withDefaults()
 	for _, ch := range policy.Channels {
@@ -95,46 +117,74 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 	if err != nil {
 		return nil, err
 	}
-	promoted, err := c.promotedIn(ctx, policy.Channels)
+	ch, err := c.readChannels(ctx, policy.Channels, true)
 	if err != nil {
 		return nil, c.opErr("plan-cleanup", "", err)
 	}
-	inUse := map[string]string{}
-	if uf := c.caps.usageFinder; uf != nil {
-		for _, img := range imgs {
-			if !img.Owned {
-				continue
-			}
-			refs, err := retry(ctx, c, "image", func(ctx context.Context) ([]string, error) { return uf.ImageUsage(ctx, img.ID) })
-			if err != nil && !errors.Is(err, ErrUnsupported) {
-				return nil, c.opErr("plan-cleanup", img.ID, fmt.Errorf("in-use lookup: %w", err))
-			}
-			if len(refs) > 0 {
-				inUse[img.ID] = refs[0]
-			}
+	f := cleanupFacts{promoted: ch.current, ever: ch.ever, history: ch.history,
+		inUse: map[string]string{}, unknown: map[string]string{}, vanished: map[string]bool{}}
+	for _, img := range imgs {
+		if !img.Owned {
+			continue
+		}
+		ref, why, gone := c.imageUse(ctx, img.ID)
+		switch {
+		case gone:
+			f.vanished[img.ID] = true
+		case why != "":
+			f.unknown[img.ID] = why
+		case ref != "":
+			f.inUse[img.ID] = ref
 		}
 	}
-	now := c.o.now()
-	plan := planCleanup(imgs, promoted, inUse, policy, now)
+	plan := planWith(imgs, f, policy, c.o.now())
 	plan.Provider, plan.Region, plan.c = c.info.Name, c.info.Region, c
 	return plan, nil
 }
 
-// planCleanup is the pure policy: images, which are promoted (id ->
-// channel) and in use (id -> reference).
-func planCleanup(imgs []*Image, promoted, inUse map[string]string, policy CleanupPolicy, now time.Time) *CleanupPlan {
-	policy = policy.withDefaults()
-	plan := &CleanupPlan{At: now, Policy: policy, Items: []CleanupItem{}}
-	keptKG := keptKnownGood(imgs, promoted, policy)
-	for _, img := range imgs {
-		action, reason := decide(img, promoted, inUse, keptKG, policy, now)
-		plan.Items = append(plan.Items, CleanupItem{Image: img, Action: action, Reason: reason})
-		if action == ActionDelete {
-			plan.Deletes++
-			plan.SnapshotsFreed += len(img.Snapshots)
-			plan.GiBReclaimed += imageGiB(img)
+// imageUse asks the provider what uses an image: ref is one reference
+// ("" when unused), why says why the use could not be determined, gone that
+// the image no longer exists. A provider without a UsageFinder reports
+// every image unused; one that cannot tell for this image (any error,
+// ErrUnsupported included) leaves its use unknown, and the image is kept.
+func (c *Client) imageUse(ctx context.Context, id string) (ref, why string, gone bool) {
+	uf := c.caps.usageFinder
+	if uf == nil {
+		return "", "", false
+	}
+	refs, err := retry(ctx, c, "image", func(ctx context.Context) ([]string, error) { return uf.ImageUsage(ctx, id) })
+	switch {
+	case err == nil && len(refs) > 0:
+		return refs[0], "", false
+	case err == nil:
+		return "", "", false
+	case errors.Is(err, ErrNotFound):
+		if im := c.caps.images; im != nil {
+			if _, gerr := c.getImage(ctx, im, id); errors.Is(gerr, ErrNotFound) {
+				return "", "", true
+			}
 		}
 	}
+	return "", err.Error(), false
+}
+
+// planCleanup is the pure policy with only current channel values known:
+// images, which are promoted (id -> channel) and in use (id -> reference).
+func planCleanup(imgs []*Image, promoted, inUse map[string]string, policy CleanupPolicy, now time.Time) *CleanupPlan {
+	return planWith(imgs, cleanupFacts{promoted: promoted, inUse: inUse}, policy, now)
+}
+
+// planWith is the pure policy: the decision for each image, then the
+// snapshots and storage the deletions free.
+func planWith(imgs []*Image, f cleanupFacts, policy CleanupPolicy, now time.Time) *CleanupPlan {
+	policy = policy.withDefaults()
+	plan := &CleanupPlan{At: now, Policy: policy, Items: []CleanupItem{}}
+	keptKG := keptKnownGood(imgs, f, policy)
+	for _, img := range imgs {
+		action, reason := decide(img, f, keptKG, policy, now)
+		plan.Items = append(plan.Items, CleanupItem{Image: img, Action: action, Reason: reason})
+	}
+	countFreed(plan)
 	sort.SliceStable(plan.Items, func(i, j int) bool {
 		if plan.Items[i].Action != plan.Items[j].Action {
 			return plan.Items[i].Action == ActionDelete
@@ -144,50 +194,131 @@ func planCleanup(imgs []*Image, promoted, inUse map[string]string, policy Cleanu
 	return plan
 }
 
-// keptKnownGood picks the known-good images the policy keeps: the newest
-// KeepKnownGood owned ones that are not promoted (at least one while a
-// promoted image is not yet known-good).
-func keptKnownGood(imgs []*Image, promoted map[string]string, policy CleanupPolicy) map[string]bool {
+// countFreed counts the deletions and what they free: a snapshot is freed
+// once, and only when every image using it is deleted; a deleted image's
+// snapshots that a kept image uses are listed as shared on its item.
+func countFreed(plan *CleanupPlan) {
+	keptUse := map[string][]string{} // snapshot -> kept images using it
+	for _, it := range plan.Items {
+		if it.Action != ActionDelete {
+			for _, s := range it.Image.Snapshots {
+				keptUse[s.ID] = append(keptUse[s.ID], it.Image.ID)
+			}
+		}
+	}
+	freed := map[string]bool{}
+	for i := range plan.Items {
+		it := &plan.Items[i]
+		if it.Action != ActionDelete {
+			continue
+		}
+		plan.Deletes++
+		if len(it.Image.Snapshots) == 0 {
+			plan.GiBReclaimed += it.Image.SizeGiB
+			continue
+		}
+		var sized bool
+		for _, s := range it.Image.Snapshots {
+			sized = sized || s.SizeGiB > 0
+		}
+		for _, s := range it.Image.Snapshots {
+			if users := keptUse[s.ID]; len(users) > 0 {
+				it.SharedSnapshots = append(it.SharedSnapshots, s.ID)
+				it.Reason += fmt.Sprintf("; snapshot %s kept: shared with %s", s.ID, strings.Join(users, ", "))
+				continue
+			}
+			if freed[s.ID] {
+				continue
+			}
+			freed[s.ID] = true
+			plan.SnapshotsFreed++
+			plan.GiBReclaimed += s.SizeGiB
+		}
+		if !sized && len(it.SharedSnapshots) == 0 {
+			plan.GiBReclaimed += it.Image.SizeGiB
+		}
+	}
+}
+
+// keptKnownGood picks the known-good images the policy keeps, with why:
+// the newest KeepKnownGood owned ones that no channel points at, and each
+// channel's rollback target (the newest earlier value of its history that
+// is available and known-good) while the image the channel points at is not
+// known-good. For a channel whose history is unknown, at least the newest
+// known-good image is kept while its image is not known-good.
+func keptKnownGood(imgs []*Image, f cleanupFacts, policy CleanupPolicy) map[string]string {
+	byID := map[string]*Image{}
+	for _, img := range imgs {
+		byID[img.ID] = img
+	}
+	kept := map[string]string{}
+	keepKG := policy.KeepKnownGood
+	for id, ch := range f.promoted {
+		cur := byID[id]
+		if cur == nil || cur.Status == StatusKnownGood {
+			continue
+		}
+		hist, ok := f.history[ch]
+		if !ok {
+			// The promoted image has no real QA proof yet and the
+			// channel's history is unknown: keep the newest known-good
+			// whatever the policy says.
+			keepKG = max(keepKG, 1)
+			continue
+		}
+		for i := len(hist) - 2; i >= 0; i-- {
+			prev := byID[hist[i].ImageID]
+			if hist[i].ImageID == id || prev == nil {
+				continue
+			}
+			if prev.State == string(provider.ImageAvailable) && prev.Status == StatusKnownGood {
+				if kept[prev.ID] == "" {
+					kept[prev.ID] = "previous known-good of channel " + ch + " (its rollback target)"
+				}
+				break
+			}
+		}
+	}
 	sorted := append([]*Image(nil), imgs...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		return statusTime(sorted[i]).After(statusTime(sorted[j]))
 	})
-	keepKG := policy.KeepKnownGood
-	for id := range promoted {
-		for _, img := range imgs {
-			if img.ID == id && img.Status != StatusKnownGood && keepKG < 1 {
-				// The promoted image has no real QA proof yet: keep the
-				// previous known-good whatever the policy says.
-				keepKG = 1
+	n := 0
+	for _, img := range sorted {
+		if n >= keepKG {
+			break
+		}
+		if img.Owned && img.Status == StatusKnownGood && f.promoted[img.ID] == "" {
+			n++
+			if kept[img.ID] == "" {
+				kept[img.ID] = "previous known-good"
 			}
 		}
 	}
-	keptKG := map[string]bool{}
-	for _, img := range sorted {
-		if len(keptKG) >= keepKG {
-			break
-		}
-		if img.Owned && img.Status == StatusKnownGood && promoted[img.ID] == "" {
-			keptKG[img.ID] = true
-		}
-	}
-	return keptKG
+	return kept
 }
 
 // decide is the policy for one image: keep or delete, and why.
-func decide(img *Image, promoted, inUse map[string]string, keptKG map[string]bool, policy CleanupPolicy, now time.Time) (action, reason string) {
+func decide(img *Image, f cleanupFacts, keptKG map[string]string, policy CleanupPolicy, now time.Time) (action, reason string) {
 	action = ActionKeep
 	switch {
+	case f.vanished[img.ID]:
+		reason = "vanished while planning (deleted elsewhere)"
 	case !img.Owned:
-		reason = "not created by crabbox"
-	case promoted[img.ID] != "":
-		reason = "promoted in channel " + promoted[img.ID]
+		reason = "not created by crabbox" + foreignDetail(img.Labels)
+	case f.promoted[img.ID] != "":
+		reason = "promoted in channel " + f.promoted[img.ID]
 	case img.State == string(provider.ImagePending):
 		reason = "still being created"
 	case img.Protected:
 		reason = "deletion protection is on"
-	case inUse[img.ID] != "":
-		reason = "in use by " + inUse[img.ID]
+		if keptKG[img.ID] != "" {
+			reason = keptKG[img.ID] + "; deletion protection is on"
+		}
+	case f.inUse[img.ID] != "":
+		reason = "in use by " + f.inUse[img.ID]
+	case f.unknown[img.ID] != "":
+		reason = "use unknown (" + f.unknown[img.ID] + ")"
 	case img.Status == StatusFailed:
 		until := statusTime(img).Add(policy.FailedInspection)
 		if now.Before(until) {
@@ -196,8 +327,8 @@ func decide(img *Image, promoted, inUse map[string]string, keptKG map[string]boo
 			action, reason = ActionDelete, "failed; inspection period over"
 		}
 	case img.Status == StatusKnownGood:
-		if keptKG[img.ID] {
-			reason = "previous known-good"
+		if keptKG[img.ID] != "" {
+			reason = keptKG[img.ID]
 		} else {
 			action, reason = ActionDelete, "superseded known-good"
 		}
@@ -207,6 +338,14 @@ func decide(img *Image, promoted, inUse map[string]string, keptKG map[string]boo
 			reason = "image creation failed; kept for inspection until " + until.UTC().Format(time.RFC3339)
 		} else {
 			action, reason = ActionDelete, "image creation failed; inspection period over"
+		}
+	case f.ever[img.ID] != "":
+		// Promoted once, superseded before it became known-good.
+		until := statusTime(img).Add(policy.CandidateMaxAge)
+		if now.Before(until) {
+			reason = "superseded promotion in channel " + f.ever[img.ID] + "; kept until " + until.UTC().Format(time.RFC3339)
+		} else {
+			action, reason = ActionDelete, "superseded promotion in channel "+f.ever[img.ID]+", never known-good"
 		}
 	default: // candidate or unknown status
 		until := img.Created.Add(policy.CandidateMaxAge)
@@ -219,22 +358,23 @@ func decide(img *Image, promoted, inUse map[string]string, keptKG map[string]boo
 	return action, reason
 }
 
+// foreignDetail says which ownership label a foreign image carries, when it
+// carries one of the two.
+func foreignDetail(labels map[string]string) string {
+	switch {
+	case labels[LabelManaged] == "true":
+		return fmt.Sprintf(" (%s=true but %s=%q)", LabelManaged, LabelCreatedBy, labels[LabelCreatedBy])
+	case labels[LabelCreatedBy] == provider.CreatedByValue:
+		return fmt.Sprintf(" (%s=%s but %s=%q)", LabelCreatedBy, provider.CreatedByValue, LabelManaged, labels[LabelManaged])
+	}
+	return ""
+}
+
 func statusTime(img *Image) time.Time {
 	if t, ok := parseLabelTime(img.Labels[LabelStatusAt]); ok {
 		return t
 	}
 	return img.Created
-}
-
-func imageGiB(img *Image) float64 {
-	if img.SizeGiB > 0 {
-		return img.SizeGiB
-	}
-	var s float64
-	for _, sn := range img.Snapshots {
-		s += sn.SizeGiB
-	}
-	return s
 }
 
 // WriteText prints the plan as a table.
@@ -248,19 +388,61 @@ func (p *CleanupPlan) WriteText(w io.Writer) error {
 	return tw.Flush()
 }
 
-// CleanupResult reports what Apply did.
-type CleanupResult struct {
-	Deleted []string `json:"deleted"`
-	Skipped []string `json:"skipped,omitempty"` // changed since planning
-	Failed  []string `json:"failed,omitempty"`
+// Results of one image in CleanupResult.Outcomes.
+const (
+	ResultDeleted = "deleted" // Apply deleted the image
+	ResultGone    = "gone"    // the image was already gone (deleted elsewhere)
+	ResultKept    = "kept"    // a re-check or the provider's protection kept it
+	ResultFailed  = "failed"  // reading or deleting failed; the image may remain
+)
+
+// CleanupOutcome is what Apply did with one image the plan marked for
+// deletion, and why.
+type CleanupOutcome struct {
+	ImageID string `json:"image_id"`
+	Result  string `json:"result"`
+	Reason  string `json:"reason,omitempty"`
+	// SnapshotsKept are snapshots of the image left in place because an
+	// image that remains still uses them.
+	SnapshotsKept []string `json:"snapshots_kept,omitempty"`
 }
 
-// Apply deletes the images the plan marks for deletion, with their
-// snapshots. Before each deletion it re-reads the image and the channels and
-// skips any image that became promoted, protected or foreign since the plan
-// was made. It goes on past failures and returns them joined.
+// CleanupResult reports what Apply did.
+type CleanupResult struct {
+	// Deleted lists images deleted or found already gone.
+	Deleted []string `json:"deleted"`
+	// Skipped lists images kept because they changed since planning or
+	// the provider's protection refused their deletion.
+	Skipped []string `json:"skipped,omitempty"`
+	Failed  []string `json:"failed,omitempty"`
+	// Outcomes says, per image, what happened and why.
+	Outcomes []CleanupOutcome `json:"outcomes"`
+}
+
+func (r *CleanupResult) add(o CleanupOutcome) {
+	r.Outcomes = append(r.Outcomes, o)
+	switch o.Result {
+	case ResultDeleted, ResultGone:
+		r.Deleted = append(r.Deleted, o.ImageID)
+	case ResultKept:
+		r.Skipped = append(r.Skipped, o.ImageID)
+	default:
+		r.Failed = append(r.Failed, o.ImageID)
+	}
+}
+
+// Apply deletes the images the plan marks for deletion, with the snapshots
+// no remaining image uses. It never lifts protection. Immediately before
+// each deletion it re-reads the image (ownership, state, protection,
+// status), the current value of every channel that may point at it, and its
+// use, and keeps any image that became foreign, pending, protected,
+// promoted, in use (or of unknown use) or changed status since the plan was
+// made. A deletion the provider refuses because the image is protected (a
+// concurrent Promote protects before it points a channel at the image) is
+// reported kept, not failed. It goes on past failures and returns them
+// joined.
 func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
-	res := &CleanupResult{Deleted: []string{}}
+	res := &CleanupResult{Deleted: []string{}, Outcomes: []CleanupOutcome{}}
 	if p == nil || p.c == nil {
 		return res, fmt.Errorf("crabbox: %w: plan was not made by PlanCleanup", ErrInvalidArgument)
 	}
@@ -269,58 +451,116 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 	if err != nil {
 		return res, c.opErr("cleanup", "", err)
 	}
-	promoted, err := c.promotedIn(ctx, p.Policy.Channels)
-	if err != nil {
-		return res, c.opErr("cleanup", "", err)
-	}
 	var errs []error
 	for _, it := range p.Items {
 		if it.Action != ActionDelete {
 			continue
 		}
-		id := it.Image.ID
-		cur, err := c.getImage(ctx, im, id)
-		if errors.Is(err, ErrNotFound) {
-			res.Deleted = append(res.Deleted, id)
-			continue
-		}
+		o, err := p.applyOne(ctx, im, it)
+		res.add(o)
 		if err != nil {
-			res.Failed = append(res.Failed, id)
-			errs = append(errs, c.opErr("cleanup", id, err))
-			continue
+			errs = append(errs, c.opErr("cleanup", it.Image.ID, err))
 		}
-		if cur.Labels[LabelManaged] != "true" || promoted[id] != "" || cur.Protected {
-			res.Skipped = append(res.Skipped, id)
-			continue
+		if o.Result == ResultDeleted {
+			c.emit(Event{Kind: EventImageDeleted, Resource: "image", ID: o.ImageID, State: "deleted", Message: it.Reason})
 		}
-		if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.DeleteImage(ctx, id) }); err != nil {
-			res.Failed = append(res.Failed, id)
-			errs = append(errs, c.opErr("cleanup", id, err))
-			continue
-		}
-		res.Deleted = append(res.Deleted, id)
-		c.emit(Event{Kind: EventImageDeleted, Resource: "image", ID: id, State: "deleted", Message: it.Reason})
 	}
 	return res, errors.Join(errs...)
 }
 
-// promotedIn maps the image each channel points at to the channel. Channels
-// never set are skipped; a provider without channels promotes nothing.
-func (c *Client) promotedIn(ctx context.Context, channels []string) (map[string]string, error) {
-	promoted := map[string]string{}
-	chs := c.caps.channels
-	if chs == nil {
-		return promoted, nil
+// applyOne re-checks one planned deletion against fresh reads and deletes
+// the image when it still qualifies.
+func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it CleanupItem) (CleanupOutcome, error) {
+	c := p.c
+	id := it.Image.ID
+	o := CleanupOutcome{ImageID: id}
+	kept := func(reason string) (CleanupOutcome, error) {
+		o.Result, o.Reason = ResultKept, reason
+		return o, nil
 	}
-	for _, ch := range channels {
-		e, err := c.currentChannel(ctx, chs, ch)
-		if errors.Is(err, ErrNotFound) {
+	failed := func(err error) (CleanupOutcome, error) {
+		o.Result, o.Reason = ResultFailed, err.Error()
+		return o, err
+	}
+	pi, err := c.getImage(ctx, im, id)
+	if errors.Is(err, ErrNotFound) {
+		o.Result, o.Reason = ResultGone, "already gone"
+		return o, nil
+	}
+	if err != nil {
+		return failed(err)
+	}
+	cur := c.imageFrom(pi)
+	switch {
+	case !ownedLabels(cur.Labels):
+		return kept("no longer owned by crabbox" + foreignDetail(cur.Labels))
+	case cur.State == string(provider.ImagePending):
+		return kept("still being created")
+	case cur.Protected:
+		return kept("deletion protection is on")
+	case cur.Labels[LabelStatus] != it.Image.Labels[LabelStatus] || cur.Labels[LabelStatusAt] != it.Image.Labels[LabelStatusAt]:
+		return kept(fmt.Sprintf("status changed since planning (%q, now %q)", it.Image.Status, cur.Status))
+	}
+	ch, err := c.readChannels(ctx, p.Policy.Channels, false)
+	if err != nil {
+		return failed(fmt.Errorf("re-reading channels: %w", err))
+	}
+	if name := ch.current[id]; name != "" {
+		return kept("promoted in channel " + name + " since planning")
+	}
+	ref, why, gone := c.imageUse(ctx, id)
+	switch {
+	case gone:
+		o.Result, o.Reason = ResultGone, "already gone"
+		return o, nil
+	case why != "":
+		return kept("use unknown (" + why + ")")
+	case ref != "":
+		return kept("in use by " + ref)
+	}
+	shared, err := c.sharedSnapshots(ctx, im, cur)
+	if err != nil {
+		return failed(fmt.Errorf("reading which images share its snapshots: %w", err))
+	}
+	err = retryErr(ctx, c, "image", func(ctx context.Context) error { return im.DeleteImage(ctx, id) })
+	if errors.Is(err, ErrConflict) {
+		// Refused (a concurrent Promote protected it), unless the image
+		// went and only its snapshots could not be deleted.
+		if _, gerr := c.getImage(ctx, im, id); gerr == nil {
+			return kept("the provider refused the deletion: " + err.Error())
+		}
+	}
+	if err != nil {
+		return failed(err)
+	}
+	o.Result, o.Reason, o.SnapshotsKept = ResultDeleted, it.Reason, shared
+	return o, nil
+}
+
+// sharedSnapshots lists img's snapshots that another existing image uses
+// (the provider's DeleteImage leaves those in place).
+func (c *Client) sharedSnapshots(ctx context.Context, im provider.Images, img *Image) ([]string, error) {
+	if len(img.Snapshots) == 0 {
+		return nil, nil
+	}
+	all, err := retry(ctx, c, "image", func(ctx context.Context) ([]*provider.Image, error) { return im.ListImages(ctx, nil) })
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, other := range all {
+		if other.ID == img.ID || other.State == provider.ImageDeleted {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("channel %s: %w", ch, err)
+		for _, s := range other.Snapshots {
+			used[s.ID] = true
 		}
-		promoted[e.ImageID] = ch
 	}
-	return promoted, nil
+	var out []string
+	for _, s := range img.Snapshots {
+		if used[s.ID] {
+			out = append(out, s.ID)
+		}
+	}
+	return out, nil
 }

@@ -219,3 +219,126 @@ func TestPlanCleanupInvariants(t *testing.T) {
 		}
 	}
 }
+
+func entries(ch string, ids ...string) []provider.ChannelEntry {
+	var out []provider.ChannelEntry
+	for i, id := range ids {
+		out = append(out, provider.ChannelEntry{Channel: ch, ImageID: id, Version: int64(i + 1)})
+	}
+	return out
+}
+
+// factsOf builds the channel facts of histories (the last entry of each is
+// current).
+func factsOf(hist map[string][]provider.ChannelEntry) cleanupFacts {
+	f := cleanupFacts{promoted: map[string]string{}, ever: map[string]string{}, history: hist}
+	for ch, h := range hist {
+		f.promoted[h[len(h)-1].ImageID] = ch
+		for _, e := range h {
+			f.ever[e.ImageID] = ch
+		}
+	}
+	return f
+}
+
+func reasons(p *CleanupPlan) map[string]string {
+	m := map[string]string{}
+	for _, it := range p.Items {
+		m[it.Image.ID] = it.Reason
+	}
+	return m
+}
+
+// TestPlanKeepsEachChannelsPreviousKnownGood: channel beta's newer
+// known-good image does not take default's rollback target.
+func TestPlanKeepsEachChannelsPreviousKnownGood(t *testing.T) {
+	imgs := mkImages(
+		imgSpec{id: "def-new", owned: true, status: StatusCandidate, age: day, statusAge: day},
+		imgSpec{id: "def-kg", owned: true, status: StatusKnownGood, age: 60 * day, statusAge: 50 * day},
+		imgSpec{id: "beta-kg2", owned: true, status: StatusKnownGood, age: 5 * day, statusAge: 4 * day},
+		imgSpec{id: "beta-kg1", owned: true, status: StatusKnownGood, age: 20 * day, statusAge: 10 * day},
+	)
+	f := factsOf(map[string][]provider.ChannelEntry{
+		"default": entries("default", "def-kg", "def-new"),
+		"beta":    entries("beta", "beta-kg1", "beta-kg2"),
+	})
+	for _, keep := range []int{-1, 1} {
+		p := planWith(imgs, f, CleanupPolicy{Channels: []string{"default", "beta"}, KeepKnownGood: keep}, planNow)
+		d, r := decisions(p), reasons(p)
+		assert.Equal(t, ActionKeep, d["def-kg"], "KeepKnownGood %d: default's rollback target: %s", keep, r["def-kg"])
+		assert.Contains(t, r["def-kg"], "previous known-good of channel default")
+		assert.Equal(t, ActionKeep, d["def-new"])
+		assert.Equal(t, ActionKeep, d["beta-kg2"])
+	}
+	// Beta's image is known-good: its own previous one is not kept for it
+	// (only as the newest known-good with KeepKnownGood 1).
+	p := planWith(imgs, f, CleanupPolicy{Channels: []string{"default", "beta"}, KeepKnownGood: -1}, planNow)
+	assert.Equal(t, ActionDelete, decisions(p)["beta-kg1"])
+}
+
+// TestPlanOncePromotedCandidate: an image promoted and superseded before it
+// became known-good is never a "never promoted" candidate: it has its own
+// rule, timed from its last status change.
+func TestPlanOncePromotedCandidate(t *testing.T) {
+	imgs := mkImages(
+		imgSpec{id: "cur", owned: true, status: StatusKnownGood, age: day, statusAge: day},
+		imgSpec{id: "was-old", owned: true, status: StatusCandidate, age: 30 * day, statusAge: 10 * day},
+		imgSpec{id: "was-recent", owned: true, status: StatusCandidate, age: 30 * day, statusAge: day},
+		imgSpec{id: "never", owned: true, status: StatusCandidate, age: 30 * day, statusAge: 30 * day},
+	)
+	f := factsOf(map[string][]provider.ChannelEntry{"default": entries("default", "was-old", "was-recent", "cur")})
+	p := planWith(imgs, f, CleanupPolicy{}, planNow)
+	d, r := decisions(p), reasons(p)
+	assert.Equal(t, ActionDelete, d["was-old"])
+	assert.Equal(t, "superseded promotion in channel default, never known-good", r["was-old"])
+	assert.Equal(t, ActionKeep, d["was-recent"])
+	assert.Contains(t, r["was-recent"], "superseded promotion in channel default; kept until")
+	assert.Equal(t, "stale candidate, never promoted", r["never"])
+	for id, why := range r {
+		if id != "never" {
+			assert.NotContains(t, why, "never promoted", id)
+		}
+	}
+}
+
+// TestOwnershipNeedsBothLabels: an image tagged crabbox=true by another
+// tool (created-by=terraform), or created-by=crabbox alone, is foreign.
+func TestOwnershipNeedsBothLabels(t *testing.T) {
+	assert.True(t, ownedLabels(map[string]string{LabelManaged: "true", LabelCreatedBy: "crabbox"}))
+	assert.False(t, ownedLabels(map[string]string{LabelManaged: "true", LabelCreatedBy: "terraform"}))
+	assert.False(t, ownedLabels(map[string]string{LabelManaged: "true"}))
+	assert.False(t, ownedLabels(map[string]string{LabelCreatedBy: "crabbox"}))
+	c := &Client{}
+	img := c.imageFrom(&provider.Image{ID: "tf", Labels: map[string]string{LabelManaged: "true", LabelCreatedBy: "terraform",
+		LabelStatus: StatusCandidate}, Created: planNow.Add(-30 * day)})
+	assert.False(t, img.Owned)
+	p := planCleanup([]*Image{img}, nil, nil, CleanupPolicy{}, planNow)
+	assert.Equal(t, ActionKeep, decisions(p)["tf"])
+	assert.Contains(t, reasons(p)["tf"], `not created by crabbox (crabbox=true but created-by="terraform")`)
+}
+
+// TestPlanCountsSharedSnapshotsOnce: a snapshot is freed only when every
+// image using it is deleted, and counted once.
+func TestPlanCountsSharedSnapshotsOnce(t *testing.T) {
+	imgs := mkImages(
+		imgSpec{id: "old1", owned: true, status: StatusCandidate, age: 10 * day, snaps: 1},
+		imgSpec{id: "old2", owned: true, status: StatusCandidate, age: 10 * day, snaps: 1},
+		imgSpec{id: "old3", owned: true, status: StatusCandidate, age: 10 * day, snaps: 1},
+		imgSpec{id: "recent", owned: true, status: StatusCandidate, age: time.Hour, snaps: 1},
+	)
+	// old1 and old2 share a snapshot; old3 shares one with the kept image.
+	imgs[1].Snapshots[0] = imgs[0].Snapshots[0]
+	imgs[2].Snapshots[0] = imgs[3].Snapshots[0]
+	p := planCleanup(imgs, nil, nil, CleanupPolicy{}, planNow)
+	assert.Equal(t, 3, p.Deletes)
+	assert.Equal(t, 1, p.SnapshotsFreed)
+	assert.InDelta(t, 8.0, p.GiBReclaimed, 0.001)
+	for _, it := range p.Items {
+		if it.Image.ID == "old3" {
+			assert.Equal(t, []string{"snap-recent-0"}, it.SharedSnapshots)
+			assert.Contains(t, it.Reason, "snapshot snap-recent-0 kept: shared with recent")
+		} else {
+			assert.Empty(t, it.SharedSnapshots, it.Image.ID)
+		}
+	}
+}

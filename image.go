@@ -54,7 +54,7 @@ func (c *Client) imageFrom(p *provider.Image) *Image {
 		img.Snapshots = []provider.Snapshot{}
 	}
 	lb := p.Labels
-	img.Owned = lb[LabelManaged] == "true"
+	img.Owned = ownedLabels(lb)
 	img.Status = lb[LabelStatus]
 	img.SourceLease = lb[LabelSourceLease]
 	img.Operator = lb[LabelOperator]

@@ -1,6 +1,7 @@
 // Package crabboxtest is an embedded local cloud for tests, demos and the
 // driver conformance suite: a provider.Driver (with provider.Images,
-// provider.Channels, provider.Protector and provider.Deprecator) whose
+// provider.Channels, provider.Protector, provider.Deprecator,
+// provider.UsageFinder and provider.ChannelLister) whose
 // machines are in-process SSH servers on 127.0.0.1.
 //
 // A machine boots from the cloud-init user-data crabbox renders

@@ -388,6 +388,12 @@ func (r *runbook) steps(ctx context.Context) error {
 		return err
 	}
 	detail("channel %s: %s -> %s (version %d)", pr.Channel, pr.Previous, pr.Image.ID, pr.Version)
+	// While the new image is not known-good, cleanup keeps the channel's
+	// rollback target whatever its age (dry run, a week from now).
+	r.say("Plan the cleanup as it would stand in a week with %s not yet known-good (dry run)", next.ID)
+	if err := r.printPlan(ctx, 7*24*time.Hour); err != nil {
+		return err
+	}
 	r.say("Roll back: a QA lane failed on %s", next.ID)
 	rb, err := r.c.Rollback(ctx, crabbox.DefaultChannel, "demo: QA lane failed")
 	if err != nil {
@@ -411,15 +417,7 @@ func (r *runbook) steps(ctx context.Context) error {
 	// The same policy a week and a day from now: the failed images are past
 	// their inspection period by then. Planning changes nothing.
 	r.say("Plan the cleanup as it will stand in 8 days (dry run)")
-	later, err := crabbox.New(r.drv, append(r.opts, crabbox.WithClock(func() time.Time { return time.Now().Add(8 * 24 * time.Hour) }))...)
-	if err != nil {
-		return err
-	}
-	future, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
-	if err != nil {
-		return err
-	}
-	if err := future.WriteText(os.Stdout); err != nil {
+	if err := r.printPlan(ctx, 8*24*time.Hour); err != nil {
 		return err
 	}
 	if *flagApply {
@@ -428,8 +426,32 @@ func (r *runbook) steps(ctx context.Context) error {
 			return err
 		}
 		detail("deleted %v", res.Deleted)
+		// Apply re-checked each image just before deleting it: what it did
+		// and why (kept when it changed since the plan or the provider
+		// refused; snapshots another image still uses stay).
+		for _, o := range res.Outcomes {
+			line := fmt.Sprintf("%s %s: %s", o.Result, o.ImageID, o.Reason)
+			if len(o.SnapshotsKept) > 0 {
+				line += fmt.Sprintf(" (snapshots kept, shared: %v)", o.SnapshotsKept)
+			}
+			detail("%s", line)
+		}
 	}
 	return nil
+}
+
+// printPlan prints the cleanup plan as it would stand after d (planning
+// changes nothing).
+func (r *runbook) printPlan(ctx context.Context, d time.Duration) error {
+	later, err := crabbox.New(r.drv, append(r.opts, crabbox.WithClock(func() time.Time { return time.Now().Add(d) }))...)
+	if err != nil {
+		return err
+	}
+	plan, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
+	if err != nil {
+		return err
+	}
+	return plan.WriteText(os.Stdout)
 }
 
 func (r *runbook) verifyPromoted(ctx context.Context, want string) error {

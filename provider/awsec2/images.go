@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -224,8 +225,9 @@ func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*p
 // its snapshots, retrying InvalidSnapshot.InUse and throttling with backoff
 // and treating NotFound as done. Images and snapshots without the crabbox
 // ownership tag are never touched; a protected image is refused with
-// ErrConflict (lift protection with ProtectImage first). When the image is
-// already gone, its leftover owned snapshots (from an interrupted earlier
+// ErrConflict (lift protection with ProtectImage first). Snapshots another
+// image of the account still uses are left in place, not retried. When the
+// image is already gone, its leftover owned snapshots (from an interrupted earlier
 // delete) are found by their AWS description and deleted.
 func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	im, err := d.describeImage(ctx, id)
@@ -249,12 +251,48 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	shared, err := d.snapshotsUsedByOthers(ctx, id)
+	if err != nil {
+		return err
+	}
 	if _, err := d.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
 		if !errors.Is(mapErr(err), provider.ErrNotFound) {
 			return mapErr(err)
 		}
 	}
-	return d.deleteSnapshots(ctx, owned)
+	var free []string
+	for _, s := range owned {
+		if !shared[s] {
+			free = append(free, s)
+		}
+	}
+	return d.deleteSnapshots(ctx, free)
+}
+
+// snapshotsUsedByOthers returns the snapshots that an image of the account
+// other than except still uses: deleting the image leaves those in place
+// (AWS refuses them with InvalidSnapshot.InUse for as long as that image
+// exists).
+func (d *Driver) snapshotsUsedByOthers(ctx context.Context, except string) (map[string]bool, error) {
+	used := map[string]bool{}
+	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, im := range out.Images {
+			if aws.ToString(im.ImageId) == except || im.State == types.ImageStateDeregistered {
+				continue
+			}
+			for _, bd := range im.BlockDeviceMappings {
+				if bd.Ebs != nil && bd.Ebs.SnapshotId != nil {
+					used[aws.ToString(bd.Ebs.SnapshotId)] = true
+				}
+			}
+		}
+	}
+	return used, nil
 }
 
 func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) ([]string, error) {
@@ -316,6 +354,17 @@ func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
 				break
 			}
 			inUse := apiCode(err) == "InvalidSnapshot.InUse"
+			if inUse {
+				// Shared with an image that remains: it stays, no retry
+				// (the in-use right after a deregistration is retried).
+				shared, serr := d.snapshotsUsedByOthers(ctx, "")
+				if serr != nil {
+					return serr
+				}
+				if shared[id] {
+					break
+				}
+			}
 			if !(inUse || errors.Is(merr, provider.ErrThrottled)) || attempt >= d.o.cleanupTries {
 				return merr
 			}
@@ -420,8 +469,11 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 
 // ImageUsage implements provider.UsageFinder with DescribeImageReferences
 // (instances, launch templates, SSM parameters). Where that API is missing
-// or not permitted, it scans instances and launch templates ($Default and
-// $Latest versions) instead.
+// or not permitted, it scans the same three itself: instances not
+// terminated, launch templates ($Default and $Latest versions) and SSM
+// parameters of data type aws:ec2:image. When the scan cannot read one of
+// them either, it returns that error: the caller must then treat the
+// image's use as unknown, never as unused.
 func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
 	var refs []string
 	p := ec2.NewDescribeImageReferencesPaginator(d.ec2, &ec2.DescribeImageReferencesInput{
@@ -482,7 +534,58 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 			}
 		}
 	}
+	prefs, err := d.scanParameterUsage(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	refs = append(refs, prefs...)
 	sort.Strings(refs)
+	return refs, nil
+}
+
+// ssmParameterReader is what scanning SSM parameters for an image needs
+// beyond SSMAPI; *ssm.Client has it.
+type ssmParameterReader interface {
+	DescribeParameters(ctx context.Context, in *ssm.DescribeParametersInput, optFns ...func(*ssm.Options)) (*ssm.DescribeParametersOutput, error)
+	GetParameters(ctx context.Context, in *ssm.GetParametersInput, optFns ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+}
+
+// scanParameterUsage returns "ssm:Parameter NAME" for every SSM parameter
+// of data type aws:ec2:image whose value is id. The data type is read from
+// each parameter's metadata (not a DescribeParameters filter, which not
+// every endpoint implements).
+func (d *Driver) scanParameterUsage(ctx context.Context, id string) ([]string, error) {
+	pr, ok := d.ssm.(ssmParameterReader)
+	if !ok {
+		return nil, provider.Errorf(provider.ErrUnsupported, "awsec2: the SSM client cannot list parameters, so image parameters referencing %s cannot be found", id)
+	}
+	var names []string
+	p := ssm.NewDescribeParametersPaginator(pr, &ssm.DescribeParametersInput{})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, m := range out.Parameters {
+			if aws.ToString(m.DataType) == "aws:ec2:image" {
+				names = append(names, aws.ToString(m.Name))
+			}
+		}
+	}
+	var refs []string
+	for len(names) > 0 {
+		batch := names[:min(10, len(names))]
+		names = names[len(batch):]
+		out, err := pr.GetParameters(ctx, &ssm.GetParametersInput{Names: batch})
+		if err != nil {
+			return nil, mapErr(err)
+		}
+		for _, prm := range out.Parameters {
+			if aws.ToString(prm.Value) == id {
+				refs = append(refs, "ssm:Parameter "+aws.ToString(prm.Name))
+			}
+		}
+	}
 	return refs, nil
 }
 

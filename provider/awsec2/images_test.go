@@ -49,7 +49,7 @@ func newMachine(t *testing.T, e *env, token string) *provider.Machine {
 func imageReq(m *provider.Machine, name, token string) provider.CreateImageRequest {
 	return provider.CreateImageRequest{
 		MachineID: m.ID, Name: name, Description: "crabbox test image", Token: token, NoReboot: true,
-		Labels: map[string]string{"crabbox-source-lease": "cbx_0123456789ab", "crabbox-owner": "openclaw", "crabbox-status": "candidate"},
+		Labels: map[string]string{"created-by": "crabbox", "crabbox-source-lease": "cbx_0123456789ab", "crabbox-owner": "openclaw", "crabbox-status": "candidate"},
 	}
 }
 

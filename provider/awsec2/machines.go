@@ -531,7 +531,10 @@ func terminated(in *types.Instance) bool {
 // from its TagClientToken tag) and marks the instance. Once EC2 no longer
 // describes an instance, DeleteMachine(id) cannot know its key pair and
 // returns nil; such a key pair (named "crabbox-<token>", tagged crabbox=true
-// and with the lease's labels) is left for SweepOrphans.
+// and with the lease's labels) is left for SweepOrphans. A second or
+// concurrent DeleteMachine calls nothing on what is already gone: the key
+// pair is deleted only while it exists (see deleteOwnedKey), the mark only
+// when missing, the instance terminated only when it is not.
 func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 	in, err := d.instance(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {
@@ -546,9 +549,8 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 		kn = keyName(tags[TagClientToken])
 	}
 	if strings.HasPrefix(kn, "crabbox-") {
-		if _, err := d.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(kn)}); err != nil &&
-			apiCode(err) != "InvalidKeyPair.NotFound" {
-			return mapErr(err)
+		if err := d.deleteOwnedKey(ctx, kn); err != nil {
+			return err
 		}
 	}
 	if tags[TagDeleted] != "true" {
@@ -564,6 +566,46 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 		}
 	}
 	return nil
+}
+
+// deleteOwnedKey deletes the key pair named kn when it exists and carries
+// crabbox=true, and calls nothing on a key that is gone (a second or
+// concurrent release): under the generated policy, DeleteKeyPair of a
+// missing key is refused, since it has no crabbox=true tag. A deletion
+// refused because a concurrent release deleted the key meanwhile is done.
+func (d *Driver) deleteOwnedKey(ctx context.Context, kn string) error {
+	exists, err := d.ownedKeyExists(ctx, kn)
+	if err != nil || !exists {
+		return err
+	}
+	_, err = d.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(kn)})
+	if err == nil || apiCode(err) == "InvalidKeyPair.NotFound" {
+		return nil
+	}
+	if errors.Is(mapErr(err), provider.ErrPermission) {
+		if exists, derr := d.ownedKeyExists(ctx, kn); derr == nil && !exists {
+			return nil
+		}
+	}
+	return mapErr(err)
+}
+
+// ownedKeyExists reports whether the key pair kn exists and is tagged
+// crabbox=true.
+func (d *Driver) ownedKeyExists(ctx context.Context, kn string) (bool, error) {
+	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{kn}})
+	if apiCode(err) == "InvalidKeyPair.NotFound" {
+		return false, nil
+	}
+	if err != nil {
+		return false, mapErr(err)
+	}
+	for _, k := range out.KeyPairs {
+		if aws.ToString(k.KeyName) == kn && tagMap(k.Tags)[TagManaged] == "true" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // UpdateMachineLabels implements provider.Machines.

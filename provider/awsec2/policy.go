@@ -60,6 +60,12 @@ var TagOnCreateActions = []string{"CopyImage", "CreateImage", "CreateSecurityGro
 //     role can therefore launch any instance type from any image in any
 //     subnet; bound that with quotas or an SCP.
 //   - The SSM parameter ARN leaves region and account as wildcards.
+//   - ssm:DescribeParameters and ssm:GetParameters on "*": cleanup lists
+//     the channels and, where DescribeImageReferences is refused, reads
+//     the parameters of data type aws:ec2:image to find those naming an
+//     image (DescribeParameters supports no resource-level permissions; a
+//     parameter anywhere may reference an image). Values of other data
+//     types are never requested.
 //   - Without WithInstanceProfileRole, iam:PassRole is on the account's
 //     roles (instance profile given as an ARN) or on "*" (given as a name),
 //     limited only by iam:PassedToService ec2.amazonaws.com.
@@ -116,6 +122,16 @@ func (d *Driver) Policy() PolicyDocument {
 				"ssm:PutParameter",
 			},
 			Resource: []string{"arn:aws:ssm:*:*:parameter" + strings.TrimSuffix(prefix, "/") + "/*"},
+		},
+		{
+			// Cleanup lists the channels and, when DescribeImageReferences
+			// is refused, finds the aws:ec2:image parameters naming an
+			// image: DescribeParameters has no resource-level permissions,
+			// and any parameter may reference an image.
+			Sid:      "CrabboxImageParameters",
+			Effect:   "Allow",
+			Action:   []string{"ssm:DescribeParameters", "ssm:GetParameters"},
+			Resource: []string{"*"},
 		},
 	}}
 	if d.o.instanceProf != "" {

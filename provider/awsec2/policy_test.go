@@ -33,6 +33,12 @@ func TestPolicyDocument(t *testing.T) {
 	for _, s := range doc.Statement {
 		for _, a := range s.Action {
 			switch {
+			case a == "ssm:DescribeParameters", a == "ssm:GetParameters":
+				// Read-only, for cleanup's channel listing and image
+				// parameter scan: any parameter may name an image.
+				if s.Sid != "CrabboxImageParameters" || len(s.Action) != 2 || s.Condition != nil {
+					t.Errorf("%s outside the read-only image parameter statement: %+v", a, s)
+				}
 			case strings.HasPrefix(a, "ssm:"):
 				if len(s.Resource) != 1 || s.Resource[0] != "arn:aws:ssm:*:*:parameter/team/images/*" {
 					t.Errorf("%s on %v: want only the channel parameters", a, s.Resource)

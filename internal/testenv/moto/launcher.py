@@ -39,6 +39,7 @@ OPTS = argparse.Namespace(
 TAG_IMAGE_STATE = "moto-emu:image-state"  # "failed" makes the image fail
 TAG_IMAGE_REASON = "moto-emu:image-state-reason"  # StateReason.Message
 TAG_IMAGE_POLLS = "moto-emu:image-pending-polls"  # DescribeImages polls while pending
+TAG_IMAGE_SHARE = "moto-emu:image-share-snapshot-of"  # the new image uses this AMI's snapshot
 
 
 def _err(code, message):
@@ -178,6 +179,13 @@ def create_image(self):
     for k, v in _tags_for(specs, "snapshot").items():
         ami.ebs_snapshot.add_tag(k, v)
     itags = {t["key"]: t["value"] for t in backend.describe_tags(filters={"resource-id": [instance.id]})}
+    share = backend.amis.get(itags.get(TAG_IMAGE_SHARE, ""))
+    if share is not None:
+        # AWS: images registered from the same snapshot share it (test
+        # control: moto gives every image its own snapshot).
+        own = ami.ebs_snapshot
+        ami.ebs_snapshot = share.ebs_snapshot
+        backend.snapshots.pop(own.id, None)
     polls = int(itags.get(TAG_IMAGE_POLLS, OPTS.image_pending_polls))
     fail = None
     if itags.get(TAG_IMAGE_STATE) == "failed":
@@ -323,6 +331,11 @@ def delete_snapshot(self, snapshot_id):
     if snap is not None and getattr(snap, "_emu_inuse", 0) > 0:
         snap._emu_inuse -= 1
         raise ec2exc.InvalidSnapshotInUse(snapshot_id, snap._emu_inuse_ami)
+    # AWS: a snapshot any registered image uses cannot be deleted (moto only
+    # checks the image that created it).
+    for ami in self.amis.values():
+        if getattr(ami, "ebs_snapshot", None) is snap and snap is not None:
+            raise ec2exc.InvalidSnapshotInUse(snapshot_id, ami.id)
     return _orig_delete_snapshot(self, snapshot_id)
 
 

@@ -60,6 +60,9 @@ const (
 	TagImageState  = "moto-emu:image-state"         // "failed"
 	TagImageReason = "moto-emu:image-state-reason"  // StateReason message
 	TagImagePolls  = "moto-emu:image-pending-polls" // polls while pending
+	// TagImageShareSnapshot names an AMI whose snapshot the new image uses
+	// (images registered from one snapshot share it).
+	TagImageShareSnapshot = "moto-emu:image-share-snapshot-of"
 )
 
 // TagVanishOnTerminate ("true") on an instance makes TerminateInstances
