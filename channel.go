@@ -127,7 +127,7 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 	}
 	img := c.imageFrom(p)
 	if !img.Owned {
-		return nil, fmt.Errorf("%w: image %s has no %s=true label", ErrNotOwned, imageID, LabelManaged)
+		return nil, fmt.Errorf("%w: image %s lacks %s=true or %s=%s", ErrNotOwned, imageID, LabelManaged, LabelCreatedBy, provider.CreatedByValue)
 	}
 	if p.State != provider.ImageAvailable {
 		return nil, fmt.Errorf("%w: image %s is %s, not available", ErrInvalidArgument, imageID, p.State)
@@ -422,7 +422,7 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	if err != nil {
 		return nil, err
 	}
-	if p.Labels[LabelManaged] != "true" {
+	if !ownedLabels(p.Labels) {
 		return nil, fmt.Errorf("%w: image %s", ErrNotOwned, imageID)
 	}
 	if _, err := verifyProof(c.imageFrom(p), proof, ProofKnownGood, o.channel, o.policy); err != nil {

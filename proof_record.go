@@ -62,7 +62,7 @@ func (l *Lease) recordProof(ctx context.Context, sub smokeSubject, rep *SmokeRep
 	if err != nil {
 		return fmt.Errorf("reading image %s to record the smoke: %w", imageID, err)
 	}
-	if img.Labels[LabelManaged] != "true" {
+	if !ownedLabels(img.Labels) {
 		return nil
 	}
 	rec := ProofRecord{LeaseID: leaseID, Passed: rep.OK() && rep.consistent() == nil, Digest: rep.Digest(),

@@ -357,7 +357,8 @@ type RegionCopier interface {
 // parameters), as human-readable references. Implement it when the backend
 // can boot or reference images outside crabbox's leases. Without it the SDK
 // cannot tell whether an image is in use, so cleanup keeps every image it
-// would otherwise delete, with the reason "in use: unknown".
+// would otherwise delete as "use unknown"; any error ImageUsage returns
+// (ErrUnsupported included) means the same: unknown, keep.
 type UsageFinder interface {
 	ImageUsage(ctx context.Context, id string) ([]string, error)
 }
