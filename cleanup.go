@@ -144,13 +144,14 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 
 // imageUse asks the provider what uses an image: ref is one reference
 // ("" when unused), why says why the use could not be determined, gone that
-// the image no longer exists. A provider without a UsageFinder reports
-// every image unused; one that cannot tell for this image (any error,
-// ErrUnsupported included) leaves its use unknown, and the image is kept.
+// the image no longer exists. A provider without a UsageFinder cannot
+// tell what uses any image, and one that cannot tell for this image (any
+// error, ErrUnsupported included) leaves its use unknown: either way the
+// image is kept.
 func (c *Client) imageUse(ctx context.Context, id string) (ref, why string, gone bool) {
 	uf := c.caps.usageFinder
 	if uf == nil {
-		return "", "", false
+		return "", "provider " + c.info.Name + " cannot tell what uses images (no provider.UsageFinder)", false
 	}
 	refs, err := retry(ctx, c, "image", func(ctx context.Context) ([]string, error) { return uf.ImageUsage(ctx, id) })
 	switch {

@@ -12,6 +12,7 @@ import (
 
 	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/crabboxtest"
+	"github.com/crabbox/crabbox-go/provider"
 )
 
 func TestApplySkipsImagesPromotedSincePlanning(t *testing.T) {
@@ -77,4 +78,36 @@ func TestCleanupApplyKeepsPromotedAndDeletesStale(t *testing.T) {
 	var zero crabbox.CleanupPlan
 	_, err = zero.Apply(ctx)
 	assert.ErrorIs(t, err, crabbox.ErrInvalidArgument)
+}
+
+// noUsage is the local cloud without its provider.UsageFinder.
+type noUsage struct {
+	provider.Driver
+	provider.Images
+	provider.Channels
+}
+
+// TestCleanupKeepsImagesWhenUseIsUnknowable: a provider that cannot say
+// what uses images gets every image cleanup would delete kept, with the
+// reason, instead of deleted unchecked.
+func TestCleanupKeepsImagesWhenUseIsUnknowable(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	stale := bake(t, ctx, c, "stale")
+	later := localClient(t, noUsage{cloud, cloud, cloud}, crabbox.WithClock(func() time.Time { return time.Now().Add(7 * 24 * time.Hour) }))
+	require.False(t, later.Capabilities().UsageFinder)
+	plan, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
+	require.NoError(t, err)
+	assert.Zero(t, plan.Deletes)
+	found := false
+	for _, it := range plan.Items {
+		if it.Image.ID == stale.ID {
+			found = true
+			assert.Equal(t, crabbox.ActionKeep, it.Action)
+			assert.Contains(t, it.Reason, "use unknown")
+			assert.Contains(t, it.Reason, "UsageFinder")
+		}
+	}
+	assert.True(t, found, "the stale candidate is in the plan: %+v", plan.Items)
 }
