@@ -8,6 +8,7 @@ package moto
 
 import (
 	"bytes"
+	"context"
 	"errors"
 
 	_ "embed"
@@ -233,6 +234,16 @@ type Fault struct {
 	// for EC2 throttling, 400 otherwise.
 	Code   string
 	Status int
+	// Late, when positive, makes the rule a lag instead of an error: the
+	// call reaches moto Late after it was sent, on a context detached from
+	// the caller's, so it takes effect even when the caller gave up
+	// meanwhile (a create the cloud applies after the client's
+	// cancellation). The caller gets moto's answer if it still waits, its
+	// context's error otherwise. Code and Status are then unused.
+	Late time.Duration
+	// OnHold, if set, is called when a Late call is held (before it
+	// reaches moto), e.g. to cancel the caller's context at that moment.
+	OnHold func()
 }
 
 // FaultTransport is an http.RoundTripper in front of moto that injects AWS
@@ -245,7 +256,22 @@ type FaultTransport struct {
 	rules    []*Fault
 	injected map[string]int
 	calls    map[string]int
+	late     sync.WaitGroup // Late calls not yet answered by moto
+	lateErrs []string       // "Action: Code" of Late calls moto refused
 }
+
+// LateFailures lists the Late calls moto refused when they reached it, as
+// "Action: ErrorCode": a create refused because something it depended on
+// (a key pair) was deleted while it was in flight.
+func (f *FaultTransport) LateFailures() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lateErrs...)
+}
+
+// WaitLate waits until every Late call reached moto and was answered, so a
+// test can check what the calls left behind.
+func (f *FaultTransport) WaitLate() { f.late.Wait() }
 
 // Add adds a rule.
 func (f *FaultTransport) Add(r Fault) {
@@ -305,6 +331,9 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if rule == nil {
 		return base.RoundTrip(req)
 	}
+	if rule.Late > 0 {
+		return f.roundTripLate(base, req, rule)
+	}
 	if rule.After {
 		resp, err := base.RoundTrip(req)
 		if err != nil {
@@ -314,6 +343,57 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 	}
 	return faultResponse(req, rule, ssm), nil
+}
+
+// roundTripLate forwards req to moto rule.Late from now, whatever happens to
+// the caller's context, and answers the caller with moto's response or its
+// context's error, whichever comes first.
+func (f *FaultTransport) roundTripLate(base http.RoundTripper, req *http.Request, rule *Fault) (*http.Response, error) {
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	late := req.Clone(context.WithoutCancel(req.Context()))
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		late.Body = body
+	}
+	done := make(chan result, 1)
+	f.late.Add(1)
+	if rule.OnHold != nil {
+		rule.OnHold()
+	}
+	go func() {
+		defer f.late.Done()
+		time.Sleep(rule.Late)
+		resp, err := base.RoundTrip(late)
+		if err == nil {
+			// Read the answer here: moto has applied the call by now.
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			err = rerr
+			if resp.StatusCode >= 400 {
+				code := "HTTP " + strconv.Itoa(resp.StatusCode)
+				if _, rest, ok := strings.Cut(string(b), "<Code>"); ok {
+					code, _, _ = strings.Cut(rest, "</Code>")
+				}
+				f.mu.Lock()
+				f.lateErrs = append(f.lateErrs, rule.Action+": "+code)
+				f.mu.Unlock()
+			}
+		}
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		return r.resp, r.err
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
 }
 
 func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {
