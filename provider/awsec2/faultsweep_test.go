@@ -8,15 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/internal/testenv/awsbox"
+	"github.com/crabbox/crabbox-go/internal/testenv/leakcheck"
 	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider/awsec2"
 )
@@ -45,46 +43,6 @@ func sweepClient(t *testing.T, e *env) (*crabbox.Client, string) {
 		t.Fatal(err)
 	}
 	return c, dir
-}
-
-// leaseEntries lists the lease directories left in a state dir.
-func leaseEntries(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(filepath.Join(dir, "leases"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
-// sdkGoroutines lists the goroutines running SDK code (the root package or
-// a driver, not the test tooling), waiting up to a few seconds for them to
-// end.
-func sdkGoroutines() []string {
-	var left []string
-	for deadline := time.Now().Add(3 * time.Second); ; {
-		left = left[:0]
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if !strings.Contains(g, "github.com/crabbox/crabbox-go") || strings.Contains(g, "/internal/testenv/") ||
-				strings.Contains(g, "_test.") || strings.Contains(g, "testing.tRunner") {
-				continue
-			}
-			left = append(left, g)
-		}
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestFaultSweepLateCreates cancels Warmup while ImportKeyPair or
@@ -156,10 +114,10 @@ func TestFaultSweepLateCreates(t *testing.T) {
 					}
 				}
 				e.expectClean()
-				if l := leaseEntries(t, dir); len(l) > 0 {
-					t.Errorf("state dir keeps leases %v", l)
+				if l, err := leakcheck.LeaseEntries(dir); err != nil || len(l) > 0 {
+					t.Errorf("state dir keeps leases %v (%v)", l, err)
 				}
-				if g := sdkGoroutines(); len(g) > 0 {
+				if g := leakcheck.Goroutines(3 * time.Second); len(g) > 0 {
 					t.Errorf("%d SDK goroutines left:\n%s", len(g), strings.Join(g, "\n\n"))
 				}
 			})
