@@ -191,6 +191,8 @@ type clientOptions struct {
 	stateDir      string
 	now           func() time.Time
 	retryAttempts int
+	cleanupBound  time.Duration
+	creatingGrace time.Duration
 }
 
 // Option configures a Client.
@@ -273,6 +275,47 @@ func WithRetryAttempts(n int) Option {
 	}
 }
 
+// DefaultCleanupTimeout bounds the cleanup after a failed Warmup.
+const DefaultCleanupTimeout = 2 * time.Minute
+
+// WithCleanupTimeout bounds the cleanup after a failed Warmup (releasing
+// the machine it made): the cleanup runs detached from the caller's
+// context, so a cancelled or timed-out Warmup still deletes what it
+// created, and ends at the latest d after it began, even when the cloud API
+// hangs; the Warmup then returns the lease with the error, so the caller
+// can release it later. Default DefaultCleanupTimeout (2 minutes). The
+// drivers' own lookups of what an ambiguous create made (awsec2 and hetzner
+// WithAdoptWait) happen before it, inside the create call.
+func WithCleanupTimeout(d time.Duration) Option {
+	return func(o *clientOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: cleanup timeout %v must be positive", ErrInvalidArgument, d)
+		}
+		o.cleanupBound = d
+		return nil
+	}
+}
+
+// DefaultCreatingGrace is how long past its readiness deadline Reap leaves
+// a lease that is still labelled creating.
+const DefaultCreatingGrace = 10 * time.Minute
+
+// WithCreatingGrace sets how long past its readiness deadline (its creation
+// plus the Warmup's ready timeout, recorded on the machine) Reap leaves a
+// lease still labelled creating, whose Warmup died or lost it: after that
+// Reap releases it. A Warmup that is still waiting for readiness is never
+// reaped. Default DefaultCreatingGrace (10 minutes); a lease made by an
+// SDK that did not record the deadline is left for an hour.
+func WithCreatingGrace(d time.Duration) Option {
+	return func(o *clientOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: creating grace %v must be positive", ErrInvalidArgument, d)
+		}
+		o.creatingGrace = d
+		return nil
+	}
+}
+
 // WithStateDir sets where per-lease SSH keys are kept (files 0600), so another
 // process can re-attach to a lease. Default: os.UserConfigDir()/crabbox.
 func WithStateDir(dir string) Option {
@@ -316,6 +359,8 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		imageBackoff:  ExponentialBackoff(5*time.Second, 30*time.Second),
 		now:           time.Now,
 		retryAttempts: 5,
+		cleanupBound:  DefaultCleanupTimeout,
+		creatingGrace: DefaultCreatingGrace,
 	}
 	for _, opt := range opts {
 		if opt == nil {
