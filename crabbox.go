@@ -264,7 +264,9 @@ func WithImagePollBackoff(b Backoff) Option {
 
 // WithRetryAttempts sets how many times a call failing with ErrUnavailable
 // or ErrThrottled is attempted in all (default 5). Permanent errors are
-// never retried.
+// never retried. Drivers that retry each API request themselves (awsec2
+// and hetzner with their SDK's retryer on, see their RetriesRequests) are
+// not retried by the client at all: one layer retries, never both.
 func WithRetryAttempts(n int) Option {
 	return func(o *clientOptions) error {
 		if n < 1 {
@@ -423,17 +425,37 @@ func (c *Client) opErr(op, id string, err error) error {
 	return &OpError{Op: op, Provider: c.info.Name, ID: id, Err: err}
 }
 
+// requestRetrier is implemented by a driver that retries each of its API
+// requests itself (awsec2 and hetzner, through their cloud SDK's retryer).
+// The client then runs that driver's calls once: retrying a whole driver
+// call, which makes several requests, on top of per-request retries would
+// multiply the attempts (and re-run requests that had succeeded).
+type requestRetrier interface {
+	RetriesRequests() bool
+}
+
+// retryAttempts is how many times retry runs a driver call in all: once
+// when the driver retries its requests itself, else WithRetryAttempts.
+func (c *Client) retryAttempts() int {
+	if rr, ok := c.drv.(requestRetrier); ok && rr.RetriesRequests() {
+		return 1
+	}
+	return c.o.retryAttempts
+}
+
 // retry runs fn, retrying errors that carry ErrUnavailable or ErrThrottled
-// with the client's backoff, at most retryAttempts times in all. Permanent
-// errors return at once.
+// with the client's backoff, at most retryAttempts times in all: one layer
+// retries, never both, so a driver that retries each request itself
+// (requestRetrier) is run once. Permanent errors return at once.
 func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
+	attempts := c.retryAttempts()
 	for attempt := 1; ; attempt++ {
 		v, err := fn(ctx)
 		var fin *finalError
 		if errors.As(err, &fin) {
 			return v, fin.err
 		}
-		if err == nil || !provider.Retryable(err) || attempt >= c.o.retryAttempts {
+		if err == nil || !provider.Retryable(err) || attempt >= attempts {
 			return v, err
 		}
 		c.emit(Event{Kind: EventRetry, Resource: what, Attempt: attempt, Message: err.Error()})

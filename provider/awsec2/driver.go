@@ -95,6 +95,24 @@ type Driver struct {
 	sgID string // resolved security group, cached after the first lease
 }
 
+// RetriesRequests reports whether the driver's EC2 client retries each API
+// request itself: it is an *ec2.Client whose retryer makes more than one
+// attempt, as the SDK's default standard retryer does (3 attempts, with
+// exponential backoff and jitter, for throttling and transient errors). The
+// crabbox client then does not retry the driver's calls, so attempts never
+// multiply: configure retries on the aws.Config (Retryer, RetryMaxAttempts).
+// With retries off there (aws.NopRetryer) or another EC2API, it reports
+// false and the crabbox client retries whole calls (WithRetryAttempts)
+// instead.
+func (d *Driver) RetriesRequests() bool {
+	c, ok := d.ec2.(*ec2.Client)
+	if !ok {
+		return false
+	}
+	r := c.Options().Retryer
+	return r != nil && r.MaxAttempts() > 1
+}
+
 type options struct {
 	region        string
 	subnetID      string

@@ -39,6 +39,7 @@ type options struct {
 	orphanGrace time.Duration
 	adoptWait   time.Duration
 	adoptPoll   time.Duration
+	noRetries   bool
 }
 
 // Option configures a Driver.
@@ -198,6 +199,17 @@ func WithAdoptWait(wait time.Duration) Option {
 	}
 }
 
+// WithClientRetries tells the driver whether its hcloud client retries each
+// API request itself, as hcloud-go does by default (hcloud.WithRetryOpts:
+// rate limits, conflicts, gateway errors and timeouts, with its backoff).
+// Default true: the crabbox client then does not retry the driver's calls
+// (RetriesRequests), so attempts never multiply. Pass false for a client
+// built with MaxRetries 0, and the crabbox client retries whole calls
+// instead.
+func WithClientRetries(retries bool) Option {
+	return func(c *options) error { c.noRetries = !retries; return nil }
+}
+
 // WithClock sets the clock used for channel timestamps and for the age of
 // lease keys in DeleteOrphanKeys (tests).
 func WithClock(now func() time.Time) Option {
@@ -253,6 +265,11 @@ var (
 func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: Name, Region: d.o.location}
 }
+
+// RetriesRequests reports whether the hcloud client retries each API
+// request itself (WithClientRetries; default true): the crabbox client then
+// runs the driver's calls once, so one layer retries, never both.
+func (d *Driver) RetriesRequests() bool { return !d.o.noRetries }
 
 // parseID parses a numeric Hetzner id. A malformed id cannot name anything,
 // so it is reported as not found (wrapping ErrNotFound) rather than a crash.

@@ -182,6 +182,9 @@ type Fault struct {
 	After bool
 	// Times is how many matching requests fail (default 1).
 	Times int
+	// Every, when above 1, fails every Every-th matching request only (the
+	// others are served as usual): Every 3 fails one request in three.
+	Every int
 	// Late, when positive, makes the rule a lag instead of an error: the
 	// request (its body already read) is held Late and then applied and
 	// answered as usual, even when the client gave up meanwhile (a create
@@ -191,6 +194,8 @@ type Fault struct {
 	// OnHold, if set, is called when a Late request is held, before its
 	// effect, e.g. to cancel the client's context at that moment.
 	OnHold func()
+
+	seen int // matching requests, for Every
 }
 
 // Counts is a summary of the fake's state, for leak checks.
@@ -683,6 +688,11 @@ func (f *Fake) takeFault(r *http.Request, p string, body []byte) *Fault {
 			}
 			var req schema.ServerCreateRequest
 			if json.Unmarshal(body, &req) != nil || req.ServerType.Name != ft.ServerType {
+				continue
+			}
+		}
+		if ft.Every > 1 {
+			if ft.seen++; ft.seen%ft.Every != 0 {
 				continue
 			}
 		}

@@ -220,8 +220,12 @@ func freePort() (int, error) {
 
 // Fault is one injection rule of a FaultTransport.
 type Fault struct {
-	// Action is the API operation ("RunInstances", "PutParameter").
+	// Action is the API operation ("RunInstances", "PutParameter"); "*"
+	// matches every operation.
 	Action string
+	// Every, when above 1, gives the fault to every Every-th matching call
+	// only (the others pass untouched): Every 3 throttles one call in three.
+	Every int
 	// Times is how many matching calls get the fault (then the rule is
 	// spent).
 	Times int
@@ -244,6 +248,8 @@ type Fault struct {
 	// OnHold, if set, is called when a Late call is held (before it
 	// reaches moto), e.g. to cancel the caller's context at that moment.
 	OnHold func()
+
+	seen int // matching calls, for Every
 }
 
 // FaultTransport is an http.RoundTripper in front of moto that injects AWS
@@ -320,7 +326,12 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	f.calls[action]++
 	var rule *Fault
 	for _, r := range f.rules {
-		if r.Action == action && r.Times > 0 {
+		if (r.Action == action || r.Action == "*") && r.Times > 0 {
+			if r.Every > 1 {
+				if r.seen++; r.seen%r.Every != 0 {
+					continue
+				}
+			}
 			r.Times--
 			rule = r
 			f.injected[action]++
