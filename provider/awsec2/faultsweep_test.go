@@ -6,9 +6,7 @@ package awsec2_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -84,12 +82,7 @@ func TestFaultSweepLateCreates(t *testing.T) {
 				if e.faults.Injected(action) != 1 {
 					t.Fatalf("no %s call was held", action)
 				}
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("err = %v, want context.Canceled", err)
-				}
-				if took > sweepAdoptWait+5*time.Second {
-					t.Errorf("the cancelled call took %v", took)
-				}
+				leakcheck.Cancelled(t, err, took, sweepAdoptWait+5*time.Second)
 				e.faults.WaitLate()
 				if f := e.faults.LateFailures(); len(f) > 0 {
 					// On EC2 the call was accepted before the caller gave
@@ -114,12 +107,7 @@ func TestFaultSweepLateCreates(t *testing.T) {
 					}
 				}
 				e.expectClean()
-				if l, err := leakcheck.LeaseEntries(dir); err != nil || len(l) > 0 {
-					t.Errorf("state dir keeps leases %v (%v)", l, err)
-				}
-				if g := leakcheck.Goroutines(3 * time.Second); len(g) > 0 {
-					t.Errorf("%d SDK goroutines left:\n%s", len(g), strings.Join(g, "\n\n"))
-				}
+				leakcheck.Local(t, dir)
 			})
 		}
 	}

@@ -7,9 +7,7 @@ package hetzner_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -87,12 +85,7 @@ func TestFaultSweepLateCreates(t *testing.T) {
 				if w.fake.PendingFaults() != 0 {
 					t.Fatalf("no POST %s was held", paths[what])
 				}
-				if !errors.Is(err, context.Canceled) {
-					t.Errorf("err = %v, want context.Canceled", err)
-				}
-				if took > sweepAdoptWait+5*time.Second {
-					t.Errorf("the cancelled call took %v", took)
-				}
+				leakcheck.Cancelled(t, err, took, sweepAdoptWait+5*time.Second)
 				w.fake.WaitLate()
 				if f := w.fake.LateFailures(); len(f) > 0 {
 					// On Hetzner the request was accepted before the caller
@@ -119,12 +112,7 @@ func TestFaultSweepLateCreates(t *testing.T) {
 				if st := w.fake.State(); st.Servers != 0 || st.SSHKeys != 0 || st.Images != 0 || st.Boxes != 0 {
 					t.Errorf("left %+v", st)
 				}
-				if l, err := leakcheck.LeaseEntries(dir); err != nil || len(l) > 0 {
-					t.Errorf("state dir keeps leases %v (%v)", l, err)
-				}
-				if g := leakcheck.Goroutines(3 * time.Second); len(g) > 0 {
-					t.Errorf("%d SDK goroutines left:\n%s", len(g), strings.Join(g, "\n\n"))
-				}
+				leakcheck.Local(t, dir)
 			})
 		}
 	}

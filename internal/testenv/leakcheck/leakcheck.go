@@ -4,13 +4,39 @@
 package leakcheck
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 )
+
+// Cancelled fails t unless err matches context.Canceled and the cancelled
+// call returned within bound (it took took).
+func Cancelled(t testing.TB, err error, took, bound time.Duration) {
+	t.Helper()
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if took > bound {
+		t.Errorf("the cancelled call took %v, want at most %v", took, bound)
+	}
+}
+
+// Local fails t if the state dir stateDir keeps a lease or an SDK goroutine
+// is still running a few seconds on.
+func Local(t testing.TB, stateDir string) {
+	t.Helper()
+	if l, err := LeaseEntries(stateDir); err != nil || len(l) > 0 {
+		t.Errorf("state dir keeps leases %v (%v)", l, err)
+	}
+	if g := Goroutines(3 * time.Second); len(g) > 0 {
+		t.Errorf("%d SDK goroutines left:\n%s", len(g), strings.Join(g, "\n\n"))
+	}
+}
 
 // Goroutines returns the stacks of the goroutines running SDK code (the
 // module's packages other than test tooling and tests), after waiting up to
