@@ -202,6 +202,8 @@ type clientOptions struct {
 	retryAttempts int
 	keepAlive     time.Duration // 0: the SSH transport's default
 	keepAliveMax  int           // 0: the SSH transport's default
+	cleanupBound  time.Duration
+	creatingGrace time.Duration
 }
 
 // Option configures a Client.
@@ -273,13 +275,56 @@ func WithImagePollBackoff(b Backoff) Option {
 
 // WithRetryAttempts sets how many times a call failing with ErrUnavailable
 // or ErrThrottled is attempted in all (default 5). Permanent errors are
-// never retried.
+// never retried. Drivers that retry each API request themselves (awsec2
+// and hetzner with their SDK's retryer on, see their RetriesRequests) are
+// not retried by the client at all: one layer retries, never both.
 func WithRetryAttempts(n int) Option {
 	return func(o *clientOptions) error {
 		if n < 1 {
 			return fmt.Errorf("%w: retry attempts %d < 1", ErrInvalidArgument, n)
 		}
 		o.retryAttempts = n
+		return nil
+	}
+}
+
+// DefaultCleanupTimeout bounds the cleanup after a failed Warmup.
+const DefaultCleanupTimeout = 2 * time.Minute
+
+// WithCleanupTimeout bounds the cleanup after a failed Warmup (releasing
+// the machine it made): the cleanup runs detached from the caller's
+// context, so a cancelled or timed-out Warmup still deletes what it
+// created, and ends at the latest d after it began, even when the cloud API
+// hangs; the Warmup then returns the lease with the error, so the caller
+// can release it later. Default DefaultCleanupTimeout (2 minutes). The
+// drivers' own lookups of what an ambiguous create made (awsec2 and hetzner
+// WithAdoptWait) happen before it, inside the create call.
+func WithCleanupTimeout(d time.Duration) Option {
+	return func(o *clientOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: cleanup timeout %v must be positive", ErrInvalidArgument, d)
+		}
+		o.cleanupBound = d
+		return nil
+	}
+}
+
+// DefaultCreatingGrace is how long past its readiness deadline Reap leaves
+// a lease that is still labelled creating.
+const DefaultCreatingGrace = 10 * time.Minute
+
+// WithCreatingGrace sets how long past its readiness deadline (its creation
+// plus the Warmup's ready timeout, recorded on the machine) Reap leaves a
+// lease still labelled creating, whose Warmup died or lost it: after that
+// Reap releases it. A Warmup that is still waiting for readiness is never
+// reaped. Default DefaultCreatingGrace (10 minutes); a lease made by an
+// SDK that did not record the deadline is left for an hour.
+func WithCreatingGrace(d time.Duration) Option {
+	return func(o *clientOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: creating grace %v must be positive", ErrInvalidArgument, d)
+		}
+		o.creatingGrace = d
 		return nil
 	}
 }
@@ -354,6 +399,8 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 		imageBackoff:  ExponentialBackoff(5*time.Second, 30*time.Second),
 		now:           time.Now,
 		retryAttempts: 5,
+		cleanupBound:  DefaultCleanupTimeout,
+		creatingGrace: DefaultCreatingGrace,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -429,17 +476,37 @@ func (c *Client) opErr(op, id string, err error) error {
 	return &OpError{Op: op, Provider: c.info.Name, ID: id, Err: err}
 }
 
+// requestRetrier is implemented by a driver that retries each of its API
+// requests itself (awsec2 and hetzner, through their cloud SDK's retryer).
+// The client then runs that driver's calls once: retrying a whole driver
+// call, which makes several requests, on top of per-request retries would
+// multiply the attempts (and re-run requests that had succeeded).
+type requestRetrier interface {
+	RetriesRequests() bool
+}
+
+// retryAttempts is how many times retry runs a driver call in all: once
+// when the driver retries its requests itself, else WithRetryAttempts.
+func (c *Client) retryAttempts() int {
+	if rr, ok := c.drv.(requestRetrier); ok && rr.RetriesRequests() {
+		return 1
+	}
+	return c.o.retryAttempts
+}
+
 // retry runs fn, retrying errors that carry ErrUnavailable or ErrThrottled
-// with the client's backoff, at most retryAttempts times in all. Permanent
-// errors return at once.
+// with the client's backoff, at most retryAttempts times in all: one layer
+// retries, never both, so a driver that retries each request itself
+// (requestRetrier) is run once. Permanent errors return at once.
 func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
+	attempts := c.retryAttempts()
 	for attempt := 1; ; attempt++ {
 		v, err := fn(ctx)
 		var fin *finalError
 		if errors.As(err, &fin) {
 			return v, fin.err
 		}
-		if err == nil || !provider.Retryable(err) || attempt >= c.o.retryAttempts {
+		if err == nil || !provider.Retryable(err) || attempt >= attempts {
 			return v, err
 		}
 		c.emit(Event{Kind: EventRetry, Resource: what, Attempt: attempt, Message: err.Error()})

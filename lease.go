@@ -71,8 +71,10 @@ type Lease struct {
 // pinned host key and the readiness command passes.
 //
 // If the machine was created but never became ready (or ctx ended), Warmup
-// releases it with a context detached from cancellation, bounded to two
-// minutes, and returns the error joined with any release error. With
+// releases it with a context detached from cancellation, bounded by
+// WithCleanupTimeout (default two minutes), and returns the error joined
+// with any release error; if the release did not finish, the lease comes
+// back with the error so the machine is never lost. With
 // WithKeepOnFailure it keeps the machine and returns the lease with the error.
 func (c *Client) Warmup(ctx context.Context, opts ...LeaseOption) (*Lease, error) {
 	o := leaseOptions{
@@ -341,6 +343,7 @@ func (c *Client) machineLabels(l *Lease, o leaseOptions) map[string]string {
 		LabelImageSource: string(l.ImageSource),
 		LabelChannel:     o.channel,
 		LabelState:       "creating",
+		labelReadyBy:     formatLabelTime(l.Created.Add(o.readyTimeout)),
 	} {
 		if v != "" {
 			labels[k] = v
@@ -410,14 +413,17 @@ func (l *Lease) created(m *provider.Machine) {
 		Message: fmt.Sprintf("machine %s (%s) created", m.ID, l.MachineType)})
 }
 
-// fail releases a half-made lease (unless kept) with a detached, bounded
-// context and joins any release error.
+// fail releases a half-made lease (unless kept) with a context detached
+// from ctx's cancellation and bounded by the client's cleanup timeout
+// (WithCleanupTimeout), and joins any release error. When the release
+// fails (or the bound ends it) the lease is returned with the error: the
+// machine may still run.
 func (l *Lease) fail(ctx context.Context, o leaseOptions, cause error) (*Lease, error) {
 	if o.keepOnFailure {
 		_ = l.c.drv.UpdateMachineLabels(context.WithoutCancel(ctx), l.MachineID, map[string]string{LabelState: "failed"})
 		return l, cause
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.releaseBound)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.o.cleanupBound)
 	defer cancel()
 	if rerr := l.Release(rctx); rerr != nil {
 		// The machine may still exist: hand the lease back so the caller

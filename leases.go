@@ -79,8 +79,12 @@ func (c *Client) Leases(ctx context.Context) ([]*Lease, error) {
 }
 
 // Reap releases leases past their expiry and returns them. A lease still
-// being created is left alone until an hour after its creation (its
-// readiness wait may take up to 45 minutes). Machines that already
+// labelled creating is left alone while its Warmup may still be waiting for
+// it: until its readiness deadline (its creation plus the Warmup's ready
+// timeout, recorded on the machine) plus WithCreatingGrace (default 10
+// minutes); after that its Warmup died or lost it, and it is released (a
+// lease without a recorded deadline, made by an older SDK, an hour after
+// its creation). Machines that already
 // terminated themselves (the box's own TTL shutdown) are released too,
 // so the driver removes what it made for them (key pairs, SSH keys). Reap
 // goes on past individual failures and returns them joined. Where the
@@ -103,8 +107,12 @@ func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 		l := c.leaseFromMachine(m)
 		switch {
 		case m.State == provider.MachineTerminated:
-		case m.Labels[LabelState] == "creating" && now.Before(l.Created.Add(time.Hour)):
-			continue
+		case m.Labels[LabelState] == "creating":
+			// Its Warmup died or lost it once the deadline passed: the
+			// lease's idle expiry does not matter.
+			if now.Before(c.creatingDeadline(l)) {
+				continue
+			}
 		case l.Expires.IsZero() || now.Before(l.Expires):
 			continue
 		}
@@ -124,6 +132,20 @@ func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 		}
 	}
 	return reaped, errors.Join(errs...)
+}
+
+// labelReadyBy records on a lease's machine when its Warmup gives up
+// waiting for readiness: its creation plus the ready timeout.
+const labelReadyBy = "crabbox-ready-by"
+
+// creatingDeadline is when Reap releases a lease still labelled creating:
+// the creating grace past its recorded readiness deadline, an hour after
+// its creation when it has none (leases of SDKs that did not record it).
+func (c *Client) creatingDeadline(l *Lease) time.Time {
+	if t, ok := parseLabelTime(l.Labels[labelReadyBy]); ok {
+		return t.Add(c.o.creatingGrace)
+	}
+	return l.Created.Add(time.Hour)
 }
 
 func (c *Client) leaseFromMachine(m *provider.Machine) *Lease {

@@ -10,8 +10,18 @@
 // The driver maps each AWS error code once to a portable provider code (see
 // package provider) and retries only what AWS semantics require inside one
 // operation: InvalidSnapshot.InUse and throttling while deleting an image's
-// snapshots. Everything else is retried, with the client's backoff, by the
-// root package. Configure the SDK's own retryer on the aws.Config you pass.
+// snapshots. Each API request is retried by the SDK's own retryer, which
+// you configure on the aws.Config you pass (default: the standard retryer,
+// 3 attempts with backoff and jitter); the driver then reports
+// RetriesRequests and the crabbox client does not retry its calls on top,
+// so attempts never multiply. With the SDK's retries off (aws.NopRetryer),
+// the crabbox client retries whole calls instead.
+//
+// Every create is adoptable after a cancellation: when RunInstances,
+// ImportKeyPair or CreateImage fails ambiguously, the driver looks for what
+// the call made (by client token, key name, image token) for WithAdoptWait
+// (default 10 s) before it deletes the key pair the instance needs or
+// reports that nothing was made.
 //
 // # Files
 //

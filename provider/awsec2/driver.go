@@ -95,6 +95,24 @@ type Driver struct {
 	sgID string // resolved security group, cached after the first lease
 }
 
+// RetriesRequests reports whether the driver's EC2 client retries each API
+// request itself: it is an *ec2.Client whose retryer makes more than one
+// attempt, as the SDK's default standard retryer does (3 attempts, with
+// exponential backoff and jitter, for throttling and transient errors). The
+// crabbox client then does not retry the driver's calls, so attempts never
+// multiply: configure retries on the aws.Config (Retryer, RetryMaxAttempts).
+// With retries off there (aws.NopRetryer) or another EC2API, it reports
+// false and the crabbox client retries whole calls (WithRetryAttempts)
+// instead.
+func (d *Driver) RetriesRequests() bool {
+	c, ok := d.ec2.(*ec2.Client)
+	if !ok {
+		return false
+	}
+	r := c.Options().Retryer
+	return r != nil && r.MaxAttempts() > 1
+}
+
 type options struct {
 	region        string
 	subnetID      string
@@ -119,6 +137,8 @@ type options struct {
 	cleanupMax    time.Duration
 	cleanupTries  int
 	orphanGrace   time.Duration
+	adoptWait     time.Duration
+	adoptPoll     time.Duration
 	now           func() time.Time
 	sleep         func(ctx context.Context, d time.Duration) error
 }
@@ -327,6 +347,32 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// DefaultAdoptWait is how long, after a create call failed ambiguously (a
+// cancelled or timed-out call, a lost response), the driver keeps looking
+// for what the call may have created before it concludes nothing was.
+const DefaultAdoptWait = 10 * time.Second
+
+// WithAdoptWait sets how long the driver looks for what an ambiguously
+// failed create made, before it undoes what the create depended on: the
+// instance of a RunInstances (by its client token) before the lease's key
+// pair is deleted, the key pair of an ImportKeyPair before it is deleted,
+// the image of a CreateImage (by its token tag) before none is reported.
+// EC2 applies a RunInstances the client gave up on seconds later, and
+// DescribeInstances and DescribeImages are eventually consistent, so the
+// wait must cover both. The lookups run detached from the caller's context,
+// polling every second (every wait/10 when that is shorter). Default
+// DefaultAdoptWait (10 s).
+func WithAdoptWait(wait time.Duration) Option {
+	return func(o *options) error {
+		if wait <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: adopt wait %v must be positive", wait)
+		}
+		o.adoptWait = wait
+		o.adoptPoll = min(time.Second, wait/10)
+		return nil
+	}
+}
+
 func defaultOptions() options {
 	return options{
 		sgName:       DefaultSecurityGroupName,
@@ -339,6 +385,8 @@ func defaultOptions() options {
 		cleanupMax:   30 * time.Second,
 		cleanupTries: 10,
 		orphanGrace:  DefaultOrphanGrace,
+		adoptWait:    DefaultAdoptWait,
+		adoptPoll:    time.Second,
 		now:          time.Now,
 		sleep:        sleepCtx,
 	}
@@ -418,6 +466,23 @@ func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, erro
 // Info implements provider.Driver.
 func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: "aws", Region: d.o.region, ShutdownTerminates: true}
+}
+
+// adopt looks for what a create that failed ambiguously may have made:
+// find runs at once and then every adoptPoll until it reports ok or
+// adoptWait has passed, each run on a context detached from ctx's
+// cancellation and bounded by cleanupTimeout. It returns the last result.
+func adopt[T any](ctx context.Context, d *Driver, find func(context.Context) (T, bool)) (T, bool) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.o.adoptWait)
+	defer cancel()
+	for {
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		v, ok := find(fctx)
+		fcancel()
+		if ok || d.o.sleep(wctx, d.o.adoptPoll) != nil {
+			return v, ok
+		}
+	}
 }
 
 // cleanupTimeout bounds the calls the driver makes, after its caller's

@@ -106,6 +106,17 @@ func mapErr(err error) error {
 	return provider.Wrap(classify(err), err)
 }
 
+// ambiguous reports whether a create that failed with err may have taken
+// effect all the same: the caller's context ended while the call was in
+// flight, the response was lost, or the service failed on its side. A
+// request EC2 refused (a client error, throttling) made nothing.
+func ambiguous(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	return errors.Is(classify(err), provider.ErrUnavailable)
+}
+
 func classify(err error) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {

@@ -133,12 +133,10 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 	}
 	out, err := d.ec2.CreateImage(ctx, in)
 	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
 		if req.Token != "" {
 			// Ambiguous failures (lost response, cancellation) may have
 			// created the image: find it and hand it back with the error.
-			if img, ferr := d.findImageByToken(cctx, req.Token); ferr == nil && img != nil {
+			if img := d.adoptImage(ctx, req.Token, err); img != nil {
 				if apiCode(err) == "InvalidAMIName.Duplicate" {
 					return img, nil // our own earlier attempt: adopt it
 				}
@@ -164,6 +162,27 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 		return pending, err
 	}
 	return img, nil
+}
+
+// adoptImage returns the image with the create token a CreateImage that
+// failed with err made anyway, nil if none: one lookup, and, when the
+// failure is ambiguous (EC2 may apply the call after the client gave up,
+// and DescribeImages is eventually consistent), lookups for the adopt wait.
+func (d *Driver) adoptImage(ctx context.Context, token string, err error) *provider.Image {
+	find := func(ctx context.Context) (*provider.Image, bool) {
+		img, ferr := d.findImageByToken(ctx, token)
+		return img, ferr == nil && img != nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if img, ok := find(cctx); ok {
+		return img
+	}
+	if !ambiguous(err) {
+		return nil
+	}
+	img, _ := adopt(ctx, d, find)
+	return img
 }
 
 func (d *Driver) findImageByToken(ctx context.Context, token string) (*provider.Image, error) {

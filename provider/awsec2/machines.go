@@ -90,12 +90,24 @@ func (d *Driver) importLeaseKey(ctx context.Context, req provider.CreateMachineR
 		TagSpecifications: []types.TagSpecification{tagSpec(types.ResourceTypeKeyPair, tags)},
 	})
 	if err != nil && apiCode(err) != "InvalidKeyPair.Duplicate" { // duplicate: ours, from an earlier attempt with this token
-		if ctx.Err() != nil {
-			d.deleteKey(ctx, kn) // the import may have landed
+		if ambiguous(err) {
+			// The import may land after the error (EC2 applies a call
+			// the client gave up on): wait for it, then take it back.
+			d.dropImportedKey(ctx, kn)
 		}
 		return "", mapErr(err)
 	}
 	return kn, nil
+}
+
+// dropImportedKey deletes the key pair kn of an import that failed
+// ambiguously, once it exists or the adopt wait has passed.
+func (d *Driver) dropImportedKey(ctx context.Context, kn string) {
+	adopt(ctx, d, func(ctx context.Context) (struct{}, bool) {
+		out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{kn}})
+		return struct{}{}, err == nil && len(out.KeyPairs) > 0
+	})
+	d.deleteKey(ctx, kn)
 }
 
 // runInput is the RunInstances request of req from image img, joining the
@@ -190,10 +202,22 @@ func (d *Driver) launchFailed(ctx context.Context, token, sg, kn string, err err
 		return nil, mapErr(err)
 	}
 	// The call may have launched an instance before failing (timeout,
-	// cancellation, a lost response): look for it by its token.
+	// cancellation, a lost response): look for it by its token, and, when
+	// it may still land or not be described yet (EC2 applies a call the
+	// client gave up on, and DescribeInstances is eventually consistent),
+	// keep looking for the adopt wait. Only then is the key pair, which
+	// the instance would need, deleted.
+	find := func(ctx context.Context) (*provider.Machine, bool) {
+		m := d.findByToken(ctx, token)
+		return m, m != nil
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if m := d.findByToken(cctx, token); m != nil {
+	m, found := find(cctx)
+	if !found && ambiguous(err) {
+		m, found = adopt(ctx, d, find)
+	}
+	if found {
 		return m, mapErr(err)
 	}
 	if kn != "" {

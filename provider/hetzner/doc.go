@@ -20,7 +20,13 @@
 // is stored in the crabbox-token label of both: a retried create with the
 // same token adopts the server instead of making a second one, and an
 // ambiguous failure (5xx, timeout, cancelled call) is resolved by looking the
-// server up by its token. Capacity and limit errors (resource_limit_exceeded,
+// server up by its token, at once and then for WithAdoptWait (default 10 s:
+// the API may apply a request the client gave up on a moment later) before
+// the lease key is deleted; an ambiguously failed key upload or create_image
+// is resolved the same way. hcloud-go retries each request itself (its
+// retry options), so the driver reports RetriesRequests and the crabbox
+// client does not retry its calls on top (WithClientRetries(false) for a
+// client without retries). Capacity and limit errors (resource_limit_exceeded,
 // resource_unavailable, placement_error, ...) wrap provider.ErrCapacity so the
 // SDK moves to the next server type of the class. CreateMachine then waits
 // for the create_server action and its next actions (for an adopted server,

@@ -37,6 +37,9 @@ type options struct {
 	now         func() time.Time
 	cleanupTO   time.Duration
 	orphanGrace time.Duration
+	adoptWait   time.Duration
+	adoptPoll   time.Duration
+	noRetries   bool
 }
 
 // Option configures a Driver.
@@ -171,6 +174,42 @@ func WithOrphanGrace(grace time.Duration) Option {
 // Deprecated: use WithOrphanGrace, the option name every driver shares.
 func WithOrphanKeyGrace(grace time.Duration) Option { return WithOrphanGrace(grace) }
 
+// DefaultAdoptWait is how long, after a create failed ambiguously (a
+// cancelled or timed-out call, a lost response, a server error), the driver
+// keeps looking for what the create may have made before it concludes
+// nothing was.
+const DefaultAdoptWait = 10 * time.Second
+
+// WithAdoptWait sets how long the driver looks for what an ambiguously
+// failed create made, before it undoes what the create depended on: the
+// server of a POST /servers (by its token label) before the lease key is
+// deleted, the key of a POST /ssh_keys before it is deleted, the snapshot
+// of a create_image (by its token label) before none is reported. The API
+// may apply a request the client gave up on a moment later, so the wait
+// must cover that. The lookups run detached from the caller's context,
+// polling every second (every wait/10 when that is shorter). It must be
+// positive. Default DefaultAdoptWait (10 s).
+func WithAdoptWait(wait time.Duration) Option {
+	return func(c *options) error {
+		if wait <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: adopt wait %v must be positive", wait)
+		}
+		c.adoptWait, c.adoptPoll = wait, min(time.Second, wait/10)
+		return nil
+	}
+}
+
+// WithClientRetries tells the driver whether its hcloud client retries each
+// API request itself, as hcloud-go does by default (hcloud.WithRetryOpts:
+// rate limits, conflicts, gateway errors and timeouts, with its backoff).
+// Default true: the crabbox client then does not retry the driver's calls
+// (RetriesRequests), so attempts never multiply. Pass false for a client
+// built with MaxRetries 0, and the crabbox client retries whole calls
+// instead.
+func WithClientRetries(retries bool) Option {
+	return func(c *options) error { c.noRetries = !retries; return nil }
+}
+
 // WithClock sets the clock used for channel timestamps and for the age of
 // lease keys in DeleteOrphanKeys (tests).
 func WithClock(now func() time.Time) Option {
@@ -196,6 +235,8 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		now:         time.Now,
 		cleanupTO:   30 * time.Second,
 		orphanGrace: DefaultOrphanGrace,
+		adoptWait:   DefaultAdoptWait,
+		adoptPoll:   time.Second,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -225,6 +266,11 @@ func (d *Driver) Info() provider.Info {
 	return provider.Info{Name: Name, Region: d.o.location}
 }
 
+// RetriesRequests reports whether the hcloud client retries each API
+// request itself (WithClientRetries; default true): the crabbox client then
+// runs the driver's calls once, so one layer retries, never both.
+func (d *Driver) RetriesRequests() bool { return !d.o.noRetries }
+
 // parseID parses a numeric Hetzner id. A malformed id cannot name anything,
 // so it is reported as not found (wrapping ErrNotFound) rather than a crash.
 func parseID(kind, id string) (int64, error) {
@@ -240,4 +286,29 @@ func parseID(kind, id string) (int64, error) {
 // create), bounded by the driver's cleanup timeout.
 func (d *Driver) detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d.o.cleanupTO)
+}
+
+// adopt looks for what a create that failed ambiguously may have made:
+// find runs at once and then every adoptPoll until it reports ok or the
+// adopt wait has passed, each run on a context detached from ctx's
+// cancellation and bounded by the cleanup timeout. It returns the last
+// result.
+func adopt[T any](ctx context.Context, d *Driver, find func(context.Context) (T, bool)) (T, bool) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.o.adoptWait)
+	defer cancel()
+	for {
+		fctx, fcancel := d.detached(ctx)
+		v, ok := find(fctx)
+		fcancel()
+		if ok {
+			return v, ok
+		}
+		t := time.NewTimer(d.o.adoptPoll)
+		select {
+		case <-wctx.Done():
+			t.Stop()
+			return v, ok
+		case <-t.C:
+		}
+	}
 }

@@ -65,11 +65,21 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 	// Any failure may hide a created snapshot: hcloud-go retries some
 	// errors itself, and a retry after a landed first attempt fails
 	// "definitely" (locked). The token decides.
+	// When the failure is ambiguous the snapshot may still land (the API
+	// applies a request the client gave up on a moment later): keep
+	// looking for the adopt wait.
 	if token != "" {
+		find := func(ctx context.Context) (*hcloud.Image, bool) {
+			im, ferr := d.adoptImage(ctx, token)
+			return im, ferr == nil && im != nil
+		}
 		cctx, cancel := d.detached(ctx)
-		im, ferr := d.adoptImage(cctx, token)
+		im, found := find(cctx)
 		cancel()
-		if ferr == nil && im != nil {
+		if !found && ambiguous(merr) {
+			im, found = adopt(ctx, d, find)
+		}
+		if found {
 			if ctx.Err() != nil {
 				return d.toImage(im), merr // the caller gave up: hand it back for deletion
 			}

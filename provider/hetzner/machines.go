@@ -182,11 +182,21 @@ func (sc *serverCreate) createFailed(ctx context.Context, err error) (*provider.
 	merr := mapErr("create server", err)
 	// Any failure may hide a created server (hcloud-go retries some
 	// errors itself); the token decides.
+	// When the failure is ambiguous the server may still land (the API
+	// applies a request the client gave up on a moment later): keep
+	// looking for the adopt wait, and only then delete the key it needs.
 	if sc.token != "" {
+		find := func(ctx context.Context) (*hcloud.Server, bool) {
+			s, ferr := sc.d.findServerByToken(ctx, sc.token)
+			return s, ferr == nil && s != nil
+		}
 		cctx, cancel := sc.d.detached(ctx)
-		s, ferr := sc.d.findServerByToken(cctx, sc.token)
+		s, found := find(cctx)
 		cancel()
-		if ferr == nil && s != nil {
+		if !found && ambiguous(merr) {
+			s, found = adopt(ctx, sc.d, find)
+		}
+		if found {
 			if ctx.Err() != nil {
 				// The caller gave up: hand the server back with the
 				// error so it can be deleted.
@@ -244,6 +254,10 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 		}
 	}
 	if gerr != nil || ex == nil {
+		if !taken && token != "" {
+			// The upload may still land: wait for it and take it back.
+			d.dropLateKey(ctx, keyName, token)
+		}
 		return nil, false, merr
 	}
 	own = token != "" && ex.Labels[d.rk(LabelToken)] == token
@@ -255,6 +269,20 @@ func (d *Driver) leaseKey(ctx context.Context, token, name string, authorized []
 		return nil, false, merr
 	}
 	return ex, own, nil
+}
+
+// dropLateKey deletes the lease key keyName uploaded with token by a
+// request that failed ambiguously, once it exists, for up to the adopt wait.
+func (d *Driver) dropLateKey(ctx context.Context, keyName, token string) {
+	k, ok := adopt(ctx, d, func(ctx context.Context) (*hcloud.SSHKey, bool) {
+		k, _, err := d.c.SSHKey.GetByName(ctx, keyName)
+		return k, err == nil && k != nil
+	})
+	if ok && k.Labels[d.rk(LabelToken)] == token {
+		cctx, cancel := d.detached(ctx)
+		defer cancel()
+		_, _ = d.c.SSHKey.Delete(cctx, k)
+	}
 }
 
 func (d *Driver) findServerByToken(ctx context.Context, token string) (*hcloud.Server, error) {

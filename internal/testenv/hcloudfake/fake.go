@@ -182,6 +182,20 @@ type Fault struct {
 	After bool
 	// Times is how many matching requests fail (default 1).
 	Times int
+	// Every, when above 1, fails every Every-th matching request only (the
+	// others are served as usual): Every 3 fails one request in three.
+	Every int
+	// Late, when positive, makes the rule a lag instead of an error: the
+	// request (its body already read) is held Late and then applied and
+	// answered as usual, even when the client gave up meanwhile (a create
+	// the cloud applies after the client's cancellation). Code, Status,
+	// Message and After are then unused.
+	Late time.Duration
+	// OnHold, if set, is called when a Late request is held, before its
+	// effect, e.g. to cancel the client's context at that moment.
+	OnHold func()
+
+	seen int // matching requests, for Every
 }
 
 // Counts is a summary of the fake's state, for leak checks.
@@ -213,7 +227,22 @@ type Fake struct {
 	closed     bool
 	bootCtx    context.Context
 	bootCancel context.CancelFunc
+	late       sync.WaitGroup // Late requests not yet applied
+	lateErrs   []string       // "METHOD path: code" of Late requests refused
 }
+
+// LateFailures lists the requests held by a Late fault that the fake then
+// refused, as "METHOD path: code": a create refused because something it
+// depended on (an SSH key) was deleted while it was in flight.
+func (f *Fake) LateFailures() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lateErrs...)
+}
+
+// WaitLate waits until every request held by a Late fault was applied, so a
+// test can check what the requests left behind.
+func (f *Fake) WaitLate() { f.late.Wait() }
 
 type server struct {
 	s        schema.Server
@@ -598,6 +627,22 @@ func (f *Fake) serve(rs []route, r *http.Request, body []byte) (int, any, *apiEr
 		return e.status, nil, e
 	}
 	ft := f.takeFault(r, p, body)
+	if ft != nil && ft.Late > 0 {
+		f.late.Add(1)
+		defer f.late.Done()
+		if ft.OnHold != nil {
+			ft.OnHold()
+		}
+		time.Sleep(ft.Late)
+		status, resp, aerr := h(r, body)
+		if aerr != nil {
+			f.mu.Lock()
+			f.lateErrs = append(f.lateErrs, r.Method+" "+p+": "+aerr.code)
+			f.mu.Unlock()
+			return aerr.status, nil, aerr
+		}
+		return status, resp, nil
+	}
 	if ft != nil && !ft.After {
 		e := faultError(ft)
 		return e.status, nil, e
@@ -643,6 +688,11 @@ func (f *Fake) takeFault(r *http.Request, p string, body []byte) *Fault {
 			}
 			var req schema.ServerCreateRequest
 			if json.Unmarshal(body, &req) != nil || req.ServerType.Name != ft.ServerType {
+				continue
+			}
+		}
+		if ft.Every > 1 {
+			if ft.seen++; ft.seen%ft.Every != 0 {
 				continue
 			}
 		}

@@ -629,3 +629,23 @@ func TestResourceActionLists(t *testing.T) {
 		t.Fatalf("actions of a missing server: %v, want not_found", err)
 	}
 }
+
+// A Late fault applies the request after the client gave up: the client sees
+// its context's error, the key exists once WaitLate returns.
+func TestLateFault(t *testing.T) {
+	f := newFake(t, Options{})
+	c := newClient(t, f)
+	ctx, cancel := context.WithCancel(t.Context())
+	f.InjectFault(Fault{Method: "POST", Path: "/ssh_keys", Late: 100 * time.Millisecond, OnHold: cancel})
+	_, _, err := c.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "late", PublicKey: pubKey(t)})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("held request = %v, want context.Canceled", err)
+	}
+	f.WaitLate()
+	if n := len(f.SSHKeys()); n != 1 {
+		t.Fatalf("%d keys after a late request, want 1", n)
+	}
+	if l := f.LateFailures(); len(l) != 0 {
+		t.Errorf("LateFailures = %v", l)
+	}
+}

@@ -8,6 +8,7 @@ package moto
 
 import (
 	"bytes"
+	"context"
 	"errors"
 
 	_ "embed"
@@ -222,8 +223,12 @@ func freePort() (int, error) {
 
 // Fault is one injection rule of a FaultTransport.
 type Fault struct {
-	// Action is the API operation ("RunInstances", "PutParameter").
+	// Action is the API operation ("RunInstances", "PutParameter"); "*"
+	// matches every operation.
 	Action string
+	// Every, when above 1, gives the fault to every Every-th matching call
+	// only (the others pass untouched): Every 3 throttles one call in three.
+	Every int
 	// Times is how many matching calls get the fault (then the rule is
 	// spent).
 	Times int
@@ -236,6 +241,18 @@ type Fault struct {
 	// for EC2 throttling, 400 otherwise.
 	Code   string
 	Status int
+	// Late, when positive, makes the rule a lag instead of an error: the
+	// call reaches moto Late after it was sent, on a context detached from
+	// the caller's, so it takes effect even when the caller gave up
+	// meanwhile (a create the cloud applies after the client's
+	// cancellation). The caller gets moto's answer if it still waits, its
+	// context's error otherwise. Code and Status are then unused.
+	Late time.Duration
+	// OnHold, if set, is called when a Late call is held (before it
+	// reaches moto), e.g. to cancel the caller's context at that moment.
+	OnHold func()
+
+	seen int // matching calls, for Every
 }
 
 // FaultTransport is an http.RoundTripper in front of moto that injects AWS
@@ -248,7 +265,22 @@ type FaultTransport struct {
 	rules    []*Fault
 	injected map[string]int
 	calls    map[string]int
+	late     sync.WaitGroup // Late calls not yet answered by moto
+	lateErrs []string       // "Action: Code" of Late calls moto refused
 }
+
+// LateFailures lists the Late calls moto refused when they reached it, as
+// "Action: ErrorCode": a create refused because something it depended on
+// (a key pair) was deleted while it was in flight.
+func (f *FaultTransport) LateFailures() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lateErrs...)
+}
+
+// WaitLate waits until every Late call reached moto and was answered, so a
+// test can check what the calls left behind.
+func (f *FaultTransport) WaitLate() { f.late.Wait() }
 
 // Add adds a rule.
 func (f *FaultTransport) Add(r Fault) {
@@ -297,7 +329,12 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	f.calls[action]++
 	var rule *Fault
 	for _, r := range f.rules {
-		if r.Action == action && r.Times > 0 {
+		if (r.Action == action || r.Action == "*") && r.Times > 0 {
+			if r.Every > 1 {
+				if r.seen++; r.seen%r.Every != 0 {
+					continue
+				}
+			}
 			r.Times--
 			rule = r
 			f.injected[action]++
@@ -308,6 +345,9 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if rule == nil {
 		return base.RoundTrip(req)
 	}
+	if rule.Late > 0 {
+		return f.roundTripLate(base, req, rule)
+	}
 	if rule.After {
 		resp, err := base.RoundTrip(req)
 		if err != nil {
@@ -317,6 +357,57 @@ func (f *FaultTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 	}
 	return faultResponse(req, rule, ssm), nil
+}
+
+// roundTripLate forwards req to moto rule.Late from now, whatever happens to
+// the caller's context, and answers the caller with moto's response or its
+// context's error, whichever comes first.
+func (f *FaultTransport) roundTripLate(base http.RoundTripper, req *http.Request, rule *Fault) (*http.Response, error) {
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	late := req.Clone(context.WithoutCancel(req.Context()))
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		late.Body = body
+	}
+	done := make(chan result, 1)
+	f.late.Add(1)
+	if rule.OnHold != nil {
+		rule.OnHold()
+	}
+	go func() {
+		defer f.late.Done()
+		time.Sleep(rule.Late)
+		resp, err := base.RoundTrip(late)
+		if err == nil {
+			// Read the answer here: moto has applied the call by now.
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			err = rerr
+			if resp.StatusCode >= 400 {
+				code := "HTTP " + strconv.Itoa(resp.StatusCode)
+				if _, rest, ok := strings.Cut(string(b), "<Code>"); ok {
+					code, _, _ = strings.Cut(rest, "</Code>")
+				}
+				f.mu.Lock()
+				f.lateErrs = append(f.lateErrs, rule.Action+": "+code)
+				f.mu.Unlock()
+			}
+		}
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		return r.resp, r.err
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
 }
 
 func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {

@@ -1,9 +1,11 @@
 package moto_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -117,5 +119,32 @@ func TestKeyPairIDAndVanishingInstances(t *testing.T) {
 	}
 	if len(seen) != 1 || seen[0] != ids[0]+" terminated" {
 		t.Errorf("instances after termination = %v, want only %s terminated (%s vanished)", seen, ids[0], ids[1])
+	}
+}
+
+// A Late rule applies the call after the caller gave up: the caller sees its
+// context's error, moto has the key pair once WaitLate returns.
+func TestFaultTransportLate(t *testing.T) {
+	srv := moto.Start(t)
+	ft := &moto.FaultTransport{}
+	cfg := aws.Config{
+		Region:      "us-east-1",
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""),
+		HTTPClient:  &http.Client{Transport: ft},
+		Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
+	}
+	c := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(srv.Endpoint) })
+	ctx, cancel := context.WithCancel(t.Context())
+	ft.Add(moto.Fault{Action: "CreateKeyPair", Times: 1, Late: 100 * time.Millisecond, OnHold: cancel})
+	if _, err := c.CreateKeyPair(ctx, &ec2.CreateKeyPairInput{KeyName: aws.String("late")}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("held call = %v, want context.Canceled", err)
+	}
+	ft.WaitLate()
+	out, err := c.DescribeKeyPairs(t.Context(), &ec2.DescribeKeyPairsInput{})
+	if err != nil || len(out.KeyPairs) != 1 {
+		t.Fatalf("key pairs after a late call = %v, %v; want the one created", out, err)
+	}
+	if f := ft.LateFailures(); len(f) != 0 {
+		t.Errorf("LateFailures = %v", f)
 	}
 }
