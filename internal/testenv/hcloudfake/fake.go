@@ -354,6 +354,13 @@ func (f *Fake) InjectFault(ft Fault) {
 	f.faults = append(f.faults, &ft)
 }
 
+// ClearFaults disarms every fault.
+func (f *Fake) ClearFaults() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = nil
+}
+
 // PendingFaults returns how many armed faults have not fired yet.
 func (f *Fake) PendingFaults() int {
 	f.mu.Lock()
