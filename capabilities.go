@@ -39,6 +39,12 @@ type Capabilities struct {
 	// AccessProvider: the driver's machines ignore user-data, and leases log
 	// in with the access the driver gives instead of per-lease keys.
 	AccessProvider bool
+	// ChannelLister: cleanup re-reads every channel the store holds, not
+	// only those its policy names, before each deletion.
+	ChannelLister bool
+	// RetriesRequests: the driver retries each API request itself, so the
+	// client runs its calls once (one layer retries, never both).
+	RetriesRequests bool
 }
 
 // caps holds the driver as each optional interface it implements; a field
@@ -53,6 +59,9 @@ type caps struct {
 	orphanSweeper provider.OrphanSweeper
 	versionMarker provider.ChannelVersionMarker
 	access        provider.AccessProvider
+	lister        provider.ChannelLister
+	// retriesRequests: the driver is a provider.RequestRetrier that said so.
+	retriesRequests bool
 }
 
 // discoverCaps asserts each optional interface on d once.
@@ -67,6 +76,10 @@ func discoverCaps(d provider.Driver) caps {
 	k.orphanSweeper, _ = d.(provider.OrphanSweeper)
 	k.versionMarker, _ = d.(provider.ChannelVersionMarker)
 	k.access, _ = d.(provider.AccessProvider)
+	k.lister, _ = d.(provider.ChannelLister)
+	if rr, ok := d.(provider.RequestRetrier); ok {
+		k.retriesRequests = rr.RetriesRequests()
+	}
 	return k
 }
 
@@ -84,6 +97,8 @@ func (c *Client) Capabilities() Capabilities {
 		OrphanSweeper:        k.orphanSweeper != nil,
 		ChannelVersionMarker: k.versionMarker != nil,
 		AccessProvider:       k.access != nil,
+		ChannelLister:        k.lister != nil,
+		RetriesRequests:      k.retriesRequests,
 	}
 }
 

@@ -28,6 +28,7 @@ func (fullDriver) MarkKnownGood(context.Context, string, int64) error   { return
 func (fullDriver) MachineAccess(context.Context, *provider.Machine) (*provider.Access, error) {
 	return nil, provider.ErrUnsupported
 }
+func (fullDriver) RetriesRequests() bool { return true }
 
 func TestCapabilities(t *testing.T) {
 	cloud, err := crabboxtest.New()
@@ -41,10 +42,12 @@ func TestCapabilities(t *testing.T) {
 		want crabbox.Capabilities
 	}{
 		{"none", bareDriver{cloud}, crabbox.Capabilities{}},
-		{"local cloud", cloud, crabbox.Capabilities{Images: true, Channels: true, Protector: true, Deprecator: true, UsageFinder: true}},
+		{"local cloud", cloud, crabbox.Capabilities{Images: true, Channels: true, Protector: true, Deprecator: true, UsageFinder: true,
+			ChannelLister: true}},
 		{"all", fullDriver{cloud}, crabbox.Capabilities{
 			Images: true, Channels: true, Protector: true, Deprecator: true, RegionCopier: true,
 			UsageFinder: true, OrphanSweeper: true, ChannelVersionMarker: true, AccessProvider: true,
+			ChannelLister: true, RetriesRequests: true,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

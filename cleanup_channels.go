@@ -38,7 +38,7 @@ func (c *Client) cleanupChannels(ctx context.Context, named []string) ([]string,
 	for _, ch := range named {
 		set[ch] = true
 	}
-	if cl, ok := c.drv.(provider.ChannelLister); ok {
+	if cl := c.caps.lister; cl != nil {
 		listed, err := retry(ctx, c, "channel", func(ctx context.Context) ([]string, error) { return cl.ListChannels(ctx) })
 		if err != nil && !errors.Is(err, ErrUnsupported) {
 			return nil, fmt.Errorf("listing channels: %w", err)

@@ -476,19 +476,10 @@ func (c *Client) opErr(op, id string, err error) error {
 	return &OpError{Op: op, Provider: c.info.Name, ID: id, Err: err}
 }
 
-// requestRetrier is implemented by a driver that retries each of its API
-// requests itself (awsec2 and hetzner, through their cloud SDK's retryer).
-// The client then runs that driver's calls once: retrying a whole driver
-// call, which makes several requests, on top of per-request retries would
-// multiply the attempts (and re-run requests that had succeeded).
-type requestRetrier interface {
-	RetriesRequests() bool
-}
-
 // retryAttempts is how many times retry runs a driver call in all: once
 // when the driver retries its requests itself, else WithRetryAttempts.
 func (c *Client) retryAttempts() int {
-	if rr, ok := c.drv.(requestRetrier); ok && rr.RetriesRequests() {
+	if c.caps.retriesRequests {
 		return 1
 	}
 	return c.o.retryAttempts
@@ -497,7 +488,7 @@ func (c *Client) retryAttempts() int {
 // retry runs fn, retrying errors that carry ErrUnavailable or ErrThrottled
 // with the client's backoff, at most retryAttempts times in all: one layer
 // retries, never both, so a driver that retries each request itself
-// (requestRetrier) is run once. Permanent errors return at once.
+// (provider.RequestRetrier) is run once. Permanent errors return at once.
 func retry[T any](ctx context.Context, c *Client, what string, fn func(context.Context) (T, error)) (T, error) {
 	attempts := c.retryAttempts()
 	for attempt := 1; ; attempt++ {

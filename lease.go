@@ -78,12 +78,11 @@ type Lease struct {
 // WithKeepOnFailure it keeps the machine and returns the lease with the error.
 func (c *Client) Warmup(ctx context.Context, opts ...LeaseOption) (*Lease, error) {
 	o := leaseOptions{
-		class:        ClassStandard,
-		arch:         provider.DefaultArch,
-		ttl:          90 * time.Minute,
-		idle:         30 * time.Minute,
-		channel:      DefaultChannel,
-		releaseBound: 2 * time.Minute,
+		class:   ClassStandard,
+		arch:    provider.DefaultArch,
+		ttl:     90 * time.Minute,
+		idle:    30 * time.Minute,
+		channel: DefaultChannel,
 	}
 	for _, opt := range opts {
 		if opt == nil {

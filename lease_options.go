@@ -61,7 +61,6 @@ type leaseOptions struct {
 	readyTimeout  time.Duration
 	keepOnFailure bool
 	packages      []string
-	releaseBound  time.Duration
 }
 
 // LeaseOption configures Warmup.

@@ -136,7 +136,7 @@ func (c *Client) Reap(ctx context.Context) ([]*Lease, error) {
 
 // labelReadyBy records on a lease's machine when its Warmup gives up
 // waiting for readiness: its creation plus the ready timeout.
-const labelReadyBy = "crabbox-ready-by"
+const labelReadyBy = provider.LabelReadyBy
 
 // creatingDeadline is when Reap releases a lease still labelled creating:
 // the creating grace past its recorded readiness deadline, an hour after

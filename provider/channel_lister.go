@@ -1,5 +1,5 @@
-// ChannelLister: the optional interface a channel store implements to
-// enumerate its channels.
+// ChannelLister and RequestRetrier: optional interfaces of channel stores
+// and of drivers whose cloud SDK retries each request.
 
 package provider
 
@@ -11,4 +11,15 @@ import "context"
 // unspecified.
 type ChannelLister interface {
 	ListChannels(ctx context.Context) ([]string, error)
+}
+
+// RequestRetrier is implemented by a driver that retries each of its API
+// requests itself (awsec2 and hetzner, through their cloud SDK's retryer),
+// when RetriesRequests reports true. The SDK then runs that driver's calls
+// once: retrying a whole driver call, which makes several requests, on top
+// of per-request retries would multiply the attempts (and re-run requests
+// that had succeeded). Without it the SDK retries whole calls that fail
+// with ErrUnavailable or ErrThrottled, with its backoff.
+type RequestRetrier interface {
+	RetriesRequests() bool
 }

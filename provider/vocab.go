@@ -91,6 +91,7 @@ const (
 	LabelImageSource = "crabbox-image-src" // explicit|promoted|base
 	LabelChannel     = "crabbox-channel"   // channel the lease resolved
 	LabelState       = "crabbox-state"     // lease state: creating|ready|failed
+	LabelReadyBy     = "crabbox-ready-by"  // compact UTC time a creating lease's Warmup gives up by (Reap releases it a grace later)
 
 	LabelSourceLease = "crabbox-source-lease" // on images: lease the image was made from
 	LabelImageName   = "crabbox-image-name"   // on images: the image name
