@@ -101,7 +101,8 @@ func parsePromoteOptions(opts []PromoteOption) (promoteOptions, error) {
 // did not create. The set is conditional on the channel being unchanged
 // since it was read: a concurrent promotion returns ErrConflict naming the
 // image the channel points at, a nil Promotion, and no label or event for
-// this image (it keeps the protection the call turned on: see setChannel).
+// this image; the protection the call turned on is lifted again unless a
+// channel serves the image (see setChannel).
 // The image is protected before the channel points at it.
 func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
 	p, err := c.promote(ctx, imageID, opts)
@@ -149,6 +150,49 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 // land, detached from the caller's cancellation.
 const undoBound = 30 * time.Second
 
+// unprotectUnserved lifts the protection a channel write that did not land
+// turned on, unless a channel serves the image: after lifting it re-reads
+// the channel written and every channel the store lists, and protects the
+// image again when one points at it (a concurrent promotion of the same
+// image re-checks protection after its own write, so one of the two always
+// sees the other). Without provider.ChannelLister other channels cannot be
+// read, so the protection stays (it only costs storage). It runs detached
+// from ctx's cancellation, bounded.
+func (c *Client) unprotectUnserved(ctx context.Context, chs provider.Channels, id, channel string) error {
+	pr, cl := c.caps.protector, c.caps.lister
+	if pr == nil || cl == nil {
+		return nil
+	}
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBound)
+	defer cancel()
+	if err := c.protect(uctx, pr, id, false); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("lifting the protection the lost write turned on for %s: %w", id, err)
+	}
+	names, err := retry(uctx, c, "channel", cl.ListChannels)
+	if err == nil {
+		names = append(names, channel)
+		for _, ch := range names {
+			cur, cerr := c.currentChannel(uctx, chs, ch)
+			if cerr != nil && !errors.Is(cerr, ErrNotFound) {
+				err = cerr
+				break
+			}
+			if cerr == nil && cur.ImageID == id {
+				err = fmt.Errorf("channel %s serves it", ch)
+				break
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	// Served, or unsure: protected again.
+	if perr := c.protect(uctx, pr, id, true); perr != nil {
+		return fmt.Errorf("%s must stay protected (%v), but protecting it again failed: %w", id, err, perr)
+	}
+	return nil
+}
+
 // setChannel points the channel at img, conditionally on the channel's
 // version: the one just read, or expect when non-nil (the version a caller
 // based its decision on, as Rollback does).
@@ -158,11 +202,10 @@ const undoBound = 30 * time.Second
 // again after the write (a concurrent retire may have lifted it). A write
 // that does not land (lost to a concurrent promotion, or failed) leaves no
 // label and no event: the caller gets a nil Promotion and an error that,
-// for a lost race, names the image the channel points at now. It keeps the
-// protection it turned on: protection has no owner, and the same image may
-// have been promoted to another channel meanwhile, so lifting it could
-// leave a served image deletable (a leftover protection only costs
-// storage).
+// for a lost race, names the image the channel points at now. The
+// protection it turned on is lifted again unless a channel serves the
+// image (unprotectUnserved): protection has no owner, and the same image
+// may have been promoted to another channel meanwhile.
 func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
 	cur, err := c.currentChannel(ctx, chs, o.channel)
 	ifVersion := int64(-1)
@@ -193,6 +236,7 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	default:
 		return nil, err
 	}
+	wasProtected := img.Protected
 	if err := c.protectForChannel(ctx, img, o.channel); err != nil {
 		return nil, err
 	}
@@ -210,7 +254,13 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	var setErr error
 	if err != nil {
 		if e == nil || e.ImageID != img.ID {
-			return nil, c.lostChannel(ctx, chs, img, o.channel, err)
+			lerr := c.lostChannel(ctx, chs, img, o.channel, err)
+			if !wasProtected {
+				if uerr := c.unprotectUnserved(ctx, chs, img.ID, o.channel); uerr != nil {
+					lerr = errors.Join(lerr, uerr)
+				}
+			}
+			return nil, lerr
 		}
 		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
 	}

@@ -357,8 +357,8 @@ func (l *eventLog) about(id string) []crabbox.Event {
 
 // requireLostRace checks that a Promote or Rollback that lost the channel
 // to winner has no side effects: ErrConflict naming the winner, a nil
-// Promotion, the losing image protected (the protection its call turned on
-// before writing stays: protection has no owner) and its labels as before,
+// Promotion, the losing image as unprotected as before (the protection its
+// call turned on is lifted: no channel serves it) and its labels as before,
 // no channel event for it, and the channel at the winner.
 func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *crabbox.Promotion, err error, before *crabbox.Image, winner string, log *eventLog) {
 	t.Helper()
@@ -368,7 +368,7 @@ func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *c
 	assert.Nil(t, pr, "the losing call returns no promotion")
 	after, gerr := c.GetImage(ctx, before.ID)
 	require.NoError(t, gerr)
-	assert.True(t, after.Protected, "the losing image keeps the protection its call turned on")
+	assert.Equal(t, before.Protected, after.Protected, "the losing image's protection is as before the call")
 	assert.Equal(t, before.Labels, after.Labels, "the losing image's labels are unchanged")
 	assert.Empty(t, log.about(before.ID), "no channel event for the losing image")
 	cur, gerr := c.Promoted(ctx, crabbox.DefaultChannel)
@@ -785,4 +785,55 @@ func TestPromotedEmptyMeansDefault(t *testing.T) {
 	got, err := c.Promoted(ctx, "")
 	require.NoError(t, err)
 	assert.Equal(t, img.ID, got.ID)
+}
+
+// sameImageElsewhere promotes the image of a Promote to channel "beta" (a
+// second operator) and moves "default" to another image, both between the
+// Promote's read of "default" and its write, so the Promote loses while
+// beta serves its image.
+type sameImageElsewhere struct {
+	*crabboxtest.Cloud
+	once   sync.Once
+	beta   func()
+	winner string
+}
+
+func (s *sameImageElsewhere) SetChannel(ctx context.Context, req provider.SetChannelRequest) (*provider.ChannelEntry, error) {
+	if req.Channel == crabbox.DefaultChannel {
+		s.once.Do(func() {
+			s.beta()
+			if _, err := s.Cloud.SetChannel(ctx, provider.SetChannelRequest{Channel: req.Channel, ImageID: s.winner}); err != nil {
+				panic(err)
+			}
+		})
+	}
+	return s.Cloud.SetChannel(ctx, req)
+}
+
+// TestLostPromotionKeepsProtectionOfAServedImage: the loser lifts the
+// protection its call turned on only when no channel serves the image; here
+// a concurrent promotion made it beta's image, so it stays protected (fails
+// when the loser lifts without re-reading every channel).
+func TestLostPromotionKeepsProtectionOfAServedImage(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	b := bake(t, ctx, c, "beta")
+	repA := proveImage(t, ctx, c, a.ID)
+	other := localClient(t, cloud)
+	racer := &sameImageElsewhere{Cloud: cloud, winner: b.ID, beta: func() {
+		_, err := other.Promote(ctx, a.ID, crabbox.WithProof(repA), crabbox.WithPromoteChannel("beta"))
+		require.NoError(t, err)
+	}}
+	rc := localClient(t, racer)
+	pr, err := rc.Promote(ctx, a.ID, crabbox.WithProof(repA))
+	require.ErrorIs(t, err, crabbox.ErrConflict)
+	assert.Nil(t, pr)
+	got, err := c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Protected, "beta serves the image: it must stay protected")
+	beta, err := c.Promoted(ctx, "beta")
+	require.NoError(t, err)
+	assert.Equal(t, a.ID, beta.ID)
 }
