@@ -420,6 +420,9 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: no region (set it on aws.Config or WithRegion)")
 	}
 	region, endpoint := o.region, o.endpoint
+	if cfg.Credentials != nil && !aws.IsCredentialsProvider(cfg.Credentials, (*aws.AnonymousCredentials)(nil)) {
+		cfg.Credentials = markedCredentials{cfg.Credentials}
+	}
 	ec2c := ec2.NewFromConfig(cfg, func(eo *ec2.Options) {
 		eo.Region = region
 		if endpoint != "" {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -118,6 +120,14 @@ func ambiguous(err error) bool {
 }
 
 func classify(err error) error {
+	// No credentials (an empty chain, no IMDS role, an expired SSO
+	// session): the request was never signed or sent, and retrying cannot
+	// fix it.
+	var ce *credentialsError
+	var se *v4.SigningError
+	if errors.As(err, &ce) || errors.As(err, &se) {
+		return provider.ErrPermission
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		code := ae.ErrorCode()
@@ -169,4 +179,25 @@ func apiCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return ""
+}
+
+// credentialsError marks an error of the credential chain (see
+// markedCredentials): the SDK reports it as plain text ("get identity:
+// get credentials: ..."), which classify could not tell from a transient
+// failure.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
+// markedCredentials is the caller's credential provider with its errors
+// marked as credentialsError.
+type markedCredentials struct{ p aws.CredentialsProvider }
+
+func (m markedCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := m.p.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		return c, &credentialsError{err}
+	}
+	return c, err
 }

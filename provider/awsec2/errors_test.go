@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 
@@ -72,4 +73,26 @@ type failingEC2 struct {
 
 func (f failingEC2) DescribeInstances(_ context.Context, _ *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
 	return nil, f.err
+}
+
+// TestMissingCredentialsArePermanent: a driver whose credential chain
+// finds nothing fails at once with ErrPermission, which nothing retries.
+func TestMissingCredentialsArePermanent(t *testing.T) {
+	cfg := aws.Config{
+		Region: "us-east-1",
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{}, errors.New("no EC2 IMDS role found")
+		}),
+	}
+	d, err := awsec2.New(cfg, awsec2.WithEndpoint("http://127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.GetMachine(t.Context(), "i-0123456789abcdef0")
+	if !errors.Is(err, provider.ErrPermission) || provider.Retryable(err) {
+		t.Fatalf("GetMachine without credentials: %v; want ErrPermission, not retryable", err)
+	}
+	if !strings.Contains(err.Error(), "no EC2 IMDS role found") {
+		t.Errorf("the error does not say why: %v", err)
+	}
 }
