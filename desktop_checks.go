@@ -45,7 +45,7 @@ func BrowserWindowVisible(rawURL string) SmokeCheck {
 		return invalidCheck(KindBrowserWindow, title, err)
 	}
 	return SmokeCheck{Title: title, Kind: KindBrowserWindow, Timeout: DefaultSmokeTimeout, Retries: 1,
-		RetryDelay: 2 * time.Second, spec: rawURL, run: func(ctx context.Context, t smokeTarget) attempt {
+		RetryDelay: 2 * time.Second, spec: checkSpec(KindBrowserWindow, rawURL), run: func(ctx context.Context, t smokeTarget) attempt {
 			return browserWindowAttempt(ctx, t, rawURL)
 		}}
 }
@@ -168,7 +168,7 @@ const KindBrowserProof = "browser-proof"
 // removed at the end of every attempt. It retries once, with a new token.
 func BrowserRendersProofPage() SmokeCheck {
 	return SmokeCheck{Title: "browser renders the desktop proof page", Kind: KindBrowserProof, Timeout: DefaultSmokeTimeout,
-		Retries: 1, RetryDelay: 2 * time.Second, spec: "proof page v1", run: func(ctx context.Context, t smokeTarget) attempt {
+		Retries: 1, RetryDelay: 2 * time.Second, spec: checkSpec(KindBrowserProof, "v1"), run: func(ctx context.Context, t smokeTarget) attempt {
 			p, err := NewProofPage()
 			if err != nil {
 				return attempt{exitCode: -1, err: err}
@@ -214,7 +214,7 @@ func RecordingNotEmpty(d time.Duration) SmokeCheck {
 		return invalidCheck(KindRecording, title,
 			fmt.Errorf("%w: recording duration %v out of range [100ms, 6h]", ErrInvalidArgument, d))
 	}
-	return SmokeCheck{Title: title, Kind: KindRecording, Timeout: DefaultSmokeTimeout + d, spec: d.String(),
+	return SmokeCheck{Title: title, Kind: KindRecording, Timeout: DefaultSmokeTimeout + d, spec: checkSpec(KindRecording, d.String()),
 		run: func(ctx context.Context, t smokeTarget) attempt {
 			a := attempt{exitCode: -1}
 			rec, err := record(ctx, t, d)

@@ -36,16 +36,29 @@ const (
 	proofRecordVersion = "v1"
 )
 
-// Fingerprint identifies what a check runs: its kind and its script,
-// expectations or parameters, never its title, timeout or retries. Checks
+// Fingerprint identifies what a check runs: the kind its constructor gave
+// it and its script, expectations or parameters, never its title, its
+// (exported, so changeable) Kind field, its timeout or retries. Checks
 // built by the same constructor with the same arguments have the same
-// fingerprint. It is "" for an invalid or zero SmokeCheck.
+// fingerprint, and a check built by one constructor never has the
+// fingerprint of another's. It is "" for an invalid or zero SmokeCheck.
 func (c SmokeCheck) Fingerprint() string {
 	if c.spec == "" || c.run == nil {
 		return ""
 	}
-	sum := sha256.Sum256([]byte("crabbox-check\x00" + c.Kind + "\x00" + c.spec))
+	sum := sha256.Sum256([]byte("crabbox-check\x00" + c.spec))
 	return hex.EncodeToString(sum[:8])
+}
+
+// checkSpec encodes a constructor's kind and parameters injectively (each
+// part prefixed by its length), so no choice of one constructor's
+// arguments spells another's spec.
+func checkSpec(kind string, params ...string) string {
+	var b strings.Builder
+	for _, p := range append([]string{kind}, params...) {
+		fmt.Fprintf(&b, "%d:%s;", len(p), p)
+	}
+	return b.String()
 }
 
 // canonReport is the form of a report its digest is taken over: every

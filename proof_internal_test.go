@@ -116,3 +116,37 @@ func TestProofLabelsKeepTheNewest(t *testing.T) {
 		t.Fatal("an unrelated label was touched")
 	}
 }
+
+// TestFingerprintsCannotBeSpelled: a check built by one constructor never
+// has another's fingerprint, whatever its arguments and Kind field (the
+// forgeries an independent review found: a command named like a desktop
+// check's parameter with its Kind changed, and a NUL spelling an
+// expectation).
+func TestFingerprintsCannotBeSpelled(t *testing.T) {
+	required := map[string]SmokeCheck{
+		"proof page": BrowserRendersProofPage(), "recording": RecordingNotEmpty(3 * time.Second),
+		"screenshot": ScreenshotNotBlank(), "browser window": BrowserWindowVisible("http://127.0.0.1/"),
+		"readiness": CommandSucceeds("echo image-smoke-ok", "echo image-smoke-ok", OutputContains("image-smoke-ok")),
+	}
+	forged := []SmokeCheck{
+		CommandSucceeds("browser renders the desktop proof page", "proof page v1"),
+		CommandSucceeds("", "v1"), CommandSucceeds("", "3s"), CommandSucceeds("", "screenshot not blank"),
+		CommandSucceeds("", "http://127.0.0.1/"),
+		CommandSucceeds("", "echo image-smoke-ok\x00output contains \"image-smoke-ok\""),
+		CommandSucceeds("", `["browser-proof","v1"]`), CommandSucceeds("", "13:browser-proof;2:v1;"),
+	}
+	for _, f := range forged {
+		for _, kind := range []string{f.Kind, KindBrowserProof, KindRecording, KindScreenshot, KindBrowserWindow, KindCommand} {
+			f.Kind = kind
+			for name, r := range required {
+				if f.Fingerprint() == r.Fingerprint() {
+					t.Errorf("a CommandSucceeds with Kind %q has the fingerprint of the %s check", kind, name)
+				}
+			}
+		}
+	}
+	// Same constructor, same arguments: same fingerprint, whatever the title.
+	if a, b := CommandExists("node").WithTitle("x"), CommandExists("node"); a.Fingerprint() != b.Fingerprint() {
+		t.Error("the title changed the fingerprint")
+	}
+}

@@ -221,7 +221,9 @@ func TestDesktopProofBrowserExits(t *testing.T) {
 			require.ErrorIs(t, err, crabbox.ErrSmokeFailed)
 			if k := kills(); len(k) > 0 {
 				t.Logf("the check ended %v after the last kill, %v after it started", end.Sub(k[len(k)-1]), end.Sub(start))
-				assert.Less(t, end.Sub(k[len(k)-1]), 10*time.Second, "the exit is noticed within seconds")
+				// Broken, the check waits out its 2 min timeout after the
+				// kill; a quarter of it leaves room for a loaded machine.
+				assert.Less(t, end.Sub(k[len(k)-1]), crabbox.DefaultSmokeTimeout/4, "the exit is noticed within seconds, not at the timeout")
 			}
 			r := rep.Results[0]
 			assert.False(t, r.Passed)
@@ -229,7 +231,8 @@ func TestDesktopProofBrowserExits(t *testing.T) {
 			assert.NotContains(t, r.Error, "timed out")
 			assert.Equal(t, 2, r.Attempts, "it retried once (a new browser, killed again)")
 			assert.Len(t, kills(), 2)
-			assert.Less(t, time.Since(start), 30*time.Second, "two attempts of a 2 min check end within seconds")
+			// Broken, two attempts take two full timeouts (4 min).
+			assert.Less(t, time.Since(start), crabbox.DefaultSmokeTimeout, "two attempts of a 2 min check end well before one timeout")
 			require.NotEmpty(t, r.PNG, "a screenshot is kept when the browser exited")
 			assert.Len(t, r.Evidence, 1)
 			left, err := filepath.Glob(filepath.Join(h.root, "tmp", "crabbox-browser.*"))

@@ -239,7 +239,7 @@ func CommandExists(names ...string) SmokeCheck {
 		quoted[i] = ShellQuote(n)
 	}
 	script := "set -- " + strings.Join(quoted, " ") + "\nNAMES=" + ShellQuote(strings.Join(names, ", ")) + "\n" + commandExistsScript
-	return SmokeCheck{Title: title, Kind: KindCommandExists, Timeout: DefaultSmokeTimeout, spec: script,
+	return SmokeCheck{Title: title, Kind: KindCommandExists, Timeout: DefaultSmokeTimeout, spec: checkSpec(KindCommandExists, script),
 		run: commandCheck(script, func(code int, _ string) error {
 			if code != 0 {
 				return fmt.Errorf("none of %s found on PATH", strings.Join(names, ", "))
@@ -255,7 +255,7 @@ func pathCheck(kind, flag, what, path string) SmokeCheck {
 	}
 	p := fsPath(path)
 	script := "p=" + p + "\nFLAG=" + flag + "\nWHAT=" + what + "\n" + pathExistsScript
-	return SmokeCheck{Title: title, Kind: kind, Timeout: DefaultSmokeTimeout, spec: script,
+	return SmokeCheck{Title: title, Kind: kind, Timeout: DefaultSmokeTimeout, spec: checkSpec(kind, script),
 		run: commandCheck(script, func(code int, _ string) error {
 			if code != 0 {
 				return fmt.Errorf("%s %s does not exist", what, path)
@@ -298,10 +298,11 @@ func CommandSucceeds(title, command string, expect ...Expectation) SmokeCheck {
 		}
 	}
 	exp := append([]Expectation(nil), expect...)
-	spec := command
+	parts := []string{command}
 	for _, e := range exp {
-		spec += "\x00" + e.desc
+		parts = append(parts, e.desc)
 	}
+	spec := checkSpec(KindCommand, parts...)
 	return SmokeCheck{Title: title, Kind: KindCommand, Timeout: DefaultSmokeTimeout, spec: spec,
 		run: commandCheck(command, func(code int, out string) error { return judge(exp, code, out) })}
 }
@@ -312,7 +313,7 @@ func CommandSucceeds(title, command string, expect ...Expectation) SmokeCheck {
 // twice, 3 s apart, by default, since a desktop may still be drawing.
 func ScreenshotNotBlank() SmokeCheck {
 	return SmokeCheck{Title: "screenshot of display :99 is not blank", Kind: KindScreenshot,
-		Timeout: DefaultSmokeTimeout, Retries: 2, RetryDelay: 3 * time.Second, spec: "screenshot not blank",
+		Timeout: DefaultSmokeTimeout, Retries: 2, RetryDelay: 3 * time.Second, spec: checkSpec(KindScreenshot),
 		run: func(ctx context.Context, t smokeTarget) attempt {
 			data, err := t.screenshot(ctx)
 			if err != nil {
@@ -368,7 +369,7 @@ const tokenLine = `^[[:space:]]*(export[[:space:]]+)?[A-Za-z0-9_]*(TOKEN|SECRET|
 
 func hygieneCheck(title, body string) SmokeCheck {
 	script := hygienePrelude + body + hygieneEpilogue
-	return SmokeCheck{Title: title, Kind: KindHygiene, Timeout: DefaultSmokeTimeout, spec: script,
+	return SmokeCheck{Title: title, Kind: KindHygiene, Timeout: DefaultSmokeTimeout, spec: checkSpec(KindHygiene, script),
 		run: commandCheck(script, func(code int, _ string) error {
 			if code != 0 {
 				return errors.New("found state that must not be baked into an image (see output)")
