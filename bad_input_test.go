@@ -31,16 +31,18 @@ func TestNewRejectsTypedNilDriver(t *testing.T) {
 }
 
 var badLabelKeys = map[string]string{
-	"empty":         "",
-	"blank":         " ",
-	"slash":         "team/owner",
-	"leading dash":  "-x",
-	"too long":      "k123456789012345678901234567890123456789012345678901234567890123",
-	"reserved":      "crabbox-x",
-	"created-by":    crabbox.LabelCreatedBy,
-	"unicode":       "tëam",
-	"trailing dot":  "team.",
-	"only specials": "...",
+	"empty":                  "",
+	"blank":                  " ",
+	"slash":                  "team/owner",
+	"leading dash":           "-x",
+	"too long":               "k123456789012345678901234567890123456789012345678901234567890123",
+	"reserved":               "crabbox-x",
+	"created-by":             crabbox.LabelCreatedBy,
+	"reserved, upper case":   "CRABBOX-image-src",
+	"created-by, mixed case": "Created-By",
+	"unicode":                "tëam",
+	"trailing dot":           "team.",
+	"only specials":          "...",
 }
 
 func TestWithLabelsRejectsBadKeysAndCreatesNothing(t *testing.T) {

@@ -101,8 +101,7 @@ func parsePromoteOptions(opts []PromoteOption) (promoteOptions, error) {
 // did not create. The set is conditional on the channel being unchanged
 // since it was read: a concurrent promotion returns ErrConflict naming the
 // image the channel points at, a nil Promotion, and no label or event for
-// this image; the protection the call turned on is lifted again unless a
-// channel serves the image (see setChannel).
+// this image (it keeps the protection the call turned on: see setChannel).
 // The image is protected before the channel points at it.
 func (c *Client) Promote(ctx context.Context, imageID string, opts ...PromoteOption) (*Promotion, error) {
 	p, err := c.promote(ctx, imageID, opts)
@@ -150,49 +149,6 @@ func (c *Client) promote(ctx context.Context, imageID string, opts []PromoteOpti
 // land, detached from the caller's cancellation.
 const undoBound = 30 * time.Second
 
-// unprotectUnserved lifts the protection a channel write that did not land
-// turned on, unless a channel serves the image: after lifting it re-reads
-// the channel written and every channel the store lists, and protects the
-// image again when one points at it (a concurrent promotion of the same
-// image re-checks protection after its own write, so one of the two always
-// sees the other). Without provider.ChannelLister other channels cannot be
-// read, so the protection stays (it only costs storage). It runs detached
-// from ctx's cancellation, bounded.
-func (c *Client) unprotectUnserved(ctx context.Context, chs provider.Channels, id, channel string) error {
-	pr, cl := c.caps.protector, c.caps.lister
-	if pr == nil || cl == nil {
-		return nil
-	}
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBound)
-	defer cancel()
-	if err := c.protect(uctx, pr, id, false); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("lifting the protection the lost write turned on for %s: %w", id, err)
-	}
-	names, err := retry(uctx, c, "channel", cl.ListChannels)
-	if err == nil {
-		names = append(names, channel)
-		for _, ch := range names {
-			cur, cerr := c.currentChannel(uctx, chs, ch)
-			if cerr != nil && !errors.Is(cerr, ErrNotFound) {
-				err = cerr
-				break
-			}
-			if cerr == nil && cur.ImageID == id {
-				err = fmt.Errorf("channel %s serves it", ch)
-				break
-			}
-		}
-	}
-	if err == nil {
-		return nil
-	}
-	// Served, or unsure: protected again.
-	if perr := c.protect(uctx, pr, id, true); perr != nil {
-		return fmt.Errorf("%s must stay protected (%v), but protecting it again failed: %w", id, err, perr)
-	}
-	return nil
-}
-
 // setChannel points the channel at img, conditionally on the channel's
 // version: the one just read, or expect when non-nil (the version a caller
 // based its decision on, as Rollback does).
@@ -202,10 +158,11 @@ func (c *Client) unprotectUnserved(ctx context.Context, chs provider.Channels, i
 // again after the write (a concurrent retire may have lifted it). A write
 // that does not land (lost to a concurrent promotion, or failed) leaves no
 // label and no event: the caller gets a nil Promotion and an error that,
-// for a lost race, names the image the channel points at now. The
-// protection it turned on is lifted again unless a channel serves the
-// image (unprotectUnserved): protection has no owner, and the same image
-// may have been promoted to another channel meanwhile.
+// for a lost race, names the image the channel points at now. It keeps the
+// protection it turned on: protection has no owner, and lifting it opens a
+// window in which cleanup may delete the image while a concurrent
+// promotion of it to another channel has just landed (an independent
+// review forced exactly that); a leftover protection only costs storage.
 func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provider.Channels, img *Image, o promoteOptions, kind EventKind, expect *provider.ChannelEntry) (*Promotion, error) {
 	cur, err := c.currentChannel(ctx, chs, o.channel)
 	ifVersion := int64(-1)
@@ -236,7 +193,6 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	default:
 		return nil, err
 	}
-	wasProtected := img.Protected
 	if err := c.protectForChannel(ctx, img, o.channel); err != nil {
 		return nil, err
 	}
@@ -254,16 +210,15 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 	var setErr error
 	if err != nil {
 		if e == nil || e.ImageID != img.ID {
-			lerr := c.lostChannel(ctx, chs, img, o.channel, err)
-			if !wasProtected {
-				if uerr := c.unprotectUnserved(ctx, chs, img.ID, o.channel); uerr != nil {
-					lerr = errors.Join(lerr, uerr)
-				}
-			}
-			return nil, lerr
+			return nil, c.lostChannel(ctx, chs, img, o.channel, err)
 		}
 		setErr = fmt.Errorf("channel %s now points at %s, but the provider reported: %w", o.channel, img.ID, err)
 	}
+	// The channel points at img now: what follows is the promotion's own
+	// bookkeeping and must happen even when the caller gives up now, so it
+	// runs detached from ctx's cancellation, bounded.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBound)
+	defer cancel()
 	if err := c.stillProtected(ctx, img, o.channel); err != nil {
 		return nil, err
 	}
@@ -475,45 +430,59 @@ func (c *Client) markKnownGood(ctx context.Context, imageID string, proof *Smoke
 	if !ownedLabels(p.Labels) {
 		return nil, fmt.Errorf("%w: image %s", ErrNotOwned, imageID)
 	}
+	if p.Labels[LabelStatus] == StatusFailed {
+		return nil, fmt.Errorf("%w: image %s is marked failed (rolled back or MarkFailed): promote it again first", ErrInvalidArgument, imageID)
+	}
 	if _, err := verifyProof(c.imageFrom(p), proof, ProofKnownGood, o.channel, o.policy); err != nil {
 		return nil, err
+	}
+	chs, err := c.channels()
+	if err != nil {
+		return nil, err
+	}
+	// Known-good is about the image the channel serves: a report of a
+	// lease that booted it before it was superseded or rolled back proves
+	// nothing about it now.
+	cur, err := c.currentChannel(ctx, chs, o.channel)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("%w: channel %s was never set, so it does not serve %s", ErrConflict, o.channel, imageID)
+	case err != nil:
+		return nil, err
+	case cur.ImageID != imageID:
+		return nil, fmt.Errorf("%w: channel %s serves %s (version %d), not %s", ErrConflict, o.channel, cur.ImageID, cur.Version, imageID)
 	}
 	if err := c.markStatus(ctx, im, imageID, StatusKnownGood); err != nil {
 		return nil, err
 	}
 	// Lift protection from superseded images of the channel.
-	if chs := c.caps.channels; chs != nil {
-		cur, err := c.currentChannel(ctx, chs, o.channel)
-		if err == nil && cur.ImageID == imageID {
-			if mk := c.caps.versionMarker; mk != nil {
-				if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
-					return mk.MarkKnownGood(ctx, o.channel, cur.Version)
-				}); err != nil {
-					return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
-				}
-			}
-			hist, err := c.channelHistory(ctx, chs, o.channel)
-			if err != nil {
-				return nil, err
-			}
-			// Only images this one superseded: a promotion that landed
-			// after the channel was read (a later version) is not
-			// retired, whichever image it points at.
-			keep := map[string]bool{imageID: true}
-			for _, e := range hist {
-				if e.Version >= cur.Version {
-					keep[e.ImageID] = true
-				}
-			}
-			for _, e := range hist {
-				if e.Version >= cur.Version || keep[e.ImageID] {
-					continue
-				}
-				keep[e.ImageID] = true
-				if err := c.retire(ctx, chs, o.channel, e.ImageID); err != nil {
-					return nil, err
-				}
-			}
+	if mk := c.caps.versionMarker; mk != nil {
+		if err := retryErr(ctx, c, "channel", func(ctx context.Context) error {
+			return mk.MarkKnownGood(ctx, o.channel, cur.Version)
+		}); err != nil {
+			return nil, fmt.Errorf("labelling channel %s version %d known-good: %w", o.channel, cur.Version, err)
+		}
+	}
+	hist, err := c.channelHistory(ctx, chs, o.channel)
+	if err != nil {
+		return nil, err
+	}
+	// Only images this one superseded: a promotion that landed
+	// after the channel was read (a later version) is not
+	// retired, whichever image it points at.
+	keep := map[string]bool{imageID: true}
+	for _, e := range hist {
+		if e.Version >= cur.Version {
+			keep[e.ImageID] = true
+		}
+	}
+	for _, e := range hist {
+		if e.Version >= cur.Version || keep[e.ImageID] {
+			continue
+		}
+		keep[e.ImageID] = true
+		if err := c.retire(ctx, chs, o.channel, e.ImageID); err != nil {
+			return nil, err
 		}
 	}
 	return c.GetImage(ctx, imageID)
@@ -526,28 +495,37 @@ func (c *Client) protect(ctx context.Context, pr provider.Protector, id string, 
 }
 
 // retire lifts promotion protection from an image the channel no longer
-// points at and deprecates it where the provider supports that. After
-// lifting, it reads the channel again: when a concurrent Promote or
-// Rollback made the image current meanwhile, the protection goes back on
-// and the image is not deprecated (that writer also re-checks protection
-// after its write, so one of the two always sees the other).
+// points at and deprecates it where the provider supports that, unless a
+// channel serves it: the one retired from and every channel the store
+// lists (provider.ChannelLister), read before lifting and again after.
+// When a concurrent Promote or Rollback made the image current meanwhile,
+// the protection goes back on and the image is not deprecated (that writer
+// also re-checks protection after its write, so one of the two always sees
+// the other).
 func (c *Client) retire(ctx context.Context, chs provider.Channels, channel, id string) error {
+	// An image another channel serves is not retired at all.
+	if by, err := c.servedBy(ctx, chs, id, channel); err != nil || by != "" {
+		if err != nil {
+			return fmt.Errorf("reading the channels before retiring %s (kept as it is): %w", id, err)
+		}
+		return nil
+	}
 	if pr := c.caps.protector; pr != nil {
 		err := c.protect(ctx, pr, id, false)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("lifting protection of superseded image %s: %w", id, err)
 		}
-		cur, err := c.currentChannel(ctx, chs, channel)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			// Unsure whether the channel serves it: keep it protected.
+		by, err := c.servedBy(ctx, chs, id, channel)
+		if err != nil {
+			// Unsure whether a channel serves it: keep it protected.
 			if perr := c.protect(ctx, pr, id, true); perr != nil {
-				return fmt.Errorf("re-reading channel %s after unprotecting %s failed (%v), and so did protecting it again: %w", channel, id, err, perr)
+				return fmt.Errorf("re-reading the channels after unprotecting %s failed (%v), and so did protecting it again: %w", id, err, perr)
 			}
-			return fmt.Errorf("re-reading channel %s after unprotecting %s (protected again): %w", channel, id, err)
+			return fmt.Errorf("re-reading the channels after unprotecting %s (protected again): %w", id, err)
 		}
-		if err == nil && cur.ImageID == id {
+		if by != "" {
 			if err := c.protect(ctx, pr, id, true); err != nil {
-				return fmt.Errorf("channel %s points at %s again, but protecting it again failed: %w", channel, id, err)
+				return fmt.Errorf("channel %s points at %s, but protecting it again failed: %w", by, id, err)
 			}
 			return nil
 		}
@@ -581,4 +559,28 @@ func (c *Client) channelHistory(ctx context.Context, chs provider.Channels, ch s
 	return retry(ctx, c, "channel", func(ctx context.Context) ([]provider.ChannelEntry, error) {
 		return chs.ChannelHistory(ctx, ch)
 	})
+}
+
+// servedBy returns a channel that points at id: channel itself or one the
+// store lists; "" when none does.
+func (c *Client) servedBy(ctx context.Context, chs provider.Channels, id, channel string) (string, error) {
+	names := []string{channel}
+	if cl := c.caps.lister; cl != nil {
+		listed, err := retry(ctx, c, "channel", cl.ListChannels)
+		if err != nil {
+			return "", err
+		}
+		names = append(names, listed...)
+	}
+	for _, ch := range names {
+		cur, err := c.currentChannel(ctx, chs, ch)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return "", err
+		case cur.ImageID == id:
+			return ch, nil
+		}
+	}
+	return "", nil
 }

@@ -357,8 +357,8 @@ func (l *eventLog) about(id string) []crabbox.Event {
 
 // requireLostRace checks that a Promote or Rollback that lost the channel
 // to winner has no side effects: ErrConflict naming the winner, a nil
-// Promotion, the losing image as unprotected as before (the protection its
-// call turned on is lifted: no channel serves it) and its labels as before,
+// Promotion, the losing image protected (the protection its call turned on
+// before writing stays: lifting it would race cleanup) and its labels as before,
 // no channel event for it, and the channel at the winner.
 func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *crabbox.Promotion, err error, before *crabbox.Image, winner string, log *eventLog) {
 	t.Helper()
@@ -368,7 +368,7 @@ func requireLostRace(t *testing.T, ctx context.Context, c *crabbox.Client, pr *c
 	assert.Nil(t, pr, "the losing call returns no promotion")
 	after, gerr := c.GetImage(ctx, before.ID)
 	require.NoError(t, gerr)
-	assert.Equal(t, before.Protected, after.Protected, "the losing image's protection is as before the call")
+	assert.True(t, after.Protected, "the losing image keeps the protection its call turned on")
 	assert.Equal(t, before.Labels, after.Labels, "the losing image's labels are unchanged")
 	assert.Empty(t, log.about(before.ID), "no channel event for the losing image")
 	cur, gerr := c.Promoted(ctx, crabbox.DefaultChannel)
@@ -810,10 +810,8 @@ func (s *sameImageElsewhere) SetChannel(ctx context.Context, req provider.SetCha
 	return s.Cloud.SetChannel(ctx, req)
 }
 
-// TestLostPromotionKeepsProtectionOfAServedImage: the loser lifts the
-// protection its call turned on only when no channel serves the image; here
-// a concurrent promotion made it beta's image, so it stays protected (fails
-// when the loser lifts without re-reading every channel).
+// TestLostPromotionKeepsProtectionOfAServedImage: a concurrent promotion
+// made the loser's image beta's: it stays protected.
 func TestLostPromotionKeepsProtectionOfAServedImage(t *testing.T) {
 	cloud := crabboxtest.Start(t)
 	c := localClient(t, cloud)
@@ -836,4 +834,77 @@ func TestLostPromotionKeepsProtectionOfAServedImage(t *testing.T) {
 	beta, err := c.Promoted(ctx, "beta")
 	require.NoError(t, err)
 	assert.Equal(t, a.ID, beta.ID)
+}
+
+// TestMarkKnownGoodNeedsTheServedImage: a rolled-back (failed) image, or
+// one the channel no longer serves, cannot be marked known-good with a
+// report from when it was served (an independent review revived a
+// rolled-back image this way and promoted it again).
+func TestMarkKnownGoodNeedsTheServedImage(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	x := bake(t, ctx, c, "x")
+	y := bake(t, ctx, c, "y")
+	_, err := c.Promote(ctx, x.ID, crabbox.WithProof(proveImage(t, ctx, c, x.ID)))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, x.ID, proveNormal(t, ctx, c, x.ID))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, y.ID, crabbox.WithProof(proveImage(t, ctx, c, y.ID)))
+	require.NoError(t, err)
+	ry := proveNormal(t, ctx, c, y.ID)
+	_, err = c.Rollback(ctx, crabbox.DefaultChannel, "QA failed")
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, y.ID, ry)
+	require.ErrorIs(t, err, crabbox.ErrInvalidArgument, "a failed image")
+	got, err := c.GetImage(ctx, y.ID)
+	require.NoError(t, err)
+	assert.Equal(t, crabbox.StatusFailed, got.Status)
+
+	// Superseded, not failed: still refused, the channel serves another.
+	z := bake(t, ctx, c, "z")
+	_, err = c.Promote(ctx, z.ID, crabbox.WithProof(proveImage(t, ctx, c, z.ID)))
+	require.NoError(t, err)
+	rz := proveNormal(t, ctx, c, z.ID)
+	_, err = c.Promote(ctx, x.ID, crabbox.Force("back to x"))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, z.ID, rz)
+	require.ErrorIs(t, err, crabbox.ErrConflict)
+	assert.Contains(t, err.Error(), x.ID)
+}
+
+// TestRetireKeepsImagesAnotherChannelServes: MarkKnownGood and Rollback in
+// one channel do not unprotect or deprecate an image another channel
+// still serves.
+func TestRetireKeepsImagesAnotherChannelServes(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	x := bake(t, ctx, c, "x")
+	y := bake(t, ctx, c, "y")
+	rx := proveImage(t, ctx, c, x.ID)
+	_, err := c.Promote(ctx, x.ID, crabbox.WithProof(rx))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, x.ID, proveNormal(t, ctx, c, x.ID))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, x.ID, crabbox.WithProof(rx), crabbox.WithPromoteChannel("beta"))
+	require.NoError(t, err)
+	_, err = c.Promote(ctx, y.ID, crabbox.WithProof(proveImage(t, ctx, c, y.ID)))
+	require.NoError(t, err)
+	_, err = c.MarkKnownGood(ctx, y.ID, proveNormal(t, ctx, c, y.ID))
+	require.NoError(t, err)
+	got, err := c.GetImage(ctx, x.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Protected, "beta serves x: MarkKnownGood in default must not retire it")
+	assert.Nil(t, got.Deprecated)
+
+	// The other way round: y served by beta too, default rolls back from
+	// y to x.
+	_, err = c.Promote(ctx, y.ID, crabbox.Force("y to beta"), crabbox.WithPromoteChannel("beta"))
+	require.NoError(t, err)
+	_, err = c.Rollback(ctx, crabbox.DefaultChannel, "QA failed")
+	require.NoError(t, err)
+	got, err = c.GetImage(ctx, y.ID)
+	require.NoError(t, err)
+	assert.True(t, got.Protected, "beta serves y: the rollback of default must not unprotect it")
 }

@@ -201,7 +201,7 @@ func checkLabelKey(k string) error {
 	switch {
 	case k == "":
 		return fmt.Errorf("%w: empty label key", ErrInvalidArgument)
-	case strings.HasPrefix(k, "crabbox") || k == LabelCreatedBy:
+	case strings.HasPrefix(strings.ToLower(k), "crabbox") || strings.EqualFold(k, LabelCreatedBy):
 		return fmt.Errorf("%w: label %q is reserved", ErrInvalidArgument, k)
 	case sanitizeLabelValue(k) != k:
 		return fmt.Errorf("%w: label key %q must be [A-Za-z0-9_.-], starting and ending alphanumeric, at most 63 characters", ErrInvalidArgument, k)
