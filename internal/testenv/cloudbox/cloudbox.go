@@ -55,9 +55,12 @@ const (
 	bootFile     = "/usr/lib/crabbox-testimage/boot"
 	seedDir      = "/var/lib/cloud/seed/nocloud"
 	// imageConfig is the per-box part of the image's cloud-init
-	// configuration: the namespace's network is not cloud-init's to
-	// manage (it has only loopback).
-	imageConfig = "network:\n  config: disabled\n"
+	// configuration, what a cloud image sets for its platform: the
+	// namespace's network is not cloud-init's to manage (it has only
+	// loopback), the hostname resolves through /etc/hosts (there is no
+	// DNS), the root file system is an overlay (nothing to resize), and
+	// the minimal image has no locales package (update-locale).
+	imageConfig = "network:\n  config: disabled\nmanage_etc_hosts: true\nresize_rootfs: false\nlocale: false\n"
 )
 
 // hostTools checks what booting needs on the host.
@@ -418,9 +421,9 @@ func (b *Box) Run(ctx context.Context, cmd string) (string, error) {
 		return "", errors.New("cloudbox: box is not running")
 	}
 	c := exec.CommandContext(ctx, "nsenter", "--target", fmt.Sprint(b.cmd.Process.Pid),
-		"--mount", "--pid", "--net", "--uts", "--ipc", "--root", "--wd=/",
+		"--mount", "--pid", "--net", "--uts", "--ipc", "--root", "--wd",
 		"/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root",
-		"/bin/sh", "-c", cmd)
+		"/bin/sh", "-c", "cd / && "+cmd)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	err := c.Run()
