@@ -13,6 +13,10 @@
 // by the document, exits 0 once all of that is done for this lease: a
 // marker left in a baked image by the lease that built it does not count.
 //
+// Debian 12's own cloud-init (22.4) validates every kind of document
+// (`cloud-init schema`) and boots it for real in internal/testenv/cloudbox;
+// docs/design.md lists what the document relies on.
+//
 // Parse reads back exactly what Render writes (emulated clouds use it to
 // boot their machines); it understands only the YAML subset Render produces
 // and rejects anything else with an error wrapping
