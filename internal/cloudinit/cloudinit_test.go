@@ -78,7 +78,7 @@ func TestRenderContent(t *testing.T) {
 		"      - \"" + cfg.AuthorizedKeys[0] + "\"\n",
 		"ssh_pwauth: false\n",
 		"ssh_deletekeys: true\n",
-		"ssh_genkeytypes: []\n",
+		"ssh_genkeytypes: [ed25519]\n",
 		"  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n",
 		"  ed25519_public: \"" + cfg.HostKeyPublic + "\"\n",
 		"  - path: " + SSHDConfigFile + "\n",

@@ -61,8 +61,10 @@ func checkCloudConfig(t *testing.T, doc map[string]any, cfg Config) {
 			t.Errorf("%s = %#v, want %#v", k, doc[k], want)
 		}
 	}
-	if g, ok := doc["ssh_genkeytypes"].([]any); !ok || len(g) != 0 {
-		t.Errorf("ssh_genkeytypes = %#v, want an empty list", doc["ssh_genkeytypes"])
+	// Only the lease's key type: cloud-init generates none when ssh_keys
+	// is given, and none over an existing key (the schema refuses []).
+	if g, ok := doc["ssh_genkeytypes"].([]any); !ok || len(g) != 1 || g[0] != "ed25519" {
+		t.Errorf("ssh_genkeytypes = %#v, want [ed25519]", doc["ssh_genkeytypes"])
 	}
 	sk := doc["ssh_keys"]
 	if get(sk, "ed25519_private") != string(n.HostKeyPEM) || get(sk, "ed25519_public") != n.HostKeyPublic {
