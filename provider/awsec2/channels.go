@@ -183,18 +183,34 @@ func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest,
 		return nil // someone wrote after us: the channel is theirs, leave it
 	}
 	prev := h[len(h)-2]
-	_, err = d.ssm.PutParameter(cctx, &ssm.PutParameterInput{
+	in := &ssm.PutParameterInput{
 		Name:        aws.String(name),
 		Value:       aws.String(prev.ImageID),
 		Type:        ssmtypes.ParameterTypeString,
 		DataType:    aws.String("aws:ec2:image"),
 		Description: aws.String(channelDescription(prev.Operator, prev.Proof) + " (restored after a conflicting promotion by " + req.Operator + ")"),
 		Overwrite:   aws.Bool(true),
-	})
-	if err != nil {
-		return fail(mapErr(err))
 	}
-	return nil
+	// Nobody retries this write for us (the caller only sees a conflict),
+	// so a transient failure is retried here, unless the SDK's retryer
+	// already retries each request (one layer retries, never both).
+	attempts := 3
+	if d.RetriesRequests() {
+		attempts = 1
+	}
+	for i := 1; ; i++ {
+		_, err = d.ssm.PutParameter(cctx, in)
+		if err == nil {
+			return nil
+		}
+		err = mapErr(err)
+		if i >= attempts || !provider.Retryable(err) || cctx.Err() != nil {
+			return fail(err)
+		}
+		if serr := sleepCtx(cctx, time.Duration(i)*100*time.Millisecond); serr != nil {
+			return fail(err)
+		}
+	}
 }
 
 // ChannelHistory implements provider.Channels from GetParameterHistory,
