@@ -188,11 +188,11 @@ func TestConflictCompensationFailureIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	raced := stageRival(t, e, rival, func() {
-		// The compensating write fails.
-		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 1, Code: "InternalServerError", Status: 500})
+		// The compensating write fails, also when retried.
+		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 3, Code: "InternalServerError", Status: 500})
 	})
 	_, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: b, Operator: "us", IfVersion: 1})
-	if !*raced || e.faults.Injected("PutParameter") != 1 {
+	if !*raced || e.faults.Injected("PutParameter") != 3 {
 		t.Fatalf("race or failing compensation not staged (injected %d)", e.faults.Injected("PutParameter"))
 	}
 	if !errors.Is(err, provider.ErrConflict) {
@@ -207,6 +207,28 @@ func TestConflictCompensationFailureIsReported(t *testing.T) {
 	}
 	if cur, _ := e.d.CurrentChannel(ctx, "default"); cur == nil || cur.ImageID != b || cur.Version != ce.Version {
 		t.Errorf("channel = %+v; the error should name the losing version that stayed current (%d)", cur, ce.Version)
+	}
+	_ = e.d.DeleteChannel(ctx, "default")
+}
+
+// A compensating write that fails once is retried and lands.
+func TestConflictCompensationRetriesATransientFailure(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	const a, b, rival = "ami-0aaaaaaaaaaaaaaaa", "ami-0bbbbbbbbbbbbbbbb", "ami-0cccccccccccccccc"
+	if _, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: a, IfVersion: -1}); err != nil {
+		t.Fatal(err)
+	}
+	raced := stageRival(t, e, rival, func() {
+		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 1, Code: "InternalServerError", Status: 500})
+	})
+	_, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: b, Operator: "us", IfVersion: 1})
+	var ce *awsec2.CompensationError
+	if !*raced || !errors.Is(err, provider.ErrConflict) || errors.As(err, &ce) {
+		t.Fatalf("SetChannel = %v; want a plain conflict (the compensation retried and landed)", err)
+	}
+	if cur, _ := e.d.CurrentChannel(ctx, "default"); cur == nil || cur.ImageID != rival {
+		t.Errorf("channel = %+v; want the rival %s restored", cur, rival)
 	}
 	_ = e.d.DeleteChannel(ctx, "default")
 }
