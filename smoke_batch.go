@@ -30,9 +30,10 @@ const (
 	// batchWindow is how long a batch waits for more commands when not
 	// every running shell check has sent one yet.
 	batchWindow = 5 * time.Millisecond
-	// batchMaxBytes bounds one batch's command line (Linux refuses a
-	// single argument over 128 KiB; sshd passes the command as one).
-	batchMaxBytes = 96 << 10
+	// batchMaxBytes bounds the commands of one batch (Linux refuses a
+	// single argument over 128 KiB; sshd passes the command line as one,
+	// and the runner quotes the commands twice).
+	batchMaxBytes = 32 << 10
 	// batchSetupFailed is the runner's exit code when it could not set up
 	// (no mktemp or mkfifo): its commands then run one session each.
 	batchSetupFailed = 97
@@ -281,7 +282,10 @@ func batchScript(reqs []*batchReq) string {
 		fmt.Fprintf(&sb, "c%d=%s\nt%d=%d\n", i, ShellQuote(r.cmd), i, remoteTimeout(r.ctx))
 	}
 	sb.WriteString(smokeBatchScript)
-	return sb.String()
+	// The login shell starts the runner under /bin/sh and names itself
+	// for the checks; no /bin/sh is a runner that could not set up.
+	return `[ -x /bin/sh ] && exec /bin/sh -c ` + ShellQuote(sb.String()) +
+		` sh "$(readlink /proc/$$/exe 2>/dev/null)"` + fmt.Sprintf("\nexit %d", batchSetupFailed)
 }
 
 // remoteTimeout is when the runner kills a command: a second after the

@@ -13,50 +13,63 @@ trap 'exit 129' HUP
 trap 'exit 143' TERM
 mkfifo "$d/f" 2>/dev/null || exit 97
 exec 3<>"$d/f" || exit 97
-sh_=$(readlink /proc/$$/exe 2>/dev/null)
+# The runner runs under /bin/sh (cheaper to fork than bash on a busy box);
+# the checks under the login shell the session started with, $1.
+sh_=${1:-}
 [ -x "$sh_" ] || sh_=${SHELL:-/bin/sh}
 
-# run i timeout command: runs the command into $d/i.o and $d/i.e, kills it
-# after timeout seconds, and reports "i rc" on the fifo.
+to=
+command -v timeout >/dev/null 2>&1 && to=1
+
+# run i timeout command: runs the command into $d/i.o and $d/i.e (killed
+# after timeout seconds where timeout(1) exists; without it a hung command
+# is left to the session's end, as with a session per check), writes its
+# frame to $d/i.f and reports i on the fifo. The frame is built here, in
+# parallel, so that the loop below sends each with one cat: on a busy box
+# every fork counts.
 run() {
-  "$sh_" -c "$3" </dev/null >"$d/$1.o" 2>"$d/$1.e" 3>&- &
-  p=$!
-  w=
-  if [ "$2" -gt 0 ]; then
-    (
-      trap 'kill "$s" 2>/dev/null; exit 0' TERM
-      sleep "$2" &
-      s=$!
-      wait "$s" && kill -9 "$p" 2>/dev/null
-    ) </dev/null >/dev/null 2>&1 &
-    w=$!
-  fi
-  wait "$p"
-  rc=$?
-  [ -n "$w" ] && kill "$w" 2>/dev/null
-  echo "$1 $rc" >&3
-}
-
-# part file size: prints the file's first size bytes (size is what wc
-# counted, the file may have grown since) or, when longer than HEAD+TAIL,
-# its first HEAD and last TAIL bytes.
-part() {
-  if [ "$2" -le $((HEAD + TAIL)) ]; then
-    head -c "$2" "$1"
+  if [ -n "$to" ] && [ "$2" -gt 0 ]; then
+    timeout -s KILL "$2" "$sh_" -c "$3" </dev/null >"$d/$1.o" 2>"$d/$1.e" 3>&-
   else
-    head -c "$HEAD" "$1"
-    tail -c "$TAIL" "$1"
+    "$sh_" -c "$3" </dev/null >"$d/$1.o" 2>"$d/$1.e" 3>&-
   fi
+  rc=$?
+  wc -c "$d/$1.o" "$d/$1.e" | {
+    read -r so _
+    read -r se _
+    frame "$1" "$rc" "$so" "$se" >"$d/$1.f"
+    echo "$1" >&3
+  }
 }
 
-# size file: the file's size; sent: the bytes part sends for a size.
-size() {
-  n=$(wc -c <"$1")
-  echo $((n + 0))
+# frame i rc so se: the frame of check i. Output within HEAD+TAIL bytes is
+# sent whole (exactly the bytes counted: the file may grow meanwhile),
+# longer output as its first HEAD and last TAIL bytes.
+frame() {
+  max=$((HEAD + TAIL))
+  po=$3 pe=$4
+  [ "$po" -gt "$max" ] && po=$max
+  [ "$pe" -gt "$max" ] && pe=$max
+  printf '%s %s %s %s %s\n' "$M" "$1" "$2" "$po" "$pe"
+  if [ "$3" -le "$max" ] && [ "$4" -le "$max" ] && [ "$3" -gt 0 ] && [ "$4" -gt 0 ] &&
+    [ "$(($3 + $4))" -le "$max" ]; then
+    head -c "$3" "$d/$1.o"
+    head -c "$4" "$d/$1.e"
+    return
+  fi
+  for f in o e; do
+    if [ "$f" = o ]; then n=$3; else n=$4; fi
+    if [ "$n" -gt "$max" ]; then
+      head -c "$HEAD" "$d/$1.$f"
+      tail -c "$TAIL" "$d/$1.$f"
+    elif [ "$n" -gt 0 ]; then
+      head -c "$n" "$d/$1.$f"
+    fi
+  done
 }
-sent() {
-  if [ "$1" -gt $((HEAD + TAIL)) ]; then echo $((HEAD + TAIL)); else echo "$1"; fi
-}
+
+to=
+command -v timeout >/dev/null 2>&1 && to=1
 
 i=0
 while [ "$i" -lt "$N" ]; do
@@ -64,12 +77,9 @@ while [ "$i" -lt "$N" ]; do
   i=$((i + 1))
 done
 
+# Frames, in the order the commands finish.
 left=$N
-while [ "$left" -gt 0 ] && read -r i rc <&3; do
-  so=$(size "$d/$i.o")
-  se=$(size "$d/$i.e")
-  printf '%s %s %s %s %s\n' "$M" "$i" "$rc" "$(sent "$so")" "$(sent "$se")"
-  part "$d/$i.o" "$so"
-  part "$d/$i.e" "$se"
+while [ "$left" -gt 0 ] && read -r i <&3; do
+  cat "$d/$i.f"
   left=$((left - 1))
 done
