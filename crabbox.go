@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/crabbox/crabbox-go/internal/pollsched"
 	"github.com/crabbox/crabbox-go/internal/sshx"
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -184,6 +185,13 @@ func ExponentialBackoff(min, max time.Duration) Backoff {
 	}
 }
 
+// ImageWaitBackoff is the default image poll schedule: 1 s between the
+// early polls, then a tenth of the time waited so far, at most 30 s. A wait
+// so ends within max(2 s, 10 % of the time the image was pending) of the
+// image becoming available, and a 45-minute wait polls about 126 times
+// (one call per 21 s on average).
+func ImageWaitBackoff() Backoff { return pollsched.Delay }
+
 // ConstantBackoff always waits d.
 func ConstantBackoff(d time.Duration) Backoff { return func(int) time.Duration { return d } }
 
@@ -262,7 +270,8 @@ func WithPollBackoff(b Backoff) Option {
 }
 
 // WithImagePollBackoff sets the delay between image state polls. Default:
-// exponential from 5 s to 30 s.
+// ImageWaitBackoff (1 s early, then a tenth of the time waited, at most
+// 30 s).
 func WithImagePollBackoff(b Backoff) Option {
 	return func(o *clientOptions) error {
 		if b == nil {
@@ -396,7 +405,7 @@ func New(p provider.Driver, opts ...Option) (*Client, error) {
 	o := clientOptions{
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		backoff:       ExponentialBackoff(time.Second, 10*time.Second),
-		imageBackoff:  ExponentialBackoff(5*time.Second, 30*time.Second),
+		imageBackoff:  ImageWaitBackoff(),
 		now:           time.Now,
 		retryAttempts: 5,
 		cleanupBound:  DefaultCleanupTimeout,

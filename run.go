@@ -179,34 +179,14 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 	if strings.TrimSpace(command) == "" {
 		return nil, l.c.opErr("run", l.ID, fmt.Errorf("%w: empty command", ErrInvalidArgument))
 	}
-	cmd := command
-	if o.strict {
-		cmd = "bash -c " + ShellQuote("set -euo pipefail\n"+command)
-	}
-	var exports strings.Builder
-	if len(o.env) > 0 {
-		keys := make([]string, 0, len(o.env))
-		for k := range o.env {
-			if !envNameOK(k) {
-				return nil, l.c.opErr("run", l.ID, fmt.Errorf("%w: environment name %q", ErrInvalidArgument, k))
-			}
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(&exports, "export %s=%s; ", k, ShellQuote(o.env[k]))
-		}
+	cmd, err := l.commandLine(command, o)
+	if err != nil {
+		return nil, l.c.opErr("run", l.ID, err)
 	}
 	client, err := l.sshClient(ctx)
 	if err != nil {
 		return nil, l.c.opErr("run", l.ID, err)
 	}
-	if wr := l.commandDir(); wr != "" {
-		// "&&": a missing work root fails the command, never runs it
-		// elsewhere.
-		cmd = "cd " + ShellQuote(wr) + " && " + cmd
-	}
-	cmd = exports.String() + cmd
 	outTail, errTail := newTail(o.tail), newTail(o.tail)
 	var stdout, stderr io.Writer = outTail, errTail
 	if o.stdout != nil && o.stdout == o.stderr {
@@ -231,6 +211,35 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 		return rr, &RunError{Result: rr}
 	}
 	return rr, nil
+}
+
+// commandLine is the command line Run sends for command: strict mode, the
+// exported environment and the work root applied.
+func (l *Lease) commandLine(command string, o runOptions) (string, error) {
+	cmd := command
+	if o.strict {
+		cmd = "bash -c " + ShellQuote("set -euo pipefail\n"+command)
+	}
+	var exports strings.Builder
+	if len(o.env) > 0 {
+		keys := make([]string, 0, len(o.env))
+		for k := range o.env {
+			if !envNameOK(k) {
+				return "", fmt.Errorf("%w: environment name %q", ErrInvalidArgument, k)
+			}
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&exports, "export %s=%s; ", k, ShellQuote(o.env[k]))
+		}
+	}
+	if wr := l.commandDir(); wr != "" {
+		// "&&": a missing work root fails the command, never runs it
+		// elsewhere.
+		cmd = "cd " + ShellQuote(wr) + " && " + cmd
+	}
+	return exports.String() + cmd, nil
 }
 
 // commandDir is the directory commands run in when the driver's access

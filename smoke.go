@@ -1,5 +1,6 @@
 // The smoke engine: Smoke runs checks concurrently over the lease's one
-// connection, with timeouts and retries, into a SmokeReport.
+// connection (its shell checks batched into few sessions, smoke_batch.go),
+// with timeouts and retries, into a SmokeReport.
 
 package crabbox
 
@@ -104,7 +105,9 @@ func Smoke(ctx context.Context, l *Lease, checks []SmokeCheck, opts ...SmokeOpti
 			Err: fmt.Errorf("%w: lease not obtained from a Client (use Warmup or Lease)", ErrInvalidArgument)}
 	}
 	subject := l.readSmokeSubject(ctx)
-	err := runSmoke(ctx, leaseTarget{l}, rep, l.c.emit, l.c.o.now, checks, opts)
+	b := newBatcher(l)
+	err := runSmoke(ctx, batchTarget{leaseTarget{l}, b}, rep, l.c.emit, l.c.o.now, checks, opts)
+	b.wait()
 	if subject != nil && len(rep.Results) > 0 {
 		// The outcome, pass or fail, becomes the image's proof record. A
 		// failed smoke's record is best effort: without it the report
@@ -154,11 +157,21 @@ func runSmoke(ctx context.Context, t smokeTarget, rep *SmokeReport, emit func(Ev
 	if o.concurrency > 0 {
 		sem = make(chan struct{}, o.concurrency)
 	}
+	// A batching target learns how many shell checks run, so that it
+	// sends their commands as soon as all of them are waiting.
+	tr, _ := t.(checkTracker)
 	var wg sync.WaitGroup
 	for i := range checks {
+		batchable := tr != nil && batchableKind(checks[i].Kind)
+		if batchable {
+			tr.checkActive(1)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if batchable {
+				defer tr.checkActive(-1)
+			}
 			if sem != nil {
 				select {
 				case sem <- struct{}{}:

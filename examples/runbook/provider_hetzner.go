@@ -34,7 +34,8 @@ func init() {
 			if loc == "" {
 				loc = "fsn1"
 			}
-			client := hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox-runbook", ""))
+			client := hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox-runbook", ""),
+				hcloud.WithPollOpts(hetzner.PollOpts()))
 			d, err := hetzner.New(client, hetzner.WithLocation(loc))
 			if err != nil {
 				return nil, nil, params{}, nil, err

@@ -325,6 +325,60 @@ func (c *Client) Connect(ctx context.Context) error {
 	return err
 }
 
+// Connected reports whether the Client has a live connection.
+func (c *Client) Connected() bool {
+	cur, _ := c.live(nil)
+	return cur != nil
+}
+
+// ConnectOver is Connect over tcp, a connection the caller already dialled
+// (e.g. by a readiness probe that saw the server's banner), saving a dial.
+// If the Client already has a live connection, tcp is closed and nil
+// returned. The handshake is bounded by ctx and HandshakeTimeout; errors are
+// classified as Connect's. tcp is closed on any error.
+func (c *Client) ConnectOver(ctx context.Context, tcp net.Conn) error {
+	if cur, err := c.live(nil); cur != nil || err != nil {
+		tcp.Close()
+		return err
+	}
+	select {
+	case c.dialSem <- struct{}{}:
+	case <-ctx.Done():
+		tcp.Close()
+		return fmt.Errorf("sshx: connect %s: %w", c.cfg.Addr, ctx.Err())
+	}
+	defer func() { <-c.dialSem }()
+	if cur, err := c.live(nil); cur != nil || err != nil {
+		tcp.Close()
+		return err
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	if dl, ok := hctx.Deadline(); ok {
+		_ = tcp.SetDeadline(dl)
+	}
+	nc, err := c.boundHandshake(ctx, func() (*conn, error) { return c.handshakeOver(hctx, tcp) })
+	if err != nil {
+		return err
+	}
+	return c.install(nc)
+}
+
+// install makes nc the live connection.
+func (c *Client) install(nc *conn) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		nc.kill(ErrClosed)
+		return ErrClosed
+	}
+	if c.cur != nil {
+		c.cur.kill(ErrConnectionLost)
+	}
+	c.cur = nc
+	return nil
+}
+
 // conn returns the live connection, dialling if there is none or if the
 // current one is broken (or is stale, the one the caller found broken).
 func (c *Client) conn(ctx context.Context, stale *conn) (*conn, error) {
@@ -345,16 +399,9 @@ func (c *Client) conn(ctx context.Context, stale *conn) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		nc.kill(ErrClosed)
-		return nil, ErrClosed
+	if err := c.install(nc); err != nil {
+		return nil, err
 	}
-	if c.cur != nil {
-		c.cur.kill(ErrConnectionLost)
-	}
-	c.cur = nc
 	return nc, nil
 }
 
@@ -391,7 +438,13 @@ func hostKeyAlgorithms(k ssh.PublicKey) []string {
 func (c *Client) dial(ctx context.Context) (*conn, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer cancel()
-	nc, err := c.handshake(hctx)
+	return c.boundHandshake(ctx, func() (*conn, error) { return c.handshake(hctx) })
+}
+
+// boundHandshake runs hs, bounded by HandshakeTimeout below ctx, and turns
+// the expiry of that bound into a retryable error.
+func (c *Client) boundHandshake(ctx context.Context, hs func() (*conn, error)) (*conn, error) {
+	nc, err := hs()
 	// A deadline error while the caller's own deadline has not passed is
 	// our bound. (Timers fire a little late, so compare times rather than
 	// asking the contexts whether they are done yet.)
@@ -412,6 +465,11 @@ func (c *Client) handshake(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.handshakeOver(ctx, tcp)
+}
+
+// handshakeOver runs the SSH handshake on tcp, bounded by ctx.
+func (c *Client) handshakeOver(ctx context.Context, tcp net.Conn) (*conn, error) {
 	// Close the connection if ctx ends mid-handshake, so that a server that
 	// accepts but never speaks cannot hang us.
 	stop := context.AfterFunc(ctx, func() { tcp.Close() })

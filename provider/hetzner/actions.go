@@ -7,15 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
+	"github.com/crabbox/crabbox-go/internal/pollsched"
 	"github.com/crabbox/crabbox-go/provider"
 )
 
+// PollOpts is the recommended action wait schedule for the hcloud client
+// the driver is given (hcloud.WithPollOpts(hetzner.PollOpts())): 1 s
+// between the early polls, then a tenth of the time waited, at most 30 s,
+// so a wait ends within max(2 s, 10 %) of the action finishing and a long
+// one asks the API about every 21 s on average. (hcloud-go's own default
+// polls every 500 ms however long the action takes.)
+func PollOpts() hcloud.PollOpts {
+	return hcloud.PollOpts{BackoffFunc: func(retries int) time.Duration { return pollsched.Delay(retries + 1) }}
+}
+
 // waitActions waits until the actions finished, through hcloud-go's action
 // waiting: it polls with the poll backoff the caller configured on the
-// hcloud client (hcloud.WithPollOpts) and stops when ctx ends.
+// hcloud client (hcloud.WithPollOpts, PollOpts recommended) and stops when
+// ctx ends.
 //
 // The error tells the three outcomes apart: when ctx ended it matches the
 // context's error and carries no provider code (nobody retries it); when an
