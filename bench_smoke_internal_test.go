@@ -159,30 +159,34 @@ func benchWarmupSmoke(b *testing.B, srv *sshd.Server, set string, checks []Smoke
 			host := sshhost.Host{Addr: px.Addr, User: srv.User, Signer: srv.ClientKey.Signer, HostKey: srv.HostKey}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
-			var sdk, perCheck, master, script, base []float64
+			var sdk, sdkBatched, perCheck, master, script, base []float64
 			for b.Loop() {
 				tTrue := timeIt(b, func() error { return o.run(ctx, nil, "true") })
-				tSDK := timeIt(b, func() error {
-					drv, err := sshhost.New([]sshhost.Host{host})
-					if err != nil {
-						return err
-					}
-					c, err := New(drv, WithStateDir(b.TempDir()), WithOperator("bench"))
-					if err != nil {
-						return err
-					}
-					l, err := c.Warmup(ctx)
-					if err != nil {
-						return err
-					}
-					rep, err := Smoke(ctx, l, checks)
-					if rep == nil || len(rep.Results) != 14 {
-						return fmt.Errorf("smoke: %v", err)
-					}
-					b.StopTimer()
-					defer b.StartTimer()
-					return l.Release(ctx)
-				})
+				sdkRun := func(opts ...SmokeOption) time.Duration {
+					return timeIt(b, func() error {
+						drv, err := sshhost.New([]sshhost.Host{host})
+						if err != nil {
+							return err
+						}
+						c, err := New(drv, WithStateDir(b.TempDir()), WithOperator("bench"))
+						if err != nil {
+							return err
+						}
+						l, err := c.Warmup(ctx)
+						if err != nil {
+							return err
+						}
+						rep, err := Smoke(ctx, l, checks, opts...)
+						if rep == nil || len(rep.Results) != 14 {
+							return fmt.Errorf("smoke: %v", err)
+						}
+						b.StopTimer()
+						defer b.StartTimer()
+						return l.Release(ctx)
+					})
+				}
+				tSDK := sdkRun()
+				tSDKB := sdkRun(WithBatchedChecks())
 				tPer := timeIt(b, func() error {
 					return parallel(len(scripts), func(i int) error { return o.run(ctx, nil, scripts[i]) })
 				})
@@ -197,12 +201,14 @@ func benchWarmupSmoke(b *testing.B, srv *sshd.Server, set string, checks []Smoke
 				tScript := timeIt(b, func() error { return o.run(ctx, nil, one) })
 				base = append(base, float64(tTrue.Milliseconds()))
 				sdk = append(sdk, tSDK.Seconds()/tTrue.Seconds())
+				sdkBatched = append(sdkBatched, tSDKB.Seconds()/tTrue.Seconds())
 				perCheck = append(perCheck, tPer.Seconds()/tTrue.Seconds())
 				master = append(master, tMaster.Seconds()/tTrue.Seconds())
 				script = append(script, tScript.Seconds()/tTrue.Seconds())
 			}
 			b.ReportMetric(median(base), "ssh-true-ms")
 			b.ReportMetric(median(sdk), "sdk-x-ssh-true")
+			b.ReportMetric(median(sdkBatched), "sdk-batched-x-ssh-true")
 			b.ReportMetric(median(perCheck), "ssh-per-check-x-ssh-true")
 			b.ReportMetric(median(master), "controlmaster-x-ssh-true")
 			b.ReportMetric(median(script), "one-script-x-ssh-true")

@@ -45,6 +45,7 @@ func (t leaseTarget) screenshot(ctx context.Context) ([]byte, error) { return t.
 type smokeOptions struct {
 	evidenceDir string
 	concurrency int
+	batch       bool
 }
 
 // SmokeOption configures Smoke.
@@ -105,9 +106,16 @@ func Smoke(ctx context.Context, l *Lease, checks []SmokeCheck, opts ...SmokeOpti
 			Err: fmt.Errorf("%w: lease not obtained from a Client (use Warmup or Lease)", ErrInvalidArgument)}
 	}
 	subject := l.readSmokeSubject(ctx)
-	b := newBatcher(l)
-	err := runSmoke(ctx, batchTarget{leaseTarget{l}, b}, rep, l.c.emit, l.c.o.now, checks, opts)
-	b.wait()
+	var t smokeTarget = leaseTarget{l}
+	var b *batcher
+	if wantsBatch(opts) {
+		b = newBatcher(l)
+		t = batchTarget{leaseTarget{l}, b}
+	}
+	err := runSmoke(ctx, t, rep, l.c.emit, l.c.o.now, checks, opts)
+	if b != nil {
+		b.wait()
+	}
 	if subject != nil && len(rep.Results) > 0 {
 		// The outcome, pass or fail, becomes the image's proof record. A
 		// failed smoke's record is best effort: without it the report
@@ -120,6 +128,28 @@ func Smoke(ctx context.Context, l *Lease, checks []SmokeCheck, opts ...SmokeOpti
 		return rep, &OpError{Op: "smoke", Provider: l.Provider, ID: l.ID, Err: err}
 	}
 	return rep, nil
+}
+
+// WithBatchedChecks runs the smoke's shell checks in one SSH session (a
+// runner on the box runs them concurrently, with per-check timeouts, and
+// streams a result frame per check), saving a round trip per check on a
+// slow link; screenshot, desktop and fetch checks keep their own sessions.
+// Off by default: on a busy box the runner's processes cost more than the
+// round trips they save (see BENCHMARKS.md).
+func WithBatchedChecks() SmokeOption {
+	return func(o *smokeOptions) error { o.batch = true; return nil }
+}
+
+// wantsBatch reports whether opts ask for batched checks (a bad option is
+// reported by runSmoke).
+func wantsBatch(opts []SmokeOption) bool {
+	var o smokeOptions
+	for _, opt := range opts {
+		if opt != nil {
+			_ = opt(&o)
+		}
+	}
+	return o.batch
 }
 
 // Smoke runs checks on the lease; see the package-level Smoke.

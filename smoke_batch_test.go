@@ -52,7 +52,7 @@ func TestSmokeBatchRunsShellChecksInOneSession(t *testing.T) {
 	l := batchLease(t, "MaxSessions 1")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := crabbox.Smoke(ctx, l, gatedChecks(14))
+	rep, err := crabbox.Smoke(ctx, l, gatedChecks(14), crabbox.WithBatchedChecks())
 	for _, r := range rep.Results {
 		if !r.Passed {
 			t.Logf("%s: %s %q", r.Title, r.Error, r.Output)
@@ -84,7 +84,7 @@ func TestSmokeBatchKeepsPerCheckResults(t *testing.T) {
 		crabbox.DirExists("/"),
 	}
 	start := time.Now()
-	rep, err := crabbox.Smoke(ctx, l, checks)
+	rep, err := crabbox.Smoke(ctx, l, checks, crabbox.WithBatchedChecks())
 	require.ErrorIs(t, err, crabbox.ErrSmokeFailed)
 	assert.Less(t, time.Since(start), 50*time.Second, "the hung check must not hold the smoke for its 60 s")
 	byTitle := map[string]crabbox.CheckResult{}
@@ -128,7 +128,7 @@ func TestSmokeBatchFallsBackWithoutARunner(t *testing.T) {
 	rep, err := crabbox.Smoke(ctx, l, []crabbox.SmokeCheck{
 		crabbox.CommandSucceeds("tmpdir", `echo "$TMPDIR"`, crabbox.OutputContains("/nonexistent/crabbox")),
 		crabbox.CommandSucceeds("exit 4", "exit 4", crabbox.ExitCode(4)),
-	})
+	}, crabbox.WithBatchedChecks())
 	require.NoError(t, err)
 	assert.Equal(t, 2, rep.Passed)
 }
