@@ -1,6 +1,6 @@
 // The smoke engine: Smoke runs checks concurrently over the lease's one
-// connection (its shell checks batched into few sessions, smoke_batch.go),
-// with timeouts and retries, into a SmokeReport.
+// connection (with WithBatchedChecks its shell checks share one session,
+// smoke_batch.go), with timeouts and retries, into a SmokeReport.
 
 package crabbox
 
