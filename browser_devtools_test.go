@@ -1,6 +1,7 @@
 // Tests of the browser's DevTools endpoint (WithDevTools, Browser.DevTools)
-// on the desktop test host: real Xvfb and Chromium, reached through the
-// lease's tunnel, bound to the box's loopback only.
+// and of Lease.ForwardVNC on the desktop test host: real Xvfb, Chromium and
+// x11vnc, reached through the lease's tunnel, bound to the box's loopback
+// only.
 
 package crabbox_test
 
@@ -107,4 +108,29 @@ func TestDevToolsSwitchesOnlyThroughWithDevTools(t *testing.T) {
 		_, err := l.OpenURL(testCtx(t), "about:blank", crabbox.WithBrowserArgs(a))
 		assert.ErrorIs(t, err, crabbox.ErrInvalidArgument, a)
 	}
+}
+
+func TestDesktopForwardVNCShowsTheLiveDesktop(t *testing.T) {
+	needDesktopTools(t, desktopTools...)
+	h := startDesktopHost(t, hostOptions{})
+	h.mustBootstrap(t)
+	ctx := testCtx(t)
+	tun, err := h.l.ForwardVNC(ctx)
+	require.NoError(t, err)
+	defer tun.Close()
+	assert.Equal(t, fmt.Sprintf("127.0.0.1:%d", h.vncPort), tun.RemoteAddr())
+	c, err := net.Dial("tcp", tun.LocalAddr())
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	banner := make([]byte, 12)
+	_, err = io.ReadFull(c, banner)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(banner), "RFB 003."), "an RFB server answers: %q", banner)
+}
+
+func TestForwardVNCWithoutAVNCServer(t *testing.T) {
+	l := uploadLease(t)
+	_, err := l.ForwardVNC(testCtx(t))
+	assert.ErrorIs(t, err, crabbox.ErrUnavailable)
 }

@@ -1,7 +1,8 @@
 // Tunnels over the lease's one SSH connection: Lease.DialContext to reach an
 // address on the box, Lease.Forward (a local listener on 127.0.0.1 that
-// forwards to the box) and Lease.Reverse (a listener on the box that
-// forwards to the harness), and the Tunnel they return.
+// forwards to the box; Lease.ForwardVNC to the box's VNC server) and
+// Lease.Reverse (a listener on the box that forwards to the harness), and
+// the Tunnel they return.
 
 package crabbox
 
@@ -11,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -288,4 +291,36 @@ func (l *Lease) Reverse(ctx context.Context, remoteAddr, localAddr string) (*Tun
 	return l.newTunnel(ln, localAddr, ln.Addr().String(), func(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "tcp", localAddr)
 	}), nil
+}
+
+// ForwardVNC forwards a random port on the harness's 127.0.0.1 to the
+// box's VNC server (x11vnc, bound to the box's loopback on
+// ${CRABBOX_VNC_PORT:-5900}, which desktop leases start), for a person to
+// look at the live desktop with any VNC viewer pointed at
+// Tunnel.LocalAddr. The VNC server has no password: the tunnel is the
+// access control, and it listens on the harness's loopback only. A box
+// with no VNC server listening yields ErrUnavailable.
+func (l *Lease) ForwardVNC(ctx context.Context) (*Tunnel, error) {
+	if err := l.usable("forward-vnc"); err != nil {
+		return nil, err
+	}
+	res, err := l.Run(ctx, `printf '%s' "${CRABBOX_VNC_PORT:-5900}"`)
+	if err != nil {
+		return nil, l.c.opErr("forward-vnc", l.ID, err)
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(res.StdoutTail))
+	if err != nil || port < 1 || port > 65535 {
+		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("the box's CRABBOX_VNC_PORT is %q", res.StdoutTail))
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	probe, err := l.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("no VNC server on the box at %s (a desktop lease starts one): %w", addr, err))
+	}
+	_ = probe.Close()
+	t, err := l.Forward(ctx, addr)
+	if err != nil {
+		return nil, l.c.opErr("forward-vnc", l.ID, err)
+	}
+	return t, nil
 }

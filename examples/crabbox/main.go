@@ -73,6 +73,7 @@ commands:
   screenshot  save a screenshot of a lease's display (--id --output)
   smoke       run the candidate smoke that applies to a lease and record its proof (--id [--output])
   release     release a lease (--id)
+  vnc         forward the lease's VNC server to 127.0.0.1 until interrupted (--id)
   list        list live leases
   image create    image a lease (--id --name [--wait] [--prepare])
   image promote   point a channel at an image (IMAGE --proof REPORT | --force REASON)
@@ -547,6 +548,35 @@ func failedChecks(rep *crabbox.SmokeReport) string {
 		}
 	}
 	return strings.Join(names, ", ")
+}
+
+func vncCmd() command {
+	return command{
+		flags: func(fs *flag.FlagSet, e *env) { e.idFlag(fs) },
+		run: func(ctx context.Context, e *env) error {
+			return e.withClient(ctx, func(c *crabbox.Client) error {
+				l, err := e.lease(ctx, c)
+				if err != nil {
+					return err
+				}
+				t, err := l.ForwardVNC(ctx)
+				if err != nil {
+					return err
+				}
+				defer t.Close()
+				if err := e.print(map[string]string{"lease": l.ID, "vnc": t.LocalAddr(), "box": t.RemoteAddr()}); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stderr, "crabbox: point a VNC viewer at %s; Ctrl-C ends the tunnel\n", t.LocalAddr())
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.Done():
+					return t.Err()
+				}
+			})
+		},
+	}
 }
 
 func releaseCmd() command {
