@@ -3,7 +3,6 @@ package cdp_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -21,27 +20,32 @@ func TestConnectNeedsDevTools(t *testing.T) {
 	}
 }
 
-// Example fills a form on the lease's browser and reads the page's answer
-// from the DOM.
-func Example() {
-	ctx := context.Background()
-	var lease *crabbox.Lease // from Client.Warmup(ctx, crabbox.WithDesktop(), crabbox.WithBrowser())
-	b, err := lease.OpenURL(ctx, "http://127.0.0.1:8080/", crabbox.WithDevTools())
+// The README's QA harness, kept compiling: it is the same code.
+
+// Harness fills the form at url, reads the answer and takes a screenshot.
+func Harness(ctx context.Context, c *crabbox.Client, url string) (string, []byte, error) {
+	l, err := c.Warmup(ctx, crabbox.WithDesktop(), crabbox.WithBrowser())
 	if err != nil {
-		fmt.Println(err)
-		return
+		return "", nil, err
+	}
+	defer l.Release(context.WithoutCancel(ctx))
+	b, err := l.OpenURL(ctx, url, crabbox.WithDevTools()) // DevTools on the box's 127.0.0.1
+	if err != nil {
+		return "", nil, err
 	}
 	defer b.Close(context.WithoutCancel(ctx))
-	page, detach, err := cdp.Connect(ctx, b)
+	page, detach, err := cdp.Connect(ctx, b) // through the lease's SSH tunnel
 	if err != nil {
-		fmt.Println(err)
-		return
+		return "", nil, err
 	}
 	defer detach()
 	if err := chromedp.Do(page, chromedp.SendKeys(chromedp.CSS("#name"), "crabbox\n")); err != nil {
-		fmt.Println(err)
-		return
+		return "", nil, err
 	}
 	greeting, err := chromedp.Run(page, chromedp.Text(chromedp.CSS("#out")))
-	fmt.Println(greeting, err)
+	if err != nil {
+		return "", nil, err
+	}
+	png, err := l.Screenshot(ctx) // the proof, with l.Record for a video
+	return greeting, png, err
 }
