@@ -31,15 +31,20 @@ func (l *Lease) DialContext(ctx context.Context, network, addr string) (net.Conn
 	if err := l.usable("dial"); err != nil {
 		return nil, err
 	}
-	client, err := l.sshClient(ctx)
-	if err != nil {
-		return nil, l.c.opErr("dial", l.ID, err)
-	}
-	s, err := client.Dial(ctx, network, addr)
+	s, err := l.dial(ctx, network, addr)
 	if err != nil {
 		return nil, l.c.opErr("dial", l.ID, err)
 	}
 	return s, nil
+}
+
+// dial is DialContext without the OpError.
+func (l *Lease) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	client, err := l.sshClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(ctx, network, addr)
 }
 
 // Tunnel is a forward (Lease.Forward) or a reverse forward (Lease.Reverse).
@@ -248,7 +253,7 @@ func (l *Lease) Forward(ctx context.Context, remoteAddr string) (*Tunnel, error)
 	if _, _, err := net.SplitHostPort(remoteAddr); err != nil {
 		return nil, l.c.opErr("forward", l.ID, fmt.Errorf("%w: remote address %q: %v", ErrInvalidArgument, remoteAddr, err))
 	}
-	probe, err := l.DialContext(ctx, "tcp", remoteAddr)
+	probe, err := l.dial(ctx, "tcp", remoteAddr)
 	switch {
 	case err == nil:
 		_ = probe.Close()
@@ -261,7 +266,7 @@ func (l *Lease) Forward(ctx context.Context, remoteAddr string) (*Tunnel, error)
 		return nil, l.c.opErr("forward", l.ID, fmt.Errorf("%w: local listener: %v", ErrUnavailable, err))
 	}
 	return l.newTunnel(ln, ln.Addr().String(), remoteAddr, func(ctx context.Context) (net.Conn, error) {
-		return l.DialContext(ctx, "tcp", remoteAddr)
+		return l.dial(ctx, "tcp", remoteAddr)
 	}), nil
 }
 
@@ -313,14 +318,10 @@ func (l *Lease) ForwardVNC(ctx context.Context) (*Tunnel, error) {
 		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("the box's CRABBOX_VNC_PORT is %q", res.StdoutTail))
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	probe, err := l.DialContext(ctx, "tcp", addr)
+	probe, err := l.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("no VNC server on the box at %s (a desktop lease starts one): %w", addr, err))
 	}
 	_ = probe.Close()
-	t, err := l.Forward(ctx, addr)
-	if err != nil {
-		return nil, l.c.opErr("forward-vnc", l.ID, err)
-	}
-	return t, nil
+	return l.Forward(ctx, addr)
 }

@@ -69,7 +69,8 @@ func WithDir(dir string) Option {
 // Cloud saved there and boots the machines that were running again (their
 // file systems as they were, SSH on the same address when it is free, the
 // same host key); Close saves them, stops the machines (their processes
-// end with the process that ran them) and leaves dir in place. One Cloud
+// end with the process that ran them; a machine's own TTL shutdown is not
+// scheduled again) and leaves dir in place. One Cloud
 // at a time uses a dir: New fails with an error wrapping ErrConflict while
 // another holds it.
 func WithPersistentDir(dir string) Option {

@@ -314,6 +314,17 @@ func (e *env) lease(ctx context.Context, c *crabbox.Client) (*crabbox.Lease, err
 	return l, nil
 }
 
+// withLease runs fn with the client and the --id lease.
+func (e *env) withLease(ctx context.Context, fn func(l *crabbox.Lease) error) error {
+	return e.withClient(ctx, func(c *crabbox.Client) error {
+		l, err := e.lease(ctx, c)
+		if err != nil {
+			return err
+		}
+		return fn(l)
+	})
+}
+
 func (e *env) print(v any) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -417,16 +428,18 @@ func runCmd() command {
 				}
 				command = strings.Join(q, " ")
 			}
-			return e.withClient(ctx, func(c *crabbox.Client) error {
-				l, err := e.lease(ctx, c)
-				if err != nil {
+			var wd string
+			if !noSync {
+				var err error
+				if wd, err = os.Getwd(); err != nil {
 					return err
 				}
+				if home, _ := os.UserHomeDir(); wd == "/" || wd == home {
+					return usageError{fmt.Sprintf("run: refusing to sync %s to the box; cd into the project, or give --no-sync", wd)}
+				}
+			}
+			return e.withLease(ctx, func(l *crabbox.Lease) error {
 				if !noSync {
-					wd, err := os.Getwd()
-					if err != nil {
-						return err
-					}
 					res, err := l.SyncDir(ctx, wd, crabbox.WorkRoot)
 					if err != nil {
 						return fmt.Errorf("syncing %s (give --no-sync to skip): %w", wd, err)
@@ -460,11 +473,7 @@ func screenshotCmd() command {
 			if output == "" {
 				return usageError{"screenshot: --output is required"}
 			}
-			return e.withClient(ctx, func(c *crabbox.Client) error {
-				l, err := e.lease(ctx, c)
-				if err != nil {
-					return err
-				}
+			return e.withLease(ctx, func(l *crabbox.Lease) error {
 				png, err := l.Screenshot(ctx)
 				if err != nil {
 					return err
@@ -489,11 +498,7 @@ func smokeCmd() command {
 			fs.StringVar(&evidence, "evidence-dir", "", "keep screenshots and recordings here")
 		},
 		run: func(ctx context.Context, e *env) error {
-			return e.withClient(ctx, func(c *crabbox.Client) error {
-				l, err := e.lease(ctx, c)
-				if err != nil {
-					return err
-				}
+			return e.withLease(ctx, func(l *crabbox.Lease) error {
 				o := crabbox.CheckSetOptions{Desktop: l.Desktop, Browser: l.Browser}
 				switch {
 				case tools != "":
@@ -554,11 +559,7 @@ func vncCmd() command {
 	return command{
 		flags: func(fs *flag.FlagSet, e *env) { e.idFlag(fs) },
 		run: func(ctx context.Context, e *env) error {
-			return e.withClient(ctx, func(c *crabbox.Client) error {
-				l, err := e.lease(ctx, c)
-				if err != nil {
-					return err
-				}
+			return e.withLease(ctx, func(l *crabbox.Lease) error {
 				t, err := l.ForwardVNC(ctx)
 				if err != nil {
 					return err
@@ -583,11 +584,7 @@ func releaseCmd() command {
 	return command{
 		flags: func(fs *flag.FlagSet, e *env) { e.idFlag(fs) },
 		run: func(ctx context.Context, e *env) error {
-			return e.withClient(ctx, func(c *crabbox.Client) error {
-				l, err := e.lease(ctx, c)
-				if err != nil {
-					return err
-				}
+			return e.withLease(ctx, func(l *crabbox.Lease) error {
 				if err := l.Release(ctx); err != nil {
 					return err
 				}

@@ -233,6 +233,18 @@ func TestBadCommandLines(t *testing.T) {
 			t.Errorf("%q: exit %d, want %d with usage\n%s", args, code, exitUsage, errs)
 		}
 	}
+	// run never syncs a home directory or / to the box.
+	for _, dir := range []string{"/", os.Getenv("HOME")} {
+		if dir == "" {
+			continue
+		}
+		tl.dir = dir
+		_, errs, code := tl.run("run", "--provider", "local", "--id", "cbx_0123456789ab", "--shell", "--", "true")
+		if code != exitUsage || !strings.Contains(errs, "refusing to sync") {
+			t.Errorf("run from %s: exit %d, %s", dir, code, errs)
+		}
+	}
+	tl.dir = t.TempDir()
 	// An unknown lease is an error, not a usage error.
 	_, _, code := tl.run("release", "--provider", "local", "--id", "cbx_0123456789ab")
 	if code != exitFailed {
