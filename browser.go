@@ -1,6 +1,8 @@
 // The lease's browser: OpenURL starts a browser on the display with a
-// throw-away profile, Browser.Alive tells whether it still runs,
-// Browser.Close stops it and removes the profile.
+// throw-away profile (and, WithDevTools, a DevTools endpoint on the box's
+// loopback that Browser.DevTools reaches through a tunnel), Browser.Alive
+// tells whether it still runs, Browser.Close stops it and removes the
+// profile.
 
 package crabbox
 
@@ -40,11 +42,16 @@ type Browser struct {
 	Dir string `json:"dir"`
 	// Args are the browser's arguments before the URL.
 	Args []string `json:"args"`
+	// DevToolsEnabled says the browser serves DevTools on the box's
+	// loopback (WithDevTools).
+	DevToolsEnabled bool `json:"devtools,omitempty"`
 
 	r    boxRunner
+	l    *Lease // the lease it runs on (OpenURL), for the DevTools tunnel
 	wrap func(op string, err error) error
 	mu   sync.Mutex
 	done bool
+	dt   *DevTools // the open DevTools tunnel, closed with the browser
 }
 
 // ProfileDir is the --user-data-dir the browser runs with.
@@ -53,6 +60,20 @@ func (b *Browser) ProfileDir() string { return b.Dir + "/profile" }
 type browserOptions struct {
 	width, height int
 	args          []string
+	devtools      bool
+}
+
+// devToolsArgs bind the DevTools endpoint to the box's loopback, on a port
+// the browser picks and writes to DevToolsActivePort in its profile.
+var devToolsArgs = []string{"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"}
+
+// WithDevTools starts the browser with its DevTools endpoint on the box's
+// loopback only (127.0.0.1, a port the browser picks), for a harness that
+// drives the browser over the DevTools protocol through Browser.DevTools.
+// Nothing off the box can reach it: the harness gets there through the
+// lease's SSH connection.
+func WithDevTools() BrowserOption {
+	return func(o *browserOptions) error { o.devtools = true; return nil }
 }
 
 // BrowserOption configures OpenURL.
@@ -80,6 +101,11 @@ func WithBrowserArgs(args ...string) BrowserOption {
 			}
 			if strings.HasPrefix(a, "--user-data-dir") {
 				return fmt.Errorf("%w: the browser profile is always a fresh temporary directory", ErrInvalidArgument)
+			}
+			if strings.HasPrefix(a, "--remote-debugging-") {
+				// The endpoint drives the browser: it stays on the box's
+				// loopback, reached through the lease's tunnel.
+				return fmt.Errorf("%w: %s: use WithDevTools, which binds DevTools to the box's 127.0.0.1", ErrInvalidArgument, a)
 			}
 		}
 		o.args = append(o.args, args...)
@@ -143,6 +169,7 @@ func (l *Lease) OpenURL(ctx context.Context, rawURL string, opts ...BrowserOptio
 		return nil, l.c.opErr("open-url", l.ID, err)
 	}
 	b.wrap = func(op string, err error) error { return l.c.opErr(op, l.ID, err) }
+	b.l = l
 	return b, nil
 }
 
@@ -158,6 +185,9 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 	}
 	if err := checkURL(rawURL); err != nil {
 		return nil, err
+	}
+	if o.devtools {
+		o.args = append(append([]string(nil), devToolsArgs...), o.args...)
 	}
 	quoted := make([]string, len(o.args))
 	for i, a := range o.args {
@@ -195,7 +225,7 @@ func openBrowser(ctx context.Context, r boxRunner, rawURL string, opts ...Browse
 	args = append(args, "--user-data-dir="+kv["dir"]+"/profile", fmt.Sprintf("--window-size=%d,%d", o.width, o.height),
 		"--window-position=0,0")
 	args = append(args, o.args...)
-	return &Browser{URL: rawURL, Path: kv["browser"], PID: pid, Dir: kv["dir"], Args: args, r: r}, nil
+	return &Browser{URL: rawURL, Path: kv["browser"], PID: pid, Dir: kv["dir"], Args: args, DevToolsEnabled: o.devtools, r: r}, nil
 }
 
 // ErrBrowserExited: the browser OpenURL started is no longer running
@@ -257,6 +287,10 @@ func (b *Browser) Close(ctx context.Context) error {
 	if b.PID < 2 || !strings.HasPrefix(b.Dir, "/tmp/crabbox-browser.") || strings.Contains(b.Dir, "..") {
 		return fmt.Errorf("%w: browser handle not made by OpenURL", ErrInvalidArgument)
 	}
+	if b.dt != nil {
+		_ = b.dt.Tunnel.Close()
+		b.dt = nil
+	}
 	script := "PID=" + strconv.Itoa(b.PID) + "\nDIR=" + ShellQuote(b.Dir) + "\n" + closeBrowserScript
 	if _, err := runScript(ctx, b.r, "closing the browser", script, nil); err != nil {
 		if b.wrap != nil {
@@ -266,4 +300,72 @@ func (b *Browser) Close(ctx context.Context) error {
 	}
 	b.done = true
 	return nil
+}
+
+// DevTools is a browser's DevTools endpoint reached through a tunnel of the
+// lease's SSH connection.
+type DevTools struct {
+	// WebSocketURL is the browser's DevTools WebSocket through the tunnel,
+	// ws://127.0.0.1:PORT/devtools/browser/ID: what CDP clients connect to
+	// (the cdp sub-package, chromedp's remote allocator, ...).
+	WebSocketURL string `json:"websocket_url"`
+	// HTTPURL is the endpoint's HTTP base through the tunnel
+	// (http://127.0.0.1:PORT; /json/version, /json/list).
+	HTTPURL string `json:"http_url"`
+	// BoxPort is the endpoint's port on the box's loopback.
+	BoxPort int `json:"box_port"`
+	// Tunnel is the forward; the browser's Close closes it.
+	Tunnel *Tunnel `json:"-"`
+}
+
+//go:embed browser_devtools.sh
+var devToolsScript string
+
+// DevTools returns the browser's DevTools endpoint as a local URL: it waits
+// (within ctx, at most 30 s) for the browser to write its port, then
+// forwards a random port on the harness's 127.0.0.1 to it through the
+// lease's SSH connection (Lease.Forward). Later calls return the same
+// endpoint; Browser.Close closes the tunnel. The browser must have been
+// opened WithDevTools (else ErrInvalidArgument); a browser that exited
+// matches ErrBrowserExited; a box whose sshd refuses forwarding,
+// ErrUnsupported.
+func (b *Browser) DevTools(ctx context.Context) (*DevTools, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wrap := func(err error) error {
+		if b.wrap != nil {
+			return b.wrap("devtools", err)
+		}
+		return err
+	}
+	switch {
+	case b.done:
+		return nil, wrap(fmt.Errorf("%w: browser %d was closed", ErrBrowserExited, b.PID))
+	case !b.DevToolsEnabled:
+		return nil, wrap(fmt.Errorf("%w: the browser was not opened WithDevTools", ErrInvalidArgument))
+	case b.l == nil || b.PID < 2 || !strings.HasPrefix(b.Dir, "/tmp/crabbox-browser.") || strings.Contains(b.Dir, ".."):
+		return nil, wrap(fmt.Errorf("%w: browser handle not made by Lease.OpenURL", ErrInvalidArgument))
+	case b.dt != nil:
+		return b.dt, nil
+	}
+	script := "PID=" + strconv.Itoa(b.PID) + "\nDIR=" + ShellQuote(b.Dir) + "\n" + devToolsScript
+	out, err := runScript(ctx, b.r, "reading the DevTools port", script, nil)
+	if err != nil {
+		if strings.Contains(err.Error(), "browser exited") {
+			err = fmt.Errorf("%w: %v", ErrBrowserExited, err)
+		}
+		return nil, wrap(err)
+	}
+	kv := keyValues(out)
+	port, perr := strconv.Atoi(kv["port"])
+	path := kv["path"]
+	if perr != nil || port < 1 || port > 65535 || !strings.HasPrefix(path, "/devtools/browser/") {
+		return nil, wrap(fmt.Errorf("reading the DevTools port: unexpected output from the box: %q", out))
+	}
+	t, err := b.l.Forward(ctx, "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	b.dt = &DevTools{WebSocketURL: "ws://" + t.LocalAddr() + path, HTTPURL: "http://" + t.LocalAddr(), BoxPort: port, Tunnel: t}
+	return b.dt, nil
 }

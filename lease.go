@@ -62,6 +62,7 @@ type Lease struct {
 	expMu    sync.Mutex // serializes setExpiry
 	ssh      *sshx.Client
 	released bool
+	tunnels  tunnelSet // open forwards, closed with the lease
 }
 
 // Warmup leases a new machine: it picks the image (explicit, promoted in the
@@ -555,11 +556,13 @@ func (l *Lease) usable(op string) error {
 	return nil
 }
 
-// Close closes the lease's SSH connection without releasing the machine.
+// Close closes the lease's tunnels and SSH connection without releasing
+// the machine.
 func (l *Lease) Close() error {
 	if l == nil {
 		return nil
 	}
+	l.tunnels.closeAll()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ssh == nil {

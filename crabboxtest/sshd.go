@@ -1,4 +1,6 @@
-// The in-process SSH server of a machine: sessions, commands, signals.
+// The in-process SSH server of a machine: sessions, commands, signals, and
+// TCP forwarding (direct-tcpip and tcpip-forward, as OpenSSH's
+// AllowTcpForwarding yes).
 
 package crabboxtest
 
@@ -9,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -61,20 +64,37 @@ func (m *machine) serveConn(nc net.Conn) {
 	_ = nc.SetDeadline(time.Time{})
 	defer sc.Close()
 
-	// Global requests (keepalive@openssh.com, ...): OpenSSH answers the
-	// ones it does not know with a failure, which clients take as alive.
+	// Global requests: tcpip-forward and its cancel (remote forwarding);
+	// the others (keepalive@openssh.com, ...) are answered, as OpenSSH
+	// answers the ones it does not know, with a failure, which clients
+	// take as alive.
+	fwd := &forwards{m: m, sc: sc, lns: map[string]net.Listener{}, conns: map[net.Conn]struct{}{}}
+	defer fwd.closeAll()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		for r := range reqs {
-			if r.WantReply {
-				_ = r.Reply(false, nil)
+			switch r.Type {
+			case "tcpip-forward":
+				fwd.listen(r)
+			case "cancel-tcpip-forward":
+				fwd.cancel(r)
+			default:
+				reply(r, false)
 			}
 		}
 	}()
 
 	var active atomic.Int32
 	for nch := range chans {
+		if nch.ChannelType() == "direct-tcpip" {
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				fwd.directTCPIP(nch)
+			}()
+			continue
+		}
 		if nch.ChannelType() != "session" {
 			_ = nch.Reject(ssh.UnknownChannelType, "unknown channel type")
 			continue
@@ -322,4 +342,199 @@ func (m *machine) workDir() string {
 		}
 	}
 	return m.root
+}
+
+// directTCPIP serves a direct-tcpip channel: a stream to an address as the
+// box reaches it (the box shares the host's network).
+func (f *forwards) directTCPIP(nch ssh.NewChannel) {
+	var req struct {
+		Host       string
+		Port       uint32
+		OriginHost string
+		OriginPort uint32
+	}
+	if err := ssh.Unmarshal(nch.ExtraData(), &req); err != nil {
+		_ = nch.Reject(ssh.ConnectionFailed, "bad direct-tcpip request")
+		return
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	out, err := d.Dial("tcp", net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port))))
+	if err != nil {
+		_ = nch.Reject(ssh.ConnectionFailed, "connect failed: "+err.Error())
+		return
+	}
+	if !f.track(out) {
+		_ = nch.Reject(ssh.ConnectionFailed, "connection closing")
+		return
+	}
+	defer f.untrack(out)
+	ch, creqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(creqs)
+	pipeChannel(ch, out)
+}
+
+// pipeChannel copies between a channel and a TCP stream, passing EOF on
+// as a half close, until both directions end.
+func pipeChannel(ch ssh.Channel, c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(c, ch)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(ch, c)
+		_ = ch.CloseWrite()
+	}()
+	wg.Wait()
+	_ = c.Close()
+	_ = ch.Close()
+}
+
+// forwards are one connection's tcpip-forward listeners and forwarded
+// TCP streams, closed with the connection.
+type forwards struct {
+	m  *machine
+	sc *ssh.ServerConn
+
+	mu     sync.Mutex
+	closed bool
+	lns    map[string]net.Listener // by "host:port" as requested (port resolved)
+	conns  map[net.Conn]struct{}
+}
+
+// track registers a forwarded stream, or reports false once the connection
+// is closing.
+func (f *forwards) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		_ = c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwards) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	_ = c.Close()
+}
+
+type forwardRequest struct {
+	Host string
+	Port uint32
+}
+
+func (f *forwards) listen(r *ssh.Request) {
+	var req forwardRequest
+	if err := ssh.Unmarshal(r.Payload, &req); err != nil {
+		reply(r, false)
+		return
+	}
+	host := req.Host
+	if host == "" || host == "localhost" {
+		host = "127.0.0.1"
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(req.Port))))
+	if err != nil {
+		reply(r, false)
+		return
+	}
+	port := uint32(ln.Addr().(*net.TCPAddr).Port)
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		_ = ln.Close()
+		reply(r, false)
+		return
+	}
+	f.lns[net.JoinHostPort(req.Host, strconv.Itoa(int(port)))] = ln
+	f.mu.Unlock()
+	if r.WantReply {
+		var payload []byte
+		if req.Port == 0 {
+			payload = ssh.Marshal(struct{ Port uint32 }{port})
+		}
+		_ = r.Reply(true, payload)
+	}
+	f.m.wg.Add(1)
+	go func() {
+		defer f.m.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.m.wg.Add(1)
+			go func() {
+				defer f.m.wg.Done()
+				f.forward(req.Host, port, c)
+			}()
+		}
+	}()
+}
+
+// forward opens a forwarded-tcpip channel to the client for c.
+func (f *forwards) forward(host string, port uint32, c net.Conn) {
+	if !f.track(c) {
+		return
+	}
+	defer f.untrack(c)
+	ra, _ := c.RemoteAddr().(*net.TCPAddr)
+	var origin string
+	var originPort uint32
+	if ra != nil {
+		origin, originPort = ra.IP.String(), uint32(ra.Port)
+	}
+	ch, reqs, err := f.sc.OpenChannel("forwarded-tcpip", ssh.Marshal(struct {
+		Host       string
+		Port       uint32
+		OriginHost string
+		OriginPort uint32
+	}{host, port, origin, originPort}))
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	pipeChannel(ch, c)
+}
+
+func (f *forwards) cancel(r *ssh.Request) {
+	var req forwardRequest
+	if err := ssh.Unmarshal(r.Payload, &req); err != nil {
+		reply(r, false)
+		return
+	}
+	key := net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port)))
+	f.mu.Lock()
+	ln, ok := f.lns[key]
+	delete(f.lns, key)
+	f.mu.Unlock()
+	if ok {
+		_ = ln.Close()
+	}
+	reply(r, ok)
+}
+
+func (f *forwards) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for k, ln := range f.lns {
+		_ = ln.Close()
+		delete(f.lns, k)
+	}
+	for c := range f.conns {
+		_ = c.Close()
+	}
 }

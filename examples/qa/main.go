@@ -1,6 +1,8 @@
 // Command qa is a desktop/browser QA harness as ordinary Go: it warms a
 // desktop+browser lease (or reuses one by id or slug), serves a page on the
-// box, opens it in the box's browser, drives it with xdotool, captures a
+// box, opens it in the box's browser with DevTools on the box's loopback,
+// drives it over the DevTools protocol (package cdp, chromedp) through the
+// lease's SSH tunnel: fills the form and reads the DOM; it captures a
 // screenshot and a screen recording, runs the desktop smoke checks, writes
 // an evidence bundle and releases the lease.
 //
@@ -18,8 +20,9 @@
 //
 // The evidence bundle (-out, default ./qa-evidence): screenshot.png,
 // recording.mp4, report.json and junit.xml (the smoke report), the smoke
-// checks' own evidence, and qa.json (what was opened, the window, the
-// screenshot's judgement, the video's duration and frames).
+// checks' own evidence, and qa.json (what was opened, the window, what the
+// DOM said after the input, the screenshot's judgement, the video's
+// duration and frames).
 package main
 
 import (
@@ -36,9 +39,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/ssh"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/cdp"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
@@ -230,6 +235,8 @@ type qaRecord struct {
 	URL        string                `json:"url"`
 	Browser    *crabbox.Browser      `json:"browser"`
 	Window     *crabbox.Window       `json:"window"`
+	DevTools   string                `json:"devtools,omitempty"` // the local DevTools URL through the tunnel
+	DOM        string                `json:"dom,omitempty"`      // #out's text after the input, read over DevTools
 	Screenshot string                `json:"screenshot"`
 	Screen     crabbox.ScreenStats   `json:"screen"`
 	Recording  *crabbox.Recording    `json:"recording"`
@@ -307,7 +314,7 @@ func run() error {
 	}
 	rec.URL = url
 	step("opening %s", url)
-	b, err := l.OpenURL(ctx, url)
+	b, err := l.OpenURL(ctx, url, crabbox.WithDevTools())
 	if err != nil {
 		return err
 	}
@@ -327,8 +334,17 @@ func run() error {
 	}
 	fmt.Printf("    window %s %q (%dx%d)\n", rec.Window.ID, rec.Window.Name, rec.Window.Width, rec.Window.Height)
 
-	// 4. Record while driving the page.
-	step("recording %v while driving the page with xdotool", *flagRecord)
+	// 4. Record while driving the page over DevTools.
+	step("recording %v while driving the page over DevTools", *flagRecord)
+	page, detach, err := cdp.Connect(ctx, b)
+	if err != nil {
+		return err
+	}
+	defer detach()
+	if dt, err := b.DevTools(ctx); err == nil {
+		rec.DevTools = dt.WebSocketURL
+		fmt.Printf("    DevTools %s\n", dt.WebSocketURL)
+	}
 	var wg sync.WaitGroup
 	var recErr error
 	wg.Add(1)
@@ -338,17 +354,21 @@ func run() error {
 	}()
 	time.Sleep(700 * time.Millisecond)
 	if *flagURL == "" {
-		// No window manager: give the browser the keyboard focus
-		// explicitly, click into the input, type, press Enter.
-		if _, err := l.Run(ctx, `export DISPLAY="${CRABBOX_DISPLAY:-:99}"
-w=`+crabbox.ShellQuote(rec.Window.ID)+`
-xdotool windowfocus --sync "$w"
-xdotool mousemove --window "$w" 320 300 click 1
-sleep 0.3
-xdotool type --delay 90 'crabbox'
-sleep 0.3
-xdotool key Return`, crabbox.Strict()); err != nil {
+		// Fill the form and read the DOM over DevTools: no window
+		// focus or keyboard emulation on the display needed.
+		name := chromedp.CSS("#name")
+		if err := chromedp.Do(page, chromedp.WaitVisible(name), chromedp.Click(name), chromedp.SendKeys(name, "crabbox\n")); err != nil {
 			return fmt.Errorf("driving the page: %w", err)
+		}
+		dctx, dcancel := context.WithTimeout(page, 30*time.Second)
+		rec.DOM, err = chromedp.Run(dctx, chromedp.Poll[string](`document.querySelector('#out').textContent`))
+		dcancel()
+		if err != nil {
+			return fmt.Errorf("reading the page's answer from the DOM: %w", err)
+		}
+		fmt.Printf("    the DOM says: %q\n", rec.DOM)
+		if rec.DOM != "Hello, crabbox!" {
+			return fmt.Errorf("the page answered %q, want %q", rec.DOM, "Hello, crabbox!")
 		}
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 		w, err := l.WaitWindow(wctx, "Hello, crabbox")

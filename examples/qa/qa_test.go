@@ -85,6 +85,8 @@ func TestQAHarnessProducesEvidence(t *testing.T) {
 		} `json:"window"`
 		Evidence []string `json:"evidence"`
 		SmokeOK  bool     `json:"smoke_ok"`
+		DevTools string   `json:"devtools"`
+		DOM      string   `json:"dom"`
 	}
 	b, err = os.ReadFile(filepath.Join(out, "qa.json"))
 	if err != nil {
@@ -95,6 +97,11 @@ func TestQAHarnessProducesEvidence(t *testing.T) {
 	}
 	if !strings.HasPrefix(qa.URL, "http://127.0.0.1:") || !qa.SmokeOK {
 		t.Errorf("qa.json: url %q, smoke ok %v", qa.URL, qa.SmokeOK)
+	}
+	// The form was filled and the DOM read over DevTools, through the
+	// lease's tunnel to the box's loopback.
+	if !strings.HasPrefix(qa.DevTools, "ws://127.0.0.1:") || qa.DOM != "Hello, crabbox!" {
+		t.Errorf("qa.json: devtools %q, dom %q; want the tunnel's URL and the greeting", qa.DevTools, qa.DOM)
 	}
 	if !strings.Contains(qa.Window.Name, "Hello, crabbox!") {
 		t.Errorf("the driven page's title is %q, want the greeting", qa.Window.Name)
