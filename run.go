@@ -179,11 +179,13 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 	if strings.TrimSpace(command) == "" {
 		return nil, l.c.opErr("run", l.ID, fmt.Errorf("%w: empty command", ErrInvalidArgument))
 	}
-	cmd, err := l.commandLine(command, o)
+	// The client first: a re-attached lease learns its access (and the
+	// work root commands run in) when its client is made.
+	client, err := l.sshClient(ctx)
 	if err != nil {
 		return nil, l.c.opErr("run", l.ID, err)
 	}
-	client, err := l.sshClient(ctx)
+	cmd, err := l.commandLine(command, o)
 	if err != nil {
 		return nil, l.c.opErr("run", l.ID, err)
 	}

@@ -159,6 +159,10 @@ func (b *batcher) run(ctx context.Context, command string, stdout, stderr *captu
 	if err := ctx.Err(); err != nil {
 		return -1, l.c.opErr("run", l.ID, fmt.Errorf("sshx: run on %s: %w", l.SSHAddr, err))
 	}
+	// The client first, as in Run: it loads a re-attached lease's access.
+	if _, err := l.sshClient(ctx); err != nil {
+		return -1, l.c.opErr("run", l.ID, err)
+	}
 	cmd, err := l.commandLine(command, runOptions{})
 	if err != nil {
 		return -1, l.c.opErr("run", l.ID, err)
