@@ -28,8 +28,12 @@ var smokeBatchScript string
 
 const (
 	// batchWindow is how long a batch waits for more commands when not
-	// every running shell check has sent one yet.
-	batchWindow = 5 * time.Millisecond
+	// every running shell check has sent one yet; firstBatchWindow for the
+	// smoke's first batch, when every check starts at once but a loaded
+	// machine may start their goroutines tens of milliseconds apart (a
+	// check left out of it needs a session of its own).
+	batchWindow      = 5 * time.Millisecond
+	firstBatchWindow = 250 * time.Millisecond
 	// batchMaxBytes bounds the commands of one batch (Linux refuses a
 	// single argument over 128 KiB; sshd passes the command line as one,
 	// and the runner quotes the commands twice).
@@ -85,6 +89,7 @@ type batcher struct {
 	mu      sync.Mutex
 	active  int         // batchable checks running
 	pending []*batchReq // commands not yet sent
+	sent    bool        // a batch was sent
 	timer   *time.Timer
 	wg      sync.WaitGroup // batches in flight
 }
@@ -196,7 +201,11 @@ func (b *batcher) enqueue(r *batchReq) {
 		return
 	}
 	if b.timer == nil {
-		b.timer = time.AfterFunc(batchWindow, func() {
+		window := batchWindow
+		if !b.sent {
+			window = firstBatchWindow
+		}
+		b.timer = time.AfterFunc(window, func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			b.flushLocked()
@@ -233,6 +242,9 @@ func (b *batcher) flushLocked() {
 	}
 	reqs := b.pending
 	b.pending = nil
+	if len(reqs) > 0 {
+		b.sent = true
+	}
 	for len(reqs) > 0 {
 		n, size := 0, 0
 		for n < len(reqs) && (n == 0 || size+len(reqs[n].cmd) < batchMaxBytes) {

@@ -374,7 +374,7 @@ func TestLosingPromotionLeftCurrentStaysProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 	raced := stageRival(t, e, ids[2], func() {
-		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 1, Code: "InternalServerError", Status: 500})
+		e.faults.Add(moto.Fault{Action: "PutParameter", Times: 3, Code: "InternalServerError", Status: 500})
 	})
 	c, err := crabbox.New(e.d, crabbox.WithStateDir(t.TempDir()), crabbox.WithOperator("tester"))
 	if err != nil {

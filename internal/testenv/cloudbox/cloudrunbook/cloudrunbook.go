@@ -56,13 +56,14 @@ func Run(t *testing.T, ctx context.Context, c *crabbox.Client) string {
 		t.Fatalf("candidate Warmup: %v", err)
 	}
 	defer cand.Release(context.Background())
-	rep, err := crabbox.Smoke(ctx, cand, []crabbox.SmokeCheck{
-		crabbox.WorkRootExists(),
+	// The candidate smoke the default proof policy asks for (readiness,
+	// work root, hygiene), then what the real first boot must show.
+	rep, err := crabbox.Smoke(ctx, cand, append(crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"git"}}),
 		crabbox.CommandExists("crabbox-hello", "git"),
 		crabbox.CommandSucceeds("baked tool runs", "crabbox-hello", crabbox.OutputContains("baked")),
 		crabbox.CommandSucceeds("cloud-init finished this instance's first boot", "cloud-init status --long", crabbox.OutputContains("status: done")),
 		crabbox.CommandSucceeds("the marker is this lease's", "cat "+cloudinit.BootstrapMarker, crabbox.OutputContains(cand.ID)),
-	})
+	))
 	if err != nil {
 		t.Fatalf("candidate smoke: %v (%+v)", err, rep)
 	}
