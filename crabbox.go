@@ -50,6 +50,9 @@ var (
 	ErrPermission = provider.ErrPermission
 	// ErrCapacity: no machine type of the class had capacity.
 	ErrCapacity = provider.ErrCapacity
+	// ErrQuota: the account or project limit is used up; no other machine
+	// type was tried, since they count against the same limit.
+	ErrQuota = provider.ErrQuota
 	// ErrHostKeyMismatch: a box presented a host key other than the one
 	// pinned for its lease. Never retried, never accepted.
 	ErrHostKeyMismatch = sshx.ErrHostKeyMismatch

@@ -166,6 +166,28 @@ func TestWarmupTypeFallbackOnCapacity(t *testing.T) {
 	assert.ErrorIs(t, err, crabbox.ErrCapacity)
 }
 
+// A quota error is about the account, not the type: every type of the
+// class counts against the same limit, so Warmup neither falls back nor
+// retries and says quota, not capacity.
+func TestWarmupQuotaDoesNotFallBack(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	var fallbacks atomic.Int32
+	c := localClient(t, cloud, crabbox.WithEvents(func(e crabbox.Event) {
+		if e.Kind == crabbox.EventTypeFallback {
+			fallbacks.Add(1)
+		}
+	}))
+	restore, err := cloud.InjectFault("CreateMachine", "quota")
+	require.NoError(t, err)
+	defer restore()
+	_, err = c.Warmup(testCtx(t))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, crabbox.ErrQuota)
+	assert.NotErrorIs(t, err, crabbox.ErrCapacity)
+	assert.Zero(t, fallbacks.Load(), "no fallback to a type under the same limit")
+	assert.Zero(t, cloud.MachineCount())
+}
+
 func TestWarmupCancelledAtEveryStepLeavesNothing(t *testing.T) {
 	cloud := crabboxtest.Start(t, crabboxtest.WithBootDelay(300*time.Millisecond))
 	state := t.TempDir()

@@ -13,7 +13,7 @@ type fault struct {
 // faultErrors are the errors the cloud answers each fault kind with.
 var faultErrors = map[string]fault{
 	"capacity":   {err: provider.Errorf(provider.ErrCapacity, "crabboxtest: injected: no capacity")},
-	"quota":      {err: provider.Errorf(provider.ErrCapacity, "crabboxtest: injected: quota exceeded")},
+	"quota":      {err: provider.Errorf(provider.ErrQuota, "crabboxtest: injected: quota exceeded")},
 	"throttled":  {err: provider.Errorf(provider.ErrThrottled, "crabboxtest: injected: rate limited")},
 	"permission": {err: provider.Errorf(provider.ErrPermission, "crabboxtest: injected: not allowed")},
 	"lost-reply": {err: provider.Errorf(provider.ErrUnavailable, "crabboxtest: injected: the request was applied, its reply lost"), lost: true},

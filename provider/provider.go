@@ -52,9 +52,15 @@ var (
 	ErrThrottled = errors.New("throttled")
 	// ErrPermission: the credentials lack a permission.
 	ErrPermission = errors.New("permission denied")
-	// ErrCapacity: the requested machine type has no capacity or the account
-	// hit a quota for it; the SDK moves to the next type in the class list.
+	// ErrCapacity: the requested machine type has no capacity right now (in
+	// this zone or location); the SDK moves to the next type in the class
+	// list.
 	ErrCapacity = errors.New("insufficient capacity")
+	// ErrQuota: the account or project hit a limit (instances, vCPUs, cores,
+	// servers). Another machine type of the class counts against the same
+	// limit, so the SDK does not fall back and does not retry: free
+	// resources or ask the cloud to raise the limit.
+	ErrQuota = errors.New("quota exceeded")
 	// ErrUnsupported: the backend does not support this operation.
 	ErrUnsupported = errors.New("unsupported")
 )

@@ -42,16 +42,18 @@ var codeMap = map[string]error{
 	"IncorrectInstanceState":      provider.ErrConflict,
 	"IncorrectState":              provider.ErrConflict,
 	"InvalidSnapshot.InUse":       provider.ErrConflict,
-	// capacity and quotas: the SDK moves on to the next type
+	// capacity: the SDK moves on to the next type
 	"InsufficientInstanceCapacity": provider.ErrCapacity,
 	"InsufficientCapacity":         provider.ErrCapacity,
 	"InsufficientHostCapacity":     provider.ErrCapacity,
-	"InstanceLimitExceeded":        provider.ErrCapacity,
 	"Unsupported":                  provider.ErrCapacity, // type not offered in the zone
-	"VcpuLimitExceeded":            provider.ErrCapacity,
-	"MaxSpotInstanceCountExceeded": provider.ErrCapacity,
 	"SpotMaxPriceTooLow":           provider.ErrCapacity,
 	"ReservationCapacityExceeded":  provider.ErrCapacity,
+	// account quotas: every type of a class counts against the same
+	// limit (vCPU quotas are per family group), so no fallback
+	"InstanceLimitExceeded":        provider.ErrQuota,
+	"VcpuLimitExceeded":            provider.ErrQuota,
+	"MaxSpotInstanceCountExceeded": provider.ErrQuota,
 	// throttling
 	"RequestLimitExceeded":      provider.ErrThrottled,
 	"Throttling":                provider.ErrThrottled,

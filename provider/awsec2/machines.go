@@ -258,7 +258,9 @@ func (d *Driver) runInstances(ctx context.Context, in *ec2.RunInstancesInput) (*
 		},
 	}
 	out, err := d.ec2.RunInstances(ctx, &spot)
-	if err != nil && d.o.spotFallback && errors.Is(classify(err), provider.ErrCapacity) && ctx.Err() == nil {
+	// On-demand does not count against spot capacity nor the spot
+	// instance-count quota, so both send a spot request to on-demand.
+	if c := classify(err); err != nil && d.o.spotFallback && (errors.Is(c, provider.ErrCapacity) || errors.Is(c, provider.ErrQuota)) && ctx.Err() == nil {
 		return d.ec2.RunInstances(ctx, &od)
 	}
 	return out, err

@@ -297,7 +297,7 @@ func itoa(n int64) string {
 func TestWarmupFallsBackOnCapacity(t *testing.T) {
 	w := newWorld(t, hcloudfake.Options{})
 	ctx := ctxFor(t, time.Minute)
-	w.fake.InjectFault(hcloudfake.Fault{ServerType: "cx32", Code: "resource_limit_exceeded"})
+	w.fake.InjectFault(hcloudfake.Fault{ServerType: "cx32", Code: "resource_unavailable"})
 	l, err := w.c.Warmup(ctx, crabbox.WithClass("small"))
 	if err != nil {
 		t.Fatal(err)
@@ -308,6 +308,21 @@ func TestWarmupFallsBackOnCapacity(t *testing.T) {
 	}
 	if st := w.fake.State(); st.Servers != 1 || st.SSHKeys != 1 {
 		t.Fatalf("state = %+v: the failed first type must leave nothing", st)
+	}
+}
+
+// A project limit is not the type's: Warmup stops with ErrQuota and
+// tries no other type.
+func TestWarmupStopsOnQuota(t *testing.T) {
+	w := newWorld(t, hcloudfake.Options{})
+	ctx := ctxFor(t, time.Minute)
+	w.fake.InjectFault(hcloudfake.Fault{ServerType: "cx32", Code: "resource_limit_exceeded"})
+	_, err := w.c.Warmup(ctx, crabbox.WithClass("small"))
+	if !errors.Is(err, crabbox.ErrQuota) || errors.Is(err, crabbox.ErrCapacity) {
+		t.Fatalf("Warmup = %v, want ErrQuota and not ErrCapacity", err)
+	}
+	if st := w.fake.State(); st.Servers != 0 || st.SSHKeys != 0 {
+		t.Fatalf("state = %+v: the failed warmup must leave nothing", st)
 	}
 }
 

@@ -65,11 +65,14 @@ func codeClass(code hcloud.ErrorCode) error {
 	case hcloud.ErrorCodeConflict, hcloud.ErrorCodeLocked, hcloud.ErrorCodeUniquenessError,
 		hcloud.ErrorCodeProtected, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeServerNotStopped:
 		return provider.ErrConflict
-	case hcloud.ErrorCodeResourceLimitExceeded, hcloud.ErrorCodeResourceUnavailable,
+	case hcloud.ErrorCodeResourceUnavailable,
 		hcloud.ErrorCodePlacementError, hcloud.ErrorCodeNoSpaceLeftInLocation,
-		"server_type_not_available", "location_not_available", "dedicated_core_limit",
-		"dedicated_core_limit_exceeded", "server_limit_exceeded":
+		"server_type_not_available", "location_not_available":
 		return provider.ErrCapacity
+	case hcloud.ErrorCodeResourceLimitExceeded, "dedicated_core_limit",
+		"dedicated_core_limit_exceeded", "server_limit_exceeded":
+		// project limits: another type counts against the same limit
+		return provider.ErrQuota
 	case hcloud.ErrorCodeRateLimitExceeded:
 		return provider.ErrThrottled
 	case hcloud.ErrorCodeServiceError, hcloud.ErrorCodeMaintenance, hcloud.ErrorCodeServerError,
@@ -93,7 +96,7 @@ func codeClass(code hcloud.ErrorCode) error {
 // attempt may not repeat: ErrUnavailable.
 func actionClass(code string) error {
 	switch c := codeClass(hcloud.ErrorCode(code)); c {
-	case provider.ErrCapacity, provider.ErrPermission, provider.ErrInvalidArgument:
+	case provider.ErrCapacity, provider.ErrQuota, provider.ErrPermission, provider.ErrInvalidArgument:
 		return c
 	}
 	return provider.ErrUnavailable

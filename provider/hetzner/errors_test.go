@@ -31,7 +31,7 @@ func TestErrorMapping(t *testing.T) {
 		{"unauthorized", provider.ErrPermission},
 		{"invalid_input", provider.ErrInvalidArgument},
 		{"json_error", provider.ErrInvalidArgument},
-		{"resource_limit_exceeded", provider.ErrCapacity},
+		{"resource_limit_exceeded", provider.ErrQuota},
 		{"unsupported_error", provider.ErrUnsupported},
 		{"some_new_code", provider.ErrUnavailable},
 	}

@@ -120,14 +120,15 @@ func TestNameTakenBySomeoneElse(t *testing.T) {
 }
 
 func TestCapacityErrorsAndNoLeftovers(t *testing.T) {
-	for _, code := range []string{"resource_limit_exceeded", "resource_unavailable", "placement_error",
-		"server_type_not_available", "location_not_available"} {
+	for code, want := range map[string]error{"resource_limit_exceeded": provider.ErrQuota,
+		"resource_unavailable": provider.ErrCapacity, "placement_error": provider.ErrCapacity,
+		"server_type_not_available": provider.ErrCapacity, "location_not_available": provider.ErrCapacity} {
 		t.Run(code, func(t *testing.T) {
 			e := newEnv(t, hcloudfake.Options{}, 0)
 			e.fake.InjectFault(hcloudfake.Fault{ServerType: "cx32", Code: code})
 			m, err := e.d.CreateMachine(context.Background(), e.createReq(t, "cbx_0123456789ab", "cx32"))
-			if !errors.Is(err, provider.ErrCapacity) || m != nil {
-				t.Fatalf("CreateMachine = %v, %v; want nil, ErrCapacity", m, err)
+			if !errors.Is(err, want) || m != nil {
+				t.Fatalf("CreateMachine = %v, %v; want nil, %v", m, err, want)
 			}
 			var herr hcloud.Error
 			if !errors.As(err, &herr) || string(herr.Code) != code {

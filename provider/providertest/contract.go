@@ -210,8 +210,9 @@ type FaultKind string
 const (
 	// FaultCapacity: no capacity for the machine type (want ErrCapacity).
 	FaultCapacity FaultKind = "capacity"
-	// FaultQuota: the account's quota for the type is used up (want
-	// ErrCapacity, so the SDK tries the next type).
+	// FaultQuota: the account's or project's limit is used up (want
+	// ErrQuota, not ErrCapacity: another type counts against the same
+	// limit, so falling back would be futile and the message misleading).
 	FaultQuota FaultKind = "quota"
 	// FaultThrottled: the request is rate limited (want ErrThrottled).
 	FaultThrottled FaultKind = "throttled"
@@ -232,7 +233,7 @@ const (
 
 // wantCode is the portable code each fault must map to.
 var wantCode = map[FaultKind]error{
-	FaultCapacity: provider.ErrCapacity, FaultQuota: provider.ErrCapacity,
+	FaultCapacity: provider.ErrCapacity, FaultQuota: provider.ErrQuota,
 	FaultThrottled: provider.ErrThrottled, FaultPermission: provider.ErrPermission,
 }
 

@@ -29,8 +29,11 @@ func mapErr(err error) error {
 	}
 	var ae *apiError
 	if errors.As(err, &ae) {
-		if ae.Code == "capacity" || ae.Code == "quota" {
+		switch ae.Code {
+		case "capacity":
 			return provider.Wrap(provider.ErrCapacity, err)
+		case "quota":
+			return provider.Wrap(provider.ErrQuota, err)
 		}
 		return provider.Wrap(provider.ClassifyHTTPStatus(ae.Status), err)
 	}
