@@ -297,7 +297,9 @@ func ssmRequests(region, action string, body []byte) ([]iameval.Request, error) 
 }
 
 // imageReferenceActions are the actions DescribeImageReferences needs per
-// resource type it checks (see IAMTransport).
+// resource type it checks (see IAMTransport). The driver keeps its own list
+// (awsec2.ImageReferenceActions) on purpose: this one models AWS, that one
+// is what the driver believes, and the least-privilege tests compare them.
 var imageReferenceActions = map[string][]string{
 	"ec2:Instance":                 {"ec2:DescribeInstances"},
 	"ec2:LaunchTemplate":           {"ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"},
