@@ -565,7 +565,11 @@ func terminated(in *types.Instance) bool {
 //     SDK's back, or its release was interrupted after terminating: its key
 //     pair (named by the instance's KeyName, or from its TagClientToken tag)
 //     is deleted only while it exists (see deleteOwnedKey), then the
-//     instance is marked.
+//     instance is marked. Nothing picks one release here: two releases of
+//     such an instance at once (two reapers), or one that looked after
+//     another's terminate and before its key deletion, may both try the
+//     key pair; the one refused because the key is gone sees it gone and
+//     returns nil.
 //
 // A DeleteMachine interrupted at any point leaves a listed instance (live,
 // or terminated without the mark: Client.Reap releases it again) or
