@@ -545,22 +545,38 @@ func terminated(in *types.Instance) bool {
 	return in.State != nil && in.State.Name == types.InstanceStateNameTerminated
 }
 
-// DeleteMachine implements provider.Machines: delete the lease's key pair,
-// mark the instance with TagDeleted, and terminate it. Gone already is
-// success.
+// DeleteMachine implements provider.Machines: terminate the instance,
+// delete the lease's key pair, then mark the instance with TagDeleted.
+// Gone already is success.
 //
-// The key pair goes first, so that a DeleteMachine interrupted at any point
-// leaves either a listed instance (Client.Reap deletes it again) or nothing.
-// An instance that terminated itself (TTL shutdown, spot interruption) stays
-// describable for about an hour, and ListMachines reports it terminated: its
-// DeleteMachine deletes the key pair (named by the instance's KeyName, or
-// from its TagClientToken tag) and marks the instance. Once EC2 no longer
-// describes an instance, DeleteMachine(id) cannot know its key pair and
-// returns nil; such a key pair (named "crabbox-<token>", tagged crabbox=true
-// and with the lease's labels) is left for SweepOrphans. A second or
-// concurrent DeleteMachine calls nothing on what is already gone: the key
-// pair is deleted only while it exists (see deleteOwnedKey), the mark only
-// when missing, the instance terminated only when it is not.
+// A second or concurrent DeleteMachine, in this process or another, calls
+// nothing on what is already gone: under the generated IAM policy a call on
+// a resource that no longer exists is refused (it has no crabbox=true tag),
+// and the lease doc promises a second release returns nil.
+//   - A live instance: TerminateInstances picks the one release that deletes
+//     the key pair, the call that saw the instance live (PreviousState
+//     pending, running, stopping or stopped). A release whose terminate
+//     found it shutting down or terminated returns: another release
+//     terminated it and owns the key pair.
+//   - A terminated instance carrying TagDeleted was released completely
+//     (the mark comes last): nothing is called.
+//   - A terminated (or shutting-down) instance without the mark terminated
+//     itself (TTL shutdown, spot interruption), was terminated behind the
+//     SDK's back, or its release was interrupted after terminating: its key
+//     pair (named by the instance's KeyName, or from its TagClientToken tag)
+//     is deleted only while it exists (see deleteOwnedKey), then the
+//     instance is marked. Nothing picks one release here: two releases of
+//     such an instance at once (two reapers), or one that looked after
+//     another's terminate and before its key deletion, may both try the
+//     key pair; the one refused because the key is gone sees it gone and
+//     returns nil.
+//
+// A DeleteMachine interrupted at any point leaves a listed instance (live,
+// or terminated without the mark: Client.Reap releases it again) or
+// nothing. EC2 describes a terminated instance for about an hour; once it
+// no longer does, DeleteMachine(id) cannot know its key pair and returns
+// nil, and such a key pair (named "crabbox-<token>", tagged crabbox=true
+// and with the lease's labels) is left for SweepOrphans.
 func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 	in, err := d.instance(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {
@@ -570,6 +586,21 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 		return err
 	}
 	tags := tagMap(in.Tags)
+	if terminated(in) && tags[TagDeleted] == "true" {
+		return nil
+	}
+	if live(in.State) {
+		out, err := d.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		if apiCode(err) == "InvalidInstanceID.NotFound" {
+			return nil
+		}
+		if err != nil {
+			return mapErr(err)
+		}
+		if len(out.TerminatingInstances) == 0 || !live(out.TerminatingInstances[0].PreviousState) {
+			return nil // another release terminated it first: the key pair is its
+		}
+	}
 	kn := aws.ToString(in.KeyName)
 	if kn == "" && tags[TagClientToken] != "" {
 		kn = keyName(tags[TagClientToken])
@@ -579,19 +610,27 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	if tags[TagDeleted] != "true" {
-		// Best effort: without the mark, a terminated instance stays
-		// listed as terminated and a later DeleteMachine is a no-op.
-		_, _ = d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
-			Tags: []types.Tag{{Key: aws.String(TagDeleted), Value: aws.String("true")}}})
-	}
-	if !terminated(in) {
+	if in.State != nil && in.State.Name == types.InstanceStateNameShuttingDown {
+		// Shutting down by itself: make sure it terminates.
 		_, err := d.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
 		if err != nil && apiCode(err) != "InvalidInstanceID.NotFound" {
 			return mapErr(err)
 		}
 	}
+	if tags[TagDeleted] != "true" {
+		// Best effort: without the mark, a terminated instance stays
+		// listed as terminated, and its next DeleteMachine finds its key
+		// pair gone and marks it.
+		_, _ = d.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
+			Tags: []types.Tag{{Key: aws.String(TagDeleted), Value: aws.String("true")}}})
+	}
 	return nil
+}
+
+// live reports whether an instance in state s still runs or can run again
+// (pending, running, stopping, stopped): not shutting down or terminated.
+func live(s *types.InstanceState) bool {
+	return s != nil && s.Name != types.InstanceStateNameShuttingDown && s.Name != types.InstanceStateNameTerminated
 }
 
 // deleteOwnedKey deletes the key pair named kn when it exists and carries

@@ -4,12 +4,15 @@ package awsec2
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/crabbox/crabbox-go/provider"
 )
 
 // filterChunk bounds the values of one DescribeInstances filter.
@@ -40,7 +43,9 @@ const filterChunk = 100
 //
 // It stops at the first failing call and returns the count so far with the
 // error (mapped to a provider code); a key pair already gone is not an
-// error and not counted.
+// error and not counted, including one a concurrent release deleted after
+// the listing, whose deletion the generated policy refuses (see
+// refusedAsGone).
 func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: []types.Filter{
 		{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
@@ -92,7 +97,7 @@ func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 			in = &ec2.DeleteKeyPairInput{KeyName: k.KeyName}
 		}
 		if _, err := d.ec2.DeleteKeyPair(ctx, in); err != nil {
-			if apiCode(err) == "InvalidKeyPair.NotFound" {
+			if apiCode(err) == "InvalidKeyPair.NotFound" || d.refusedAsGone(ctx, k, err) {
 				continue
 			}
 			return n, mapErr(err)
@@ -100,6 +105,25 @@ func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// refusedAsGone reports whether err, a refused DeleteKeyPair of k, was
+// refused because k is gone (a release deleted it after the listing):
+// under the generated policy, deleting a missing key pair is refused, since
+// it has no crabbox=true tag.
+func (d *Driver) refusedAsGone(ctx context.Context, k types.KeyPairInfo, err error) bool {
+	if !errors.Is(mapErr(err), provider.ErrPermission) {
+		return false
+	}
+	in := &ec2.DescribeKeyPairsInput{KeyPairIds: []string{aws.ToString(k.KeyPairId)}}
+	if k.KeyPairId == nil {
+		in = &ec2.DescribeKeyPairsInput{KeyNames: []string{aws.ToString(k.KeyName)}}
+	}
+	out, derr := d.ec2.DescribeKeyPairs(ctx, in)
+	if apiCode(derr) == "InvalidKeyPair.NotFound" {
+		return true
+	}
+	return derr == nil && len(out.KeyPairs) == 0
 }
 
 // keysInUse adds to inUse the key pair names of the instances, in any state

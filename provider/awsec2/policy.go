@@ -31,6 +31,19 @@ type PolicyDocument struct {
 // crabbox=true.
 var TagOnCreateActions = []string{"CopyImage", "CreateImage", "CreateSecurityGroup", "ImportKeyPair", "RunInstances"}
 
+// ImageReferenceActions are the actions DescribeImageReferences needs for
+// each resource type it checks ("Identify your resources referencing
+// specified AMIs", Required IAM permissions,
+// https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-ami-references.html).
+// ImageUsage checks all of them, and Policy grants every one.
+var ImageReferenceActions = map[string][]string{
+	"ec2:Instance":                 {"ec2:DescribeInstances"},
+	"ec2:LaunchTemplate":           {"ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"},
+	"ssm:Parameter":                {"ssm:DescribeParameters"},
+	"imagebuilder:ImageRecipe":     {"imagebuilder:ListImageRecipes"},
+	"imagebuilder:ContainerRecipe": {"imagebuilder:ListContainerRecipes"},
+}
+
 // Policy returns the IAM policy the driver needs with its current options.
 //
 // What it scopes:
@@ -60,6 +73,9 @@ var TagOnCreateActions = []string{"CopyImage", "CreateImage", "CreateSecurityGro
 //     role can therefore launch any instance type from any image in any
 //     subnet; bound that with quotas or an SCP.
 //   - The SSM parameter ARN leaves region and account as wildcards.
+//   - imagebuilder:ListImageRecipes and imagebuilder:ListContainerRecipes
+//     on "*": DescribeImageReferences checks the Image Builder recipes
+//     with the caller's permissions (list calls, read-only).
 //   - ssm:DescribeParameters and ssm:GetParameters on "*": cleanup lists
 //     the channels and, where DescribeImageReferences is refused, reads
 //     the parameters of data type aws:ec2:image to find those naming an
@@ -122,6 +138,17 @@ func (d *Driver) Policy() PolicyDocument {
 				"ssm:PutParameter",
 			},
 			Resource: []string{"arn:aws:ssm:*:*:parameter" + strings.TrimSuffix(prefix, "/") + "/*"},
+		},
+		{
+			// DescribeImageReferences checks each resource type with the
+			// caller's permissions; ImageUsage asks about all of them
+			// (IncludeAllResourceTypes). The EC2 and SSM ones are granted
+			// above and below; the Image Builder recipes need these (see
+			// ImageReferenceActions).
+			Sid:      "CrabboxImageReferences",
+			Effect:   "Allow",
+			Action:   []string{"imagebuilder:ListContainerRecipes", "imagebuilder:ListImageRecipes"},
+			Resource: []string{"*"},
 		},
 		{
 			// Cleanup lists the channels and, when DescribeImageReferences

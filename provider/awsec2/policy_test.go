@@ -124,3 +124,33 @@ func TestPolicyCheckCatchesGaps(t *testing.T) {
 		t.Errorf("a driver with an instance profile: %v missing", missing)
 	}
 }
+
+// DescribeImageReferences needs, for each resource type ImageUsage asks
+// about (all of them), its own actions: the policy grants each on "*"
+// without a condition, as those list and describe calls have no
+// resource-level permissions.
+func TestPolicyCoversImageReferences(t *testing.T) {
+	d, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ec2:DescribeImageReferences"}
+	for _, kind := range []string{"ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter", "imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe"} {
+		acts := awsec2.ImageReferenceActions[kind]
+		if len(acts) == 0 {
+			t.Errorf("no actions listed for %s", kind)
+		}
+		want = append(want, acts...)
+	}
+	for _, a := range want {
+		granted := false
+		for _, s := range d.Policy().Statement {
+			if slices.Contains(s.Action, a) && slices.Equal(s.Resource, []string{"*"}) && s.Condition == nil && s.Effect == "Allow" {
+				granted = true
+			}
+		}
+		if !granted {
+			t.Errorf("%s, which DescribeImageReferences needs, is not granted on * unconditionally", a)
+		}
+	}
+}
