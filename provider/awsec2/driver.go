@@ -404,7 +404,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // New builds a driver with EC2 and SSM clients made from cfg. Configure
-// credentials, region and the SDK retryer on cfg.
+// credentials, region and the SDK retryer on cfg. The EC2 clients' retryer
+// never retries capacity and quota errors (InsufficientInstanceCapacity is
+// an HTTP 500, which the SDK would otherwise retry): the crabbox client
+// falls back to the next type instead.
 func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 	o := defaultOptions()
 	o.region = cfg.Region
@@ -428,7 +431,7 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 		if endpoint != "" {
 			eo.BaseEndpoint = aws.String(endpoint)
 		}
-	})
+	}, finalCapacity)
 	ssmc := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
 		so.Region = region
 		if endpoint != "" {
@@ -442,7 +445,7 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 				if endpoint != "" {
 					eo.BaseEndpoint = aws.String(endpoint)
 				}
-			}), nil
+			}, finalCapacity), nil
 		}
 	}
 	return &Driver{ec2: ec2c, ssm: ssmc, o: o}, nil

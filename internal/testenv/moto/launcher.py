@@ -14,6 +14,7 @@ it with everything else.
 import argparse
 import datetime
 import os
+import re
 import sys
 
 # AWS rejects RunInstances with an AMI id that does not exist
@@ -102,30 +103,69 @@ ec2utils.filter_dict_attribute_mapping["client-token"] = "client_token"
 # --- RunInstances: capacity errors and ClientToken idempotency ---------------
 _orig_run_instances = EC2Response.run_instances
 
+# Request fields a retry may change without breaking idempotency: the
+# protocol's own (Action, Version), the token itself and DryRun. AWS
+# ("Ensuring idempotency in Amazon EC2 API requests",
+# https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html):
+# a retry with the same client token but one or more parameters changed,
+# other than the Region or Availability Zone, fails with
+# IdempotentParameterMismatch. The Placement zone is therefore ignored too.
+_IDEMPOTENCY_IGNORED = ("Action", "Version", "ClientToken", "DryRun", "Placement.AvailabilityZone")
+
+
+def _request_params(self):
+    """The request's parameters for an idempotency comparison: every query
+    field except _IDEMPOTENCY_IGNORED, by name. A list's members are
+    numbered on the wire (TagSpecification.1.Tag.2.Key), so the same list in
+    another order compares different (how EC2 compares it is not
+    documented; the driver sends tags sorted)."""
+    return {k: tuple(v) for k, v in self.querystring.items() if k not in _IDEMPOTENCY_IGNORED}
+
+
+def _server_error(self, code, message, status=500):
+    """An EC2 error answered with a 5xx status (moto answers every EC2 error
+    with 400)."""
+    _, headers, body = self.serialized(ActionResult(_err(code, message)))
+    headers["status"] = status
+    return body, headers
+
 
 def run_instances(self):
     itype = self._get_param("InstanceType", "m1.small")
     if itype in OPTS.no_capacity_types:
         # AWS: InsufficientInstanceCapacity when the type has no capacity in
-        # the zone; nothing is created.
-        raise _err(
+        # the zone; nothing is created. It is a server error (HTTP 500,
+        # "Server error codes" in the EC2 API error codes reference,
+        # https://docs.aws.amazon.com/ec2/latest/devguide/errors-overview.html),
+        # which the AWS SDKs' standard retryers retry.
+        return _server_error(
+            self,
             "InsufficientInstanceCapacity",
             "We currently do not have sufficient %s capacity in the Availability Zone you requested." % itype,
         )
     token = self._get_param("ClientToken")
-    market = (self.querystring.get("InstanceMarketOptions.MarketType") or ["on-demand"])[0]
     backend = self.ec2_backend
     tokens = backend.__dict__.setdefault("_emu_client_tokens", {})
     if token and token in tokens:
-        # AWS: a RunInstances retried with the same ClientToken returns the
-        # original reservation instead of launching again; with different
-        # parameters (image, type, spot or on demand) it fails with
-        # IdempotentParameterMismatch.
-        reservation, image_id, itype0, market0 = tokens[token]
-        if image_id != self._get_param("ImageId") or itype0 != itype or market0 != market:
+        # AWS ("Ensuring idempotency", RunInstances idempotency): a
+        # RunInstances retried with the same ClientToken and the same
+        # parameters returns the original reservation instead of launching
+        # again; with any parameter changed it fails with
+        # IdempotentParameterMismatch; when the instance it launched has
+        # been terminated, it fails with IdempotentInstanceTerminated (EC2
+        # API error codes reference; the idempotency guide: the token stays
+        # valid for at least 24 hours after the termination).
+        reservation, params = tokens[token]
+        if params != _request_params(self):
             raise _err(
                 "IdempotentParameterMismatch",
                 "The client token %s was already used with different parameters." % token,
+            )
+        instances = getattr(reservation, "instances", None) or []
+        if instances and all(i.state == "terminated" for i in instances):
+            raise _err(
+                "IdempotentInstanceTerminated",
+                "The client token %s was used by an instance that has been terminated." % token,
             )
         self.error_on_dryrun()
         return ActionResult(reservation)
@@ -135,7 +175,7 @@ def run_instances(self):
         if reservation is None:
             reservation = getattr(result, "_result", None)
         if reservation is not None:
-            tokens[token] = (reservation, self._get_param("ImageId"), itype, market)
+            tokens[token] = (reservation, _request_params(self))
     return result
 
 
@@ -447,6 +487,68 @@ def delete_key_pair(self):
 
 
 EC2Response.delete_key_pair = delete_key_pair
+
+
+# --- AMI names ---------------------------------------------------------------
+# AWS (CreateImage and CopyImage API reference, parameter Name): 3 to 128
+# characters, letters, numbers, parentheses, square brackets, spaces,
+# periods, slashes, dashes, single quotes, at-signs and underscores;
+# anything else fails with InvalidAMIName.Malformed. moto accepts any name.
+_AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+
+
+def _check_ami_name(self):
+    name = self._get_param("Name")
+    if name is not None and not _AMI_NAME_RE.match(name):
+        raise _err(
+            "InvalidAMIName.Malformed",
+            "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, "
+            "'(', ')', '.', '-', '/', '[', ']', ' ', \"'\", '@' and '_' (got %r)" % name,
+        )
+
+
+def _with_ami_name_check(fn):
+    def wrapped(self):
+        _check_ami_name(self)
+        return fn(self)
+
+    return wrapped
+
+
+# --- CopyImage ClientToken ---------------------------------------------------
+# AWS ("Ensuring idempotency in Amazon EC2 API requests": CopyImage takes a
+# client token): a CopyImage retried with the same ClientToken and the same
+# parameters returns the image the first call made, without copying again;
+# with a parameter changed it fails with IdempotentParameterMismatch. moto
+# ignores the token (every retry makes another copy). Tokens are per
+# destination region, as the call is.
+def _with_copy_token(fn):
+    def wrapped(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return fn(self)
+        tokens = self.ec2_backend.__dict__.setdefault("_emu_copy_tokens", {})
+        params = _request_params(self)
+        if token in tokens:
+            image_id, params0 = tokens[token]
+            if params0 != params:
+                raise _err(
+                    "IdempotentParameterMismatch",
+                    "The client token %s was already used with different parameters." % token,
+                )
+            self.error_on_dryrun()
+            return ActionResult({"ImageId": image_id})
+        result = fn(self)
+        res = getattr(result, "result", None) or getattr(result, "_result", None) or {}
+        if isinstance(res, dict) and res.get("ImageId"):
+            tokens[token] = (res["ImageId"], params)
+        return result
+
+    return wrapped
+
+
+EC2Response.create_image = _with_ami_name_check(EC2Response.create_image)
+EC2Response.copy_image = _with_ami_name_check(_with_copy_token(EC2Response.copy_image))
 
 
 def main():

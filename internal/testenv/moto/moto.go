@@ -238,7 +238,8 @@ type Fault struct {
 	After bool
 	// Code is the AWS error code; default RequestLimitExceeded for EC2,
 	// ThrottlingException for SSM. Status is the HTTP status; default 503
-	// for EC2 throttling, 400 otherwise.
+	// for EC2 throttling, 500 for EC2's server error codes (the capacity
+	// errors, InternalError, Unavailable: see serverCodes), 400 otherwise.
 	Code   string
 	Status int
 	// Late, when positive, makes the rule a lag instead of an error: the
@@ -410,6 +411,19 @@ func (f *FaultTransport) roundTripLate(base http.RoundTripper, req *http.Request
 	}
 }
 
+// serverCodes are the EC2 error codes AWS lists as server errors (a 5xx
+// status), in "Error codes for the Amazon EC2 API", Server error codes.
+var serverCodes = map[string]bool{
+	"InsufficientAddressCapacity":          true,
+	"InsufficientCapacity":                 true,
+	"InsufficientInstanceCapacity":         true,
+	"InsufficientHostCapacity":             true,
+	"InsufficientReservedInstanceCapacity": true,
+	"InsufficientVolumeCapacity":           true,
+	"InternalError":                        true,
+	"Unavailable":                          true,
+}
+
 func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {
 	code, status := r.Code, r.Status
 	var body, ctype string
@@ -430,6 +444,8 @@ func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {
 			status = 400
 			if code == "RequestLimitExceeded" {
 				status = 503
+			} else if serverCodes[code] {
+				status = 500
 			}
 		}
 		ctype = "text/xml;charset=UTF-8"
