@@ -41,6 +41,20 @@ type Options struct {
 	// with InvalidSnapshot.InUse right after the image was deregistered.
 	// 0 means the default (1); negative means 0.
 	SnapshotInUseAfterDeregister int
+	// SSMImageValidation is how long a PutParameter of DataType
+	// aws:ec2:image stays unwritten after its 200 (SSM validates such
+	// values asynchronously; AWS documents no duration). 0 writes at once,
+	// as moto does.
+	SSMImageValidation time.Duration
+	// SSMValidateImageExists makes that validation drop a version whose
+	// AMI does not exist or is not available (AWS does); otherwise only the
+	// id's format is checked, so tests may use made-up AMI ids.
+	SSMValidateImageExists bool
+	// SecurityGroupPropagation is how long a new security group stays
+	// invisible to RunInstances and AuthorizeSecurityGroupIngress
+	// (InvalidGroup.NotFound), as EC2's eventual consistency allows. 0 makes
+	// it visible at once, as moto does.
+	SecurityGroupPropagation time.Duration
 }
 
 // Server is a running moto server.
@@ -133,6 +147,15 @@ func Launch(opts ...Options) (*Server, error) {
 	}
 	if o.SnapshotInUseAfterDeregister != 0 {
 		args = append(args, "--snapshot-inuse-after-deregister", strconv.Itoa(max(o.SnapshotInUseAfterDeregister, 0)))
+	}
+	if o.SSMImageValidation > 0 {
+		args = append(args, "--ssm-image-validation-ms", strconv.FormatInt(max(o.SSMImageValidation.Milliseconds(), 1), 10))
+	}
+	if o.SSMValidateImageExists {
+		args = append(args, "--ssm-validate-image-exists")
+	}
+	if o.SecurityGroupPropagation > 0 {
+		args = append(args, "--sg-propagation-ms", strconv.FormatInt(max(o.SecurityGroupPropagation.Milliseconds(), 1), 10))
 	}
 	cmd := exec.Command(py, args...)
 	s := &Server{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, dir: dir}
