@@ -475,7 +475,10 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 }
 
 // NewFromClients builds a driver around existing clients. WithRegion should
-// be given so Info and CopyImage know the source region.
+// be given so Info and CopyImage know the source region. An *ec2.Client
+// given here keeps its retryer as it is: the SDK's standard retryer retries
+// InsufficientInstanceCapacity (an HTTP 500) before the crabbox client can
+// fall back to the next type; New's clients do not (see New).
 func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, error) {
 	if ec2API == nil || ssmAPI == nil {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: nil client")
