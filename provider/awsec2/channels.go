@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +71,16 @@ func (d *Driver) CurrentChannel(ctx context.Context, channel string) (*provider.
 // aws:ec2:image (so launches can resolve it), the operator in the version's
 // description.
 //
+// SSM validates aws:ec2:image values asynchronously: PutParameter answers
+// with the new version before it is written, and never writes it when the
+// image fails validation. SetChannel therefore returns only once the
+// version it wrote is readable (GetParameter name:version, with backoff, up
+// to WithChannelWriteWait): reads after it see the promotion. A version
+// that does not appear in time is an error, not an entry: ErrInvalidArgument
+// when EC2 does not describe the image, ErrUnavailable otherwise. The
+// IfVersion check likewise waits for a version the caller names that does
+// not read yet, instead of calling it a conflict.
+//
 // SSM has no compare-and-set. IfVersion -1 ("never set") is exact: the put
 // does not overwrite. For IfVersion > 0 the driver reads the current version,
 // refuses if it differs, writes, and then checks that its write got exactly
@@ -103,7 +114,7 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: bad IfVersion %d", req.IfVersion)
 	}
 	if req.IfVersion > 0 {
-		cur, err := d.CurrentChannel(ctx, req.Channel)
+		cur, err := d.currentAtLeast(ctx, req.Channel, name, req.IfVersion)
 		if errors.Is(err, provider.ErrNotFound) {
 			return nil, provider.Errorf(provider.ErrConflict, "awsec2: channel %s was never set (expected version %d)", req.Channel, req.IfVersion)
 		}
@@ -140,8 +151,85 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		return nil, conflict
 	}
+	if err := d.waitWritten(ctx, name, out.Version, req.ImageID); err != nil {
+		return nil, err
+	}
 	return &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator,
 		Proof: req.Proof, At: d.o.now().UTC()}, nil
+}
+
+// currentAtLeast is CurrentChannel, except that when the channel reads
+// older than version (or unset), it waits, up to the channel write wait,
+// for version to become readable and reads again: a version a writer was
+// given by PutParameter may not be readable yet (SSM validates
+// aws:ec2:image values asynchronously), and the caller naming it is not in
+// conflict with anyone.
+func (d *Driver) currentAtLeast(ctx context.Context, channel, name string, version int64) (*provider.ChannelEntry, error) {
+	cur, err := d.CurrentChannel(ctx, channel)
+	if (err == nil && cur.Version >= version) || (err != nil && !errors.Is(err, provider.ErrNotFound)) {
+		return cur, err
+	}
+	if werr := d.waitReadable(ctx, name, version); werr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return cur, err // never became readable: the first read stands
+	}
+	return d.CurrentChannel(ctx, channel)
+}
+
+// errNotReadable reports a version waitReadable did not see in time.
+var errNotReadable = errors.New("version not readable")
+
+// waitReadable polls GetParameter for version of the parameter name until
+// it is readable, with backoff, for at most the channel write wait.
+// Not-found answers (the version is not written yet) and transient failures
+// are waited out; others are returned. It returns errNotReadable (wrapped)
+// when the wait ends first.
+func (d *Driver) waitReadable(ctx context.Context, name string, version int64) error {
+	wctx, cancel := context.WithTimeout(ctx, d.o.channelWait)
+	defer cancel()
+	sel := name + ":" + strconv.FormatInt(version, 10)
+	delay := 20 * time.Millisecond
+	for {
+		out, err := d.ssm.GetParameter(wctx, &ssm.GetParameterInput{Name: aws.String(sel)})
+		if err == nil && out.Parameter != nil && out.Parameter.Version == version {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && wctx.Err() == nil {
+			if merr := mapErr(err); !errors.Is(merr, provider.ErrNotFound) && !provider.Retryable(merr) {
+				return merr
+			}
+		}
+		if wctx.Err() != nil || d.o.sleep(wctx, delay) != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("awsec2: %s version %d after %v: %w", name, version, d.o.channelWait, errNotReadable)
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// waitWritten waits until the version a PutParameter of image returned is
+// readable. SSM answers a put of data type aws:ec2:image before it
+// validated the image, and writes nothing when the validation fails: a
+// version that does not become readable in time is no promotion. It is
+// then ErrInvalidArgument when EC2 does not describe the image (SSM refused
+// it), ErrUnavailable otherwise (the write may still land).
+func (d *Driver) waitWritten(ctx context.Context, name string, version int64, image string) error {
+	err := d.waitReadable(ctx, name, version)
+	if err == nil || !errors.Is(err, errNotReadable) {
+		return err
+	}
+	if _, ierr := d.describeImage(ctx, image); errors.Is(ierr, provider.ErrNotFound) {
+		return provider.Errorf(provider.ErrInvalidArgument, "awsec2: SSM did not write %s version %d: image %s is not available (aws:ec2:image validation)",
+			name, version, image)
+	}
+	return provider.Wrap(provider.ErrUnavailable, err)
 }
 
 // compensationTimeout bounds the compensating write SetChannel makes after
@@ -175,6 +263,12 @@ func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest,
 	fail := func(err error) error {
 		return &CompensationError{Channel: req.Channel, Version: ours, Losing: req.ImageID, Err: err}
 	}
+	// Our write may not be readable yet (SSM validates aws:ec2:image
+	// asynchronously): the history read before it lands would not show it
+	// newest, and the compensation would wrongly leave the channel alone.
+	if err := d.waitReadable(cctx, name, ours); err != nil {
+		return fail(err)
+	}
 	h, err := d.ChannelHistory(cctx, req.Channel)
 	if err != nil {
 		return fail(err)
@@ -199,8 +293,12 @@ func (d *Driver) compensate(ctx context.Context, req provider.SetChannelRequest,
 		attempts = 1
 	}
 	for i := 1; ; i++ {
-		_, err = d.ssm.PutParameter(cctx, in)
+		var out *ssm.PutParameterOutput
+		out, err = d.ssm.PutParameter(cctx, in)
 		if err == nil {
+			if werr := d.waitReadable(cctx, name, out.Version); werr != nil {
+				return fail(werr)
+			}
 			return nil
 		}
 		err = mapErr(err)

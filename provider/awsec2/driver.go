@@ -91,8 +91,9 @@ type Driver struct {
 	ssm SSMAPI
 	o   options
 
-	sgMu sync.Mutex
-	sgID string // resolved security group, cached after the first lease
+	sgMu      sync.Mutex
+	sgID      string    // resolved security group, cached after the first lease
+	sgCreated time.Time // when the driver created sgID, zero if it found it
 }
 
 // RetriesRequests reports whether the driver's EC2 client retries each API
@@ -139,6 +140,7 @@ type options struct {
 	orphanGrace   time.Duration
 	adoptWait     time.Duration
 	adoptPoll     time.Duration
+	channelWait   time.Duration
 	now           func() time.Time
 	sleep         func(ctx context.Context, d time.Duration) error
 }
@@ -373,6 +375,26 @@ func WithAdoptWait(wait time.Duration) Option {
 	}
 }
 
+// DefaultChannelWriteWait is how long SetChannel waits for the version it
+// wrote to become readable (see WithChannelWriteWait).
+const DefaultChannelWriteWait = 30 * time.Second
+
+// WithChannelWriteWait sets how long SetChannel, after PutParameter
+// answered, waits for the version to be readable. SSM validates parameters
+// of data type aws:ec2:image asynchronously: a successful PutParameter does
+// not mean the version was written, and it never is when the image fails
+// validation. AWS documents no duration for the validation. Default
+// DefaultChannelWriteWait (30 s).
+func WithChannelWriteWait(wait time.Duration) Option {
+	return func(o *options) error {
+		if wait <= 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "awsec2: channel write wait %v must be positive", wait)
+		}
+		o.channelWait = wait
+		return nil
+	}
+}
+
 func defaultOptions() options {
 	return options{
 		sgName:       DefaultSecurityGroupName,
@@ -387,6 +409,7 @@ func defaultOptions() options {
 		orphanGrace:  DefaultOrphanGrace,
 		adoptWait:    DefaultAdoptWait,
 		adoptPoll:    time.Second,
+		channelWait:  DefaultChannelWriteWait,
 		now:          time.Now,
 		sleep:        sleepCtx,
 	}
@@ -404,7 +427,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // New builds a driver with EC2 and SSM clients made from cfg. Configure
-// credentials, region and the SDK retryer on cfg.
+// credentials, region and the SDK retryer on cfg. The EC2 clients' retryer
+// never retries capacity and quota errors (InsufficientInstanceCapacity is
+// an HTTP 500, which the SDK would otherwise retry): the crabbox client
+// falls back to the next type instead.
 func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 	o := defaultOptions()
 	o.region = cfg.Region
@@ -428,7 +454,7 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 		if endpoint != "" {
 			eo.BaseEndpoint = aws.String(endpoint)
 		}
-	})
+	}, finalCapacity)
 	ssmc := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
 		so.Region = region
 		if endpoint != "" {
@@ -442,14 +468,17 @@ func New(cfg aws.Config, opts ...Option) (*Driver, error) {
 				if endpoint != "" {
 					eo.BaseEndpoint = aws.String(endpoint)
 				}
-			}), nil
+			}, finalCapacity), nil
 		}
 	}
 	return &Driver{ec2: ec2c, ssm: ssmc, o: o}, nil
 }
 
 // NewFromClients builds a driver around existing clients. WithRegion should
-// be given so Info and CopyImage know the source region.
+// be given so Info and CopyImage know the source region. An *ec2.Client
+// given here keeps its retryer as it is: the SDK's standard retryer retries
+// InsufficientInstanceCapacity (an HTTP 500) before the crabbox client can
+// fall back to the next type; New's clients do not (see New).
 func NewFromClients(ec2API EC2API, ssmAPI SSMAPI, opts ...Option) (*Driver, error) {
 	if ec2API == nil || ssmAPI == nil {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: nil client")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -38,10 +39,13 @@ var codeMap = map[string]error{
 	"InvalidAMIName.Duplicate":    provider.ErrConflict,
 	"ParameterAlreadyExists":      provider.ErrConflict,
 	"IdempotentParameterMismatch": provider.ErrConflict,
-	"OperationNotPermitted":       provider.ErrConflict,
-	"IncorrectInstanceState":      provider.ErrConflict,
-	"IncorrectState":              provider.ErrConflict,
-	"InvalidSnapshot.InUse":       provider.ErrConflict,
+	// RunInstances with a token whose instance was terminated: the token
+	// can never launch again (it stays bound for at least 24 hours).
+	"IdempotentInstanceTerminated": provider.ErrConflict,
+	"OperationNotPermitted":        provider.ErrConflict,
+	"IncorrectInstanceState":       provider.ErrConflict,
+	"IncorrectState":               provider.ErrConflict,
+	"InvalidSnapshot.InUse":        provider.ErrConflict,
 	// capacity: the SDK moves on to the next type
 	"InsufficientInstanceCapacity": provider.ErrCapacity,
 	"InsufficientCapacity":         provider.ErrCapacity,
@@ -181,6 +185,47 @@ func apiCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return ""
+}
+
+// finalCapacityRetryer is the AWS SDK retryer of the driver's EC2 clients
+// with capacity and quota errors made final. EC2 answers
+// InsufficientInstanceCapacity (and the other Insufficient*Capacity codes)
+// with HTTP 500, which the SDK's standard retryer retries like any server
+// error: three attempts, with backoff, before the SDK's fallback to the
+// next type could run. The only useful answer to a capacity or quota error
+// is that fallback (or none), so the SDK retryer leaves them alone; it
+// still retries throttling and transient failures.
+type finalCapacityRetryer struct{ aws.Retryer }
+
+// IsErrorRetryable implements aws.Retryer.
+func (r finalCapacityRetryer) IsErrorRetryable(err error) bool {
+	if capacityOrQuota(err) {
+		return false
+	}
+	return r.Retryer.IsErrorRetryable(err)
+}
+
+// GetAttemptToken implements aws.RetryerV2.
+func (r finalCapacityRetryer) GetAttemptToken(ctx context.Context) (func(error) error, error) {
+	if v2, ok := r.Retryer.(aws.RetryerV2); ok {
+		return v2.GetAttemptToken(ctx)
+	}
+	return r.GetInitialToken(), nil
+}
+
+// capacityOrQuota reports whether err carries an AWS code the driver maps
+// to ErrCapacity or ErrQuota.
+func capacityOrQuota(err error) bool {
+	c := codeMap[apiCode(err)]
+	return c == provider.ErrCapacity || c == provider.ErrQuota
+}
+
+// finalCapacity is the ec2.Options function that wraps the client's
+// retryer in finalCapacityRetryer.
+func finalCapacity(eo *ec2.Options) {
+	if eo.Retryer != nil {
+		eo.Retryer = finalCapacityRetryer{eo.Retryer}
+	}
 }
 
 // credentialsError marks an error of the credential chain (see

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -31,7 +32,11 @@ func keyName(token string) string { return "crabbox-" + nameSanRe.ReplaceAllStri
 // RunInstances failed ambiguously but the instance exists, it is returned
 // with the error so the caller deletes it; otherwise the key is removed
 // again. A token EC2 already saw with other parameters
-// (IdempotentParameterMismatch) is ErrConflict, and nothing is touched.
+// (IdempotentParameterMismatch) is ErrConflict, and nothing is touched; a
+// token whose instance was terminated (IdempotentInstanceTerminated) is
+// ErrConflict too, and the key pair is removed. A security group the driver
+// created moments ago may not be visible to EC2 yet: its InvalidGroup.NotFound
+// is retried for a while (see groupPropagationWait).
 func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRequest) (*provider.Machine, error) {
 	if err := checkCreateMachine(req); err != nil {
 		return nil, err
@@ -52,7 +57,12 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if err != nil {
 		return nil, err
 	}
-	out, err := d.runInstances(ctx, d.runInput(req, img, sg, kn, tags))
+	in := d.runInput(req, img, sg, kn, tags)
+	var out *ec2.RunInstancesOutput
+	err = d.whileGroupPropagates(ctx, d.groupCreated(sg), func() (err error) {
+		out, err = d.runInstances(ctx, in)
+		return err
+	})
 	if err != nil {
 		return d.launchFailed(ctx, req.Token, sg, kn, err)
 	}
@@ -352,6 +362,7 @@ func (d *Driver) securityGroup(ctx context.Context) (string, error) {
 		return "", err
 	}
 	var sg *types.SecurityGroup
+	var created time.Time // when this call created the group
 	for attempt := 0; sg == nil; attempt++ {
 		out, err := d.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
 			{Name: aws.String("group-name"), Values: []string{d.o.sgName}},
@@ -379,6 +390,7 @@ func (d *Driver) securityGroup(ctx context.Context) (string, error) {
 			return "", mapErr(err)
 		}
 		sg = &types.SecurityGroup{GroupId: cr.GroupId}
+		created = time.Now()
 	}
 	has := false
 	for _, p := range sg.IpPermissions {
@@ -402,15 +414,57 @@ func (d *Driver) securityGroup(ctx context.Context) (string, error) {
 		} else {
 			perm.IpRanges = []types.IpRange{{CidrIp: aws.String(d.o.sshCIDR), Description: aws.String("crabbox ssh")}}
 		}
-		_, err := d.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
-			GroupId: sg.GroupId, IpPermissions: []types.IpPermission{perm},
+		err := d.whileGroupPropagates(ctx, created, func() error {
+			_, err := d.ec2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+				GroupId: sg.GroupId, IpPermissions: []types.IpPermission{perm},
+			})
+			return err
 		})
 		if err != nil && apiCode(err) != "InvalidPermission.Duplicate" {
 			return "", mapErr(err)
 		}
 	}
 	d.sgID = aws.ToString(sg.GroupId)
+	d.sgCreated = created
 	return d.sgID, nil
+}
+
+// groupPropagationWait bounds how long after creating its security group
+// the driver retries the calls EC2 refuses with InvalidGroup.NotFound: EC2's
+// API is eventually consistent, and a group just created may not be visible
+// yet to AuthorizeSecurityGroupIngress or RunInstances. AWS documents no
+// bound; a minute is a guess, and the retries stop as soon as a call
+// succeeds.
+const groupPropagationWait = time.Minute
+
+// groupCreated is when this driver created the security group sg, zero if
+// it did not (a configured or found group, or one since forgotten).
+func (d *Driver) groupCreated(sg string) time.Time {
+	d.sgMu.Lock()
+	defer d.sgMu.Unlock()
+	if sg == "" || sg != d.sgID {
+		return time.Time{}
+	}
+	return d.sgCreated
+}
+
+// whileGroupPropagates runs call, and runs it again with backoff while it
+// fails with InvalidGroup.NotFound and the group was created (at created,
+// not zero) less than groupPropagationWait ago. A group the driver did not
+// just create is not waited for: its InvalidGroup.NotFound is final.
+func (d *Driver) whileGroupPropagates(ctx context.Context, created time.Time, call func() error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := call()
+		if err == nil || created.IsZero() || apiCode(err) != "InvalidGroup.NotFound" ||
+			time.Since(created)+delay > groupPropagationWait {
+			return err
+		}
+		if d.o.sleep(ctx, delay) != nil {
+			return err
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 func (d *Driver) vpcID(ctx context.Context) (string, error) {

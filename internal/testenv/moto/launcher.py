@@ -4,6 +4,8 @@ semantics it meets on real AWS.
 
 Usage: python3 launcher.py --host 127.0.0.1 --port N [--no-capacity-types a,b]
        [--image-pending-polls N] [--snapshot-inuse-after-deregister N]
+       [--ssm-image-validation-ms MS] [--ssm-validate-image-exists]
+       [--sg-propagation-ms MS]
 
 Every extension below is small and names the AWS behaviour it reproduces. They
 patch moto's Python objects before moto.server.main runs; nothing else in moto
@@ -14,7 +16,11 @@ it with everything else.
 import argparse
 import datetime
 import os
+import re
 import sys
+import threading
+import time
+import types
 
 # AWS rejects RunInstances with an AMI id that does not exist
 # (InvalidAMIID.NotFound) and with a key pair name that does not exist
@@ -31,7 +37,8 @@ from moto.ec2.models import elastic_block_store as ebsmodels  # noqa: E402
 from moto.ec2.responses import EC2Response  # noqa: E402
 
 OPTS = argparse.Namespace(
-    no_capacity_types=set(), image_pending_polls=2, snapshot_inuse_after_deregister=1
+    no_capacity_types=set(), image_pending_polls=2, snapshot_inuse_after_deregister=1,
+    ssm_image_validation=0.0, ssm_validate_image_exists=False, sg_propagation=0.0,
 )
 
 # Tags a test puts on an instance to steer the image CreateImage makes from it.
@@ -102,30 +109,86 @@ ec2utils.filter_dict_attribute_mapping["client-token"] = "client_token"
 # --- RunInstances: capacity errors and ClientToken idempotency ---------------
 _orig_run_instances = EC2Response.run_instances
 
+# Request fields a retry may change without breaking idempotency: the
+# protocol's own (Action, Version), the token itself and DryRun. AWS
+# ("Ensuring idempotency in Amazon EC2 API requests",
+# https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html):
+# a retry with the same client token but one or more parameters changed,
+# other than the Region or Availability Zone, fails with
+# IdempotentParameterMismatch. The Placement zone is therefore ignored too.
+_IDEMPOTENCY_IGNORED = ("Action", "Version", "ClientToken", "DryRun", "Placement.AvailabilityZone")
+
+
+def _request_params(self):
+    """The request's parameters for an idempotency comparison: every query
+    field except _IDEMPOTENCY_IGNORED, by name. A list's members are
+    numbered on the wire (TagSpecification.1.Tag.2.Key), so the same list in
+    another order compares different (how EC2 compares it is not
+    documented; the driver sends tags sorted)."""
+    return {k: tuple(v) for k, v in self.querystring.items() if k not in _IDEMPOTENCY_IGNORED}
+
+
+def _server_error(self, code, message, status=500):
+    """An EC2 error answered with a 5xx status (moto answers every EC2 error
+    with 400)."""
+    _, headers, body = self.serialized(ActionResult(_err(code, message)))
+    headers["status"] = status
+    return body, headers
+
+
+def _unpropagated_groups(backend, group_ids):
+    """The ids among group_ids of security groups created too recently to be
+    visible yet (see the security group section below)."""
+    now = time.monotonic()
+    res = []
+    for groups in backend.groups.values():
+        for gid in group_ids:
+            if gid in groups and getattr(groups[gid], "_emu_visible_at", 0) > now:
+                res.append(gid)
+    return res
+
 
 def run_instances(self):
     itype = self._get_param("InstanceType", "m1.small")
     if itype in OPTS.no_capacity_types:
         # AWS: InsufficientInstanceCapacity when the type has no capacity in
-        # the zone; nothing is created.
-        raise _err(
+        # the zone; nothing is created. It is a server error (HTTP 500,
+        # "Server error codes" in the EC2 API error codes reference,
+        # https://docs.aws.amazon.com/ec2/latest/devguide/errors-overview.html),
+        # which the AWS SDKs' standard retryers retry.
+        return _server_error(
+            self,
             "InsufficientInstanceCapacity",
             "We currently do not have sufficient %s capacity in the Availability Zone you requested." % itype,
         )
+    hidden = _unpropagated_groups(self.ec2_backend, self._get_param("SecurityGroupIds", []))
+    if hidden:
+        # AWS (EC2 API eventual consistency): a security group just created
+        # may not be usable yet: InvalidGroup.NotFound.
+        raise _err("InvalidGroup.NotFound", "The security group '%s' does not exist" % hidden[0])
     token = self._get_param("ClientToken")
-    market = (self.querystring.get("InstanceMarketOptions.MarketType") or ["on-demand"])[0]
     backend = self.ec2_backend
     tokens = backend.__dict__.setdefault("_emu_client_tokens", {})
     if token and token in tokens:
-        # AWS: a RunInstances retried with the same ClientToken returns the
-        # original reservation instead of launching again; with different
-        # parameters (image, type, spot or on demand) it fails with
-        # IdempotentParameterMismatch.
-        reservation, image_id, itype0, market0 = tokens[token]
-        if image_id != self._get_param("ImageId") or itype0 != itype or market0 != market:
+        # AWS ("Ensuring idempotency", RunInstances idempotency): a
+        # RunInstances retried with the same ClientToken and the same
+        # parameters returns the original reservation instead of launching
+        # again; with any parameter changed it fails with
+        # IdempotentParameterMismatch; when the instance it launched has
+        # been terminated, it fails with IdempotentInstanceTerminated (EC2
+        # API error codes reference; the idempotency guide: the token stays
+        # valid for at least 24 hours after the termination).
+        reservation, params = tokens[token]
+        if params != _request_params(self):
             raise _err(
                 "IdempotentParameterMismatch",
                 "The client token %s was already used with different parameters." % token,
+            )
+        instances = getattr(reservation, "instances", None) or []
+        if instances and all(i.state == "terminated" for i in instances):
+            raise _err(
+                "IdempotentInstanceTerminated",
+                "The client token %s was used by an instance that has been terminated." % token,
             )
         self.error_on_dryrun()
         return ActionResult(reservation)
@@ -135,7 +198,7 @@ def run_instances(self):
         if reservation is None:
             reservation = getattr(result, "_result", None)
         if reservation is not None:
-            tokens[token] = (reservation, self._get_param("ImageId"), itype, market)
+            tokens[token] = (reservation, _request_params(self))
     return result
 
 
@@ -449,6 +512,219 @@ def delete_key_pair(self):
 EC2Response.delete_key_pair = delete_key_pair
 
 
+# --- AMI names ---------------------------------------------------------------
+# AWS (CreateImage and CopyImage API reference, parameter Name): 3 to 128
+# characters, letters, numbers, parentheses, square brackets, spaces,
+# periods, slashes, dashes, single quotes, at-signs and underscores;
+# anything else fails with InvalidAMIName.Malformed. moto accepts any name.
+_AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+
+
+def _check_ami_name(self):
+    name = self._get_param("Name")
+    if name is not None and not _AMI_NAME_RE.match(name):
+        raise _err(
+            "InvalidAMIName.Malformed",
+            "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, "
+            "'(', ')', '.', '-', '/', '[', ']', ' ', \"'\", '@' and '_' (got %r)" % name,
+        )
+
+
+def _with_ami_name_check(fn):
+    def wrapped(self):
+        _check_ami_name(self)
+        return fn(self)
+
+    return wrapped
+
+
+# --- CopyImage ClientToken ---------------------------------------------------
+# AWS ("Ensuring idempotency in Amazon EC2 API requests": CopyImage takes a
+# client token): a CopyImage retried with the same ClientToken and the same
+# parameters returns the image the first call made, without copying again;
+# with a parameter changed it fails with IdempotentParameterMismatch. moto
+# ignores the token (every retry makes another copy). Tokens are per
+# destination region, as the call is.
+def _with_copy_token(fn):
+    def wrapped(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return fn(self)
+        tokens = self.ec2_backend.__dict__.setdefault("_emu_copy_tokens", {})
+        params = _request_params(self)
+        if token in tokens:
+            image_id, params0 = tokens[token]
+            if params0 != params:
+                raise _err(
+                    "IdempotentParameterMismatch",
+                    "The client token %s was already used with different parameters." % token,
+                )
+            self.error_on_dryrun()
+            return ActionResult({"ImageId": image_id})
+        result = fn(self)
+        res = getattr(result, "result", None) or getattr(result, "_result", None) or {}
+        if isinstance(res, dict) and res.get("ImageId"):
+            tokens[token] = (res["ImageId"], params)
+        return result
+
+    return wrapped
+
+
+# --- Security groups: eventual consistency -----------------------------------
+# AWS ("Eventual consistency in the Amazon EC2 API",
+# https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html):
+# a resource just created may not be visible to the next calls; using a
+# security group right after CreateSecurityGroup can fail with
+# InvalidGroup.NotFound. AWS documents no duration: the window
+# (--sg-propagation-ms) is a guess, 0 by default. Only RunInstances (above)
+# and AuthorizeSecurityGroupIngress are affected here; DescribeSecurityGroups
+# shows the group at once (unknown on AWS).
+from moto.ec2.models import security_groups as sgmodels  # noqa: E402
+
+_orig_create_security_group = sgmodels.SecurityGroupBackend.create_security_group
+
+
+def create_security_group(self, *args, **kwargs):
+    group = _orig_create_security_group(self, *args, **kwargs)
+    if OPTS.sg_propagation > 0 and not kwargs.get("is_default") and not kwargs.get("force"):
+        group._emu_visible_at = time.monotonic() + OPTS.sg_propagation
+    return group
+
+
+sgmodels.SecurityGroupBackend.create_security_group = create_security_group
+
+_orig_authorize_ingress = EC2Response.authorize_security_group_ingress
+
+
+def authorize_security_group_ingress(self):
+    gid = self._get_param("GroupId")
+    if gid and _unpropagated_groups(self.ec2_backend, [gid]):
+        raise _err("InvalidGroup.NotFound", "The security group '%s' does not exist" % gid)
+    return _orig_authorize_ingress(self)
+
+
+# --- SSM: asynchronous validation of aws:ec2:image parameters ----------------
+# AWS ("Parameter data types in Parameter Store" and PutParameter's
+# DataType, https://docs.aws.amazon.com/systems-manager/latest/userguide/
+# parameter-store-ec2-aliases.html): for DataType aws:ec2:image, a 200 from
+# PutParameter does not mean the version was written: the value is
+# validated asynchronously after PutParameter returns, and if validation
+# fails (not an AMI id, or no such AMI available to the account) the
+# parameter is not created or updated. moto writes at once.
+#
+# Emulated: such a put answers with the version it will get (the last
+# written one plus the puts still pending, plus one) and is written only
+# --ssm-image-validation-ms later, when the next SSM call (or
+# DescribeImageReferences) comes; until then GetParameter, the history,
+# labels and listings do not see it. With --ssm-validate-image-exists the
+# AMI must exist (and be available) in the region when the version is
+# written, else the version is dropped; otherwise only the id's format is
+# checked. Guesses, where AWS documents nothing: the duration (0 by
+# default); that PutParameter without Overwrite refuses a name with a put
+# still pending (ParameterAlreadyExists); that DeleteParameter drops pending
+# puts; the numbering after a put whose validation failed.
+from moto.ssm import models as ssmmodels  # noqa: E402
+
+_AMI_ID_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_ssm_lock = threading.RLock()
+_orig_put_parameter = ssmmodels.SimpleSystemManagerBackend.put_parameter
+
+
+def _ssm_pending(backend):
+    return backend.__dict__.setdefault("_emu_pending_params", {})
+
+
+def _image_valid(backend, value):
+    if not _AMI_ID_RE.match(value or ""):
+        return False
+    if not OPTS.ssm_validate_image_exists:
+        return True
+    from moto.ec2.models import ec2_backends
+
+    ami = ec2_backends[backend.account_id][backend.region_name].amis.get(value)
+    return ami is not None and getattr(ami, "state", "available") == "available"
+
+
+def _apply_due(backend):
+    pending = _ssm_pending(backend)
+    now = time.monotonic()
+    with _ssm_lock:
+        for name in list(pending):
+            queue = pending[name]
+            while queue and queue[0][0] <= now:
+                _, args, kwargs = queue.pop(0)
+                if _image_valid(backend, args[2]):
+                    try:
+                        _orig_put_parameter(backend, *args, **kwargs)
+                    except Exception:  # refused when written: the version is not created
+                        pass
+            if not queue:
+                del pending[name]
+
+
+def put_parameter(self, name, description, value, parameter_type, allowed_pattern, keyid, overwrite, tags,
+                  data_type, tier=None, policies=None):
+    args = (name, description, value, parameter_type, allowed_pattern, keyid, overwrite, tags, data_type)
+    kwargs = {"tier": tier, "policies": policies}
+    if data_type != "aws:ec2:image" or OPTS.ssm_image_validation <= 0:
+        _apply_due(self)
+        return _orig_put_parameter(self, *args, **kwargs)
+    with _ssm_lock:
+        _apply_due(self)
+        versions = self._parameters.get(name) if name in self._parameters else None
+        queue = _ssm_pending(self).get(name, [])
+        last = (versions[-1].version if versions else 0) + len(queue)
+        if last > 0 and not overwrite:
+            raise ssmmodels.ParameterAlreadyExists
+        if not value:
+            # synchronous, as every put: an empty value is a validation error
+            return _orig_put_parameter(self, *args, **kwargs)
+        due = time.monotonic() + OPTS.ssm_image_validation
+        # later puts of the same name are written with Overwrite (their
+        # version follows the pending one)
+        wargs = args if last == 0 else args[:6] + (True,) + args[7:]
+        _ssm_pending(self).setdefault(name, []).append((due, wargs, kwargs))
+        return types.SimpleNamespace(version=last + 1, tier=tier or self.default_parameter_tier)
+
+
+ssmmodels.SimpleSystemManagerBackend.put_parameter = put_parameter
+
+
+def _applying_due(method):
+    orig = getattr(ssmmodels.SimpleSystemManagerBackend, method)
+
+    def wrapped(self, *args, **kwargs):
+        _apply_due(self)
+        if method == "delete_parameter" and args:
+            _ssm_pending(self).pop(args[0], None)
+        return orig(self, *args, **kwargs)
+
+    setattr(ssmmodels.SimpleSystemManagerBackend, method, wrapped)
+
+
+_orig_describe_image_references = describe_image_references
+
+
+def describe_image_references_applying(self):
+    try:
+        from moto.ssm.models import ssm_backends
+
+        _apply_due(ssm_backends[self.ec2_backend.account_id][self.ec2_backend.region_name])
+    except Exception:  # SSM not used in this account/region
+        pass
+    return _orig_describe_image_references(self)
+
+
+EC2Response.create_image = _with_ami_name_check(EC2Response.create_image)
+EC2Response.copy_image = _with_ami_name_check(_with_copy_token(EC2Response.copy_image))
+EC2Response.authorize_security_group_ingress = authorize_security_group_ingress
+EC2Response.describe_image_references = describe_image_references_applying
+for _m in ("get_parameter", "get_parameters", "get_parameter_history", "get_parameters_by_path",
+           "describe_parameters", "label_parameter_version", "unlabel_parameter_version",
+           "delete_parameter", "delete_parameters"):
+    _applying_due(_m)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
@@ -456,10 +732,16 @@ def main():
     p.add_argument("--no-capacity-types", default="")
     p.add_argument("--image-pending-polls", type=int, default=2)
     p.add_argument("--snapshot-inuse-after-deregister", type=int, default=1)
+    p.add_argument("--ssm-image-validation-ms", type=int, default=0)
+    p.add_argument("--ssm-validate-image-exists", action="store_true")
+    p.add_argument("--sg-propagation-ms", type=int, default=0)
     a = p.parse_args()
     OPTS.no_capacity_types = {t for t in a.no_capacity_types.split(",") if t}
     OPTS.image_pending_polls = a.image_pending_polls
     OPTS.snapshot_inuse_after_deregister = a.snapshot_inuse_after_deregister
+    OPTS.ssm_image_validation = a.ssm_image_validation_ms / 1000.0
+    OPTS.ssm_validate_image_exists = a.ssm_validate_image_exists
+    OPTS.sg_propagation = a.sg_propagation_ms / 1000.0
     sys.stdout.write("crabbox moto launcher: extensions loaded\n")
     sys.stdout.flush()
     moto.server.main(["-H", a.host, "-p", str(a.port)])

@@ -41,6 +41,20 @@ type Options struct {
 	// with InvalidSnapshot.InUse right after the image was deregistered.
 	// 0 means the default (1); negative means 0.
 	SnapshotInUseAfterDeregister int
+	// SSMImageValidation is how long a PutParameter of DataType
+	// aws:ec2:image stays unwritten after its 200 (SSM validates such
+	// values asynchronously; AWS documents no duration). 0 writes at once,
+	// as moto does.
+	SSMImageValidation time.Duration
+	// SSMValidateImageExists makes that validation drop a version whose
+	// AMI does not exist or is not available (AWS does); otherwise only the
+	// id's format is checked, so tests may use made-up AMI ids.
+	SSMValidateImageExists bool
+	// SecurityGroupPropagation is how long a new security group stays
+	// invisible to RunInstances and AuthorizeSecurityGroupIngress
+	// (InvalidGroup.NotFound), as EC2's eventual consistency allows. 0 makes
+	// it visible at once, as moto does.
+	SecurityGroupPropagation time.Duration
 }
 
 // Server is a running moto server.
@@ -133,6 +147,15 @@ func Launch(opts ...Options) (*Server, error) {
 	}
 	if o.SnapshotInUseAfterDeregister != 0 {
 		args = append(args, "--snapshot-inuse-after-deregister", strconv.Itoa(max(o.SnapshotInUseAfterDeregister, 0)))
+	}
+	if o.SSMImageValidation > 0 {
+		args = append(args, "--ssm-image-validation-ms", strconv.FormatInt(max(o.SSMImageValidation.Milliseconds(), 1), 10))
+	}
+	if o.SSMValidateImageExists {
+		args = append(args, "--ssm-validate-image-exists")
+	}
+	if o.SecurityGroupPropagation > 0 {
+		args = append(args, "--sg-propagation-ms", strconv.FormatInt(max(o.SecurityGroupPropagation.Milliseconds(), 1), 10))
 	}
 	cmd := exec.Command(py, args...)
 	s := &Server{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, dir: dir}
@@ -238,7 +261,8 @@ type Fault struct {
 	After bool
 	// Code is the AWS error code; default RequestLimitExceeded for EC2,
 	// ThrottlingException for SSM. Status is the HTTP status; default 503
-	// for EC2 throttling, 400 otherwise.
+	// for EC2 throttling, 500 for EC2's server error codes (the capacity
+	// errors, InternalError, Unavailable: see serverCodes), 400 otherwise.
 	Code   string
 	Status int
 	// Late, when positive, makes the rule a lag instead of an error: the
@@ -410,6 +434,19 @@ func (f *FaultTransport) roundTripLate(base http.RoundTripper, req *http.Request
 	}
 }
 
+// serverCodes are the EC2 error codes AWS lists as server errors (a 5xx
+// status), in "Error codes for the Amazon EC2 API", Server error codes.
+var serverCodes = map[string]bool{
+	"InsufficientAddressCapacity":          true,
+	"InsufficientCapacity":                 true,
+	"InsufficientInstanceCapacity":         true,
+	"InsufficientHostCapacity":             true,
+	"InsufficientReservedInstanceCapacity": true,
+	"InsufficientVolumeCapacity":           true,
+	"InternalError":                        true,
+	"Unavailable":                          true,
+}
+
 func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {
 	code, status := r.Code, r.Status
 	var body, ctype string
@@ -430,6 +467,8 @@ func faultResponse(req *http.Request, r *Fault, ssm bool) *http.Response {
 			status = 400
 			if code == "RequestLimitExceeded" {
 				status = 503
+			} else if serverCodes[code] {
+				status = 500
 			}
 		}
 		ctype = "text/xml;charset=UTF-8"
