@@ -40,6 +40,9 @@ type options struct {
 	adoptWait   time.Duration
 	adoptPoll   time.Duration
 	noRetries   bool
+	// pollSchedule is the pause after a poll made when the given time
+	// had been waited (WithPollSchedule).
+	pollSchedule func(waited time.Duration) time.Duration
 }
 
 // Option configures a Driver.
@@ -199,6 +202,26 @@ func WithAdoptWait(wait time.Duration) Option {
 	}
 }
 
+// WithPollSchedule sets the schedule of the driver's waits (for actions
+// such as create_server and create_image, and for a locked server or
+// image): schedule(waited) is the pause after a poll made when waited had
+// passed since the wait began. Default PollSchedule, which keeps a
+// 10-minute snapshot wait within PollBudget10m requests. It is a floor:
+// the driver pauses for it after each poll that found the action running,
+// and hcloud-go's action waiting then adds the client's own poll backoff
+// (hcloud.WithPollOpts; 500 ms by default), so the budget holds whatever
+// the client was built with. A schedule should return positive pauses;
+// tests use short ones.
+func WithPollSchedule(schedule func(waited time.Duration) time.Duration) Option {
+	return func(c *options) error {
+		if schedule == nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil poll schedule")
+		}
+		c.pollSchedule = schedule
+		return nil
+	}
+}
+
 // WithClientRetries tells the driver whether its hcloud client retries each
 // API request itself, as hcloud-go does by default (hcloud.WithRetryOpts:
 // rate limits, conflicts, gateway errors and timeouts, with its backoff).
@@ -237,6 +260,8 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		orphanGrace: DefaultOrphanGrace,
 		adoptWait:   DefaultAdoptWait,
 		adoptPoll:   time.Second,
+
+		pollSchedule: PollSchedule,
 	}
 	for _, opt := range opts {
 		if opt == nil {

@@ -358,12 +358,25 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 		return nil
 	}
 	if s.Status != hcloud.ServerStatusDeleting {
-		if _, _, err := d.c.Server.DeleteWithResult(ctx, s); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return mapErr("delete server", err)
+		if err := d.deleteServer(ctx, s.ID, "delete server"); err != nil {
+			return err
 		}
 	}
 	if tok := s.Labels[d.rk(LabelToken)]; tok != "" {
 		return d.deleteLeaseKeys(ctx, tok)
+	}
+	return nil
+}
+
+// deleteServer deletes server id, waiting out a running action that locks
+// it (see unlocked); a server already gone is not an error.
+func (d *Driver) deleteServer(ctx context.Context, id int64, what string) error {
+	err := d.unlocked(ctx, "server", id, what, func(ctx context.Context) error {
+		_, _, err := d.c.Server.DeleteWithResult(ctx, &hcloud.Server{ID: id})
+		return err
+	})
+	if err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		return mapErr(what, err)
 	}
 	return nil
 }

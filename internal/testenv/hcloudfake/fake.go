@@ -66,7 +66,8 @@
 // firewalls, primary IPs: network ids give the server a private address in
 // 10.0.0.0/8, firewall ids are accepted and ignored);
 // server protection cannot be changed; actions end after a number of reads
-// (Options.ActionSteps), not after a time; the rate limit is one bucket for
+// (Options.ActionSteps) unless Options.ActionDurations gives their command
+// a time; the rate limit is one bucket for
 // every token; an injected rate_limit_exceeded fault reports
 // RateLimit-Remaining 0 without emptying the bucket.
 package hcloudfake
@@ -165,6 +166,12 @@ type Options struct {
 	// ActionSteps is how many reads a running action takes to finish
 	// (default 2: progress 0, 50, 100).
 	ActionSteps int
+	// ActionDurations makes the actions of the given commands (e.g.
+	// "create_image") run for a time instead of a number of reads: such
+	// an action is "running" until that long (by Now) after it started,
+	// however often it is read, as on the API. Tests measuring how often
+	// a client polls a long action use it.
+	ActionDurations map[string]time.Duration
 	// ImageSizeGB is the image_size of a finished snapshot (default 1.8).
 	ImageSizeGB float32
 	// Boot, if set, starts a box for every created server (see Box).
@@ -296,6 +303,8 @@ type image struct {
 
 type action struct {
 	s     schema.Action
+	now   func() time.Time
+	until time.Time // set: running until then (Options.ActionDurations), reads do not count
 	steps int
 	reads int
 	fail  *schema.ActionError // set: the action ends in "error" with it

@@ -21,6 +21,9 @@ func (f *Fake) newAction(command string, res ...schema.ActionResourceReference) 
 		ID: f.newID("action"), Status: "running", Command: command,
 		Started: f.now(), Resources: res,
 	}}
+	if d := f.opts.ActionDurations[command]; d > 0 {
+		a.now, a.until = f.opts.Now, f.opts.Now().Add(d)
+	}
 	f.actions[a.s.ID] = a
 	return a
 }
@@ -61,6 +64,16 @@ func locked(kind string, id int64, a *action) *apiError {
 // advance moves a running action one step (lock held).
 func (a *action) advance() {
 	if a == nil || a.s.Status != "running" {
+		return
+	}
+	if !a.until.IsZero() {
+		now := a.now()
+		if !now.Before(a.until) {
+			a.finish()
+			return
+		}
+		d := a.until.Sub(a.s.Started)
+		a.s.Progress = min(99, int(100-100*a.until.Sub(now)/max(d, 1)))
 		return
 	}
 	a.reads++
