@@ -25,7 +25,7 @@ type Driver struct {
 }
 
 type options struct {
-	location    string
+	locations   []string // tried in order; empty: Hetzner chooses
 	types       map[string]map[string][]string
 	baseImage   string
 	networks    []int64
@@ -49,13 +49,38 @@ type options struct {
 type Option func(*options) error
 
 // WithLocation sets the location servers are created in (e.g. "fsn1",
-// "nbg1", "hel1", "ash"). Default: Hetzner chooses.
-func WithLocation(name string) Option {
+// "nbg1", "hel1", "ash"). Default: Hetzner chooses. It is
+// WithLocations with one location: no location fallback.
+func WithLocation(name string) Option { return WithLocations(name) }
+
+// WithLocations sets the locations servers are created in, in order of
+// preference (e.g. "fsn1", "nbg1", "hel1"). When Hetzner answers a server
+// create with a capacity error (resource_unavailable, "try with a
+// different location", placement_error, ...), the driver tries the same
+// server type in the next location before it reports ErrCapacity, upon
+// which the SDK moves to the class's next type, again through every
+// location. So every location is tried for a type before the next type:
+// Hetzner runs out of stock per location far more often than a type runs
+// out everywhere, and the class's type list is ordered by what the lease
+// should run on, which a location does not change. A quota error
+// (ErrQuota) is project-wide and tried nowhere else. The request token
+// stays the same in every location, so a retried create still adopts
+// the one server, wherever it landed. With WithNetworks, the locations
+// must be in the networks' zone. Info().Region is the first location.
+func WithLocations(names ...string) Option {
 	return func(c *options) error {
-		if name == "" {
-			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+		if len(names) == 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: no location")
 		}
-		c.location = name
+		for i, name := range names {
+			if name == "" {
+				return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+			}
+			if slices.Contains(names[:i], name) {
+				return provider.Errorf(provider.ErrInvalidArgument, "hetzner: location %q given twice", name)
+			}
+		}
+		c.locations = slices.Clone(names)
 		return nil
 	}
 }
@@ -288,7 +313,11 @@ var (
 // existing (and billing), so ShutdownTerminates is false and the SDK's Reap
 // enforces lease TTLs.
 func (d *Driver) Info() provider.Info {
-	return provider.Info{Name: Name, Region: d.o.location}
+	region := ""
+	if len(d.o.locations) > 0 {
+		region = d.o.locations[0]
+	}
+	return provider.Info{Name: Name, Region: region}
 }
 
 // RetriesRequests reports whether the hcloud client retries each API
