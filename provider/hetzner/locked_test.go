@@ -116,3 +116,27 @@ func TestImageCallsRetryLocked(t *testing.T) {
 		t.Fatal("image left")
 	}
 }
+
+// conflict ("the resource has changed during the request, please retry")
+// is retried by hcloud-go when the client retries; the driver retries it
+// only for a client that does not, so attempts never multiply.
+func TestDeleteRetriesConflictOnlyWithoutClientRetries(t *testing.T) {
+	for _, clientRetries := range []bool{false, true} {
+		var deletes atomic.Int32
+		e := newEnv(t, hcloudfake.Options{}, 0, hetzner.WithClientRetries(clientRetries))
+		m := e.runningMachine(t, "cbx_0123456789ab")
+		e.fakeBefore(func(r *http.Request) {
+			if r.Method == "DELETE" && r.URL.Path == "/servers/"+m.ID {
+				deletes.Add(1)
+			}
+		})
+		e.fake.InjectFault(hcloudfake.Fault{Method: "DELETE", Path: "/servers/*", Code: "conflict", Times: 2})
+		err := e.d.DeleteMachine(ctxFor(t, time.Minute), m.ID)
+		switch {
+		case !clientRetries && (err != nil || deletes.Load() != 3 || e.fake.State().Servers != 0):
+			t.Fatalf("without client retries: %v after %d deletes, want success after 3", err, deletes.Load())
+		case clientRetries && (!errors.Is(err, provider.ErrConflict) || deletes.Load() != 1):
+			t.Fatalf("with client retries (here none): %v after %d deletes, want ErrConflict after one (hcloud-go's to retry)", err, deletes.Load())
+		}
+	}
+}
