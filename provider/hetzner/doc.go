@@ -48,7 +48,8 @@
 // context's error so the SDK releases it; if an action fails, the driver
 // deletes the server and its key itself and returns the hcloud.ActionError
 // wrapped with a portable code (ErrUnavailable, or ErrCapacity for capacity
-// codes). DeleteMachine deletes the server and the lease's key. Hetzner
+// codes, which with WithLocations first moves the create to the next
+// location, with the lease key uploaded again). DeleteMachine deletes the server and the lease's key. Hetzner
 // runs one action at a time on a server or image and answers other changes
 // with 423 locked meanwhile (a release during a poweroff or a snapshot):
 // DeleteMachine, DeleteImage and ProtectImage then wait for the running

@@ -56,7 +56,9 @@ func WithLocation(name string) Option { return WithLocations(name) }
 // WithLocations sets the locations servers are created in, in order of
 // preference (e.g. "fsn1", "nbg1", "hel1"). When Hetzner answers a server
 // create with a capacity error (resource_unavailable, "try with a
-// different location", placement_error, ...), the driver tries the same
+// different location", placement_error, ...), or accepts it and then fails
+// its create_server action for capacity (the server is deleted with its
+// lease key, and the key uploaded again), the driver tries the same
 // server type in the next location before it reports ErrCapacity, upon
 // which the SDK moves to the class's next type, again through every
 // location. So every location is tried for a type before the next type:

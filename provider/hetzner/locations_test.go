@@ -129,3 +129,34 @@ func TestWithLocationsChecksItsArguments(t *testing.T) {
 		}
 	}
 }
+
+// The API also accepts a create and fails its create_server action with
+// resource_unavailable later: the driver deletes that server and moves on
+// to the next location too, with a fresh lease key.
+func TestLocationFallbackAfterFailedCreateAction(t *testing.T) {
+	e := newEnv(t, hcloudfake.Options{}, 2, hetzner.WithLocations("fsn1", "nbg1"))
+	e.fake.SetLateNoCapacity("fsn1")
+	ctx := ctxFor(t, time.Minute)
+	m, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_00000000000a", "cx22"))
+	if err != nil {
+		t.Fatalf("CreateMachine: %v", err)
+	}
+	srv := e.fake.Servers()
+	if len(srv) != 1 || srv[0].Location.Name != "nbg1" || m.State != provider.MachineRunning {
+		t.Fatalf("servers %+v, machine %+v: want one running in nbg1", srv, m)
+	}
+	if keys := e.fake.SSHKeys(); len(keys) != 1 || len(srv[0].Labels) == 0 {
+		t.Fatalf("keys %+v: want the lease's one", keys)
+	}
+	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Failing late everywhere: ErrCapacity, nothing left.
+	e.fake.SetLateNoCapacity("nbg1")
+	if _, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_00000000000b", "cx22")); !errors.Is(err, provider.ErrCapacity) {
+		t.Fatalf("late failure everywhere: %v, want ErrCapacity", err)
+	}
+	if st := e.fake.State(); st.Servers != 0 || st.SSHKeys != 0 {
+		t.Fatalf("left %+v", st)
+	}
+}

@@ -97,7 +97,18 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 		case err != nil:
 			return sc.createFailed(ctx, err)
 		}
-		return d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), sc.ownKey)
+		m, err := d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), sc.ownKey)
+		if m != nil || !errors.Is(err, provider.ErrCapacity) || i == len(locations)-1 || ctx.Err() != nil {
+			return m, err
+		}
+		// The create was accepted but its create_server action failed
+		// for capacity (seen on the API): settleServer deleted the
+		// server and the lease key; upload the key again and try the
+		// next location.
+		full = append(full, loc)
+		if keys, err = sc.leaseKeys(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return nil, provider.Errorf(provider.ErrCapacity, "hetzner: create server: no location") // not reached
 }

@@ -57,7 +57,9 @@
 //     without capacity answers resource_unavailable naming the location
 //     and asking to try a different one, as the API does when a location
 //     is out of stock; without a location the fake places the server in
-//     the first location that has capacity.
+//     the first location that has capacity. SetLateNoCapacity emulates
+//     the later form seen on the API: the create is accepted (201) and its
+//     create_server action then fails with resource_unavailable.
 //
 // Known differences from the real API (the provider does not rely on them):
 // a deleted server disappears at once (the delete_server action still runs
@@ -269,6 +271,7 @@ type Fake struct {
 	refilled   time.Time // when tokens was last brought up to date
 	requests   int
 	noCapacity map[string]map[string]bool // location -> server type ("" = all) -> out of stock
+	lateNoCap  map[string]bool            // location -> create_server actions fail with resource_unavailable
 	closed     bool
 	bootCtx    context.Context
 	bootCancel context.CancelFunc
@@ -346,6 +349,7 @@ func New(opts Options) *Fake {
 		tokens:     float64(opts.RateLimit),
 		refilled:   opts.Now(),
 		noCapacity: map[string]map[string]bool{},
+		lateNoCap:  map[string]bool{},
 	}
 	f.bootCtx, f.bootCancel = context.WithCancel(context.Background())
 	for _, t := range opts.ServerTypes {

@@ -6,6 +6,7 @@ package hcloudfake
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -192,5 +193,28 @@ func TestCapacityPerLocation(t *testing.T) {
 	}
 	if f.State().Servers != 3 {
 		t.Fatalf("%d servers, want 3", f.State().Servers)
+	}
+}
+
+func TestLateCapacityFailure(t *testing.T) {
+	f := newFake(t, Options{})
+	c := newClient(t, f)
+	ctx := context.Background()
+	f.SetLateNoCapacity("fsn1")
+	res, _, err := c.Server.Create(ctx, hcloud.ServerCreateOpts{Name: "a", ServerType: &hcloud.ServerType{Name: "cx22"},
+		Image: &hcloud.Image{Name: "ubuntu-24.04"}, Location: &hcloud.Location{Name: "fsn1"}})
+	if err != nil {
+		t.Fatalf("create is accepted: %v", err)
+	}
+	err = c.Action.WaitFor(ctx, res.Action)
+	var ae hcloud.ActionError
+	if !errors.As(err, &ae) || ae.Code != "resource_unavailable" {
+		t.Fatalf("create_server action: %v, want it failed with resource_unavailable", err)
+	}
+	f.SetCapacity("fsn1")
+	res, _, err = c.Server.Create(ctx, hcloud.ServerCreateOpts{Name: "b", ServerType: &hcloud.ServerType{Name: "cx22"},
+		Image: &hcloud.Image{Name: "ubuntu-24.04"}, Location: &hcloud.Location{Name: "fsn1"}})
+	if err != nil || c.Action.WaitFor(ctx, res.Action) != nil {
+		t.Fatalf("restocked: %v", err)
 	}
 }

@@ -355,6 +355,10 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 	ref := schema.ActionResourceReference{ID: id, Type: "server"}
 	s.create = f.newAction("create_server", ref)
 	s.create.done = func() { s.s.Status = "running" }
+	if f.lateNoCap[loc] {
+		s.create.fail = &schema.ActionError{Code: "resource_unavailable", Message: "resource is currently unavailable in location " + loc}
+		s.create.fails = func() { s.s.Status = "off" }
+	}
 	f.servers[id] = s
 	boot := f.opts.Boot
 	breq := BootRequest{ID: id, Name: req.Name, UserData: req.UserData, IPv4: ip, Labels: copyLabels(labels),
@@ -433,11 +437,21 @@ func (f *Fake) SetNoCapacity(location string, serverTypes ...string) {
 	}
 }
 
+// SetLateNoCapacity makes location accept server creates whose
+// create_server action then fails with resource_unavailable (after its
+// running steps), leaving the server "off". SetCapacity undoes it.
+func (f *Fake) SetLateNoCapacity(location string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lateNoCap[location] = true
+}
+
 // SetCapacity gives location capacity for every server type again.
 func (f *Fake) SetCapacity(location string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.noCapacity, location)
+	delete(f.lateNoCap, location)
 }
 
 func indexOf(xs []string, x string) int {
