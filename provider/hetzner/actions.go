@@ -15,20 +15,36 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// PollOpts is the recommended action wait schedule for the hcloud client
-// the driver is given (hcloud.WithPollOpts(hetzner.PollOpts())): 1 s
-// between the early polls, then a tenth of the time waited, at most 30 s,
-// so a wait ends within max(2 s, 10 %) of the action finishing and a long
-// one asks the API about every 21 s on average. (hcloud-go's own default
-// polls every 500 ms however long the action takes.)
+// PollSchedule is the driver's default wait schedule (WithPollSchedule):
+// the pause after a poll made when waited had passed since the wait began,
+// 1 s for the first 10 s, then a tenth of the time waited, at most 30 s.
+// A wait so ends within max(2 s, 10 %) of the action finishing, and a
+// 10-minute snapshot wait asks the API PollBudget10m times at most (where
+// hcloud-go's default of a poll every 500 ms asks 1,200 times), so several
+// bakes fit in Hetzner's 3,600 requests per hour (docs/providers.md).
+func PollSchedule(waited time.Duration) time.Duration { return pollsched.After(waited) }
+
+// PollBudget10m is the most polls PollSchedule makes in a 10-minute wait.
+const PollBudget10m = 60
+
+// PollOpts is PollSchedule as hcloud-go poll options, for other uses of
+// the hcloud client (hcloud.WithPollOpts(hetzner.PollOpts())). The
+// driver's own waits keep their budget without it (WithPollSchedule is a
+// floor under the client's poll backoff); with it they pause about twice
+// the schedule, so a client for the driver alone is best left at
+// hcloud-go's default or given a short poll backoff.
 func PollOpts() hcloud.PollOpts {
 	return hcloud.PollOpts{BackoffFunc: func(retries int) time.Duration { return pollsched.Delay(retries + 1) }}
 }
 
-// waitActions waits until the actions finished, through hcloud-go's action
-// waiting: it polls with the poll backoff the caller configured on the
-// hcloud client (hcloud.WithPollOpts, PollOpts recommended) and stops when
-// ctx ends.
+// waitActions waits until the actions finished, through hcloud-go's
+// action waiting (which sleeps the poll backoff of the hcloud client,
+// hcloud.WithPollOpts, before each poll) with the driver's schedule as a
+// floor: after each poll that found an action running, the driver first
+// pauses for WithPollSchedule (PollSchedule by default), so the rate
+// budget holds whatever poll options the client was built with. The
+// actions are waited for one after the other (each poll asks for one).
+// It stops when ctx ends.
 //
 // The error tells the three outcomes apart: when ctx ended it matches the
 // context's error and carries no provider code (nobody retries it); when an
@@ -36,7 +52,7 @@ func PollOpts() hcloud.PollOpts {
 // the action's error code (see actionClass); any other failure (the API
 // could not be asked) is mapped like every API error.
 func (d *Driver) waitActions(ctx context.Context, what string, actions ...*hcloud.Action) error {
-	err := d.c.Action.WaitFor(ctx, actions...)
+	err := d.pollActions(ctx, actions)
 	if err == nil {
 		return nil
 	}
@@ -51,6 +67,97 @@ func (d *Driver) waitActions(ctx context.Context, what string, actions ...*hclou
 		return provider.Wrap(actionClass(ae.Code), fmt.Errorf("hetzner: %s failed: %w", what, err))
 	}
 	return mapErr("wait for "+what, err)
+}
+
+// pollActions waits for the actions, one after the other: nil when all
+// succeeded, the hcloud.ActionError of the first that failed, the
+// context's error when ctx ended, or the API's error.
+func (d *Driver) pollActions(ctx context.Context, actions []*hcloud.Action) error {
+	start := time.Now()
+	for _, a := range actions {
+		if a == nil {
+			continue
+		}
+		err := d.c.Action.WaitForFunc(ctx, func(u *hcloud.Action) error {
+			switch u.Status {
+			case hcloud.ActionStatusError:
+				return u.Error()
+			case hcloud.ActionStatusRunning:
+				// Still running after this poll: the driver's pause
+				// before hcloud-go's own.
+				return sleep(ctx, d.o.pollSchedule(time.Since(start)))
+			}
+			return nil
+		}, a)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sleep waits for d or until ctx ends (then it returns ctx's error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// unlocked runs op, a mutating request on the server or image id (kind
+// "server" or "image"), until the API stops answering 423 locked: Hetzner
+// runs one action at a time on a resource and refuses other changes
+// meanwhile ("locked: there is already an Action running",
+// https://docs.hetzner.cloud/#errors). After a locked answer the driver
+// waits for the actions running on the resource (on its poll schedule; a
+// failed action unlocks too) and tries again; when none shows, it pauses
+// on the schedule first. A conflict ("the resource has changed during the
+// request, please retry") is retried the same way when the hcloud client
+// does not retry requests itself (WithClientRetries(false)); hcloud-go
+// retries it otherwise, and the two are not stacked. hcloud-go does not
+// retry locked and the crabbox client never retries ErrConflict, so this
+// is the one layer that retries a lock. It returns op's last error
+// (unmapped), or, when ctx ended while the resource was still locked, an
+// error matching the context's error and no provider code.
+func (d *Driver) unlocked(ctx context.Context, kind string, id int64, what string, op func(context.Context) error) error {
+	start := time.Now()
+	for {
+		err := op(ctx)
+		if err == nil || !(hcloud.IsError(err, hcloud.ErrorCodeLocked) || d.o.noRetries && hcloud.IsError(err, hcloud.ErrorCodeConflict)) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("hetzner: %s: %s %d still locked when the context ended: %w", what, kind, id, ctx.Err())
+		}
+		var running []*hcloud.Action
+		var lerr error
+		opts := hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}}
+		if kind == "image" {
+			running, lerr = d.c.Image.Action.AllFor(ctx, &hcloud.Image{ID: id}, opts)
+		} else {
+			running, lerr = d.c.Server.Action.AllFor(ctx, &hcloud.Server{ID: id}, opts)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("hetzner: %s: %s %d still locked when the context ended: %w", what, kind, id, ctx.Err())
+		case hcloud.IsError(lerr, hcloud.ErrorCodeNotFound):
+			// Gone meanwhile: the next attempt says so.
+		case lerr != nil:
+			return lerr
+		case len(running) > 0:
+			if werr := d.pollActions(ctx, running); werr != nil && ctx.Err() != nil {
+				return fmt.Errorf("hetzner: %s: %s %d still locked when the context ended: %w", what, kind, id, ctx.Err())
+			}
+			continue
+		}
+		if serr := sleep(ctx, d.o.pollSchedule(time.Since(start))); serr != nil {
+			return fmt.Errorf("hetzner: %s: %s %d still locked when the context ended: %w", what, kind, id, serr)
+		}
+	}
 }
 
 // actionFailure returns the action error in err, if an action failed.
@@ -116,8 +223,8 @@ func (d *Driver) releaseServer(ctx context.Context, s *hcloud.Server, ownKey *hc
 	cctx, cancel := d.detached(ctx)
 	defer cancel()
 	var errs []error
-	if _, _, err := d.c.Server.DeleteWithResult(cctx, s); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-		errs = append(errs, mapErr("delete failed server", err))
+	if err := d.deleteServer(cctx, s.ID, "delete failed server"); err != nil {
+		errs = append(errs, err)
 	}
 	if tok := s.Labels[d.rk(LabelToken)]; tok != "" {
 		if err := d.deleteLeaseKeys(cctx, tok); err != nil {

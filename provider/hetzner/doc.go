@@ -6,7 +6,7 @@
 // endpoint, poll and retry backoff):
 //
 //	client := hcloud.NewClient(hcloud.WithToken(os.Getenv("HCLOUD_TOKEN")))
-//	d, err := hetzner.New(client, hetzner.WithLocation("fsn1"))
+//	d, err := hetzner.New(client, hetzner.WithLocations("fsn1", "nbg1", "hel1"))
 //
 // It implements provider.Driver, provider.Images, provider.Channels and
 // provider.Protector. Hetzner cannot set a deprecation time on snapshots, so
@@ -26,18 +26,37 @@
 // is resolved the same way. hcloud-go retries each request itself (its
 // retry options), so the driver reports RetriesRequests and the crabbox
 // client does not retry its calls on top (WithClientRetries(false) for a
-// client without retries). Capacity and limit errors (resource_limit_exceeded,
-// resource_unavailable, placement_error, ...) wrap provider.ErrCapacity so the
-// SDK moves to the next server type of the class. CreateMachine then waits
-// for the create_server action and its next actions (for an adopted server,
-// for whatever still runs on it) through hcloud-go's action waiting, which
-// polls with the poll backoff configured on the hcloud client
-// (hcloud.WithPollOpts), and returns the server running with its address.
+// client without retries). Errors are classified by their Hetzner code,
+// not their HTTP status (the API does not always answer with the status
+// of its Errors table). Capacity errors (resource_unavailable,
+// placement_error, ...) wrap provider.ErrCapacity: Hetzner runs out of
+// stock per location ("try with a different location"), so with
+// WithLocations the driver first tries the same server type in the next
+// location, and only when every location refused does the SDK move to the
+// next server type of the class. Project limits (resource_limit_exceeded,
+// server_limit_exceeded, dedicated_core_limit) wrap provider.ErrQuota,
+// never ErrCapacity: another type or location counts against the same
+// limit, so neither the driver nor the SDK falls back on them.
+// CreateMachine then waits for the create_server action and its next
+// actions (for an adopted server, for whatever still runs on it) through
+// hcloud-go's action waiting, with the driver's poll schedule
+// (WithPollSchedule, PollSchedule by default) as a floor under the hcloud
+// client's poll backoff, so a wait keeps a budget of requests (a 10-minute
+// snapshot wait polls at most PollBudget10m times) whatever the client's
+// poll options, and returns the server running with its address.
 // If ctx ends during the wait, the half-made server is returned with the
 // context's error so the SDK releases it; if an action fails, the driver
 // deletes the server and its key itself and returns the hcloud.ActionError
 // wrapped with a portable code (ErrUnavailable, or ErrCapacity for capacity
-// codes). DeleteMachine deletes the server and the lease's key.
+// codes, which with WithLocations first moves the create to the next
+// location, with the lease key uploaded again). DeleteMachine deletes the server and the lease's key. Hetzner
+// runs one action at a time on a server or image and answers other changes
+// with 423 locked meanwhile (a release during a poweroff or a snapshot):
+// DeleteMachine, DeleteImage and ProtectImage then wait for the running
+// actions and try again, bounded by the context (hcloud-go does not retry
+// locked, and the SDK never retries ErrConflict, so this is the one layer
+// that does); a lock that outlasts the context ends with the context's
+// error.
 //
 // # Images
 //

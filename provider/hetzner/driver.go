@@ -25,7 +25,7 @@ type Driver struct {
 }
 
 type options struct {
-	location    string
+	locations   []string // tried in order; empty: Hetzner chooses
 	types       map[string]map[string][]string
 	baseImage   string
 	networks    []int64
@@ -40,19 +40,49 @@ type options struct {
 	adoptWait   time.Duration
 	adoptPoll   time.Duration
 	noRetries   bool
+	// pollSchedule is the pause after a poll made when the given time
+	// had been waited (WithPollSchedule).
+	pollSchedule func(waited time.Duration) time.Duration
 }
 
 // Option configures a Driver.
 type Option func(*options) error
 
 // WithLocation sets the location servers are created in (e.g. "fsn1",
-// "nbg1", "hel1", "ash"). Default: Hetzner chooses.
-func WithLocation(name string) Option {
+// "nbg1", "hel1", "ash"). Default: Hetzner chooses. It is
+// WithLocations with one location: no location fallback.
+func WithLocation(name string) Option { return WithLocations(name) }
+
+// WithLocations sets the locations servers are created in, in order of
+// preference (e.g. "fsn1", "nbg1", "hel1"). When Hetzner answers a server
+// create with a capacity error (resource_unavailable, "try with a
+// different location", placement_error, ...), or accepts it and then fails
+// its create_server action for capacity (the server is deleted with its
+// lease key, and the key uploaded again), the driver tries the same
+// server type in the next location before it reports ErrCapacity, upon
+// which the SDK moves to the class's next type, again through every
+// location. So every location is tried for a type before the next type:
+// Hetzner runs out of stock per location far more often than a type runs
+// out everywhere, and the class's type list is ordered by what the lease
+// should run on, which a location does not change. A quota error
+// (ErrQuota) is project-wide and tried nowhere else. The request token
+// stays the same in every location, so a retried create still adopts
+// the one server, wherever it landed. With WithNetworks, the locations
+// must be in the networks' zone. Info().Region is the first location.
+func WithLocations(names ...string) Option {
 	return func(c *options) error {
-		if name == "" {
-			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+		if len(names) == 0 {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: no location")
 		}
-		c.location = name
+		for i, name := range names {
+			if name == "" {
+				return provider.Errorf(provider.ErrInvalidArgument, "hetzner: empty location")
+			}
+			if slices.Contains(names[:i], name) {
+				return provider.Errorf(provider.ErrInvalidArgument, "hetzner: location %q given twice", name)
+			}
+		}
+		c.locations = slices.Clone(names)
 		return nil
 	}
 }
@@ -199,6 +229,26 @@ func WithAdoptWait(wait time.Duration) Option {
 	}
 }
 
+// WithPollSchedule sets the schedule of the driver's waits (for actions
+// such as create_server and create_image, and for a locked server or
+// image): schedule(waited) is the pause after a poll made when waited had
+// passed since the wait began. Default PollSchedule, which keeps a
+// 10-minute snapshot wait within PollBudget10m requests. It is a floor:
+// the driver pauses for it after each poll that found the action running,
+// and hcloud-go's action waiting then adds the client's own poll backoff
+// (hcloud.WithPollOpts; 500 ms by default), so the budget holds whatever
+// the client was built with. A schedule should return positive pauses;
+// tests use short ones.
+func WithPollSchedule(schedule func(waited time.Duration) time.Duration) Option {
+	return func(c *options) error {
+		if schedule == nil {
+			return provider.Errorf(provider.ErrInvalidArgument, "hetzner: nil poll schedule")
+		}
+		c.pollSchedule = schedule
+		return nil
+	}
+}
+
 // WithClientRetries tells the driver whether its hcloud client retries each
 // API request itself, as hcloud-go does by default (hcloud.WithRetryOpts:
 // rate limits, conflicts, gateway errors and timeouts, with its backoff).
@@ -237,6 +287,8 @@ func New(client *hcloud.Client, opts ...Option) (*Driver, error) {
 		orphanGrace: DefaultOrphanGrace,
 		adoptWait:   DefaultAdoptWait,
 		adoptPoll:   time.Second,
+
+		pollSchedule: PollSchedule,
 	}
 	for _, opt := range opts {
 		if opt == nil {
@@ -263,7 +315,11 @@ var (
 // existing (and billing), so ShutdownTerminates is false and the SDK's Reap
 // enforces lease TTLs.
 func (d *Driver) Info() provider.Info {
-	return provider.Info{Name: Name, Region: d.o.location}
+	region := ""
+	if len(d.o.locations) > 0 {
+		region = d.o.locations[0]
+	}
+	return provider.Info{Name: Name, Region: region}
 }
 
 // RetriesRequests reports whether the hcloud client retries each API

@@ -59,13 +59,16 @@ func newEnv(t *testing.T, fo hcloudfake.Options, retries int, opts ...hetzner.Op
 		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(time.Millisecond)}),
 		hcloud.WithRetryOpts(hcloud.RetryOpts{BackoffFunc: hcloud.ConstantBackoff(time.Millisecond), MaxRetries: retries}),
 	)
-	d, err := hetzner.New(c, opts...)
+	d, err := hetzner.New(c, append([]hetzner.Option{hetzner.WithPollSchedule(fastPolls)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.fake, e.client, e.d = f, c, d
 	return e
 }
+
+// fastPolls is the tests' wait schedule: a poll every millisecond.
+func fastPolls(time.Duration) time.Duration { return time.Millisecond }
 
 func authorizedKey(t testing.TB) []byte {
 	t.Helper()

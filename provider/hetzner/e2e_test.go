@@ -32,10 +32,10 @@ type world struct {
 	c     *crabbox.Client
 }
 
-func newWorld(t *testing.T, fo hcloudfake.Options) *world {
+func newWorld(t *testing.T, fo hcloudfake.Options, opts ...hetzner.Option) *world {
 	t.Helper()
 	boxes := sshbox.New(t)
-	e := newEnv(t, boxes.Options(fo), 2)
+	e := newEnv(t, boxes.Options(fo), 2, opts...)
 	c, err := crabbox.New(e.d,
 		crabbox.WithStateDir(t.TempDir()),
 		crabbox.WithDialer(e.fake.Dial),

@@ -31,6 +31,10 @@ func mapErr(op string, err error) error {
 	return provider.Wrap(classify(err), fmt.Errorf("hetzner: %s: %w", op, err))
 }
 
+// classify returns the portable code of err: by its Hetzner error code
+// when it has one (the API's statuses do not always follow its Errors
+// table, https://docs.hetzner.cloud/#errors), by its HTTP status only for
+// an unknown code.
 func classify(err error) error {
 	var apiErr hcloud.Error
 	if errors.As(err, &apiErr) {
@@ -62,6 +66,8 @@ func codeClass(code hcloud.ErrorCode) error {
 	switch code {
 	case hcloud.ErrorCodeNotFound:
 		return provider.ErrNotFound
+	// locked and conflict are transient; releases and deletes wait them
+	// out (see unlocked), other calls report them.
 	case hcloud.ErrorCodeConflict, hcloud.ErrorCodeLocked, hcloud.ErrorCodeUniquenessError,
 		hcloud.ErrorCodeProtected, hcloud.ErrorCodeResourceInUse, hcloud.ErrorCodeServerNotStopped:
 		return provider.ErrConflict
@@ -79,7 +85,7 @@ func codeClass(code hcloud.ErrorCode) error {
 		hcloud.ErrorCodeBadGateway, hcloud.ErrorCodeTimeout, hcloud.ErrorCodeUnknownError,
 		hcloud.ErrorCodeRobotUnavailable, "unavailable":
 		return provider.ErrUnavailable
-	case hcloud.ErrorCodeForbidden, hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeResourceLocked:
+	case hcloud.ErrorCodeForbidden, hcloud.ErrorCodeUnauthorized, hcloud.ErrorCodeResourceLocked, "token_readonly":
 		return provider.ErrPermission
 	case hcloud.ErrorCodeInvalidInput, hcloud.ErrorCodeJSONError, hcloud.ErrorCodeInvalidServerType:
 		return provider.ErrInvalidArgument

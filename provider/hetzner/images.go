@@ -105,8 +105,8 @@ func (d *Driver) adoptImage(ctx context.Context, token string) (*hcloud.Image, e
 	}
 	sort.Slice(ims, func(i, j int) bool { return ims[i].ID < ims[j].ID })
 	for _, dup := range ims[1:] {
-		if _, err := d.c.Image.Delete(ctx, dup); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return ims[0], mapErr("delete duplicate image", err)
+		if err := d.deleteImage(ctx, dup.ID, "delete duplicate image"); err != nil {
+			return ims[0], err
 		}
 	}
 	return ims[0], nil
@@ -164,8 +164,18 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return nil
 	}
-	if _, err := d.c.Image.Delete(ctx, &hcloud.Image{ID: n}); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-		return mapErr("delete image", err)
+	return d.deleteImage(ctx, n, "delete image")
+}
+
+// deleteImage deletes image id, waiting out a running action that locks it
+// (see unlocked); an image already gone is not an error.
+func (d *Driver) deleteImage(ctx context.Context, id int64, what string) error {
+	err := d.unlocked(ctx, "image", id, what, func(ctx context.Context) error {
+		_, err := d.c.Image.Delete(ctx, &hcloud.Image{ID: id})
+		return err
+	})
+	if err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		return mapErr(what, err)
 	}
 	return nil
 }
@@ -187,13 +197,19 @@ func (d *Driver) UpdateImageLabels(ctx context.Context, id string, labels map[st
 	return nil
 }
 
-// ProtectImage sets or lifts delete protection, waiting for the action.
+// ProtectImage sets or lifts delete protection, waiting for the action
+// (and first for an action that locks the image, such as its creation).
 func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) error {
 	n, err := parseID("image", id)
 	if err != nil {
 		return err
 	}
-	a, _, err := d.c.Image.ChangeProtection(ctx, &hcloud.Image{ID: n}, hcloud.ImageChangeProtectionOpts{Delete: hcloud.Ptr(protect)})
+	var a *hcloud.Action
+	err = d.unlocked(ctx, "image", n, "change image protection", func(ctx context.Context) error {
+		var err error
+		a, _, err = d.c.Image.ChangeProtection(ctx, &hcloud.Image{ID: n}, hcloud.ImageChangeProtectionOpts{Delete: hcloud.Ptr(protect)})
+		return err
+	})
 	if err != nil {
 		return mapErr("change image protection", err)
 	}

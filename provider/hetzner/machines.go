@@ -5,6 +5,7 @@ package hetzner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"slices"
@@ -69,15 +70,47 @@ func (d *Driver) CreateMachine(ctx context.Context, req provider.CreateMachineRe
 	if err != nil {
 		return nil, err
 	}
-	sc.opts = d.serverCreateOpts(req, keys, labels)
-	res, adopted, err := sc.create(ctx)
-	switch {
-	case adopted != nil:
-		return d.settleServer(ctx, adopted, nil, sc.ownKey)
-	case err != nil:
-		return sc.createFailed(ctx, err)
+	locations := d.o.locations
+	if len(locations) == 0 {
+		locations = []string{""} // Hetzner chooses
 	}
-	return d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), sc.ownKey)
+	var full []string // locations that answered with a capacity error
+	for i, loc := range locations {
+		sc.opts = d.serverCreateOpts(req, keys, labels, loc)
+		res, adopted, err := sc.create(ctx)
+		switch {
+		case adopted != nil:
+			return d.settleServer(ctx, adopted, nil, sc.ownKey)
+		case err != nil && classify(err) == provider.ErrCapacity:
+			full = append(full, loc)
+			if i == len(locations)-1 {
+				return sc.createFailed(ctx, fmt.Errorf("no capacity for %s in %s: %w", req.Type, strings.Join(full, ", "), err))
+			}
+			// A capacity answer is definite, but a request hcloud-go
+			// retried may have landed before it: look once.
+			if sc.token != "" {
+				if s, ferr := d.findServerByToken(ctx, sc.token); ferr == nil && s != nil {
+					return d.settleServer(ctx, s, nil, sc.ownKey)
+				}
+			}
+			continue
+		case err != nil:
+			return sc.createFailed(ctx, err)
+		}
+		m, err := d.settleServer(ctx, res.Server, append([]*hcloud.Action{res.Action}, res.NextActions...), sc.ownKey)
+		if m != nil || !errors.Is(err, provider.ErrCapacity) || i == len(locations)-1 || ctx.Err() != nil {
+			return m, err
+		}
+		// The create was accepted but its create_server action failed
+		// for capacity (seen on the API): settleServer deleted the
+		// server and the lease key; upload the key again and try the
+		// next location.
+		full = append(full, loc)
+		if keys, err = sc.leaseKeys(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return nil, provider.Errorf(provider.ErrCapacity, "hetzner: create server: no location") // not reached
 }
 
 // serverCreate is the state of one CreateMachine call once its request is
@@ -117,8 +150,9 @@ func (sc *serverCreate) dropKey(ctx context.Context) {
 }
 
 // serverCreateOpts is the server req asks for, with the SSH keys keys and
-// the labels labels, in the configured location, networks and firewalls.
-func (d *Driver) serverCreateOpts(req provider.CreateMachineRequest, keys []*hcloud.SSHKey, labels map[string]string) hcloud.ServerCreateOpts {
+// the labels labels, in location (none: Hetzner chooses) with the
+// configured networks and firewalls.
+func (d *Driver) serverCreateOpts(req provider.CreateMachineRequest, keys []*hcloud.SSHKey, labels map[string]string, location string) hcloud.ServerCreateOpts {
 	opts := hcloud.ServerCreateOpts{
 		Name:       serverName(req.Name, req.Token),
 		ServerType: &hcloud.ServerType{Name: req.Type},
@@ -128,8 +162,8 @@ func (d *Driver) serverCreateOpts(req provider.CreateMachineRequest, keys []*hcl
 		Labels:     labels,
 		PublicNet:  &hcloud.ServerCreatePublicNet{EnableIPv4: !d.o.privateSSH, EnableIPv6: d.o.ipv6},
 	}
-	if d.o.location != "" {
-		opts.Location = &hcloud.Location{Name: d.o.location}
+	if location != "" {
+		opts.Location = &hcloud.Location{Name: location}
 	}
 	for _, id := range d.o.networks {
 		opts.Networks = append(opts.Networks, &hcloud.Network{ID: id})
@@ -358,12 +392,25 @@ func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
 		return nil
 	}
 	if s.Status != hcloud.ServerStatusDeleting {
-		if _, _, err := d.c.Server.DeleteWithResult(ctx, s); err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
-			return mapErr("delete server", err)
+		if err := d.deleteServer(ctx, s.ID, "delete server"); err != nil {
+			return err
 		}
 	}
 	if tok := s.Labels[d.rk(LabelToken)]; tok != "" {
 		return d.deleteLeaseKeys(ctx, tok)
+	}
+	return nil
+}
+
+// deleteServer deletes server id, waiting out a running action that locks
+// it (see unlocked); a server already gone is not an error.
+func (d *Driver) deleteServer(ctx context.Context, id int64, what string) error {
+	err := d.unlocked(ctx, "server", id, what, func(ctx context.Context) error {
+		_, _, err := d.c.Server.DeleteWithResult(ctx, &hcloud.Server{ID: id})
+		return err
+	})
+	if err != nil && !hcloud.IsError(err, hcloud.ErrorCodeNotFound) {
+		return mapErr(what, err)
 	}
 	return nil
 }

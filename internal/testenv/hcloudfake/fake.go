@@ -7,8 +7,7 @@
 //
 // Behaviour follows the documented API:
 //   - errors are {"error":{"code","message","details"}} with the documented
-//     HTTP status for each code (404 not_found, 409 uniqueness_error, 423
-//     locked, 429 rate_limit_exceeded with RateLimit-* headers, ...);
+//     HTTP status for each code (see below);
 //   - asynchronous work is an action that is "running" with growing progress
 //     and then "success" (or "error"); the fake advances an action one step
 //     each time the action, or the resource it works on, is read, so clients
@@ -31,14 +30,48 @@
 // public addresses come from documentation ranges and are never dialled.
 // Package sshbox provides such boxes, booted from the server's user-data.
 //
+// Behaviour raised to the documented API (issue 16), each citing the
+// document it follows:
+//   - HTTP statuses per error code follow the "Errors" table of the API
+//     reference (https://docs.hetzner.cloud/#errors); see StatusForCode.
+//     The real API is known to answer some codes with other statuses
+//     (resource_unavailable with 412 on POST /servers was seen), so
+//     clients must classify by code; Fault.Status injects such answers.
+//   - 423 locked: "The item you are trying to access is locked (there is
+//     already an Action running)" (Errors table; "Actions": a resource
+//     runs one action at a time). A mutating request on a server (delete,
+//     poweroff, shutdown, poweron, create_image) or an image
+//     (change_protection, delete) is refused while another action on it
+//     runs (a server's own create_server does not lock its deletion, and a
+//     snapshot being created may be deleted, failing its action). Reading
+//     the resource or its actions still advances them.
+//   - Rate limiting per "Rate Limiting" (https://docs.hetzner.cloud/#rate-limiting):
+//     a token bucket of Options.RateLimit requests (default 3600, the
+//     documented hourly limit) refilled by one request every
+//     Options.RateRefill (default 1 s, "one request per second is
+//     refilled"); every response carries RateLimit-Limit,
+//     RateLimit-Remaining and RateLimit-Reset (the UNIX time the bucket
+//     is full again), and an empty bucket answers 429 rate_limit_exceeded
+//     without any effect.
+//   - Capacity per location (SetNoCapacity): POST /servers in a location
+//     without capacity answers resource_unavailable naming the location
+//     and asking to try a different one, as the API does when a location
+//     is out of stock; without a location the fake places the server in
+//     the first location that has capacity. SetLateNoCapacity emulates
+//     the later form seen on the API: the create is accepted (201) and its
+//     create_server action then fails with resource_unavailable.
+//
 // Known differences from the real API (the provider does not rely on them):
 // a deleted server disappears at once (the delete_server action still runs
 // to completion); servers go initializing -> running without "starting";
 // only the endpoints listed in routes exist (no volumes, networks,
 // firewalls, primary IPs: network ids give the server a private address in
 // 10.0.0.0/8, firewall ids are accepted and ignored);
-// server protection cannot be changed; rate limiting happens only through
-// injected faults; the RateLimit-Remaining header counts down per request.
+// server protection cannot be changed; actions end after a number of reads
+// (Options.ActionSteps) unless Options.ActionDurations gives their command
+// a time; the rate limit is one bucket for
+// every token; an injected rate_limit_exceeded fault reports
+// RateLimit-Remaining 0 without emptying the bucket.
 package hcloudfake
 
 import (
@@ -135,6 +168,12 @@ type Options struct {
 	// ActionSteps is how many reads a running action takes to finish
 	// (default 2: progress 0, 50, 100).
 	ActionSteps int
+	// ActionDurations makes the actions of the given commands (e.g.
+	// "create_image") run for a time instead of a number of reads: such
+	// an action is "running" until that long (by Now) after it started,
+	// however often it is read, as on the API. Tests measuring how often
+	// a client polls a long action use it.
+	ActionDurations map[string]time.Duration
 	// ImageSizeGB is the image_size of a finished snapshot (default 1.8).
 	ImageSizeGB float32
 	// Boot, if set, starts a box for every created server (see Box).
@@ -154,8 +193,14 @@ type Options struct {
 	AfterRequest  func(r *http.Request, status int)
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
-	// RateLimit is the RateLimit-Limit header value (default 3600).
+	// RateLimit is the size of the rate-limit token bucket and the
+	// RateLimit-Limit header value (default 3600, Hetzner's documented
+	// requests per hour). A negative value turns rate limiting off (the
+	// headers then report 3600 remaining).
 	RateLimit int
+	// RateRefill is how long the bucket takes to regain one request
+	// (default 1 s, as documented: the limit refills by one per second).
+	RateRefill time.Duration
 	// AllowDuplicateSSHKeyNames turns off the API's SSH key name
 	// uniqueness (fingerprints stay unique), to test clients that must not
 	// depend on it.
@@ -222,8 +267,11 @@ type Fake struct {
 	faults     []*Fault
 	types      map[string]ServerType
 	ipCounter  int
-	remaining  int
+	tokens     float64   // requests left in the rate-limit bucket
+	refilled   time.Time // when tokens was last brought up to date
 	requests   int
+	noCapacity map[string]map[string]bool // location -> server type ("" = all) -> out of stock
+	lateNoCap  map[string]bool            // location -> create_server actions fail with resource_unavailable
 	closed     bool
 	bootCtx    context.Context
 	bootCancel context.CancelFunc
@@ -258,6 +306,8 @@ type image struct {
 
 type action struct {
 	s     schema.Action
+	now   func() time.Time
+	until time.Time // set: running until then (Options.ActionDurations), reads do not count
 	steps int
 	reads int
 	fail  *schema.ActionError // set: the action ends in "error" with it
@@ -282,18 +332,24 @@ func New(opts Options) *Fake {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.RateLimit <= 0 {
+	if opts.RateLimit == 0 {
 		opts.RateLimit = 3600
 	}
+	if opts.RateRefill <= 0 {
+		opts.RateRefill = time.Second
+	}
 	f := &Fake{
-		opts:      opts,
-		nextID:    map[string]int64{"server": 1000, "image": 100000, "ssh_key": 500, "action": 1, "ip": 0},
-		servers:   map[int64]*server{},
-		images:    map[int64]*image{},
-		keys:      map[int64]*schema.SSHKey{},
-		actions:   map[int64]*action{},
-		types:     map[string]ServerType{},
-		remaining: opts.RateLimit,
+		opts:       opts,
+		nextID:     map[string]int64{"server": 1000, "image": 100000, "ssh_key": 500, "action": 1, "ip": 0},
+		servers:    map[int64]*server{},
+		images:     map[int64]*image{},
+		keys:       map[int64]*schema.SSHKey{},
+		actions:    map[int64]*action{},
+		types:      map[string]ServerType{},
+		tokens:     float64(opts.RateLimit),
+		refilled:   opts.Now(),
+		noCapacity: map[string]map[string]bool{},
+		lateNoCap:  map[string]bool{},
 	}
 	f.bootCtx, f.bootCancel = context.WithCancel(context.Background())
 	for _, t := range opts.ServerTypes {
@@ -508,29 +564,41 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.code + ": " + e.message }
 
-// StatusForCode returns the HTTP status the API documents for an error code.
+// StatusForCode returns the HTTP status the API reference's "Errors"
+// table (https://docs.hetzner.cloud/#errors) gives an error code; codes
+// the table does not list (server-action codes such as placement_error,
+// gateway codes) get the status hcloud-go and the API are seen to use, and
+// anything else 500.
 func StatusForCode(code string) int {
 	switch code {
-	case "not_found":
-		return http.StatusNotFound
-	case "invalid_input", "json_error":
-		return http.StatusBadRequest
+	// The Errors table.
+	case "forbidden", "token_readonly", "resource_limit_exceeded", "resource_unavailable":
+		return http.StatusForbidden
 	case "unauthorized":
 		return http.StatusUnauthorized
-	case "forbidden", "resource_limit_exceeded", "token_readonly":
-		return http.StatusForbidden
-	case "conflict", "uniqueness_error":
-		return http.StatusConflict
+	case "invalid_input", "json_error":
+		return http.StatusBadRequest
 	case "locked", "protected":
 		return http.StatusLocked
+	case "not_found":
+		return http.StatusNotFound
 	case "rate_limit_exceeded":
 		return http.StatusTooManyRequests
-	case "resource_unavailable", "unsupported_error", "invalid_server_type", "server_not_stopped":
+	case "server_error":
+		return http.StatusInternalServerError
+	case "service_error", "maintenance", "unavailable":
+		return http.StatusServiceUnavailable
+	case "uniqueness_error", "conflict":
+		return http.StatusConflict
+	case "unsupported_error":
+		return http.StatusUnprocessableEntity
+	case "deprecated_api_endpoint":
+		return http.StatusGone
+	// Not in the table.
+	case "invalid_server_type", "server_not_stopped":
 		return http.StatusUnprocessableEntity
 	case "placement_error":
 		return http.StatusPreconditionFailed
-	case "service_error", "maintenance", "unavailable":
-		return http.StatusServiceUnavailable
 	case "timeout":
 		return http.StatusGatewayTimeout
 	case "bad_gateway":
@@ -608,7 +676,12 @@ func (f *Fake) routes() http.Handler {
 func (f *Fake) serve(rs []route, r *http.Request, body []byte) (int, any, *apiError) {
 	f.mu.Lock()
 	f.requests++
+	allowed := f.takeToken()
 	f.mu.Unlock()
+	if !allowed {
+		e := errf("rate_limit_exceeded", "limit of %d requests reached, one more is allowed every %v", f.opts.RateLimit, f.opts.RateRefill)
+		return e.status, nil, e
+	}
 	if f.opts.Token != "" && r.Header.Get("Authorization") != "Bearer "+f.opts.Token {
 		e := errf("unauthorized", "unable to authenticate")
 		return e.status, nil, e
@@ -713,18 +786,60 @@ func (f *Fake) takeFault(r *http.Request, p string, body []byte) *Fault {
 	return nil
 }
 
+// refill brings the rate-limit bucket up to date (lock held): one request
+// back every RateRefill, up to RateLimit.
+func (f *Fake) refill() {
+	now := f.opts.Now()
+	if d := now.Sub(f.refilled); d > 0 {
+		f.tokens = min(float64(f.opts.RateLimit), f.tokens+float64(d)/float64(f.opts.RateRefill))
+	}
+	f.refilled = now
+}
+
+// takeToken takes one request from the rate-limit bucket (lock held); false
+// when it is empty. Rate limiting off always allows.
+func (f *Fake) takeToken() bool {
+	if f.opts.RateLimit < 0 {
+		return true
+	}
+	f.refill()
+	if f.tokens < 1 {
+		return false
+	}
+	f.tokens--
+	return true
+}
+
+// rateHeaders returns the RateLimit-* header values (lock held): the
+// limit, the requests left and when the bucket is full again.
+func (f *Fake) rateHeaders(limited bool) (limit, remaining int, reset int64) {
+	if f.opts.RateLimit < 0 {
+		return 3600, 3600, f.opts.Now().Unix()
+	}
+	f.refill()
+	remaining = int(f.tokens)
+	if limited {
+		remaining = 0
+	}
+	missing := float64(f.opts.RateLimit) - f.tokens
+	full := f.opts.Now().Add(time.Duration(missing * float64(f.opts.RateRefill)))
+	return f.opts.RateLimit, remaining, full.Unix()
+}
+
+// RateRemaining returns how many requests the rate-limit bucket holds now.
+func (f *Fake) RateRemaining() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, rem, _ := f.rateHeaders(false)
+	return rem
+}
+
 func (f *Fake) writeResponse(w http.ResponseWriter, status int, resp any, aerr *apiError) {
 	f.mu.Lock()
-	if aerr != nil && aerr.code == "rate_limit_exceeded" {
-		f.remaining = 0
-	} else if f.remaining > 0 {
-		f.remaining--
-	}
-	rem := f.remaining
-	reset := f.opts.Now().Add(time.Hour).Unix()
+	limit, rem, reset := f.rateHeaders(aerr != nil && aerr.code == "rate_limit_exceeded")
 	f.mu.Unlock()
 	h := w.Header()
-	h.Set("RateLimit-Limit", strconv.Itoa(f.opts.RateLimit))
+	h.Set("RateLimit-Limit", strconv.Itoa(limit))
 	h.Set("RateLimit-Remaining", strconv.Itoa(rem))
 	h.Set("RateLimit-Reset", strconv.FormatInt(reset, 10))
 	h.Set("X-Correlation-Id", "hcloudfake")

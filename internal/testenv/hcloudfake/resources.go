@@ -21,6 +21,9 @@ func (f *Fake) newAction(command string, res ...schema.ActionResourceReference) 
 		ID: f.newID("action"), Status: "running", Command: command,
 		Started: f.now(), Resources: res,
 	}}
+	if d := f.opts.ActionDurations[command]; d > 0 {
+		a.now, a.until = f.opts.Now, f.opts.Now().Add(d)
+	}
 	f.actions[a.s.ID] = a
 	return a
 }
@@ -32,9 +35,45 @@ func (f *Fake) finishedAction(command string, res ...schema.ActionResourceRefere
 	return a
 }
 
+// runningOn returns an action running on the resource (lock held), nil if
+// none. The API runs one action at a time per resource and refuses another
+// mutating request meanwhile with 423 locked ("The item you are trying to
+// access is locked (there is already an Action running)",
+// https://docs.hetzner.cloud/#errors).
+func (f *Fake) runningOn(kind string, id int64) *action {
+	var found *action
+	for _, a := range f.actions {
+		if a.s.Status != "running" {
+			continue
+		}
+		for _, res := range a.s.Resources {
+			if res.Type == kind && res.ID == id && (found == nil || a.s.ID < found.s.ID) {
+				found = a
+			}
+		}
+	}
+	return found
+}
+
+// locked is the API's answer to a mutating request on a resource an action
+// runs on.
+func locked(kind string, id int64, a *action) *apiError {
+	return errf("locked", "%s %d is locked by running action %d (%s)", kind, id, a.s.ID, a.s.Command)
+}
+
 // advance moves a running action one step (lock held).
 func (a *action) advance() {
 	if a == nil || a.s.Status != "running" {
+		return
+	}
+	if !a.until.IsZero() {
+		now := a.now()
+		if !now.Before(a.until) {
+			a.finish()
+			return
+		}
+		d := a.until.Sub(a.s.Started)
+		a.s.Progress = min(99, int(100-100*a.until.Sub(now)/max(d, 1)))
 		return
 	}
 	a.reads++
@@ -241,13 +280,10 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 		f.mu.Unlock()
 		return 0, nil, invalidInput("server_type", fmt.Sprintf("server type %v not found", req.ServerType))
 	}
-	loc := f.opts.Locations[0]
-	if req.Location != "" {
-		if !contains(f.opts.Locations, req.Location) {
-			f.mu.Unlock()
-			return 0, nil, invalidInput("location", fmt.Sprintf("location %s not found", req.Location))
-		}
-		loc = req.Location
+	loc, aerr := f.placeServer(req.Location, st.Name)
+	if aerr != nil {
+		f.mu.Unlock()
+		return 0, nil, aerr
 	}
 	img := f.findImage(req.Image, st.Architecture)
 	if img == nil {
@@ -319,6 +355,10 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 	ref := schema.ActionResourceReference{ID: id, Type: "server"}
 	s.create = f.newAction("create_server", ref)
 	s.create.done = func() { s.s.Status = "running" }
+	if f.lateNoCap[loc] {
+		s.create.fail = &schema.ActionError{Code: "resource_unavailable", Message: "resource is currently unavailable in location " + loc}
+		s.create.fails = func() { s.s.Status = "off" }
+	}
 	f.servers[id] = s
 	boot := f.opts.Boot
 	breq := BootRequest{ID: id, Name: req.Name, UserData: req.UserData, IPv4: ip, Labels: copyLabels(labels),
@@ -351,6 +391,67 @@ func (f *Fake) createServer(r *http.Request, body []byte) (int, any, *apiError) 
 		resp.RootPassword = &pw
 	}
 	return http.StatusCreated, resp, nil
+}
+
+// placeServer picks the location of a new server of type typ (lock held):
+// the one asked for, or without one the first location with capacity. A
+// location out of stock answers resource_unavailable naming it, as the API
+// does ("try with a different location").
+func (f *Fake) placeServer(asked, typ string) (string, *apiError) {
+	if asked != "" {
+		if !contains(f.opts.Locations, asked) {
+			return "", invalidInput("location", fmt.Sprintf("location %s not found", asked))
+		}
+		if f.outOfStock(asked, typ) {
+			return "", errf("resource_unavailable", "unable to provision server type %s in location %s: no capacity, try with a different location or try later", typ, asked)
+		}
+		return asked, nil
+	}
+	for _, l := range f.opts.Locations {
+		if !f.outOfStock(l, typ) {
+			return l, nil
+		}
+	}
+	return "", errf("resource_unavailable", "unable to provision server type %s: no capacity in any location, try later", typ)
+}
+
+func (f *Fake) outOfStock(location, typ string) bool {
+	m := f.noCapacity[location]
+	return m[""] || m[typ]
+}
+
+// SetNoCapacity makes location out of stock for the server types (for
+// every type when none is given): POST /servers there answers
+// resource_unavailable. SetCapacity undoes it.
+func (f *Fake) SetNoCapacity(location string, serverTypes ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.noCapacity[location] == nil {
+		f.noCapacity[location] = map[string]bool{}
+	}
+	if len(serverTypes) == 0 {
+		f.noCapacity[location][""] = true
+	}
+	for _, t := range serverTypes {
+		f.noCapacity[location][t] = true
+	}
+}
+
+// SetLateNoCapacity makes location accept server creates whose
+// create_server action then fails with resource_unavailable (after its
+// running steps), leaving the server "off". SetCapacity undoes it.
+func (f *Fake) SetLateNoCapacity(location string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lateNoCap[location] = true
+}
+
+// SetCapacity gives location capacity for every server type again.
+func (f *Fake) SetCapacity(location string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.noCapacity, location)
+	delete(f.lateNoCap, location)
 }
 
 func indexOf(xs []string, x string) int {
@@ -444,6 +545,14 @@ func (f *Fake) deleteServer(r *http.Request, _ []byte) (int, any, *apiError) {
 		f.mu.Unlock()
 		return 0, nil, errf("protected", "server %d is delete protected", id)
 	}
+	// Deleting is refused while an action runs on the server, except its
+	// create_server: a server may be deleted while it is initializing
+	// (whether the API locks that too is not known; clients retry locked
+	// either way).
+	if a := f.runningOn("server", id); a != nil && a != s.create {
+		f.mu.Unlock()
+		return 0, nil, locked("server", id, a)
+	}
 	delete(f.servers, id)
 	box := s.box
 	s.box = nil
@@ -467,8 +576,8 @@ func (f *Fake) serverPower(command, status string) handlerFunc {
 		if !ok {
 			return 0, nil, notFound("server", id)
 		}
-		if s.create.s.Status == "running" {
-			return 0, nil, errf("locked", "server %d is locked by a running action", id)
+		if a := f.runningOn("server", id); a != nil {
+			return 0, nil, locked("server", id, a)
 		}
 		a := f.newAction(command, schema.ActionResourceReference{ID: id, Type: "server"})
 		a.done = func() { s.s.Status = status }
@@ -507,17 +616,8 @@ func (f *Fake) createImage(r *http.Request, body []byte) (int, any, *apiError) {
 	if !ok {
 		return 0, nil, notFound("server", id)
 	}
-	for _, a := range f.actions {
-		if a.s.Status == "running" && a.s.Command != "delete_server" {
-			for _, res := range a.s.Resources {
-				if res.Type == "server" && res.ID == id && a != s.create {
-					return 0, nil, errf("locked", "server %d is locked by action %d", id, a.s.ID)
-				}
-			}
-		}
-	}
-	if s.create.s.Status == "running" {
-		return 0, nil, errf("locked", "server %d is locked by action %d", id, s.create.s.ID)
+	if a := f.runningOn("server", id); a != nil {
+		return 0, nil, locked("server", id, a)
 	}
 	desc := ""
 	if req.Description != nil {
@@ -674,6 +774,9 @@ func (f *Fake) deleteImage(r *http.Request, _ []byte) (int, any, *apiError) {
 	if im.s.Protection.Delete {
 		return 0, nil, errf("protected", "image %d is delete protected", id)
 	}
+	if a := f.runningOn("image", id); a != nil && a != im.create {
+		return 0, nil, locked("image", id, a)
+	}
 	if im.create != nil && im.create.s.Status == "running" {
 		im.create.fail = &schema.ActionError{Code: "image_deleted", Message: "image was deleted during creation"}
 		im.create.finish()
@@ -704,6 +807,9 @@ func (f *Fake) imageProtection(r *http.Request, body []byte) (int, any, *apiErro
 	}
 	if im.s.Type == "system" {
 		return 0, nil, errf("forbidden", "system images cannot be protected")
+	}
+	if a := f.runningOn("image", id); a != nil {
+		return 0, nil, locked("image", id, a)
 	}
 	a := f.finishedAction("change_protection", schema.ActionResourceReference{ID: id, Type: "image"})
 	if req.Delete != nil {
