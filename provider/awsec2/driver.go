@@ -94,6 +94,8 @@ type Driver struct {
 	sgMu      sync.Mutex
 	sgID      string    // resolved security group, cached after the first lease
 	sgCreated time.Time // when the driver created sgID, zero if it found it
+
+	releasing keyedLock // DeleteMachine calls of one instance take turns
 }
 
 // RetriesRequests reports whether the driver's EC2 client retries each API

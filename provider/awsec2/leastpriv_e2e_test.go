@@ -409,3 +409,44 @@ func TestSweepOrphansRacingReleaseAsLeastPrivilegePrincipal(t *testing.T) {
 	}
 	e.expectClean()
 }
+
+// Releases at once of an instance that terminated by itself (its idle
+// shutdown) before any release marked it: no release finds it live, so no
+// TerminateInstances answer says which one owns the key pair. Within one
+// driver they take turns, so only the first deletes the key and the rest
+// find the mark: not one refused DeleteKeyPair on a key already gone.
+func TestConcurrentDeleteOfSelfTerminatedMachineAsLeastPrivilegePrincipal(t *testing.T) {
+	e, iam := leastPriv(t)
+	ctx := t.Context()
+	m, err := e.d.CreateMachine(ctx, createReq(t, e, "cbx_1ea5700000009"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The box shuts itself down: terminated without the crabbox-deleted
+	// mark, with its key pair still there.
+	if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{m.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		var wg sync.WaitGroup
+		errs := make([]error, 6)
+		for i := range errs {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = e.d.DeleteMachine(ctx, m.ID) }()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: concurrent DeleteMachine %d: %v", round, i, err)
+			}
+		}
+	}
+	expectNoRefusals(t, iam, "concurrent releases of a self-terminated machine")
+	// The evaluator reads the key's tags before moto applies an earlier
+	// delete, so a second DeleteKeyPair may slip through as allowed: count
+	// the calls themselves.
+	if n := iam.Authorized("ec2:DeleteKeyPair"); n != 1 {
+		t.Errorf("DeleteKeyPair called %d times for one key pair, want 1", n)
+	}
+	e.expectClean()
+}

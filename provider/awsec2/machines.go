@@ -619,8 +619,10 @@ func terminated(in *types.Instance) bool {
 //     SDK's back, or its release was interrupted after terminating: its key
 //     pair (named by the instance's KeyName, or from its TagClientToken tag)
 //     is deleted only while it exists (see deleteOwnedKey), then the
-//     instance is marked. Nothing picks one release here: two releases of
-//     such an instance at once (two reapers), or one that looked after
+//     instance is marked. Releases through one Driver take turns per
+//     instance, so in one process only the first tries the key pair and the
+//     rest find the mark. Across processes nothing picks one release: two
+//     at once (two reapers in two processes), or one that looked after
 //     another's terminate and before its key deletion, may both try the
 //     key pair; the one refused because the key is gone sees it gone and
 //     returns nil.
@@ -632,6 +634,15 @@ func terminated(in *types.Instance) bool {
 // nil, and such a key pair (named "crabbox-<token>", tagged crabbox=true
 // and with the lease's labels) is left for SweepOrphans.
 func (d *Driver) DeleteMachine(ctx context.Context, id string) error {
+	// Releases of one instance through this driver take turns: after the
+	// first, the rest find the crabbox-deleted mark and call nothing else,
+	// even for an instance that terminated by itself, where no
+	// TerminateInstances answer tells which release owns the key pair.
+	unlock, err := d.releasing.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	in, err := d.instance(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {
 		return nil
