@@ -1,3 +1,11 @@
+// Command aws runs the Crabbox image bake runbook (package
+// examples/runbook/steps) on Amazon EC2 (-provider aws, the default
+// credential chain; costs money) or on EC2 emulated by moto with real sshd
+// boxes on loopback (-provider moto). It is its own program so that the
+// local demo (examples/runbook) does not link the AWS SDK.
+//
+//	go run ./examples/runbook/aws -provider aws -aws-region eu-central-1 -aws-ssh-cidr 203.0.113.0/24
+//	go run ./examples/runbook/aws -provider moto
 package main
 
 import (
@@ -15,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/examples/runbook/steps"
 	"github.com/crabbox/crabbox-go/internal/testenv/awsbox"
 	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider"
@@ -32,11 +41,22 @@ var (
 	flagMotoEP     = flag.String("moto-endpoint", "", "moto: use this running crabbox moto launcher instead of starting one")
 )
 
+// backends are the ones this program links; init adds them.
+var backends []steps.Backend
+
+// elsewhere are the backends of the other runbook mains.
+var elsewhere = steps.Elsewhere{
+	"local":   "./examples/runbook",
+	"hetzner": "./examples/runbook/hetzner", "hetzner-fake": "./examples/runbook/hetzner",
+}
+
+func main() { steps.Main("aws", backends, elsewhere) }
+
 func init() {
-	register(backend{
-		name: "aws",
-		help: "Amazon EC2 with the default credential chain (costs money; see -aws-* flags)",
-		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+	backends = append(backends, steps.Backend{
+		Name: "aws",
+		Help: "Amazon EC2 with the default credential chain (costs money; see -aws-* flags)",
+		Setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
 			var lo []func(*config.LoadOptions) error
 			if *flagAWSRegion != "" {
 				lo = append(lo, config.WithRegion(*flagAWSRegion))
@@ -46,7 +66,7 @@ func init() {
 			}
 			cfg, err := config.LoadDefaultConfig(ctx, lo...)
 			if err != nil {
-				return nil, nil, params{}, nil, err
+				return nil, nil, steps.Params{}, nil, err
 			}
 			opts := []awsec2.Option{awsec2.WithSSMPrefix(*flagAWSPrefix), awsec2.WithSpot(*flagAWSSpot, true)}
 			if *flagAWSSubnet != "" {
@@ -59,26 +79,26 @@ func init() {
 				opts = append(opts, awsec2.WithSSHCIDR(*flagAWSCIDR))
 			}
 			if *flagAWSSG == "" && *flagAWSCIDR == "" {
-				return nil, nil, params{}, nil, errors.New("aws: give -aws-ssh-cidr (your address range) or -aws-security-group")
+				return nil, nil, steps.Params{}, nil, errors.New("aws: give -aws-ssh-cidr (your address range) or -aws-security-group")
 			}
 			d, err := awsec2.New(cfg, opts...)
 			if err != nil {
-				return nil, nil, params{}, nil, err
+				return nil, nil, steps.Params{}, nil, err
 			}
-			p := params{class: crabbox.ClassStandard, desktop: true, browser: true, owner: "openclaw", product: "crabbox"}
+			p := steps.Params{Class: crabbox.ClassStandard, Desktop: true, Browser: true, Owner: "openclaw", Product: "crabbox"}
 			return d, nil, p, func() {}, nil
 		},
 	})
-	register(backend{
-		name: "moto",
-		help: "EC2 emulated by moto (crabbox launcher) with real sshd boxes on loopback; needs root, python3 with moto[server], sshd",
-		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+	backends = append(backends, steps.Backend{
+		Name: "moto",
+		Help: "EC2 emulated by moto (crabbox launcher) with real sshd boxes on loopback; needs root, python3 with moto[server], sshd",
+		Setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
 			endpoint := *flagMotoEP
 			var srv *moto.Server
 			if endpoint == "" {
 				s, err := moto.Launch()
 				if err != nil {
-					return nil, nil, params{}, nil, err
+					return nil, nil, steps.Params{}, nil, err
 				}
 				srv, endpoint = s, s.Endpoint
 			}
@@ -97,31 +117,31 @@ func init() {
 				awsec2.WithCleanupBackoff(10*time.Millisecond, 100*time.Millisecond, 10))
 			if err != nil {
 				closeAll()
-				return nil, nil, params{}, nil, err
+				return nil, nil, steps.Params{}, nil, err
 			}
 			raw := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(endpoint) })
 			emu, err := awsbox.Start(raw)
 			if err != nil {
 				closeAll()
-				return nil, nil, params{}, nil, fmt.Errorf("box emulator: %w", err)
+				return nil, nil, steps.Params{}, nil, fmt.Errorf("box emulator: %w", err)
 			}
 			opts := []crabbox.Option{
 				crabbox.WithDialer(emu.Dial),
 				crabbox.WithPollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
 				crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
 			}
-			p := params{
+			p := steps.Params{
 				// Boxes run on this host: the tools it has, plus one the
 				// bake installs into the image.
-				tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
-				bake: `R="${CRABBOX_FS_ROOT:-}"
+				Tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
+				Bake: `R="${CRABBOX_FS_ROOT:-}"
 mkdir -p "$R/usr/local/bin" "$R/var/cache/crabbox/pnpm"
 printf '#!/bin/sh\necho crabbox-hello from the baked AMI\n' > "$R/usr/local/bin/crabbox-hello"
 chmod 755 "$R/usr/local/bin/crabbox-hello"
 crabbox-hello`,
-				class:   crabbox.ClassStandard,
-				owner:   "openclaw",
-				product: "crabbox",
+				Class:   crabbox.ClassStandard,
+				Owner:   "openclaw",
+				Product: "crabbox",
 			}
 			return d, opts, p, func() { emu.Close(); closeAll() }, nil
 		},

@@ -1,3 +1,11 @@
+// Command hetzner runs the Crabbox image bake runbook (package
+// examples/runbook/steps) on Hetzner Cloud (-provider hetzner, HCLOUD_TOKEN)
+// or on the fake Hetzner API with real sshd boxes on loopback (-provider
+// hetzner-fake). It is its own program so that the local demo
+// (examples/runbook) does not link hcloud-go.
+//
+//	HCLOUD_TOKEN=... go run ./examples/runbook/hetzner -provider hetzner
+//	go run ./examples/runbook/hetzner -provider hetzner-fake
 package main
 
 import (
@@ -12,6 +20,7 @@ import (
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/examples/runbook/steps"
 	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake"
 	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake/sshbox"
 	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
@@ -21,14 +30,25 @@ import (
 
 // Hetzner Cloud, for real (HCLOUD_TOKEN) or against the fake Hetzner API
 // whose servers are OpenSSH boxes on loopback.
+// backends are the ones this program links; init adds them.
+var backends []steps.Backend
+
+// elsewhere are the backends of the other runbook mains.
+var elsewhere = steps.Elsewhere{
+	"local": "./examples/runbook",
+	"aws":   "./examples/runbook/aws", "moto": "./examples/runbook/aws",
+}
+
+func main() { steps.Main("hetzner", backends, elsewhere) }
+
 func init() {
-	register(backend{
-		name: "hetzner",
-		help: "Hetzner Cloud (HCLOUD_TOKEN; HCLOUD_LOCATION, default fsn1)",
-		setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+	backends = append(backends, steps.Backend{
+		Name: "hetzner",
+		Help: "Hetzner Cloud (HCLOUD_TOKEN; HCLOUD_LOCATION, default fsn1)",
+		Setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
 			token := os.Getenv("HCLOUD_TOKEN")
 			if token == "" {
-				return nil, nil, params{}, nil, errors.New("HCLOUD_TOKEN is not set")
+				return nil, nil, steps.Params{}, nil, errors.New("HCLOUD_TOKEN is not set")
 			}
 			loc := os.Getenv("HCLOUD_LOCATION")
 			if loc == "" {
@@ -38,30 +58,30 @@ func init() {
 				hcloud.WithPollOpts(hetzner.PollOpts()))
 			d, err := hetzner.New(client, hetzner.WithLocation(loc))
 			if err != nil {
-				return nil, nil, params{}, nil, err
+				return nil, nil, steps.Params{}, nil, err
 			}
-			p := params{
+			p := steps.Params{
 				// What the crabbox bootstrap installs on Ubuntu 24.04; add a
 				// bake (packages) and the runbook's full tool list for a
 				// production image.
-				tools:   []string{"sh", "git", "curl", "tar", "jq", "rsync"},
-				class:   crabbox.ClassStandard,
-				owner:   "crabbox",
-				product: "hetzner",
+				Tools:   []string{"sh", "git", "curl", "tar", "jq", "rsync"},
+				Class:   crabbox.ClassStandard,
+				Owner:   "crabbox",
+				Product: "hetzner",
 			}
 			return d, nil, p, func() {}, nil
 		},
 	})
-	register(backend{
-		name:  "hetzner-fake",
-		help:  "fake Hetzner API with OpenSSH boxes on loopback (needs root and sshd; no account)",
-		setup: setupHetznerFake,
+	backends = append(backends, steps.Backend{
+		Name:  "hetzner-fake",
+		Help:  "fake Hetzner API with OpenSSH boxes on loopback (needs root and sshd; no account)",
+		Setup: setupHetznerFake,
 	})
 }
 
-func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error) {
+func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
 	if err := sshd.Available(); err != nil {
-		return nil, nil, params{}, nil, err
+		return nil, nil, steps.Params{}, nil, err
 	}
 	tb := &processTB{}
 	boxes := sshbox.New(tb)
@@ -76,25 +96,25 @@ func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, p
 	if err != nil {
 		fake.Close()
 		tb.runCleanups()
-		return nil, nil, params{}, nil, err
+		return nil, nil, steps.Params{}, nil, err
 	}
 	opts := []crabbox.Option{
 		crabbox.WithDialer(fake.Dial),
 		crabbox.WithPollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
 		crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
 	}
-	p := params{
+	p := steps.Params{
 		// Tools the host running the fake boxes has; the bake installs one
 		// into the image's disk, as a real bake installs packages.
-		tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
-		bake: `R="${CRABBOX_FS_ROOT:-}"
+		Tools: []string{"sh", "git", "curl", "tar", "crabbox-hello"},
+		Bake: `R="${CRABBOX_FS_ROOT:-}"
 mkdir -p "$R/usr/local/bin" "$R/var/cache/crabbox/pnpm"
 printf '#!/bin/sh\necho crabbox-hello from the baked image\n' > "$R/usr/local/bin/crabbox-hello"
 chmod 755 "$R/usr/local/bin/crabbox-hello"
 crabbox-hello`,
-		class:   crabbox.ClassStandard,
-		owner:   "crabbox",
-		product: "hetzner",
+		Class:   crabbox.ClassStandard,
+		Owner:   "crabbox",
+		Product: "hetzner",
 	}
 	cleanup := func() {
 		st := fake.State()
