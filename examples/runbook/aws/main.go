@@ -12,20 +12,12 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
-	"net/http"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/crabboxtest/awstest"
 	"github.com/crabbox/crabbox-go/examples/runbook/steps"
-	"github.com/crabbox/crabbox-go/internal/testenv/awsbox"
-	"github.com/crabbox/crabbox-go/internal/testenv/moto"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/awsec2"
 )
@@ -91,44 +83,16 @@ func init() {
 	})
 	backends = append(backends, steps.Backend{
 		Name: "moto",
-		Help: "EC2 emulated by moto (crabbox launcher) with real sshd boxes on loopback; needs root, python3 with moto[server], sshd",
+		Help: "EC2 emulated by moto with real sshd boxes on loopback (crabboxtest/awstest; needs root, python3 with moto[server], sshd)",
 		Setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
-			endpoint := *flagMotoEP
-			var srv *moto.Server
-			if endpoint == "" {
-				s, err := moto.Launch()
-				if err != nil {
-					return nil, nil, steps.Params{}, nil, err
-				}
-				srv, endpoint = s, s.Endpoint
-			}
-			closeAll := func() {
-				if srv != nil {
-					srv.Close()
-				}
-			}
-			cfg := aws.Config{
-				Region:      "us-east-1",
-				Credentials: credentials.NewStaticCredentialsProvider("moto", "moto", ""),
-				HTTPClient:  &http.Client{Timeout: time.Minute},
-				Retryer:     func() aws.Retryer { return retry.AddWithMaxAttempts(retry.NewStandard(), 1) },
-			}
-			d, err := awsec2.New(cfg, awsec2.WithEndpoint(endpoint), awsec2.WithSSHCIDR("127.0.0.0/8"),
-				awsec2.WithCleanupBackoff(10*time.Millisecond, 100*time.Millisecond, 10))
+			cloud, err := awstest.Start(ctx, awstest.Options{Endpoint: *flagMotoEP})
 			if err != nil {
-				closeAll()
 				return nil, nil, steps.Params{}, nil, err
 			}
-			raw := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(endpoint) })
-			emu, err := awsbox.Start(raw)
+			d, err := cloud.Driver()
 			if err != nil {
-				closeAll()
-				return nil, nil, steps.Params{}, nil, fmt.Errorf("box emulator: %w", err)
-			}
-			opts := []crabbox.Option{
-				crabbox.WithDialer(emu.Dial),
-				crabbox.WithPollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
-				crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(50 * time.Millisecond)),
+				cloud.Close()
+				return nil, nil, steps.Params{}, nil, err
 			}
 			p := steps.Params{
 				// Boxes run on this host: the tools it has, plus one the
@@ -143,7 +107,7 @@ crabbox-hello`,
 				Owner:   "openclaw",
 				Product: "crabbox",
 			}
-			return d, opts, p, func() { emu.Close(); closeAll() }, nil
+			return d, cloud.ClientOptions(), p, func() { _ = cloud.Close() }, nil
 		},
 	})
 }

@@ -13,17 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
-	"testing"
-	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/crabboxtest/hetznertest"
 	"github.com/crabbox/crabbox-go/examples/runbook/steps"
-	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake"
-	"github.com/crabbox/crabbox-go/internal/testenv/hcloudfake/sshbox"
-	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/hetzner"
 )
@@ -74,34 +69,20 @@ func init() {
 	})
 	backends = append(backends, steps.Backend{
 		Name:  "hetzner-fake",
-		Help:  "fake Hetzner API with OpenSSH boxes on loopback (needs root and sshd; no account)",
+		Help:  "fake Hetzner API with OpenSSH boxes on loopback (crabboxtest/hetznertest; needs root and sshd; no account)",
 		Setup: setupHetznerFake,
 	})
 }
 
 func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
-	if err := sshd.Available(); err != nil {
-		return nil, nil, steps.Params{}, nil, err
-	}
-	tb := &processTB{}
-	boxes := sshbox.New(tb)
-	fake := hcloudfake.New(boxes.Options(hcloudfake.Options{}))
-	client := hcloud.NewClient(
-		hcloud.WithEndpoint(fake.URL()),
-		hcloud.WithToken("fake"),
-		hcloud.WithPollOpts(hcloud.PollOpts{BackoffFunc: hcloud.ConstantBackoff(20 * time.Millisecond)}),
-		hcloud.WithRetryOpts(hcloud.RetryOpts{BackoffFunc: hcloud.ConstantBackoff(20 * time.Millisecond), MaxRetries: 3}),
-	)
-	d, err := hetzner.New(client, hetzner.WithLocation("fsn1"))
+	cloud, err := hetznertest.Start(ctx)
 	if err != nil {
-		fake.Close()
-		tb.runCleanups()
 		return nil, nil, steps.Params{}, nil, err
 	}
-	opts := []crabbox.Option{
-		crabbox.WithDialer(fake.Dial),
-		crabbox.WithPollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
-		crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
+	d, err := hetzner.New(cloud.Client(), hetzner.WithLocation("fsn1"))
+	if err != nil {
+		cloud.Close()
+		return nil, nil, steps.Params{}, nil, err
 	}
 	p := steps.Params{
 		// Tools the host running the fake boxes has; the bake installs one
@@ -117,58 +98,9 @@ crabbox-hello`,
 		Product: "hetzner",
 	}
 	cleanup := func() {
-		st := fake.State()
-		fake.Close()
-		tb.runCleanups()
+		st := cloud.Counts()
+		_ = cloud.Close()
 		fmt.Printf("\nfake Hetzner at exit: %d servers, %d SSH keys (channel records), %d snapshots\n", st.Servers, st.SSHKeys, st.Images)
 	}
-	return d, opts, p, cleanup, nil
-}
-
-// processTB lets sshbox.New, the fake's box harness, run in a program (it is
-// the testing.TB of New, which passes it on to sshd.Require and keeps it for
-// the boxes' cleanup): cleanups run at exit, fatal errors panic (an HTTP
-// handler's panic is answered as a failed request by net/http).
-type processTB struct {
-	testing.TB // nil: only the methods below are used by the harnesses
-
-	mu       sync.Mutex
-	cleanups []func()
-	failed   bool
-}
-
-func (t *processTB) Helper() {}
-func (t *processTB) Cleanup(f func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cleanups = append(t.cleanups, f)
-}
-func (t *processTB) Failed() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.failed
-}
-func (t *processTB) Logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "hetzner-fake: "+format+"\n", args...)
-}
-func (t *processTB) Errorf(format string, args ...any) {
-	t.mu.Lock()
-	t.failed = true
-	t.mu.Unlock()
-	t.Logf(format, args...)
-}
-func (t *processTB) Fatalf(format string, args ...any) {
-	t.Errorf(format, args...)
-	panic(fmt.Sprintf(format, args...))
-}
-func (t *processTB) Skipf(format string, args ...any) { t.Fatalf(format, args...) }
-
-func (t *processTB) runCleanups() {
-	t.mu.Lock()
-	fs := t.cleanups
-	t.cleanups = nil
-	t.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
+	return d, cloud.ClientOptions(), p, cleanup, nil
 }
