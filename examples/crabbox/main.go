@@ -395,6 +395,7 @@ func warmupCmd() command {
 				opts = append(opts, crabbox.WithKeepOnFailure())
 			}
 			return e.withClient(ctx, func(c *crabbox.Client) error {
+				fmt.Fprintf(e.stderr, "crabbox: warming a %s lease on %s (waits for the machine to boot and answer SSH)...\n", class, c.Provider().Name)
 				l, err := c.Warmup(ctx, opts...)
 				if l != nil {
 					e.closers = append(e.closers, l.Close)
@@ -517,6 +518,7 @@ func smokeCmd() command {
 				if evidence != "" {
 					sopts = append(sopts, crabbox.WithEvidenceDir(evidence))
 				}
+				fmt.Fprintf(e.stderr, "crabbox: running %d smoke checks on %s...\n", len(checks), l.ID)
 				rep, err := crabbox.Smoke(ctx, l, checks, sopts...)
 				if rep == nil || len(rep.Results) == 0 {
 					return err
@@ -633,6 +635,9 @@ func imageCreateCmd() command {
 				opts = append(opts, crabbox.WithPrepare())
 			}
 			return e.withClient(ctx, func(c *crabbox.Client) error {
+				if wait {
+					fmt.Fprintf(e.stderr, "crabbox: creating image %s from %s and waiting until it is available (up to %s)...\n", name, e.leaseID, timeout)
+				}
 				img, err := c.CreateImage(ctx, e.leaseID, name, opts...)
 				if img != nil {
 					if perr := e.print(img); perr != nil {

@@ -24,13 +24,7 @@ import (
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// elsewhere are the backends of the other runbook mains.
-var elsewhere = steps.Elsewhere{
-	"aws": "./examples/runbook/aws", "moto": "./examples/runbook/aws",
-	"hetzner": "./examples/runbook/hetzner", "hetzner-fake": "./examples/runbook/hetzner",
-}
-
-func main() { steps.Main("local", []steps.Backend{local()}, elsewhere) }
+func main() { steps.Main("local", []steps.Backend{local()}) }
 
 // local is the embedded local cloud: machines are in-process SSH servers
 // running commands in a directory per machine; images copy that directory.

@@ -48,7 +48,7 @@ func TestRunbook(t *testing.T) {
 				Evidence: t.TempDir(), StateDir: t.TempDir()}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			if err := steps.Choose(ctx, cfg, []steps.Backend{local()}, elsewhere); err != nil {
+			if err := steps.Choose(ctx, cfg, []steps.Backend{local()}); err != nil {
 				t.Fatalf("runbook on %s: %v", tc.name, err)
 			}
 		})
@@ -60,7 +60,7 @@ func TestRunbook(t *testing.T) {
 func TestCloudBackendsAreElsewhere(t *testing.T) {
 	for name, pkg := range map[string]string{"aws": "./examples/runbook/aws", "moto": "./examples/runbook/aws",
 		"hetzner": "./examples/runbook/hetzner", "hetzner-fake": "./examples/runbook/hetzner"} {
-		err := steps.Choose(context.Background(), steps.Config{Provider: name, Out: io.Discard}, []steps.Backend{local()}, elsewhere)
+		err := steps.Choose(context.Background(), steps.Config{Provider: name, Out: io.Discard}, []steps.Backend{local()})
 		if err == nil || !strings.Contains(err.Error(), "go run "+pkg+" -provider "+name) {
 			t.Errorf("-provider %s: %v, want it to name %s", name, err, pkg)
 		}

@@ -36,13 +36,7 @@ var (
 // backends are the ones this program links; init adds them.
 var backends []steps.Backend
 
-// elsewhere are the backends of the other runbook mains.
-var elsewhere = steps.Elsewhere{
-	"local":   "./examples/runbook",
-	"hetzner": "./examples/runbook/hetzner", "hetzner-fake": "./examples/runbook/hetzner",
-}
-
-func main() { steps.Main("aws", backends, elsewhere) }
+func main() { steps.Main("aws", backends) }
 
 func init() {
 	backends = append(backends, steps.Backend{

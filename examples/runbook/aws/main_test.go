@@ -25,7 +25,7 @@ func TestRunbook(t *testing.T) {
 		cfg := steps.Config{Provider: "moto", ApplyCleanup: true, Evidence: t.TempDir(), StateDir: t.TempDir()}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		if err := steps.Choose(ctx, cfg, backends, elsewhere); err != nil {
+		if err := steps.Choose(ctx, cfg, backends); err != nil {
 			t.Fatalf("runbook on moto: %v", err)
 		}
 	})

@@ -28,13 +28,7 @@ import (
 // backends are the ones this program links; init adds them.
 var backends []steps.Backend
 
-// elsewhere are the backends of the other runbook mains.
-var elsewhere = steps.Elsewhere{
-	"local": "./examples/runbook",
-	"aws":   "./examples/runbook/aws", "moto": "./examples/runbook/aws",
-}
-
-func main() { steps.Main("hetzner", backends, elsewhere) }
+func main() { steps.Main("hetzner", backends) }
 
 func init() {
 	backends = append(backends, steps.Backend{

@@ -55,10 +55,13 @@ type Params struct {
 	Owner, Product   string
 }
 
-// Elsewhere names the programs that serve the backends a main does not
-// link: provider name to the package to run, e.g. "aws" to
-// "./examples/runbook/aws".
-type Elsewhere map[string]string
+// programs names the program that serves each backend: provider name to
+// the package to run.
+var programs = map[string]string{
+	"local": "./examples/runbook",
+	"aws":   "./examples/runbook/aws", "moto": "./examples/runbook/aws",
+	"hetzner": "./examples/runbook/hetzner", "hetzner-fake": "./examples/runbook/hetzner",
+}
 
 // Config is what the runbook's flags set.
 type Config struct {
@@ -93,7 +96,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, def string) {
 // Main parses the command line (flags the caller defined on
 // flag.CommandLine included), runs the runbook on the chosen backend and
 // exits non-zero on failure. def is the default -provider.
-func Main(def string, backends []Backend, elsewhere Elsewhere) {
+func Main(def string, backends []Backend) {
 	var cfg Config
 	cfg.RegisterFlags(flag.CommandLine, def)
 	flag.Usage = func() {
@@ -103,19 +106,21 @@ func Main(def string, backends []Backend, elsewhere Elsewhere) {
 			fmt.Fprintf(out, "  %-14s %s\n", b.Name, b.Help)
 		}
 		var names []string
-		for n := range elsewhere {
-			names = append(names, n)
+		for n := range programs {
+			if !has(backends, n) {
+				names = append(names, n)
+			}
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			fmt.Fprintf(out, "  %-14s go run %s -provider %s\n", n, elsewhere[n], n)
+			fmt.Fprintf(out, "  %-14s go run %s -provider %s\n", n, programs[n], n)
 		}
 		fmt.Fprintln(out)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := Choose(ctx, cfg, backends, elsewhere)
+	err := Choose(ctx, cfg, backends)
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "runbook: %v\n", err)
@@ -123,19 +128,29 @@ func Main(def string, backends []Backend, elsewhere Elsewhere) {
 	}
 }
 
-// Choose runs the runbook on the backend cfg.Provider names; a backend
-// another program serves is an error that names that program.
-func Choose(ctx context.Context, cfg Config, backends []Backend, elsewhere Elsewhere) error {
+// Choose runs the runbook on the backend of backends cfg.Provider names; a
+// backend another program serves is an error that names that program.
+func Choose(ctx context.Context, cfg Config, backends []Backend) error {
 	for _, b := range backends {
 		if b.Name == cfg.Provider {
 			return Run(ctx, cfg, b)
 		}
 	}
-	if pkg, ok := elsewhere[cfg.Provider]; ok {
+	if pkg, ok := programs[cfg.Provider]; ok {
 		return fmt.Errorf("-provider %s is its own program, so that this one does not link that cloud's SDK: go run %s -provider %s (or ./scripts/runbook -provider %s)",
 			cfg.Provider, pkg, cfg.Provider, cfg.Provider)
 	}
 	return fmt.Errorf("unknown -provider %q (-h lists them)", cfg.Provider)
+}
+
+// has reports whether backends has one named name.
+func has(backends []Backend, name string) bool {
+	for _, b := range backends {
+		if b.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Run runs the runbook on b.
@@ -233,6 +248,7 @@ func (r *runbook) warmup(ctx context.Context, opts ...crabbox.LeaseOption) (*cra
 	if r.p.Browser {
 		base = append(base, crabbox.WithBrowser())
 	}
+	r.detail("waiting for a %s lease to boot and answer SSH...", r.p.Class)
 	l, err := r.c.Warmup(ctx, append(base, opts...)...)
 	if err != nil {
 		return nil, err
@@ -358,6 +374,7 @@ func (r *runbook) bakeCandidate(ctx context.Context, purpose, extra string) (*cr
 		return nil, err
 	}
 	r.say("Create the candidate image %s (prepare, wait, JSON record)", name)
+	r.detail("waiting for the image to be available (up to 45 min on a cloud)...")
 	img, err := r.c.CreateImage(ctx, src.ID, name, crabbox.WithPrepare(), crabbox.WithWait(45*time.Minute))
 	if err != nil {
 		return img, err
@@ -459,7 +476,7 @@ func (r *runbook) steps(ctx context.Context) error {
 	}
 
 	// Cleanup.
-	r.say("Plan the cleanup (%s)", map[bool]string{true: "applying", false: "dry run"}[r.cfg.ApplyCleanup])
+	r.say("Plan the cleanup as it stands now (%s)", map[bool]string{true: "applied in the next step", false: "dry run; -apply-cleanup applies it"}[r.cfg.ApplyCleanup])
 	plan, err := r.c.PlanCleanup(ctx, crabbox.CleanupPolicy{})
 	if err != nil {
 		return err
@@ -467,28 +484,39 @@ func (r *runbook) steps(ctx context.Context) error {
 	if err := plan.WriteText(r.out); err != nil {
 		return err
 	}
-	// The same policy a week and a day from now: the failed images are past
-	// their inspection period by then. Planning changes nothing.
-	r.say("Plan the cleanup as it will stand in 8 days (dry run)")
-	if err := r.printPlan(ctx, 8*24*time.Hour); err != nil {
-		return err
-	}
 	if r.cfg.ApplyCleanup {
-		res, err := plan.Apply(ctx)
-		if err != nil {
+		if err := r.apply(ctx, plan); err != nil {
 			return err
 		}
-		r.detail("deleted %v", res.Deleted)
-		// Apply re-checked each image just before deleting it: what it did
-		// and why (kept when it changed since the plan or the provider
-		// refused; snapshots another image still uses stay).
-		for _, o := range res.Outcomes {
-			line := fmt.Sprintf("%s %s: %s", o.Result, o.ImageID, o.Reason)
-			if len(o.SnapshotsKept) > 0 {
-				line += fmt.Sprintf(" (snapshots kept, shared: %v)", o.SnapshotsKept)
-			}
-			r.detail("%s", line)
+	}
+	// The same policy a week and a day from now: the failed images are past
+	// their inspection period by then. Planning changes nothing.
+	r.say("Plan the cleanup as it will stand in 8 days (dry run, never applied: it shows what a later cleanup will delete)")
+	return r.printPlan(ctx, 8*24*time.Hour)
+}
+
+// apply applies plan, the cleanup plan as it stands now, and says what it
+// did.
+func (r *runbook) apply(ctx context.Context, plan *crabbox.CleanupPlan) error {
+	r.say("Apply the cleanup plan above (the one as it stands now)")
+	res, err := plan.Apply(ctx)
+	if err != nil {
+		return err
+	}
+	if len(res.Deleted) == 0 {
+		r.detail("applied: nothing deleted (the plan marks no image for deletion)")
+	} else {
+		r.detail("applied: deleted %d image(s): %s", len(res.Deleted), strings.Join(res.Deleted, ", "))
+	}
+	// Apply re-checked each image just before deleting it: what it did
+	// and why (kept when it changed since the plan or the provider
+	// refused; snapshots another image still uses stay).
+	for _, o := range res.Outcomes {
+		line := fmt.Sprintf("%s %s: %s", o.Result, o.ImageID, o.Reason)
+		if len(o.SnapshotsKept) > 0 {
+			line += fmt.Sprintf(" (snapshots kept, shared: %v)", o.SnapshotsKept)
 		}
+		r.detail("%s", line)
 	}
 	return nil
 }
