@@ -164,6 +164,9 @@ var openURLScript string
 // browser matches ErrMissingTool (a *MissingToolError naming every command
 // tried); a bad URL or option matches ErrInvalidArgument.
 func (l *Lease) OpenURL(ctx context.Context, rawURL string, opts ...BrowserOption) (*Browser, error) {
+	if err := l.usable("open-url"); err != nil {
+		return nil, err
+	}
 	b, err := openBrowser(ctx, leaseTarget{l}, rawURL, opts...)
 	if err != nil {
 		return nil, l.c.opErr("open-url", l.ID, err)

@@ -33,6 +33,9 @@ import (
 // error matching ErrMissingTool (a *MissingToolError naming them). A lease
 // with neither flag is ErrInvalidArgument.
 func (l *Lease) PrepareDesktop(ctx context.Context) (string, error) {
+	if err := l.usable("prepare-desktop"); err != nil {
+		return "", err
+	}
 	if !l.Desktop && !l.Browser {
 		return "", l.c.opErr("prepare-desktop", l.ID, fmt.Errorf("%w: the lease asked for neither a desktop nor a browser", ErrInvalidArgument))
 	}

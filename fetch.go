@@ -21,6 +21,9 @@ var fetchScript string
 // below $HOME. A missing file matches ErrNotFound, an unreadable one
 // ErrPermission.
 func (l *Lease) Fetch(ctx context.Context, remotePath string, w io.Writer) (int64, error) {
+	if err := l.usable("fetch"); err != nil {
+		return 0, err
+	}
 	n, err := fetch(ctx, leaseTarget{l}, remotePath, w)
 	if err != nil {
 		return n, l.c.opErr("fetch", l.ID, err)
@@ -31,6 +34,9 @@ func (l *Lease) Fetch(ctx context.Context, remotePath string, w io.Writer) (int6
 // FetchFile copies a file from the box to a local file (created or
 // truncated, mode 0644); on error the partial local file is removed.
 func (l *Lease) FetchFile(ctx context.Context, remotePath, localPath string) error {
+	if err := l.usable("fetch"); err != nil {
+		return err
+	}
 	if err := fetchToFile(ctx, leaseTarget{l}, remotePath, localPath); err != nil {
 		return l.c.opErr("fetch", l.ID, err)
 	}

@@ -7,6 +7,7 @@ package crabbox
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -26,7 +27,10 @@ import (
 // lease as it was obtained; Touch and Extend update TTL and Expires, so do
 // not read those while another goroutine touches or extends the lease.
 // A Lease decoded from JSON is a record only: its methods need a Lease
-// from Client.Warmup, Client.Lease or Client.Leases.
+// from Client.Warmup, Client.Lease or Client.Leases. In JSON, TTL and
+// IdleTimeout are float seconds ("ttl_seconds", "idle_timeout_seconds"),
+// like every duration the SDK writes; the nanosecond fields earlier
+// versions wrote ("ttl_ns", "idle_timeout_ns") are still read.
 type Lease struct {
 	ID          string            `json:"id"`
 	Slug        string            `json:"slug"`
@@ -63,6 +67,48 @@ type Lease struct {
 	ssh      *sshx.Client
 	released bool
 	tunnels  tunnelSet // open forwards, closed with the lease
+}
+
+// leaseJSON is Lease without its methods, for its JSON methods.
+type leaseJSON Lease
+
+// MarshalJSON writes the lease record with TTL and IdleTimeout as float
+// seconds.
+func (l *Lease) MarshalJSON() ([]byte, error) {
+	if l == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(struct {
+		*leaseJSON
+		TTL         float64 `json:"ttl_seconds"`
+		IdleTimeout float64 `json:"idle_timeout_seconds"`
+		// Shadow the nanosecond fields (written by earlier versions).
+		TTLNs  *int64 `json:"ttl_ns,omitempty"`
+		IdleNs *int64 `json:"idle_timeout_ns,omitempty"`
+	}{leaseJSON: (*leaseJSON)(l), TTL: seconds(l.TTL), IdleTimeout: seconds(l.IdleTimeout)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, and the nanosecond fields
+// of earlier versions; the seconds win when both are there.
+func (l *Lease) UnmarshalJSON(data []byte) error {
+	if l == nil {
+		return &OpError{Op: "decode-lease", Err: fmt.Errorf("%w: nil lease", ErrInvalidArgument)}
+	}
+	aux := struct {
+		*leaseJSON
+		TTL         *float64 `json:"ttl_seconds"`
+		IdleTimeout *float64 `json:"idle_timeout_seconds"`
+	}{leaseJSON: (*leaseJSON)(l)}
+	if err := json.Unmarshal(data, &aux); err != nil {
+		return err
+	}
+	if aux.TTL != nil {
+		l.TTL = fromSeconds(*aux.TTL)
+	}
+	if aux.IdleTimeout != nil {
+		l.IdleTimeout = fromSeconds(*aux.IdleTimeout)
+	}
+	return nil
 }
 
 // Warmup leases a new machine: it picks the image (explicit, promoted in the

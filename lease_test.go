@@ -5,6 +5,7 @@ package crabbox_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -266,4 +267,48 @@ func TestTouchAndExtend(t *testing.T) {
 	assert.ErrorIs(t, l.Extend(ctx, 0), crabbox.ErrInvalidArgument)
 	now.Add(int64(3 * time.Hour))
 	assert.ErrorIs(t, l.Touch(ctx), crabbox.ErrExpired)
+}
+
+// TestLeaseJSONDurationsInSeconds: a lease's JSON has its TTL and idle
+// timeout in float seconds, like every duration the SDK writes, reads back
+// to the same lease, and a record written by an earlier version (the
+// nanosecond fields) still reads, and its lease re-attaches from the state
+// dir.
+func TestLeaseJSONDurationsInSeconds(t *testing.T) {
+	cloud, err := crabboxtest.New()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cloud.Close() })
+	state := t.TempDir()
+	c := localClient(t, cloud, crabbox.WithStateDir(state))
+	ctx := testCtx(t)
+	l, err := c.Warmup(ctx, crabbox.WithTTL(90*time.Minute), crabbox.WithIdleTimeout((25*time.Minute + 500*time.Millisecond)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Release(ctx) })
+
+	b, err := json.Marshal(l)
+	require.NoError(t, err)
+	var fields map[string]any
+	require.NoError(t, json.Unmarshal(b, &fields))
+	assert.Equal(t, 5400.0, fields["ttl_seconds"], "%s", b)
+	assert.Equal(t, 1500.5, fields["idle_timeout_seconds"], "%s", b)
+	assert.NotContains(t, fields, "ttl_ns")
+	assert.NotContains(t, fields, "idle_timeout_ns")
+	var back crabbox.Lease
+	require.NoError(t, json.Unmarshal(b, &back))
+	assert.Equal(t, l.ID, back.ID)
+	assert.Equal(t, 90*time.Minute, back.TTL)
+	assert.Equal(t, (25*time.Minute + 500*time.Millisecond), back.IdleTimeout)
+
+	// What the previous version wrote for this lease.
+	old := fmt.Sprintf(`{"id":%q,"slug":%q,"provider":"local","machine_id":%q,"image_id":%q,"ttl_ns":%d,"idle_timeout_ns":%d}`,
+		l.ID, l.Slug, l.MachineID, l.ImageID, int64(90*time.Minute), int64((25*time.Minute + 500*time.Millisecond)))
+	var prev crabbox.Lease
+	require.NoError(t, json.Unmarshal([]byte(old), &prev))
+	assert.Equal(t, 90*time.Minute, prev.TTL)
+	assert.Equal(t, (25*time.Minute + 500*time.Millisecond), prev.IdleTimeout)
+	again, err := localClient(t, cloud, crabbox.WithStateDir(state)).Lease(ctx, prev.ID)
+	require.NoError(t, err)
+	defer again.Close()
+	_, err = again.Run(ctx, "true")
+	require.NoError(t, err)
 }

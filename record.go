@@ -108,6 +108,9 @@ var recordScript string
 // records, it stops ffmpeg and removes the file from the box (detached from
 // ctx's cancellation, bounded in time (30 s)), KeepOnBox or not.
 func (l *Lease) Record(ctx context.Context, d time.Duration, opts ...RecordOption) (*Recording, error) {
+	if err := l.usable("record"); err != nil {
+		return nil, err
+	}
 	rec, err := record(ctx, leaseTarget{l}, d, opts...)
 	if err != nil {
 		return rec, l.c.opErr("record", l.ID, err)

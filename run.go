@@ -83,10 +83,18 @@ type RunResult struct {
 }
 
 // RunError is returned when a command ran and exited non-zero. It matches
-// ErrCommandFailed.
+// ErrCommandFailed. Its message has the prefix of every other error
+// ("crabbox: run [provider] lease: ") and names the command (its first
+// line, shortened), then the exit code or signal and the output's tail.
 type RunError struct {
 	Result *RunResult
+	// Provider and Lease say where the command ran (set by Lease.Run).
+	Provider, Lease string
 }
+
+// runErrorCommandLen is how much of a command's first line a RunError's
+// message shows.
+const runErrorCommandLen = 60
 
 func (e *RunError) Error() string {
 	if e == nil || e.Result == nil {
@@ -103,10 +111,24 @@ func (e *RunError) Error() string {
 	if e.Result.Signal != "" {
 		what = "signal " + e.Result.Signal
 	}
-	if tail != "" {
-		return fmt.Sprintf("command failed with %s: %s", what, tail)
+	msg := (&OpError{Op: "run", Provider: e.Provider, ID: e.Lease}).Error()
+	cmd := strings.TrimSpace(e.Result.Command)
+	if first, _, more := strings.Cut(cmd, "\n"); more {
+		cmd = strings.TrimSpace(first) + " ..."
 	}
-	return "command failed with " + what
+	if r := []rune(cmd); len(r) > runErrorCommandLen {
+		cmd = string(r[:runErrorCommandLen]) + "..."
+	}
+	if cmd != "" {
+		msg += fmt.Sprintf("command %q ", cmd)
+	} else {
+		msg += "command "
+	}
+	msg += "failed with " + what
+	if tail != "" {
+		msg += ": " + tail
+	}
+	return msg
 }
 
 func (e *RunError) Unwrap() error { return ErrCommandFailed }
@@ -210,7 +232,7 @@ func (l *Lease) Run(ctx context.Context, command string, opts ...RunOption) (*Ru
 		return nil, l.c.opErr("run", l.ID, err)
 	}
 	if rr.ExitCode != 0 || rr.Signal != "" {
-		return rr, &RunError{Result: rr}
+		return rr, &RunError{Result: rr, Provider: l.c.info.Name, Lease: l.ID}
 	}
 	return rr, nil
 }

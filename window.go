@@ -35,6 +35,9 @@ var windowNameScript string
 // allows: give ctx a deadline. Errors match ErrNoDisplay, ErrMissingTool
 // (xdotool) or ctx's error.
 func (l *Lease) WaitWindow(ctx context.Context, titleOrClass string) (*Window, error) {
+	if err := l.usable("wait-window"); err != nil {
+		return nil, err
+	}
 	w, err := waitWindow(ctx, leaseTarget{l}, titleOrClass, nil)
 	if err != nil {
 		return nil, l.c.opErr("wait-window", l.ID, err)

@@ -95,7 +95,13 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := dispatch(ctx, args, stdout, stderr)
+	return runOn(ctx, builtinClouds(), args, stdout, stderr)
+}
+
+// runOn is run with the providers clouds opens (a test swaps one for an
+// emulated cloud).
+func runOn(ctx context.Context, clouds map[string]cloudFunc, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, clouds, args, stdout, stderr)
 	var ee exitError
 	var ue usageError
 	switch {
@@ -118,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func dispatch(ctx context.Context, clouds map[string]cloudFunc, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{"no command"}
 	}
@@ -136,7 +142,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return usageError{fmt.Sprintf("unknown command %q", cmd)}
 	}
-	e := &env{stdout: stdout, stderr: stderr}
+	e := &env{stdout: stdout, stderr: stderr, clouds: clouds}
 	fs := flag.NewFlagSet("crabbox "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	e.commonFlags(fs)
@@ -175,6 +181,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 type env struct {
 	stdout, stderr io.Writer
 	args           []string
+	clouds         map[string]cloudFunc
 
 	provider, stateDir, operator, region string
 	jsonOut                              bool
@@ -218,6 +225,64 @@ func (e *env) stateRoot() (string, error) {
 	return filepath.Join(dir, "crabbox"), nil
 }
 
+// cloudFunc opens one provider's driver, with the client options it needs;
+// root is the state dir.
+type cloudFunc func(ctx context.Context, e *env, root string) (provider.Driver, []crabbox.Option, error)
+
+// builtinClouds are the providers --provider names.
+func builtinClouds() map[string]cloudFunc {
+	return map[string]cloudFunc{"local": localCloud, "aws": awsCloud, "hetzner": hetznerCloud}
+}
+
+// localCloud is the embedded local cloud, kept in the state dir.
+func localCloud(ctx context.Context, e *env, root string) (provider.Driver, []crabbox.Option, error) {
+	cloud, err := crabboxtest.New(crabboxtest.WithPersistentDir(filepath.Join(root, "local-cloud")), crabboxtest.WithImagePendingPolls(0))
+	if err != nil {
+		return nil, nil, err
+	}
+	e.closers = append(e.closers, cloud.Close)
+	return cloud, []crabbox.Option{crabbox.WithPollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
+		crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond))}, nil
+}
+
+// awsCloud is Amazon EC2 with the default credential chain.
+func awsCloud(ctx context.Context, e *env, root string) (provider.Driver, []crabbox.Option, error) {
+	var lo []func(*config.LoadOptions) error
+	if e.region != "" {
+		lo = append(lo, config.WithRegion(e.region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, lo...)
+	if err != nil {
+		return nil, nil, err
+	}
+	var opts []awsec2.Option
+	if e.awsCIDR != "" {
+		opts = append(opts, awsec2.WithSSHCIDR(e.awsCIDR))
+	}
+	if e.awsSG != "" {
+		opts = append(opts, awsec2.WithSecurityGroup(e.awsSG))
+	}
+	if e.awsSubnet != "" {
+		opts = append(opts, awsec2.WithSubnet(e.awsSubnet))
+	}
+	drv, err := awsec2.New(cfg, opts...)
+	return drv, nil, err
+}
+
+// hetznerCloud is Hetzner Cloud (HCLOUD_TOKEN).
+func hetznerCloud(ctx context.Context, e *env, root string) (provider.Driver, []crabbox.Option, error) {
+	token := os.Getenv("HCLOUD_TOKEN")
+	if token == "" {
+		return nil, nil, errors.New("hetzner: HCLOUD_TOKEN is not set")
+	}
+	var opts []hetzner.Option
+	if e.region != "" {
+		opts = append(opts, hetzner.WithLocation(e.region))
+	}
+	drv, err := hetzner.New(hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox", "")), opts...)
+	return drv, nil, err
+}
+
 // client opens the provider and the SDK client; close releases what it
 // opened (the local cloud saves its state).
 func (e *env) client(ctx context.Context) (*crabbox.Client, error) {
@@ -225,61 +290,19 @@ func (e *env) client(ctx context.Context) (*crabbox.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var drv provider.Driver
-	switch e.provider {
-	case "local":
-		cloud, err := crabboxtest.New(crabboxtest.WithPersistentDir(filepath.Join(root, "local-cloud")), crabboxtest.WithImagePendingPolls(0))
-		if err != nil {
-			return nil, err
-		}
-		e.closers = append(e.closers, cloud.Close)
-		drv = cloud
-	case "aws":
-		var lo []func(*config.LoadOptions) error
-		if e.region != "" {
-			lo = append(lo, config.WithRegion(e.region))
-		}
-		cfg, err := config.LoadDefaultConfig(ctx, lo...)
-		if err != nil {
-			return nil, err
-		}
-		var opts []awsec2.Option
-		if e.awsCIDR != "" {
-			opts = append(opts, awsec2.WithSSHCIDR(e.awsCIDR))
-		}
-		if e.awsSG != "" {
-			opts = append(opts, awsec2.WithSecurityGroup(e.awsSG))
-		}
-		if e.awsSubnet != "" {
-			opts = append(opts, awsec2.WithSubnet(e.awsSubnet))
-		}
-		if drv, err = awsec2.New(cfg, opts...); err != nil {
-			return nil, err
-		}
-	case "hetzner":
-		token := os.Getenv("HCLOUD_TOKEN")
-		if token == "" {
-			return nil, errors.New("hetzner: HCLOUD_TOKEN is not set")
-		}
-		var opts []hetzner.Option
-		if e.region != "" {
-			opts = append(opts, hetzner.WithLocation(e.region))
-		}
-		if drv, err = hetzner.New(hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox", "")), opts...); err != nil {
-			return nil, err
-		}
-	default:
+	open, ok := e.clouds[e.provider]
+	if !ok {
 		return nil, usageError{fmt.Sprintf("--provider %q: local, aws or hetzner", e.provider)}
+	}
+	drv, extra, err := open(ctx, e, root)
+	if err != nil {
+		return nil, err
 	}
 	opts := []crabbox.Option{crabbox.WithStateDir(filepath.Join(root, "sdk"))}
 	if e.operator != "" {
 		opts = append(opts, crabbox.WithOperator(e.operator))
 	}
-	if e.provider == "local" {
-		opts = append(opts, crabbox.WithPollBackoff(crabbox.ConstantBackoff(20*time.Millisecond)),
-			crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20*time.Millisecond)))
-	}
-	return crabbox.New(drv, opts...)
+	return crabbox.New(drv, append(opts, extra...)...)
 }
 
 func (e *env) close() error {
@@ -395,6 +418,7 @@ func warmupCmd() command {
 				opts = append(opts, crabbox.WithKeepOnFailure())
 			}
 			return e.withClient(ctx, func(c *crabbox.Client) error {
+				fmt.Fprintf(e.stderr, "crabbox: warming a %s lease on %s (waits for the machine to boot and answer SSH)...\n", class, c.Provider().Name)
 				l, err := c.Warmup(ctx, opts...)
 				if l != nil {
 					e.closers = append(e.closers, l.Close)
@@ -517,6 +541,7 @@ func smokeCmd() command {
 				if evidence != "" {
 					sopts = append(sopts, crabbox.WithEvidenceDir(evidence))
 				}
+				fmt.Fprintf(e.stderr, "crabbox: running %d smoke checks on %s...\n", len(checks), l.ID)
 				rep, err := crabbox.Smoke(ctx, l, checks, sopts...)
 				if rep == nil || len(rep.Results) == 0 {
 					return err
@@ -633,6 +658,9 @@ func imageCreateCmd() command {
 				opts = append(opts, crabbox.WithPrepare())
 			}
 			return e.withClient(ctx, func(c *crabbox.Client) error {
+				if wait {
+					fmt.Fprintf(e.stderr, "crabbox: creating image %s from %s and waiting until it is available (up to %s)...\n", name, e.leaseID, timeout)
+				}
 				img, err := c.CreateImage(ctx, e.leaseID, name, opts...)
 				if img != nil {
 					if perr := e.print(img); perr != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -17,6 +18,11 @@ type tool struct {
 	bin   string
 	state string
 	dir   string // working directory
+	// clouds, when set, runs each command in this process on these
+	// providers (runOn) instead of the binary: for clouds emulated by the
+	// test, whose boxes only the test's dialer reaches. The environment
+	// is the test's (t.Setenv) and the working directory is not dir.
+	clouds map[string]cloudFunc
 }
 
 func buildTool(t *testing.T) *tool {
@@ -32,6 +38,11 @@ func buildTool(t *testing.T) *tool {
 // run runs one command line and returns stdout, stderr and the exit code.
 func (tl *tool) run(args ...string) (string, string, int) {
 	tl.t.Helper()
+	if tl.clouds != nil {
+		var out, errb bytes.Buffer
+		code := runOn(context.Background(), tl.clouds, args, &out, &errb)
+		return out.String(), errb.String(), code
+	}
 	cmd := exec.Command(tl.bin, args...)
 	cmd.Dir = tl.dir
 	cmd.Env = append(os.Environ(), "CRABBOX_STATE_DIR="+tl.state, "CRABBOX_PROVIDER=", "CRABBOX_OPERATOR=runbook-tester")

@@ -13,8 +13,9 @@
 //	go run ./examples/qa -host ... -state qa-hosts.json -lease cbx_0123456789ab   # reuse a lease
 //
 // With no -host it starts a local desktop host: a real OpenSSH sshd on
-// 127.0.0.1 for a temporary user, leased through provider/sshhost like any
-// existing host. That needs root and the tools scripts/setup installs.
+// 127.0.0.1 for a temporary user (package crabboxtest/desktoptest), leased
+// through provider/sshhost like any existing host. That needs root and the
+// tools scripts/setup installs.
 // The same code runs against cloud leases: build the client on
 // provider/awsec2 or provider/hetzner instead of sshhost.
 //
@@ -44,6 +45,7 @@ import (
 
 	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/cdp"
+	"github.com/crabbox/crabbox-go/crabboxtest/desktoptest"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
@@ -155,13 +157,13 @@ func newClient() (*crabbox.Client, func(), error) {
 	cleanup := func() {}
 	if *flagHost == "" {
 		step("starting a local desktop host (sshd on 127.0.0.1 for a temporary user)")
-		d, err := startLocalDesktop()
+		d, err := desktoptest.Start()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("%w (or point -host at an SSH host with a desktop)", err)
 		}
-		cleanup = d.Close
-		fmt.Printf("    host %s@%s, display %s\n", d.host.User, d.host.Addr, d.display)
-		hosts = append(hosts, d.host)
+		cleanup = func() { _ = d.Close() }
+		fmt.Printf("    host %s@%s, display %s\n", d.SSH.User, d.SSH.Addr, d.Display)
+		hosts = append(hosts, d.SSH)
 	} else {
 		h, err := hostFromFlags()
 		if err != nil {

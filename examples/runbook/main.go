@@ -1,474 +1,64 @@
-// Command runbook runs the Crabbox image bake runbook end to end as ordinary
-// Go: warm a source lease, verify it, create a candidate image, boot the
-// candidate explicitly and smoke it, promote it with that proof, verify that
-// a normal lease boots the promoted image, show a candidate that fails its
-// smoke being refused, show a rollback, and plan the cleanup.
+// Command runbook runs the Crabbox image bake runbook end to end (package
+// steps: bake, smoke, promote, verify, a refused candidate, a rollback, the
+// cleanup plan) on the embedded local cloud (package crabboxtest): no
+// account, no network.
 //
-// With no flags it runs on the embedded local cloud (package crabboxtest)
-// and needs no account. -provider selects other backends (see
-// provider_*.go beside this file). Cleanup is a dry run unless -apply-cleanup.
+// It links no cloud SDK, so a first build on a fresh machine is quick. The
+// cloud backends are programs of their own, one flag away:
+//
+//	go run ./examples/runbook/aws -provider aws|moto
+//	go run ./examples/runbook/hetzner -provider hetzner|hetzner-fake
+//
+// (./scripts/runbook -provider NAME picks the right one.) Cleanup is a dry
+// run unless -apply-cleanup; evidence is removed at exit unless -evidence
+// DIR.
 package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"path/filepath"
-	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/crabboxtest"
+	"github.com/crabbox/crabbox-go/examples/runbook/steps"
 	"github.com/crabbox/crabbox-go/provider"
 )
 
-// backend is one provider the runbook can run on.
-type backend struct {
-	name string
-	help string
-	// setup returns the driver, extra client options, the runbook
-	// parameters for it, and a cleanup func.
-	setup func(ctx context.Context) (provider.Driver, []crabbox.Option, params, func(), error)
-}
+func main() { steps.Main("local", []steps.Backend{local()}) }
 
-// params are the parts of the runbook that differ between a real cloud and
-// the embedded default.
-type params struct {
-	// tools the source and candidate must have (nil: the runbook's full list).
-	tools []string
-	// bake runs on the source lease before imaging (installs what the image
-	// should carry). Empty: nothing.
-	bake string
-	// desktop and browser leases (real clouds; needs the desktop bootstrap).
-	desktop, browser bool
-	class            string
-	owner, product   string
-}
-
-var backends = map[string]backend{}
-
-func register(b backend) { backends[b.name] = b }
-
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintf(os.Stderr, "runbook: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-var (
-	flagProvider = flag.String("provider", "local", "backend to run on")
-	flagEvidence = flag.String("evidence", "", "directory for smoke reports and screenshots (default: a temp dir)")
-	flagApply    = flag.Bool("apply-cleanup", false, "apply the cleanup plan (default: dry run)")
-	flagState    = flag.String("state-dir", "", "directory for per-lease keys (default: a temp dir)")
-	flagVerbose  = flag.Bool("v", false, "print every progress event")
-	flagDesktop  = flag.Bool("desktop", false, "desktop+browser leases with the real desktop/browser proof (needs Xvfb, scrot, ffmpeg, xdotool and Chromium where the boxes run; on the local cloud: this machine)")
-)
-
-func run() error {
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: runbook [flags]\n\nbackends:\n")
-		var names []string
-		for n := range backends {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Fprintf(flag.CommandLine.Output(), "  %-14s %s\n", n, backends[n].help)
-		}
-		fmt.Fprintln(flag.CommandLine.Output())
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	if _, ok := backends[*flagProvider]; !ok {
-		flag.Usage()
-		return fmt.Errorf("unknown -provider %q", *flagProvider)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	return execute(ctx)
-}
-
-// execute runs the runbook with the parsed flags.
-func execute(ctx context.Context) error {
-	b, ok := backends[*flagProvider]
-	if !ok {
-		return fmt.Errorf("unknown -provider %q", *flagProvider)
-	}
-
-	drv, opts, p, cleanup, err := b.setup(ctx)
-	if err != nil {
-		return fmt.Errorf("setting up %s: %w", b.name, err)
-	}
-	defer cleanup()
-
-	evidence := *flagEvidence
-	if evidence == "" {
-		if evidence, err = os.MkdirTemp("", "crabbox-evidence-"); err != nil {
-			return err
-		}
-	}
-	if err := os.MkdirAll(evidence, 0o755); err != nil {
-		return err
-	}
-	state := *flagState
-	if state == "" {
-		if state, err = os.MkdirTemp("", "crabbox-state-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(state)
-	}
-	opts = append(opts, crabbox.WithStateDir(state), crabbox.WithEvents(printEvent))
-	c, err := crabbox.New(drv, opts...)
-	if err != nil {
-		return err
-	}
-	if *flagDesktop {
-		p.desktop, p.browser = true, true
-	}
-	r := &runbook{c: c, p: p, evidence: evidence, drv: drv, opts: opts}
-	defer r.releaseAll()
-	if err := r.steps(ctx); err != nil {
-		return err
-	}
-	fmt.Printf("\nevidence: %s\n", evidence)
-	fmt.Println("runbook complete: every step passed")
-	return nil
-}
-
-func printEvent(e crabbox.Event) {
-	if !*flagVerbose && e.Kind != crabbox.EventTypeFallback && e.Kind != crabbox.EventRetry {
-		return
-	}
-	fmt.Printf("      · %s %s %s %s\n", e.Kind, e.ID, e.State, e.Message)
-}
-
-type runbook struct {
-	c        *crabbox.Client
-	drv      provider.Driver
-	opts     []crabbox.Option
-	p        params
-	evidence string
-	step     int
-
-	mu     sync.Mutex
-	leases []*crabbox.Lease
-}
-
-func (r *runbook) say(format string, args ...any) {
-	r.step++
-	fmt.Printf("\n[%2d] %s\n", r.step, fmt.Sprintf(format, args...))
-}
-
-func detail(format string, args ...any) { fmt.Printf("     %s\n", fmt.Sprintf(format, args...)) }
-
-func printJSON(v any) {
-	b, _ := json.MarshalIndent(v, "     ", "  ")
-	fmt.Printf("     %s\n", b)
-}
-
-func (r *runbook) warmup(ctx context.Context, opts ...crabbox.LeaseOption) (*crabbox.Lease, error) {
-	base := []crabbox.LeaseOption{crabbox.WithClass(r.p.class), crabbox.WithTTL(2 * time.Hour), crabbox.WithIdleTimeout(30 * time.Minute)}
-	if r.p.desktop {
-		base = append(base, crabbox.WithDesktop())
-	}
-	if r.p.browser {
-		base = append(base, crabbox.WithBrowser())
-	}
-	l, err := r.c.Warmup(ctx, append(base, opts...)...)
-	if err != nil {
-		return nil, err
-	}
-	r.mu.Lock()
-	r.leases = append(r.leases, l)
-	r.mu.Unlock()
-	detail("lease %s (%s) on %s, image %s (%s)", l.ID, l.Slug, l.MachineType, l.ImageID, l.ImageSource)
-	return l, nil
-}
-
-func (r *runbook) release(ctx context.Context, l *crabbox.Lease) error {
-	if err := l.Release(ctx); err != nil {
-		return err
-	}
-	detail("released %s", l.ID)
-	return nil
-}
-
-// releaseAll releases every lease the run made, even after a failure or
-// ^C, with a context detached from cancellation and bounded.
-func (r *runbook) releaseAll() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, l := range r.leases {
-		if err := l.Release(ctx); err != nil {
-			fmt.Fprintf(os.Stderr, "runbook: releasing %s: %v\n", l.ID, err)
-		}
-	}
-}
-
-func (r *runbook) smoke(ctx context.Context, l *crabbox.Lease, label string, checks []crabbox.SmokeCheck) (*crabbox.SmokeReport, error) {
-	dir := filepath.Join(r.evidence, label)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	rep, err := crabbox.Smoke(ctx, l, checks, crabbox.WithEvidenceDir(dir))
-	if rep != nil {
-		for _, res := range rep.Results {
-			mark := "ok  "
-			if !res.Passed {
-				mark = "FAIL"
+// local is the embedded local cloud: machines are in-process SSH servers
+// running commands in a directory per machine; images copy that directory.
+func local() steps.Backend {
+	return steps.Backend{
+		Name: "local",
+		Help: "embedded local cloud (default; no account, no network)",
+		Setup: func(ctx context.Context) (provider.Driver, []crabbox.Option, steps.Params, func(), error) {
+			cloud, err := crabboxtest.New()
+			if err != nil {
+				return nil, nil, steps.Params{}, nil, err
 			}
-			line := strings.TrimSpace(res.Output)
-			if i := strings.LastIndexByte(line, '\n'); i >= 0 {
-				line = line[i+1:]
+			opts := []crabbox.Option{
+				crabbox.WithPollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
+				crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(20 * time.Millisecond)),
 			}
-			if !res.Passed && res.Error != "" {
-				line = res.Error
+			p := steps.Params{
+				// Tools a fresh machine set up as the README says has; the
+				// runbook's full list (node, pnpm, ffmpeg, ...) applies to
+				// cloud images.
+				Tools: []string{"sh", "git", "curl", "rsync", "jq", "tar", "crabbox-hello"},
+				// The bake installs a tool into the image, the way a real
+				// bake installs packages, so the candidate smoke checks
+				// something the source did not have at boot.
+				Bake: `R="${CRABBOX_FS_ROOT:-}"
+mkdir -p "$R/usr/local/bin" "$R/var/cache/crabbox/pnpm"
+printf '#!/bin/sh\necho crabbox-hello from the baked image\n' > "$R/usr/local/bin/crabbox-hello"
+chmod 755 "$R/usr/local/bin/crabbox-hello"
+crabbox-hello`,
+				Class:   crabbox.ClassStandard,
+				Owner:   "crabbox",
+				Product: "demo",
 			}
-			if len(line) > 90 {
-				line = line[:90] + "..."
-			}
-			detail("%s %-40s %s", mark, res.Title, line)
-		}
-		detail("%d passed, %d failed", rep.Passed, rep.Failed)
-		if werr := writeReport(dir, rep); werr != nil {
-			return rep, werr
-		}
+			return cloud, opts, p, func() { _ = cloud.Close() }, nil
+		},
 	}
-	return rep, err
-}
-
-func writeReport(dir string, rep *crabbox.SmokeReport) error {
-	for name, write := range map[string]func(*os.File) error{
-		"report.json":      func(f *os.File) error { return rep.WriteJSON(f) },
-		"report.junit.xml": func(f *os.File) error { return rep.WriteJUnit(f) },
-	} {
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			return err
-		}
-		if err := write(f); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *runbook) checkSet(hygiene bool) crabbox.CheckSetOptions {
-	return crabbox.CheckSetOptions{Tools: r.p.tools, Desktop: r.p.desktop, Browser: r.p.browser, Hygiene: hygiene}
-}
-
-func (r *runbook) imageName(purpose string) (string, error) {
-	n, err := crabbox.NewImageName(r.p.owner, r.p.product, purpose, time.Now())
-	if err != nil {
-		return "", err
-	}
-	return n.String(), nil
-}
-
-// bakeCandidate warms a source lease, verifies it, runs the bake, creates
-// the candidate image and releases the source.
-func (r *runbook) bakeCandidate(ctx context.Context, purpose, extra string) (*crabbox.Image, error) {
-	r.say("Warm a source lease")
-	src, err := r.warmup(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if r.p.bake != "" || extra != "" {
-		r.say("Bake machine capabilities into the source lease")
-		for _, cmd := range []string{r.p.bake, extra} {
-			if cmd == "" {
-				continue
-			}
-			if _, err := src.Run(ctx, cmd, crabbox.Strict(), crabbox.WithStdout(os.Stdout), crabbox.WithStderr(os.Stderr)); err != nil {
-				return nil, fmt.Errorf("bake: %w", err)
-			}
-		}
-	}
-	r.say("Verify the source lease")
-	if _, err := r.smoke(ctx, src, "source-"+src.ID, crabbox.SourceVerification(r.checkSet(false))); err != nil {
-		return nil, fmt.Errorf("source verification: %w", err)
-	}
-	name, err := r.imageName(purpose)
-	if err != nil {
-		return nil, err
-	}
-	r.say("Create the candidate image %s (prepare, wait, JSON record)", name)
-	img, err := r.c.CreateImage(ctx, src.ID, name, crabbox.WithPrepare(), crabbox.WithWait(45*time.Minute))
-	if err != nil {
-		return img, err
-	}
-	printJSON(img)
-	if err := r.release(ctx, src); err != nil {
-		return img, err
-	}
-	return img, nil
-}
-
-func (r *runbook) smokeCandidate(ctx context.Context, img *crabbox.Image) (*crabbox.SmokeReport, error) {
-	r.say("Boot candidate %s explicitly and smoke it", img.ID)
-	l, err := r.warmup(ctx, crabbox.WithImage(img.ID), crabbox.WithTTL(30*time.Minute), crabbox.WithIdleTimeout(10*time.Minute))
-	if err != nil {
-		return nil, err
-	}
-	rep, err := r.smoke(ctx, l, "candidate-"+img.ID, crabbox.CandidateSmoke(r.checkSet(true)))
-	if rerr := r.release(ctx, l); rerr != nil {
-		return rep, errors.Join(err, rerr)
-	}
-	return rep, err
-}
-
-func (r *runbook) steps(ctx context.Context) error {
-	info := r.c.Provider()
-	fmt.Printf("Crabbox image bake runbook on %s (%s), operator %s\n", info.Name, info.Region, r.c.Operator())
-
-	// Part 1: bake, smoke, promote, verify.
-	good, err := r.bakeCandidate(ctx, "linux-base", "")
-	if err != nil {
-		return err
-	}
-	rep, err := r.smokeCandidate(ctx, good)
-	if err != nil {
-		return fmt.Errorf("candidate smoke: %w", err)
-	}
-	r.say("Promote %s with the smoke proof", good.ID)
-	pr, err := r.c.Promote(ctx, good.ID, crabbox.WithProof(rep))
-	if err != nil {
-		return err
-	}
-	printJSON(pr)
-
-	r.say("Verify a normal lease without override boots the promoted image")
-	if err := r.verifyPromoted(ctx, good.ID); err != nil {
-		return err
-	}
-
-	// Part 2: a candidate that fails its smoke is refused promotion.
-	bad, err := r.bakeCandidate(ctx, "linux-leaky", `mkdir -p "$HOME/.aws" && printf '[default]\naws_secret_access_key = DEMO-NOT-A-REAL-SECRET\n' > "$HOME/.aws/credentials"`)
-	if err != nil {
-		return err
-	}
-	badRep, err := r.smokeCandidate(ctx, bad)
-	if err == nil || !errors.Is(err, crabbox.ErrSmokeFailed) {
-		return fmt.Errorf("the leaky candidate should have failed its smoke, got %v", err)
-	}
-	detail("smoke failed as expected: %v", err)
-	r.say("Try to promote the failing candidate %s: it must be refused", bad.ID)
-	_, err = r.c.Promote(ctx, bad.ID, crabbox.WithProof(badRep))
-	if !errors.Is(err, crabbox.ErrNoProof) {
-		return fmt.Errorf("promotion of a failed candidate was not refused: %v", err)
-	}
-	detail("refused: %v", err)
-	if err := r.c.MarkFailed(ctx, bad.ID); err != nil {
-		return err
-	}
-
-	// Part 3: promote a second good image, then roll back to the first.
-	next, err := r.bakeCandidate(ctx, "linux-next", "")
-	if err != nil {
-		return err
-	}
-	rep2, err := r.smokeCandidate(ctx, next)
-	if err != nil {
-		return fmt.Errorf("candidate smoke: %w", err)
-	}
-	r.say("Promote %s", next.ID)
-	if pr, err = r.c.Promote(ctx, next.ID, crabbox.WithProof(rep2)); err != nil {
-		return err
-	}
-	detail("channel %s: %s -> %s (version %d)", pr.Channel, pr.Previous, pr.Image.ID, pr.Version)
-	// While the new image is not known-good, cleanup keeps the channel's
-	// rollback target whatever its age (dry run, a week from now).
-	r.say("Plan the cleanup as it would stand in a week with %s not yet known-good (dry run)", next.ID)
-	if err := r.printPlan(ctx, 7*24*time.Hour); err != nil {
-		return err
-	}
-	r.say("Roll back: a QA lane failed on %s", next.ID)
-	rb, err := r.c.Rollback(ctx, crabbox.DefaultChannel, "demo: QA lane failed")
-	if err != nil {
-		return err
-	}
-	detail("channel %s back on %s (version %d); %s marked failed and kept for inspection", rb.Channel, rb.Image.ID, rb.Version, next.ID)
-	r.say("Normal brokered smoke again after the rollback")
-	if err := r.verifyPromoted(ctx, good.ID); err != nil {
-		return err
-	}
-
-	// Cleanup.
-	r.say("Plan the cleanup (%s)", map[bool]string{true: "applying", false: "dry run"}[*flagApply])
-	plan, err := r.c.PlanCleanup(ctx, crabbox.CleanupPolicy{})
-	if err != nil {
-		return err
-	}
-	if err := plan.WriteText(os.Stdout); err != nil {
-		return err
-	}
-	// The same policy a week and a day from now: the failed images are past
-	// their inspection period by then. Planning changes nothing.
-	r.say("Plan the cleanup as it will stand in 8 days (dry run)")
-	if err := r.printPlan(ctx, 8*24*time.Hour); err != nil {
-		return err
-	}
-	if *flagApply {
-		res, err := plan.Apply(ctx)
-		if err != nil {
-			return err
-		}
-		detail("deleted %v", res.Deleted)
-		// Apply re-checked each image just before deleting it: what it did
-		// and why (kept when it changed since the plan or the provider
-		// refused; snapshots another image still uses stay).
-		for _, o := range res.Outcomes {
-			line := fmt.Sprintf("%s %s: %s", o.Result, o.ImageID, o.Reason)
-			if len(o.SnapshotsKept) > 0 {
-				line += fmt.Sprintf(" (snapshots kept, shared: %v)", o.SnapshotsKept)
-			}
-			detail("%s", line)
-		}
-	}
-	return nil
-}
-
-// printPlan prints the cleanup plan as it would stand after d (planning
-// changes nothing).
-func (r *runbook) printPlan(ctx context.Context, d time.Duration) error {
-	later, err := crabbox.New(r.drv, append(r.opts, crabbox.WithClock(func() time.Time { return time.Now().Add(d) }))...)
-	if err != nil {
-		return err
-	}
-	plan, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
-	if err != nil {
-		return err
-	}
-	return plan.WriteText(os.Stdout)
-}
-
-func (r *runbook) verifyPromoted(ctx context.Context, want string) error {
-	l, err := r.warmup(ctx, crabbox.WithTTL(30*time.Minute), crabbox.WithIdleTimeout(10*time.Minute))
-	if err != nil {
-		return err
-	}
-	if l.ImageSource != crabbox.ImagePromoted || l.ImageID != want {
-		return fmt.Errorf("normal lease booted %s (%s), want promoted %s", l.ImageID, l.ImageSource, want)
-	}
-	rep, err := r.smoke(ctx, l, "promoted-"+l.ID, crabbox.PromotedSmoke(r.checkSet(false)))
-	if err != nil {
-		return err
-	}
-	if _, err := r.c.MarkKnownGood(ctx, want, rep); err != nil {
-		return err
-	}
-	detail("%s marked known-good", want)
-	return r.release(ctx, l)
 }

@@ -1,15 +1,24 @@
-package main
-
-// The local desktop host: a real OpenSSH sshd on 127.0.0.1 for a fresh,
-// temporary user, used like any existing host (provider/sshhost). Needs
-// root (to create the user and run sshd) and the tools of scripts/setup
-// (openssh-server, Xvfb, xdotool, scrot, ffmpeg, x11vnc, Chromium).
+// Package desktoptest runs a desktop host on this machine, for tests of QA
+// harnesses and desktop bake programs: a real OpenSSH sshd on 127.0.0.1
+// for a fresh, temporary Unix user, used like any existing host
+// (provider/sshhost), whose leases get a display (:99 unless another X
+// server has it) on which the SDK starts Xvfb, Chromium, recordings and
+// screenshots as on a desktop box.
+//
+// It needs root (to create the user and run sshd) and the tools of
+// scripts/setup: openssh-server, Xvfb, xdotool, scrot, ffmpeg, x11vnc and
+// Chromium; Start says which of the first it lacks (wrapping ErrMissing).
 //
 // The user is not root, so the host's crabbox state (what a real box keeps
 // in /var/lib/crabbox and /tmp) lives below a temporary directory given to
-// the sessions as CRABBOX_FS_ROOT, and the display is :99 unless another X
-// server has it, given as CRABBOX_DISPLAY. Close stops everything it
-// started and removes the user and the directories.
+// the sessions as CRABBOX_FS_ROOT, and the display is given as
+// CRABBOX_DISPLAY. Close stops everything Start started and removes the
+// user and the directories.
+//
+//	h, err := desktoptest.Start()
+//	defer h.Close()
+//	drv, err := sshhost.New([]sshhost.Host{h.SSH})
+package desktoptest
 
 import (
 	"crypto/ed25519"
@@ -32,13 +41,22 @@ import (
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
-type localDesktop struct {
-	host    sshhost.Host
-	display string
-	root    string         // CRABBOX_FS_ROOT of the host
-	dir     string         // sshd's config, keys and log
-	user    *hostuser.User // the temporary login user
-	sshd    *exec.Cmd
+// ErrMissing is wrapped by Start's error when a component it needs is not
+// installed or the process is not root.
+var ErrMissing = errors.New("desktoptest: missing component")
+
+// Host is a running desktop host.
+type Host struct {
+	// SSH is the host for provider/sshhost: address, user, client key and
+	// the host key to pin.
+	SSH sshhost.Host
+	// Display is the X display its leases use, e.g. ":99".
+	Display string
+
+	root string         // CRABBOX_FS_ROOT of the host
+	dir  string         // sshd's config, keys and log
+	user *hostuser.User // the temporary login user
+	sshd *exec.Cmd
 }
 
 func newKey() (ssh.Signer, []byte, error) {
@@ -71,23 +89,23 @@ func freeDisplay() (string, error) {
 	return "", errors.New("no free X display")
 }
 
-func startLocalDesktop() (_ *localDesktop, err error) {
+// Start starts the host. Close it when done.
+func Start() (_ *Host, err error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("the local desktop host (used without -host) needs root (it creates a temporary user and runs sshd); " +
-			"run as root, or point -host at an SSH host with a desktop")
+		return nil, fmt.Errorf("%w: the local desktop host needs root (it creates a temporary user and runs sshd)", ErrMissing)
 	}
 	for _, tool := range []string{"/usr/sbin/sshd", "useradd", "userdel", "usermod"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("the local desktop host (used without -host) needs %s (run scripts/setup): %w", tool, err)
+			return nil, fmt.Errorf("%w: the local desktop host needs %s (run scripts/setup): %v", ErrMissing, tool, err)
 		}
 	}
-	d := &localDesktop{}
+	d := &Host{}
 	defer func() {
 		if err != nil {
 			d.Close()
 		}
 	}()
-	if d.display, err = freeDisplay(); err != nil {
+	if d.Display, err = freeDisplay(); err != nil {
 		return nil, err
 	}
 	if d.dir, err = os.MkdirTemp("", "crabbox-qa-sshd-"); err != nil {
@@ -152,7 +170,7 @@ KbdInteractiveAuthentication no
 StrictModes no
 UseDNS no
 PrintMotd no
-`, d.display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user.Name)
+`, d.Display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user.Name)
 	cfgPath := filepath.Join(d.dir, "sshd_config")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -183,14 +201,14 @@ PrintMotd no
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	d.host = sshhost.Host{Addr: addr, User: d.user.Name, Signer: clientSigner, HostKey: hostSigner.PublicKey()}
+	d.SSH = sshhost.Host{Addr: addr, User: d.user.Name, Signer: clientSigner, HostKey: hostSigner.PublicKey()}
 	return d, nil
 }
 
 // Close stops the display gracefully (so Xvfb removes its lock), then
 // sshd and every process of the temporary user, removes the user and the
 // directories.
-func (d *localDesktop) Close() {
+func (d *Host) Close() error {
 	if d.user != nil {
 		uid := strconv.Itoa(d.user.UID)
 		_ = exec.Command("pkill", "-TERM", "-u", uid).Run()
@@ -219,4 +237,5 @@ func (d *localDesktop) Close() {
 			_ = os.RemoveAll(p)
 		}
 	}
+	return nil
 }
