@@ -1,9 +1,11 @@
 package crabbox_test
 
-// This file keeps the README's quick start compiling: it is the same code.
+// The package example: the README's quick start, kept compiling here
+// (examples/quickstart_test.go runs the README's own copy).
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"time"
 
@@ -33,6 +35,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer src.Release(context.WithoutCancel(ctx))
+	fmt.Printf("warmed source lease %s from image %s\n", src.ID, src.ImageID)
 	if _, err := src.Run(ctx, "git --version", crabbox.Strict()); err != nil {
 		log.Fatal(err)
 	}
@@ -43,6 +46,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err) // img is non-nil when the wait gave up: its ID is kept
 	}
+	fmt.Printf("created candidate image %s (%s)\n", img.ID, img.Name)
 
 	// Boot the candidate explicitly, smoke it, promote with that proof.
 	cand, err := c.Warmup(ctx, crabbox.WithImage(img.ID))
@@ -50,14 +54,17 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer cand.Release(context.WithoutCancel(ctx))
-	// The candidate smoke the default proof policy asks for (readiness,
-	// work root, hygiene), here with git as the image's tool. Smoke records
-	// the outcome on the image; that record is what Promote checks.
+	// The candidate smoke: readiness, work root, hygiene (what the default
+	// proof policy requires) and the image's tools. Smoke records the
+	// outcome on the image; Promote checks the report against that record.
 	report, err := crabbox.Smoke(ctx, cand, crabbox.CandidateSmoke(crabbox.CheckSetOptions{Tools: []string{"git"}}))
 	if err != nil {
 		log.Fatal(err) // errors.Is(err, crabbox.ErrSmokeFailed); report says which
 	}
-	if _, err := c.Promote(ctx, img.ID, crabbox.WithProof(report)); err != nil {
+	fmt.Printf("candidate smoke on %s: %d checks passed\n", cand.ID, report.Passed)
+	pr, err := c.Promote(ctx, img.ID, crabbox.WithProof(report))
+	if err != nil {
 		log.Fatal(err)
 	}
+	fmt.Printf("promoted %s in channel %s (version %d)\n", pr.Image.ID, pr.Channel, pr.Version)
 }

@@ -311,6 +311,9 @@ func matchGrid(img *image.RGBA, want []color.RGBA, cols, rows int) (ProofMatch, 
 // then the error matches ErrProofNotShown and ctx's error. The last
 // screenshot is returned with every error that follows one.
 func (l *Lease) WaitProofPage(ctx context.Context, b *Browser, p ProofPage) (ProofMatch, []byte, error) {
+	if err := l.usable("wait-proof-page"); err != nil {
+		return ProofMatch{}, nil, err
+	}
 	if b == nil {
 		return ProofMatch{}, nil, l.c.opErr("wait-proof-page", l.ID, fmt.Errorf("%w: nil browser", ErrInvalidArgument))
 	}

@@ -5,6 +5,7 @@ package crabbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +73,9 @@ func (l *Lease) loadAccess(ctx context.Context) error {
 	return nil
 }
 
-// RunResult is the outcome of a command that ran.
+// RunResult is the outcome of a command that ran. In JSON its duration is
+// float seconds ("duration_seconds"), as everywhere else; the nanoseconds
+// earlier versions wrote ("duration_ns") are still read.
 type RunResult struct {
 	Command    string        `json:"command"`
 	ExitCode   int           `json:"exit_code"`
@@ -80,6 +83,38 @@ type RunResult struct {
 	Duration   time.Duration `json:"duration_ns"`
 	StdoutTail string        `json:"stdout_tail"`
 	StderrTail string        `json:"stderr_tail"`
+}
+
+// runResultJSON is RunResult without its methods, for its JSON methods.
+type runResultJSON RunResult
+
+// MarshalJSON writes the result with its duration as float seconds.
+func (r RunResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		*runResultJSON
+		Duration float64 `json:"duration_seconds"`
+		// Shadows the nanoseconds field of earlier versions.
+		DurationNs *int64 `json:"duration_ns,omitempty"`
+	}{runResultJSON: (*runResultJSON)(&r), Duration: seconds(r.Duration)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, and the nanoseconds of
+// earlier versions; the seconds win when both are there.
+func (r *RunResult) UnmarshalJSON(data []byte) error {
+	if r == nil {
+		return fmt.Errorf("%w: nil run result", ErrInvalidArgument)
+	}
+	aux := struct {
+		*runResultJSON
+		Duration *float64 `json:"duration_seconds"`
+	}{runResultJSON: (*runResultJSON)(r)}
+	if err := json.Unmarshal(data, &aux); err != nil {
+		return err
+	}
+	if aux.Duration != nil {
+		r.Duration = fromSeconds(*aux.Duration)
+	}
+	return nil
 }
 
 // RunError is returned when a command ran and exited non-zero. It matches

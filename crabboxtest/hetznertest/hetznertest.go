@@ -15,7 +15,8 @@
 //
 //	cloud, err := hetznertest.Start(ctx)
 //	defer cloud.Close()
-//	drv, err := hetzner.New(cloud.Client(), hetzner.WithLocation("fsn1"))
+//	drv, err := hetzner.New(cloud.Client(), hetzner.WithLocation("fsn1"),
+//		hetzner.WithPollSchedule(func(time.Duration) time.Duration { return 20 * time.Millisecond }))
 //	c, err := crabbox.New(drv, cloud.ClientOptions()...)
 package hetznertest
 

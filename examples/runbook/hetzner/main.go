@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 
@@ -43,8 +44,10 @@ func init() {
 			if loc == "" {
 				loc = "fsn1"
 			}
-			client := hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox-runbook", ""),
-				hcloud.WithPollOpts(hetzner.PollOpts()))
+			// The driver's waits keep their request budget (PollSchedule)
+			// with hcloud-go's default poll options; hetzner.PollOpts()
+			// here would double every pause.
+			client := hcloud.NewClient(hcloud.WithToken(token), hcloud.WithApplication("crabbox-runbook", ""))
 			d, err := hetzner.New(client, hetzner.WithLocation(loc))
 			if err != nil {
 				return nil, nil, steps.Params{}, nil, err
@@ -73,7 +76,10 @@ func setupHetznerFake(ctx context.Context) (provider.Driver, []crabbox.Option, s
 	if err != nil {
 		return nil, nil, steps.Params{}, nil, err
 	}
-	d, err := hetzner.New(cloud.Client(), hetzner.WithLocation("fsn1"))
+	// The fake finishes an action after a few reads: poll it quickly rather
+	// than on the schedule that keeps real waits inside Hetzner's budget.
+	d, err := hetzner.New(cloud.Client(), hetzner.WithLocation("fsn1"),
+		hetzner.WithPollSchedule(func(time.Duration) time.Duration { return 20 * time.Millisecond }))
 	if err != nil {
 		cloud.Close()
 		return nil, nil, steps.Params{}, nil, err

@@ -1,6 +1,6 @@
 // Package hostuser creates and removes the Unix login users that the test
 // boxes (internal/testenv/sshd, internal/testenv/box) and the local desktop
-// host of examples/qa log in as: the one implementation of useradd,
+// host (crabboxtest/desktoptest) log in as: the one implementation of useradd,
 // unlocking for key login and userdel.
 //
 // A user is held while in use and released when done. The last holder on
