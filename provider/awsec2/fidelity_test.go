@@ -210,7 +210,7 @@ func TestProtectionCooldownKeepsImage(t *testing.T) {
 
 	plan := ce.plan(t)
 	if it := item(t, plan, old.ID); it.Action != crabbox.ActionDelete {
-		t.Fatalf("plan item of %s: %+v, want delete (superseded, never known-good)", old.ID, it)
+		t.Fatalf("plan item of %s: %+v, want delete (failed by the rollback, inspection period over)", old.ID, it)
 	}
 	res, err := plan.Apply(ctx)
 	if err != nil || len(res.Failed) != 0 {
