@@ -439,8 +439,10 @@ func (r *CleanupResult) add(o CleanupOutcome) {
 // use, and keeps any image that became foreign, pending, protected,
 // promoted, in use (or of unknown use) or changed status since the plan was
 // made. A deletion the provider refuses because the image is protected (a
-// concurrent Promote protects before it points a channel at the image) is
-// reported kept, not failed. It goes on past failures and returns them
+// concurrent Promote protects before it points a channel at the image), or
+// because its lifted protection is still in the provider's cooldown
+// (provider.CooldownError: AWS keeps protection enabled with cooldown in
+// force for 24 hours after it is disabled), is reported kept, not failed. It goes on past failures and returns them
 // joined.
 func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 	res := &CleanupResult{Deleted: []string{}, Outcomes: []CleanupOutcome{}}
@@ -524,6 +526,14 @@ func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it Clean
 		return failed(fmt.Errorf("reading which images share its snapshots: %w", err))
 	}
 	err = retryErr(ctx, c, "image", func(ctx context.Context) error { return im.DeleteImage(ctx, id) })
+	if cd := (*provider.CooldownError)(nil); errors.As(err, &cd) {
+		// Protection lifted (a retire) but still in force for the
+		// provider's cooldown: it goes in a later cleanup.
+		if cd.Until.IsZero() {
+			return kept("deregistration protection in cooldown (end unknown)")
+		}
+		return kept("deregistration protection in cooldown until " + cd.Until.UTC().Format(time.RFC3339))
+	}
 	if errors.Is(err, ErrConflict) {
 		// Refused (a concurrent Promote protected it), unless the image
 		// went and only its snapshots could not be deleted.

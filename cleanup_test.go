@@ -3,6 +3,7 @@
 package crabbox_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -110,4 +111,47 @@ func TestCleanupKeepsImagesWhenUseIsUnknowable(t *testing.T) {
 		}
 	}
 	assert.True(t, found, "the stale candidate is in the plan: %+v", plan.Items)
+}
+
+// cooldownCloud is the local cloud refusing every deletion because the
+// image's lifted protection is still in its cooldown (as AWS does for 24
+// hours after protection enabled with cooldown is disabled).
+type cooldownCloud struct {
+	*crabboxtest.Cloud
+	until time.Time
+}
+
+func (c cooldownCloud) DeleteImage(_ context.Context, id string) error {
+	return &provider.CooldownError{ImageID: id, Until: c.until}
+}
+
+// TestCleanupKeepsImagesInProtectionCooldown: a deletion refused with a
+// provider.CooldownError is reported kept with the cooldown's end, not
+// failed, and the image stays.
+func TestCleanupKeepsImagesInProtectionCooldown(t *testing.T) {
+	for _, tc := range []struct {
+		until time.Time
+		want  string
+	}{
+		{time.Date(2026, 12, 3, 1, 42, 0, 0, time.UTC), "deregistration protection in cooldown until 2026-12-03T01:42:00Z"},
+		{time.Time{}, "deregistration protection in cooldown (end unknown)"},
+	} {
+		cloud := crabboxtest.Start(t)
+		c := localClient(t, cloud)
+		ctx := testCtx(t)
+		stale := bake(t, ctx, c, "stale")
+		later := localClient(t, cooldownCloud{cloud, tc.until}, crabbox.WithClock(func() time.Time { return time.Now().Add(7 * 24 * time.Hour) }))
+		plan, err := later.PlanCleanup(ctx, crabbox.CleanupPolicy{})
+		require.NoError(t, err)
+		require.Equal(t, 1, plan.Deletes)
+		res, err := plan.Apply(ctx)
+		require.NoError(t, err)
+		assert.Empty(t, res.Failed)
+		assert.Equal(t, []string{stale.ID}, res.Skipped)
+		require.Len(t, res.Outcomes, 1)
+		assert.Equal(t, crabbox.ResultKept, res.Outcomes[0].Result)
+		assert.Equal(t, tc.want, res.Outcomes[0].Reason)
+		_, err = c.GetImage(ctx, stale.ID)
+		assert.NoError(t, err)
+	}
 }

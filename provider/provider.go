@@ -97,6 +97,37 @@ func Errorf(code error, format string, args ...any) error {
 	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
 }
 
+// CooldownError is a deletion the provider refused because the image's
+// deletion protection, though lifted, is still in force for a cooldown
+// period (AWS deregistration protection enabled with cooldown keeps
+// refusing deregistration for 24 hours after it is disabled). It matches
+// ErrConflict. Until is when the cooldown ends, zero when the provider
+// cannot tell; Err is the backend's refusal, may be nil.
+type CooldownError struct {
+	ImageID string
+	Until   time.Time
+	Err     error
+}
+
+func (e *CooldownError) Error() string {
+	msg := "deletion protection of image " + e.ImageID + " is in its cooldown"
+	if !e.Until.IsZero() {
+		msg += " until " + e.Until.UTC().Format(time.RFC3339)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return ErrConflict.Error() + ": " + msg
+}
+
+// Unwrap exposes ErrConflict and the backend's refusal.
+func (e *CooldownError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrConflict}
+	}
+	return []error{ErrConflict, e.Err}
+}
+
 // Retryable reports whether err carries a code for which retrying the same
 // call may succeed (ErrUnavailable, ErrThrottled).
 func Retryable(err error) bool {

@@ -79,22 +79,26 @@ type cleanupEnv struct {
 	n       int
 }
 
-func newCleanupEnv(t *testing.T) *cleanupEnv {
-	e := &cleanupEnv{env: newEnv(t)}
+func newCleanupEnv(t *testing.T, opts ...awsec2.Option) *cleanupEnv {
+	e := &cleanupEnv{env: newEnv(t, opts...)}
 	e.m = newMachine(t, e.env, "cbx_c1ea00000001")
 	e.hooked = &hookedDriver{Driver: e.d}
-	mk := func(d provider.Driver, now func() time.Time) *crabbox.Client {
-		c, err := crabbox.New(d, crabbox.WithStateDir(t.TempDir()), crabbox.WithOperator("tester"), crabbox.WithClock(now),
-			crabbox.WithPollBackoff(crabbox.ConstantBackoff(time.Millisecond)),
-			crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(time.Millisecond)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	e.c = mk(e.d, time.Now)
-	e.planner = mk(e.hooked, func() time.Time { return time.Now().Add(7 * 24 * time.Hour) })
+	e.c = e.client(t, e.d, 0)
+	e.planner = e.client(t, e.hooked, 7*24*time.Hour)
 	return e
+}
+
+// client is a crabbox client on d whose clock runs ahead by ahead.
+func (e *cleanupEnv) client(t *testing.T, d provider.Driver, ahead time.Duration) *crabbox.Client {
+	t.Helper()
+	c, err := crabbox.New(d, crabbox.WithStateDir(t.TempDir()), crabbox.WithOperator("tester"),
+		crabbox.WithClock(func() time.Time { return time.Now().Add(ahead) }),
+		crabbox.WithPollBackoff(crabbox.ConstantBackoff(time.Millisecond)),
+		crabbox.WithImagePollBackoff(crabbox.ConstantBackoff(time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // image makes an available candidate image carrying crabbox's labels.

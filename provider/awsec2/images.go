@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,24 @@ import (
 
 	"github.com/crabbox/crabbox-go/provider"
 )
+
+// Tags the driver writes on images and snapshots as records of its own
+// (never read from AWS's descriptions, whose text AWS does not document).
+const (
+	// TagSnapshotOf is written on an image's owned snapshots right before
+	// DeleteImage deregisters it, naming the image: a delete interrupted
+	// after the deregistration finds the snapshots again by it.
+	TagSnapshotOf = "crabbox-snapshot-of"
+	// TagCooldownUntil is written on an image right before ProtectImage
+	// lifts protection that was enabled with AWS's cooldown: when (RFC 3339,
+	// the driver's clock) deregistration becomes possible again.
+	TagCooldownUntil = "crabbox-protection-cooldown-until"
+)
+
+// protectionCooldown is how long EC2 keeps refusing deregistration after
+// protection enabled with cooldown is disabled (EC2 API Reference,
+// EnableImageDeregistrationProtection, WithCooldown).
+const protectionCooldown = 24 * time.Hour
 
 func (d *Driver) describeImage(ctx context.Context, id string) (*types.Image, error) {
 	if !strings.HasPrefix(id, "ami-") {
@@ -244,10 +263,14 @@ func (d *Driver) ListImages(ctx context.Context, labels map[string]string) ([]*p
 // its snapshots, retrying InvalidSnapshot.InUse and throttling with backoff
 // and treating NotFound as done. Images and snapshots without the crabbox
 // ownership tag are never touched; a protected image is refused with
-// ErrConflict (lift protection with ProtectImage first). Snapshots another
-// image of the account still uses are left in place, not retried. When the
-// image is already gone, its leftover owned snapshots (from an interrupted earlier
-// delete) are found by their AWS description and deleted.
+// ErrConflict (lift protection with ProtectImage first), and one whose
+// protection was lifted but is still in AWS's cooldown with a
+// *provider.CooldownError (which matches ErrConflict). Snapshots another
+// image of the account still uses are left in place, not retried. Before
+// deregistering, the snapshots it will delete are tagged with the image
+// (TagSnapshotOf): when the image is already gone, its leftover owned
+// snapshots (from an interrupted earlier delete) are found by that tag and
+// deleted. (Snapshots of an image deregistered elsewhere are SweepOrphans'.)
 func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	im, err := d.describeImage(ctx, id)
 	if errors.Is(err, provider.ErrNotFound) {
@@ -274,27 +297,58 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
-		if !errors.Is(mapErr(err), provider.ErrNotFound) {
-			return mapErr(err)
-		}
-	}
 	var free []string
 	for _, s := range owned {
 		if !shared[s] {
 			free = append(free, s)
 		}
 	}
+	if len(free) > 0 {
+		if err := d.updateTags(ctx, free, map[string]string{TagSnapshotOf: id}); err != nil && !errors.Is(err, provider.ErrNotFound) {
+			return err
+		}
+	}
+	if _, err := d.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
+		merr := mapErr(err)
+		if errors.Is(merr, provider.ErrConflict) {
+			return d.refusedDeregistration(ctx, id, err, merr)
+		}
+		if !errors.Is(merr, provider.ErrNotFound) {
+			return merr
+		}
+	}
 	return d.deleteSnapshots(ctx, free)
 }
 
+// refusedDeregistration explains a DeregisterImage of an unprotected image
+// that EC2 refused (raw error err, mapped merr): protection switched on
+// meanwhile (merr as it is), or, since the image shows no protection,
+// protection lifted but still in its cooldown. Neither the error code nor
+// what DescribeImages shows during the cooldown is documented, so the
+// cooldown is inferred from the refusal of an unprotected image, and its
+// end read from the driver's own TagCooldownUntil record (zero without one).
+func (d *Driver) refusedDeregistration(ctx context.Context, id string, err, merr error) error {
+	im, derr := d.describeImage(ctx, id)
+	if derr != nil {
+		return merr
+	}
+	if toImage(im).Protected {
+		return provider.Errorf(provider.ErrConflict, "awsec2: image %s has deregistration protection", id)
+	}
+	ce := &provider.CooldownError{ImageID: id, Err: err}
+	if t, ok := parseAWSTime(tagMap(im.Tags)[TagCooldownUntil]); ok && t.After(d.o.now()) {
+		ce.Until = t
+	}
+	return ce
+}
+
 // snapshotsUsedByOthers returns the snapshots that an image of the account
-// other than except still uses: deleting the image leaves those in place
-// (AWS refuses them with InvalidSnapshot.InUse for as long as that image
-// exists).
+// other than except still uses, disabled images included: deleting the
+// image leaves those in place (AWS refuses them with InvalidSnapshot.InUse
+// for as long as that image exists).
 func (d *Driver) snapshotsUsedByOthers(ctx context.Context, except string) (map[string]bool, error) {
 	used := map[string]bool{}
-	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{Owners: []string{"self"}, IncludeDisabled: aws.Bool(true)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -340,21 +394,26 @@ func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) 
 	return owned, nil
 }
 
+// deleteOrphanSnapshots deletes the owned snapshots an interrupted
+// DeleteImage of imageID tagged (TagSnapshotOf) before deregistering it.
 func (d *Driver) deleteOrphanSnapshots(ctx context.Context, imageID string) error {
-	out, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
+	var ids []string
+	p := ec2.NewDescribeSnapshotsPaginator(d.ec2, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},
 		Filters: []types.Filter{
 			{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
-			{Name: aws.String("description"), Values: []string{"* for " + imageID}},
+			{Name: aws.String("tag:" + TagSnapshotOf), Values: []string{imageID}},
 		},
 	})
-	if err != nil {
-		return mapErr(err)
-	}
-	var ids []string
-	for _, s := range out.Snapshots {
-		if strings.HasSuffix(aws.ToString(s.Description), " for "+imageID) {
-			ids = append(ids, aws.ToString(s.SnapshotId))
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return mapErr(err)
+		}
+		for _, s := range out.Snapshots {
+			if t := tagMap(s.Tags); t[TagManaged] == "true" && t[TagSnapshotOf] == imageID {
+				ids = append(ids, aws.ToString(s.SnapshotId))
+			}
 		}
 	}
 	return d.deleteSnapshots(ctx, ids)
@@ -427,17 +486,30 @@ func (d *Driver) DeprecateImage(ctx context.Context, id string, at time.Time) er
 
 // ProtectImage implements provider.Protector with EC2 deregistration
 // protection (with AWS's cooldown when WithProtectionCooldown is set).
+// Lifting protection that was enabled with cooldown first records on the
+// image when the cooldown ends (TagCooldownUntil, 24 hours on the driver's
+// clock), so a DeleteImage refused meanwhile can say until when.
 func (d *Driver) ProtectImage(ctx context.Context, id string, protect bool) error {
 	var err error
 	if protect {
 		_, err = d.ec2.EnableImageDeregistrationProtection(ctx, &ec2.EnableImageDeregistrationProtectionInput{
 			ImageId: aws.String(id), WithCooldown: aws.Bool(d.o.protectCool),
 		})
-	} else {
-		_, err = d.ec2.DisableImageDeregistrationProtection(ctx, &ec2.DisableImageDeregistrationProtectionInput{
-			ImageId: aws.String(id),
-		})
+		return mapErr(err)
 	}
+	im, err := d.describeImage(ctx, id)
+	if err != nil {
+		return err
+	}
+	if aws.ToString(im.DeregistrationProtection) == "enabled-with-cooldown" {
+		until := d.o.now().Add(protectionCooldown).UTC().Format(time.RFC3339)
+		if err := d.updateTags(ctx, []string{id}, map[string]string{TagCooldownUntil: until}); err != nil {
+			return err
+		}
+	}
+	_, err = d.ec2.DisableImageDeregistrationProtection(ctx, &ec2.DisableImageDeregistrationProtectionInput{
+		ImageId: aws.String(id),
+	})
 	return mapErr(err)
 }
 
@@ -486,17 +558,36 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 	return toImage(&dout.Images[0]), nil
 }
 
-// ImageUsage implements provider.UsageFinder with DescribeImageReferences
-// (instances, launch templates, SSM parameters). Where that API is missing
-// or not permitted, it scans the same three itself: instances not
-// terminated, launch templates ($Default and $Latest versions) and SSM
-// parameters of data type aws:ec2:image. When the scan cannot read one of
-// them either, it returns that error: the caller must then treat the
-// image's use as unknown, never as unused.
+// liveInstanceStates are the instance states in which an instance uses its
+// image: a terminated one (which EC2 describes for about an hour) does not.
+var liveInstanceStates = []string{"pending", "running", "shutting-down", "stopping", "stopped"}
+
+// launchTemplateDepth is how many of a launch template's most recent
+// versions count as using an image: DescribeImageReferences' documented
+// default version-depth (EC2 User Guide, "How AMI reference checks work").
+const launchTemplateDepth = 10
+
+// ImageUsage implements provider.UsageFinder with DescribeImageReferences:
+// every resource type AWS checks (instances, launch templates, SSM
+// parameters, Image Builder recipes), with instances limited to those not
+// terminated (AWS's default includes terminated ones). Where that API is
+// missing or not permitted, it scans the same itself, as AWS documents
+// the check: instances not terminated, the 10 most recent versions of every
+// launch template and its $Default version, and SSM parameters of data
+// type aws:ec2:image (not Image Builder recipes: see docs/providers.md,
+// Fidelity). When the scan cannot read one of them either, it returns that
+// error: the caller must then treat the image's use as unknown, never as
+// unused.
 func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
 	var refs []string
 	p := ec2.NewDescribeImageReferencesPaginator(d.ec2, &ec2.DescribeImageReferencesInput{
 		ImageIds: []string{id}, IncludeAllResourceTypes: aws.Bool(true),
+		ResourceTypes: []types.ResourceTypeRequest{{
+			ResourceType: types.ImageReferenceResourceTypeEc2Instance,
+			ResourceTypeOptions: []types.ResourceTypeOption{{
+				OptionName: types.ImageReferenceOptionNameStateName, OptionValues: liveInstanceStates,
+			}},
+		}},
 	})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
@@ -519,7 +610,7 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 	var refs []string
 	ip := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: []types.Filter{
 		{Name: aws.String("image-id"), Values: []string{id}},
-		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped", "shutting-down"}},
+		{Name: aws.String("instance-state-name"), Values: liveInstanceStates},
 	}})
 	for ip.HasMorePages() {
 		out, err := ip.NextPage(ctx)
@@ -539,17 +630,12 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 			return nil, mapErr(err)
 		}
 		for _, lt := range out.LaunchTemplates {
-			vout, err := d.ec2.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
-				LaunchTemplateId: lt.LaunchTemplateId, Versions: []string{"$Default", "$Latest"},
-			})
+			uses, err := d.templateUses(ctx, lt, id)
 			if err != nil {
-				return nil, mapErr(err)
+				return nil, err
 			}
-			for _, v := range vout.LaunchTemplateVersions {
-				if v.LaunchTemplateData != nil && aws.ToString(v.LaunchTemplateData.ImageId) == id {
-					refs = append(refs, "ec2:LaunchTemplate "+aws.ToString(lt.LaunchTemplateId))
-					break
-				}
+			if uses {
+				refs = append(refs, "ec2:LaunchTemplate "+aws.ToString(lt.LaunchTemplateId))
 			}
 		}
 	}
@@ -560,6 +646,31 @@ func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error
 	refs = append(refs, prefs...)
 	sort.Strings(refs)
 	return refs, nil
+}
+
+// templateUses reports whether one of the launch template's 10 most recent
+// versions, or its $Default version, names image id.
+func (d *Driver) templateUses(ctx context.Context, lt types.LaunchTemplate, id string) (bool, error) {
+	versions := []string{"$Default"}
+	latest := aws.ToInt64(lt.LatestVersionNumber)
+	for v := latest; v > 0 && v > latest-launchTemplateDepth; v-- {
+		versions = append(versions, strconv.FormatInt(v, 10))
+	}
+	if latest <= 0 {
+		versions = append(versions, "$Latest")
+	}
+	vout, err := d.ec2.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
+		LaunchTemplateId: lt.LaunchTemplateId, Versions: versions,
+	})
+	if err != nil {
+		return false, mapErr(err)
+	}
+	for _, v := range vout.LaunchTemplateVersions {
+		if v.LaunchTemplateData != nil && aws.ToString(v.LaunchTemplateData.ImageId) == id {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // ssmParameterReader is what scanning SSM parameters for an image needs

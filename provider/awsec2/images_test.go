@@ -245,7 +245,7 @@ func TestDeleteImageNeverTouchesUnownedImagesOrSnapshots(t *testing.T) {
 }
 
 func TestDeleteImageRetriesThrottledSnapshotDeletes(t *testing.T) {
-	e := newEnv(t)
+	e, clk := sweepEnv(t)
 	ctx := t.Context()
 	m := newMachine(t, e, "cbx_555555555555")
 	img, err := e.d.CreateImage(ctx, imageReq(m, "openclaw-crabbox-thr-20260101-0000", "tok-5"))
@@ -261,18 +261,33 @@ func TestDeleteImageRetriesThrottledSnapshotDeletes(t *testing.T) {
 		t.Errorf("injected %d throttles", e.faults.Injected("DeleteSnapshot"))
 	}
 	// Interrupted delete: image gone, snapshot left; a second DeleteImage
-	// finds the orphan by its AWS description and deletes it.
+	// finds the orphan by the tag the first one wrote on it before
+	// deregistering (not by its AWS description) and deletes it.
 	img2, err := e.d.CreateImage(ctx, imageReq(m, "openclaw-crabbox-orph-20260101-0000", "tok-6"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	img2 = waitImage(t, e, img2.ID)
-	if _, err := e.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(img2.ID)}); err != nil {
-		t.Fatal(err)
-	}
+	interruptedDelete(t, e, e.d, e.ec2, img2.ID)
 	if err := e.d.DeleteImage(ctx, img2.ID); err != nil {
 		t.Fatalf("DeleteImage(deregistered): %v", err)
 	}
+	// Deregistered behind the driver's back: nothing names the image on
+	// its snapshot, so DeleteImage succeeds without finding it, and
+	// SweepOrphans deletes it once it is older than the grace.
+	img3, err := e.d.CreateImage(ctx, imageReq(m, "openclaw-crabbox-gone-20260101-0000", "tok-6b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img3 = waitImage(t, e, img3.ID)
+	if _, err := e.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(img3.ID)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.d.DeleteImage(ctx, img3.ID); err != nil {
+		t.Fatalf("DeleteImage(deregistered elsewhere): %v", err)
+	}
+	clk.advance(time.Hour)
+	e.sweep(1)
 	if err := e.d.DeleteMachine(ctx, m.ID); err != nil {
 		t.Fatal(err)
 	}

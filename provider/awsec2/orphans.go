@@ -1,4 +1,4 @@
-// SweepOrphans: key pairs left without an instance.
+// SweepOrphans: key pairs left without an instance, snapshots left without an image.
 
 package awsec2
 
@@ -20,8 +20,19 @@ const filterChunk = 100
 
 // SweepOrphans implements provider.OrphanSweeper: it deletes the key pairs
 // CreateMachine imported (named "crabbox-<token>" and tagged crabbox=true)
-// whose instance no longer exists, is terminated or is shutting down, and
-// returns how many it deleted.
+// whose instance no longer exists, is terminated or is shutting down, then
+// the crabbox=true snapshots no image of the account uses (sweepSnapshots),
+// and returns how many of both it deleted.
+func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
+	n, err := d.sweepKeys(ctx)
+	if err != nil {
+		return n, err
+	}
+	m, err := d.sweepSnapshots(ctx)
+	return n + m, err
+}
+
+// sweepKeys deletes the orphan key pairs.
 //
 // It happens when EC2 stopped describing an instance before anyone called
 // DeleteMachine (EC2 describes a terminated instance for about an hour, so
@@ -46,7 +57,7 @@ const filterChunk = 100
 // error and not counted, including one a concurrent release deleted after
 // the listing, whose deletion the generated policy refuses (see
 // refusedAsGone).
-func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
+func (d *Driver) sweepKeys(ctx context.Context) (int, error) {
 	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: []types.Filter{
 		{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
 		{Name: aws.String("key-name"), Values: []string{"crabbox-*"}},
@@ -159,4 +170,68 @@ func (d *Driver) keysInUse(ctx context.Context, name string, values []string, in
 		}
 	}
 	return nil
+}
+
+// sweepSnapshots deletes the snapshots the account owns that carry the
+// crabbox=true tag (CreateImage and CopyImage tag them at creation) and
+// that no image of the account (disabled ones included) uses any more:
+// left by an image deregistered outside DeleteImage (by hand, by a
+// lifecycle policy, by an earlier driver version that kept no record) or by
+// an interrupted DeleteImage nobody retried. It finds them by their tags
+// and the images' block device mappings, never by their descriptions (whose
+// text AWS does not document).
+//
+// A snapshot is considered only when it is completed and its StartTime is
+// older than the orphan grace (WithOrphanGrace, on the driver's clock): a
+// pending image may not list the snapshot it is being made from yet. The
+// images are read after the snapshots were listed, so an image registered
+// from an old enough snapshot meanwhile keeps it. Deletions are retried as
+// DeleteImage's are (InvalidSnapshot.InUse right after a deregistration,
+// throttling; WithCleanupBackoff); a snapshot EC2 still reports in use after
+// that is skipped, not counted, and any other failure stops the sweep with
+// the count so far.
+func (d *Driver) sweepSnapshots(ctx context.Context) (int, error) {
+	cutoff := d.o.now().Add(-d.o.orphanGrace)
+	var cands []string
+	p := ec2.NewDescribeSnapshotsPaginator(d.ec2, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters:  []types.Filter{{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}}},
+	})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return 0, mapErr(err)
+		}
+		for _, s := range out.Snapshots {
+			if tagMap(s.Tags)[TagManaged] != "true" || s.State != types.SnapshotStateCompleted {
+				continue
+			}
+			if s.StartTime == nil || s.StartTime.After(cutoff) {
+				continue // unknown age, or maybe an image still being made
+			}
+			cands = append(cands, aws.ToString(s.SnapshotId))
+		}
+	}
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	used, err := d.snapshotsUsedByOthers(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	sort.Strings(cands)
+	n := 0
+	for _, id := range cands {
+		if used[id] {
+			continue
+		}
+		if err := d.deleteSnapshots(ctx, []string{id}); err != nil {
+			if errors.Is(err, provider.ErrConflict) {
+				continue // still in use after the retries
+			}
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

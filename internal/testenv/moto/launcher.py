@@ -217,6 +217,25 @@ def _start_pending(backend, ami, polls, fail_reason):
     ami.deregistration_protection = "disabled"
 
 
+# Snapshot descriptions. AWS does not document the text EC2 writes on the
+# snapshots of an image; these are the formats seen in public logs (moto's own
+# ends " for ami-...", which a client must not rely on):
+#   CreateImage: "Created by CreateImage(i-...) for ami-... from vol-..."
+#   CopyImage:   "Copied for DestinationAmi ami-... from SourceAmi ami-... for
+#                 SourceSnapshot snap-.... Task created on <epoch ms>."
+def _describe_snapshot_created(ami, instance_id):
+    snap = ami.ebs_snapshot
+    vol = getattr(getattr(snap, "volume", None), "id", None) or "vol-0000000000000000"
+    snap.description = "Created by CreateImage(%s) for %s from %s" % (instance_id, ami.id, vol)
+
+
+def _describe_snapshot_copied(ami, src):
+    src_snap = getattr(getattr(src, "ebs_snapshot", None), "id", "snap-0000000000000000")
+    ms = int(utcnow().timestamp() * 1000)
+    ami.ebs_snapshot.description = "Copied for DestinationAmi %s from SourceAmi %s for SourceSnapshot %s. Task created on %s." % (
+        ami.id, src.id, src_snap, "{:,}".format(ms))
+
+
 def create_image(self):
     name = self._get_param("Name")
     description = self._get_param("Description", "")
@@ -241,6 +260,7 @@ def create_image(self):
     ami = backend.create_image(instance_id, name, description, tag_specifications=image_specs)
     for k, v in _tags_for(specs, "snapshot").items():
         ami.ebs_snapshot.add_tag(k, v)
+    _describe_snapshot_created(ami, instance_id)
     itags = {t["key"]: t["value"] for t in backend.describe_tags(filters={"resource-id": [instance.id]})}
     share = backend.amis.get(itags.get(TAG_IMAGE_SHARE, ""))
     if share is not None:
@@ -269,11 +289,12 @@ def copy_image(self):
     specs = self._get_param("TagSpecifications", [])
     self.error_on_dryrun()
     ami = self.ec2_backend.copy_image(source_image_id, source_region, name, description)
+    from moto.ec2.models import ec2_backends
+
+    src = ec2_backends[self.ec2_backend.account_id][source_region].amis[source_image_id]
+    _describe_snapshot_copied(ami, src)
     if copy_tags:
         # AWS: CopyImageTags=true copies the source AMI's user-defined tags.
-        from moto.ec2.models import ec2_backends
-
-        src = ec2_backends[self.ec2_backend.account_id][source_region].amis[source_image_id]
         for t in src.get_tags():
             ami.add_tag(t["key"], t["value"])
     for k, v in _tags_for(specs, "image").items():
@@ -342,21 +363,51 @@ def disable_image_deprecation(self):
     return ActionResult({"Return": True})
 
 
+# Deregistration protection and its cooldown follow the EC2 API Reference,
+# EnableImageDeregistrationProtection ("WithCooldown: If true, enforces
+# deregistration protection for 24 hours after deregistration protection is
+# disabled") and DisableImageDeregistrationProtection ("If you chose to include
+# a 24-hour cooldown period when you enabled deregistration protection for the
+# AMI, then, when you disable deregistration protection, you won't immediately
+# be able to deregister the AMI"). Undocumented, so chosen here: during the
+# cooldown DescribeImages shows "disabled" (the value that tells a client the
+# least), and DeregisterImage fails with OperationNotPermitted (the code for a
+# protected image is not documented either).
+PROTECTION_COOLDOWN = datetime.timedelta(hours=24)
+# Test control: an image carrying this tag ("true") has passed its cooldown
+# (a test cannot wait 24 hours).
+TAG_COOLDOWN_OVER = "moto-emu:protection-cooldown-over"
+
+
 def enable_image_deregistration_protection(self):
     # AWS: a protected image cannot be deregistered until protection is
-    # disabled.
+    # disabled (and, with cooldown, for 24 hours after that).
     ami = _ami(self, self._get_param("ImageId"))
     cooldown = str(self._get_param("WithCooldown", "false")).lower() == "true"
     self.error_on_dryrun()
     ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    ami._emu_cooldown_until = None
     return ActionResult({"Return": ami.deregistration_protection})
 
 
 def disable_image_deregistration_protection(self):
     ami = _ami(self, self._get_param("ImageId"))
     self.error_on_dryrun()
+    if getattr(ami, "deregistration_protection", "disabled") == "enabled-with-cooldown":
+        ami._emu_cooldown_until = datetime.datetime.now(datetime.timezone.utc) + PROTECTION_COOLDOWN
     ami.deregistration_protection = "disabled"
     return ActionResult({"Return": "disabled"})
+
+
+def _cooldown_until(ami):
+    until = getattr(ami, "_emu_cooldown_until", None)
+    if until is None:
+        return None
+    tags = {t["key"]: t["value"] for t in ami.get_tags()}
+    if tags.get(TAG_COOLDOWN_OVER) == "true" or datetime.datetime.now(datetime.timezone.utc) >= until:
+        ami._emu_cooldown_until = None
+        return None
+    return until
 
 
 _orig_deregister = EC2Response.deregister_image
@@ -369,6 +420,13 @@ def deregister_image(self):
         raise _err(
             "OperationNotPermitted",
             "Image %s has deregistration protection enabled; disable it first." % ami_id,
+        )
+    until = _cooldown_until(ami) if ami is not None else None
+    if until is not None:
+        raise _err(
+            "OperationNotPermitted",
+            "Image %s cannot be deregistered until %s: deregistration protection was disabled with a cooldown period."
+            % (ami_id, until.strftime("%Y-%m-%dT%H:%M:%SZ")),
         )
     snap = getattr(ami, "ebs_snapshot", None) if ami is not None else None
     result = _orig_deregister(self)
@@ -406,43 +464,63 @@ ebsmodels.EBSBackend.delete_snapshot = delete_snapshot
 
 
 # --- DescribeImageReferences -------------------------------------------------
+# Coverage follows the EC2 User Guide, "Identify your resources referencing
+# specified AMIs" (How AMI reference checks work): IncludeAllResourceTypes
+# applies the default ResourceTypeOptions, which ResourceTypes with options
+# override: ec2:Instance "state-name" defaults to every state (pending,
+# running, shutting-down, terminated, stopping, stopped: terminated instances
+# EC2 still describes count); ec2:LaunchTemplate "version-depth" defaults to
+# the 10 most recent versions. SSM parameters count by value. (Image Builder
+# recipes are not emulated.)
+INSTANCE_STATES = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"]
+LAUNCH_TEMPLATE_VERSION_DEPTH = 10
+
+
+def _reference_options():
+    return {"ec2:Instance": {"state-name": list(INSTANCE_STATES)},
+            "ec2:LaunchTemplate": {"version-depth": [str(LAUNCH_TEMPLATE_VERSION_DEPTH)]},
+            "ssm:Parameter": {}}
+
+
 def describe_image_references(self):
-    # AWS: lists the resources that reference the given images: instances
-    # (not terminated), launch templates ($Default and $Latest versions) and
-    # SSM parameters whose value is the image id.
     image_ids = self._get_param("ImageIds", [])
     include_all = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
-    types = {t.get("ResourceType") for t in self._get_param("ResourceTypes", [])}
+    requested = self._get_param("ResourceTypes", [])
     self.error_on_dryrun()
     backend = self.ec2_backend
     acct, region = backend.account_id, backend.region_name
     for i in image_ids:
         _ami(self, i)
+    opts = _reference_options() if include_all else {}
+    for rt in requested:
+        t = rt.get("ResourceType")
+        o = opts.setdefault(t, _reference_options().get(t, {}))
+        for opt in rt.get("ResourceTypeOptions", []) or []:
+            o[opt.get("OptionName")] = [str(v) for v in opt.get("OptionValues", [])]
     refs = []
 
-    def want(t):
-        return include_all or t in types
-
-    if want("ec2:Instance"):
+    if "ec2:Instance" in opts:
+        states = set(opts["ec2:Instance"].get("state-name") or INSTANCE_STATES)
         for inst in backend.all_instances():
-            if inst.image_id in image_ids and inst.state != "terminated":
+            if inst.image_id in image_ids and inst.state in states:
                 refs.append({
                     "ImageId": inst.image_id,
                     "ResourceType": "ec2:Instance",
                     "Arn": "arn:aws:ec2:%s:%s:instance/%s" % (region, acct, inst.id),
                 })
-    if want("ec2:LaunchTemplate"):
+    if "ec2:LaunchTemplate" in opts:
+        depth = int((opts["ec2:LaunchTemplate"].get("version-depth") or [LAUNCH_TEMPLATE_VERSION_DEPTH])[0])
         for lt in backend.launch_templates.values():
-            seen = set()
-            for v in (lt.default_version(), lt.latest_version()):
-                if v.image_id in image_ids and v.number not in seen:
-                    seen.add(v.number)
+            recent = lt.versions[-depth:]
+            for v in recent:
+                if v.image_id in image_ids:
                     refs.append({
                         "ImageId": v.image_id,
                         "ResourceType": "ec2:LaunchTemplate",
                         "Arn": "arn:aws:ec2:%s:%s:launch-template/%s" % (region, acct, lt.id),
                     })
-    if want("ssm:Parameter"):
+                    break
+    if "ssm:Parameter" in opts:
         try:
             from moto.ssm.models import ssm_backends
 
