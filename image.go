@@ -438,6 +438,13 @@ func (c *Client) CopyImage(ctx context.Context, imageID, region string) (*Image,
 		return rc.CopyImage(ctx, imageID, region, src.Name)
 	})
 	if err != nil {
+		if p != nil && p.ID != "" {
+			// The copy was made although the call failed (a lost reply, a
+			// cancellation): hand it back with the error, never lose it.
+			img := c.imageFrom(p)
+			img.Region = region
+			return img, c.opErr("copy-image", imageID, err)
+		}
 		return nil, c.opErr("copy-image", imageID, err)
 	}
 	img := c.imageFrom(p)

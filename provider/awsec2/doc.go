@@ -34,7 +34,7 @@
 //	machines.go  leases as EC2 instances: MachineTypes, CreateMachine, GetMachine, ListMachines, DeleteMachine, key pairs, the security group
 //	images.go    AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies, usage
 //	channels.go  promotion channels as SSM parameters, known-good version labels
-//	orphans.go   SweepOrphans: key pairs left without an instance
+//	orphans.go   SweepOrphans: key pairs left without an instance, snapshots left without an image
 //	labels.go    tag keys the driver writes, labels to and from EC2 tags and tag filters
 //	policy.go    the IAM policy the driver needs (Policy, PolicyJSON, PolicyActions)
 package awsec2

@@ -106,13 +106,23 @@ func TestCopyImageRetryAfterLostResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitImage(t, e, img.ID)
-	e.faults.Add(moto.Fault{Action: "CopyImage", Times: 1, After: true})
-	if _, err := e.d.CopyImage(ctx, img.ID, "eu-west-1", ""); !provider.Retryable(err) {
+	// EC2 copies, then every reply the SDK's attempts get is lost (a 500):
+	// the copy exists, the call fails.
+	e.faults.Add(moto.Fault{Action: "CopyImage", Times: 3, After: true, Code: "InternalError"})
+	first, err := e.d.CopyImage(ctx, img.ID, "eu-west-1", "")
+	if !provider.Retryable(err) {
 		t.Fatalf("CopyImage with a lost response = %v, want a retryable error", err)
 	}
+	if first == nil || first.ID == "" {
+		t.Fatalf("CopyImage with a lost response returned %+v, %v: the copy it made must come back with the error", first, err)
+	}
+	e.faults.Clear()
 	cp, err := e.d.CopyImage(ctx, img.ID, "eu-west-1", "")
 	if err != nil {
 		t.Fatalf("retried CopyImage: %v", err)
+	}
+	if cp.ID != first.ID {
+		t.Errorf("retried CopyImage = %s, the lost reply's copy %s: want the same copy", cp.ID, first.ID)
 	}
 	eu := e.ec2In("eu-west-1")
 	out, err := eu.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
@@ -157,6 +167,10 @@ func TestAMINameRules(t *testing.T) {
 		if !errors.Is(err, provider.ErrInvalidArgument) || provider.Retryable(err) || img != nil {
 			t.Errorf("CreateImage(%q) = %v, %v; want nil, a final ErrInvalidArgument", bad, img, err)
 		}
+	}
+	// The driver knows the rules: a bad name never reaches EC2.
+	if n := e.faults.Calls("CreateImage"); n != 0 {
+		t.Errorf("%d CreateImage calls for malformed names, want 0: the driver must refuse them first", n)
 	}
 	n, err := crabbox.NewImageName("openclaw", "crabbox", "smoke-test", time.Date(2026, 12, 31, 23, 59, 0, 0, time.UTC))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,19 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/crabbox/crabbox-go/provider"
-)
-
-// Tags the driver writes on images and snapshots as records of its own
-// (never read from AWS's descriptions, whose text AWS does not document).
-const (
-	// TagSnapshotOf is written on an image's owned snapshots right before
-	// DeleteImage deregisters it, naming the image: a delete interrupted
-	// after the deregistration finds the snapshots again by it.
-	TagSnapshotOf = "crabbox-snapshot-of"
-	// TagCooldownUntil is written on an image right before ProtectImage
-	// lifts protection that was enabled with AWS's cooldown: when (RFC 3339,
-	// the driver's clock) deregistration becomes possible again.
-	TagCooldownUntil = "crabbox-protection-cooldown-until"
 )
 
 // protectionCooldown is how long EC2 keeps refusing deregistration after
@@ -121,8 +109,9 @@ func (d *Driver) CreateImage(ctx context.Context, req provider.CreateImageReques
 	if req.MachineID == "" || req.Name == "" {
 		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: machine and name are required")
 	}
-	if len(req.Name) < 3 || len(req.Name) > 128 {
-		return nil, provider.Errorf(provider.ErrInvalidArgument, "awsec2: image name must be 3..128 characters")
+	if !amiName.MatchString(req.Name) {
+		return nil, provider.Errorf(provider.ErrInvalidArgument,
+			"awsec2: image name %q: AMI names are 3 to 128 letters, digits and ( ) [ ] . / - ' @ _ or spaces", req.Name)
 	}
 	extra := map[string]string{}
 	if req.Token != "" {
@@ -534,20 +523,35 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 	if err != nil {
 		return nil, provider.Wrap(provider.ErrInvalidArgument, err)
 	}
-	tags := withManaged(src.Labels, map[string]string{TagName: name})
 	sum := sha256.Sum256([]byte(id + "\x00" + region + "\x00" + name))
+	token := hex.EncodeToString(sum[:16])
+	// The copy carries its own token (not the source's), so a copy whose
+	// reply was lost can be found without asking EC2 to copy again.
+	tags := withManaged(src.Labels, map[string]string{TagName: name, TagCreateToken: token})
 	out, err := dst.CopyImage(ctx, &ec2.CopyImageInput{
 		SourceImageId: aws.String(id),
 		SourceRegion:  aws.String(d.o.region),
 		Name:          aws.String(name),
 		Description:   aws.String(src.Description),
-		ClientToken:   aws.String(hex.EncodeToString(sum[:16])),
+		ClientToken:   aws.String(token),
 		TagSpecifications: []types.TagSpecification{
 			tagSpec(types.ResourceTypeImage, tags),
 			tagSpec(types.ResourceTypeSnapshot, tags),
 		},
 	})
 	if err != nil {
+		// An ambiguous failure (lost reply, cancellation) may have made the
+		// copy: find it by its token, detached from ctx, and hand it back
+		// with the error so the caller can keep or delete it.
+		if ambiguous(err) {
+			find := func(ctx context.Context) (string, bool) {
+				id, ferr := copyByToken(ctx, dst, token)
+				return id, ferr == nil && id != ""
+			}
+			if newID, ok := adopt(ctx, d, find); ok {
+				return &provider.Image{ID: newID, Name: name, State: provider.ImagePending, Labels: tags, Arch: src.Arch}, mapErr(err)
+			}
+		}
 		return nil, mapErr(err)
 	}
 	newID := aws.ToString(out.ImageId)
@@ -556,6 +560,29 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 		return &provider.Image{ID: newID, Name: name, State: provider.ImagePending, Labels: tags, Arch: src.Arch}, mapErr(err)
 	}
 	return toImage(&dout.Images[0]), nil
+}
+
+// amiName is what EC2 accepts as an AMI name (CreateImage and CopyImage,
+// "Name": 3-128 alphanumeric characters, parentheses, square brackets,
+// spaces, periods, slashes, dashes, single quotes, at-signs, underscores);
+// checked before the call so a bad name fails before anything is asked of
+// EC2.
+var amiName = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./'@_-]{3,128}$`)
+
+// copyByToken returns the id of the image with create token token in the
+// region of client c, "" if there is none.
+func copyByToken(ctx context.Context, c EC2API, token string) (string, error) {
+	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
+		Filters: []types.Filter{{Name: aws.String("tag:" + TagCreateToken), Values: []string{token}}}})
+	if err != nil {
+		return "", mapErr(err)
+	}
+	for _, im := range out.Images {
+		if im.State != types.ImageStateDeregistered {
+			return aws.ToString(im.ImageId), nil
+		}
+	}
+	return "", nil
 }
 
 // liveInstanceStates are the instance states in which an instance uses its

@@ -111,3 +111,16 @@ func (d *Driver) updateTags(ctx context.Context, ids []string, labels map[string
 	}
 	return nil
 }
+
+// Tags the driver writes on images and snapshots as records of its own
+// (never read from AWS's descriptions, whose text AWS does not document).
+const (
+	// TagSnapshotOf is written on an image's owned snapshots right before
+	// DeleteImage deregisters it, naming the image: a delete interrupted
+	// after the deregistration finds the snapshots again by it.
+	TagSnapshotOf = "crabbox-snapshot-of"
+	// TagCooldownUntil is written on an image right before ProtectImage
+	// lifts protection that was enabled with AWS's cooldown: when (RFC 3339,
+	// the driver's clock) deregistration becomes possible again.
+	TagCooldownUntil = "crabbox-protection-cooldown-until"
+)
