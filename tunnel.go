@@ -303,8 +303,10 @@ func (l *Lease) Reverse(ctx context.Context, remoteAddr, localAddr string) (*Tun
 // ${CRABBOX_VNC_PORT:-5900}, which desktop leases start), for a person to
 // look at the live desktop with any VNC viewer pointed at
 // Tunnel.LocalAddr. The VNC server has no password: the tunnel is the
-// access control, and it listens on the harness's loopback only. A box
-// with no VNC server listening yields ErrUnavailable.
+// access control, and it listens on the harness's loopback only. The
+// desktop starts its VNC server in the background, so ForwardVNC waits up
+// to 15 s (within ctx) for it to listen; a box with no VNC server yields
+// ErrUnavailable.
 func (l *Lease) ForwardVNC(ctx context.Context) (*Tunnel, error) {
 	if err := l.usable("forward-vnc"); err != nil {
 		return nil, err
@@ -318,10 +320,30 @@ func (l *Lease) ForwardVNC(ctx context.Context) (*Tunnel, error) {
 		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("the box's CRABBOX_VNC_PORT is %q", res.StdoutTail))
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	probe, err := l.dial(ctx, "tcp", addr)
-	if err != nil {
-		return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("no VNC server on the box at %s (a desktop lease starts one): %w", addr, err))
+	// The desktop starts its VNC server in the background, so on a fresh
+	// lease (or a loaded box) it may not listen yet: probe until it does,
+	// for up to vncStartWait.
+	start := time.Now()
+	for {
+		probe, err := l.dial(ctx, "tcp", addr)
+		if err == nil {
+			_ = probe.Close()
+			break
+		}
+		if errors.Is(err, ErrConnectionLost) || time.Since(start) >= vncStartWait {
+			return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("no VNC server on the box at %s after %v (a desktop lease starts one): %w",
+				addr, time.Since(start).Round(time.Millisecond), err))
+		}
+		if serr := sleep(ctx, vncProbeEvery); serr != nil {
+			return nil, l.c.opErr("forward-vnc", l.ID, fmt.Errorf("no VNC server on the box at %s yet: %w (%w)", addr, err, serr))
+		}
 	}
-	_ = probe.Close()
 	return l.Forward(ctx, addr)
 }
+
+// How long ForwardVNC waits for the box's VNC server to listen, and how
+// often it looks.
+const (
+	vncStartWait  = 15 * time.Second
+	vncProbeEvery = 200 * time.Millisecond
+)
