@@ -6,6 +6,7 @@ package awsec2_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -322,4 +323,58 @@ func TestImageUsageSameWithReferencesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.expectClean()
+}
+
+// The orphan sweep deletes only what crabbox made: a snapshot or key pair
+// tagged crabbox=true but made by another tool (created-by=other), or
+// carrying crabbox=true alone, is foreign and stays, however old and
+// unused (ownership needs both labels, as everywhere).
+func TestSweepOrphansKeepsForeignWithOneOwnershipTag(t *testing.T) {
+	e, clk := sweepEnv(t)
+	ctx := t.Context()
+	vol, err := e.ec2.CreateVolume(ctx, &ec2.CreateVolumeInput{AvailabilityZone: aws.String("us-east-1a"), Size: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snaps []string
+	for _, tags := range [][]types.Tag{
+		{{Key: aws.String("crabbox"), Value: aws.String("true")}, {Key: aws.String("created-by"), Value: aws.String("other-tool")}},
+		{{Key: aws.String("crabbox"), Value: aws.String("true")}},
+	} {
+		s, err := e.ec2.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{VolumeId: vol.VolumeId,
+			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeSnapshot, Tags: tags}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, aws.ToString(s.SnapshotId))
+	}
+	var keys []string
+	for i, tags := range [][]types.Tag{
+		{{Key: aws.String("crabbox"), Value: aws.String("true")}, {Key: aws.String("created-by"), Value: aws.String("other-tool")}},
+		{{Key: aws.String("crabbox"), Value: aws.String("true")}},
+	} {
+		name := fmt.Sprintf("crabbox-foreign-%d", i)
+		if _, err := e.ec2.ImportKeyPair(ctx, &ec2.ImportKeyPairInput{KeyName: aws.String(name), PublicKeyMaterial: authorizedKey(t),
+			TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeKeyPair, Tags: tags}}}); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, name)
+	}
+	clk.advance(24 * time.Hour)
+	if n, err := e.d.SweepOrphans(ctx); err != nil || n != 0 {
+		t.Errorf("SweepOrphans = %d, %v; want 0: nothing here is crabbox's", n, err)
+	}
+	for _, s := range snaps {
+		if _, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{s}}); err != nil {
+			t.Errorf("foreign snapshot %s: %v, want it kept", s, err)
+		}
+		_, _ = e.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(s)})
+	}
+	for _, k := range keys {
+		if _, err := e.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{KeyNames: []string{k}}); err != nil {
+			t.Errorf("foreign key pair %s: %v, want it kept", k, err)
+		}
+		_, _ = e.ec2.DeleteKeyPair(ctx, &ec2.DeleteKeyPairInput{KeyName: aws.String(k)})
+	}
+	_, _ = e.ec2.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: vol.VolumeId})
 }

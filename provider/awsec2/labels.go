@@ -19,6 +19,11 @@ const (
 	// TagManaged marks everything the driver created ("true"). The driver
 	// never deregisters an image or deletes a snapshot without it.
 	TagManaged = provider.LabelManaged
+	// TagCreatedBy is the second ownership tag ("crabbox"), written by the
+	// driver on everything it creates: what the orphan sweep deletes must
+	// carry both (a resource with crabbox=true alone, or made by another
+	// tool, is foreign).
+	TagCreatedBy = provider.LabelCreatedBy
 	// TagCreateToken carries CreateImageRequest.Token on an image, so an
 	// image whose creation returned an ambiguous error is found again.
 	TagCreateToken = "crabbox-create-token"
@@ -65,7 +70,21 @@ func withManaged(labels map[string]string, extra map[string]string) map[string]s
 		m[k] = v
 	}
 	m[TagManaged] = "true"
+	m[TagCreatedBy] = provider.CreatedByValue
 	return m
+}
+
+// ownedTags reports whether tags carry both ownership tags.
+func ownedTags(tags map[string]string) bool {
+	return tags[TagManaged] == "true" && tags[TagCreatedBy] == provider.CreatedByValue
+}
+
+// ownedFilters select what carries both ownership tags.
+func ownedFilters() []types.Filter {
+	return []types.Filter{
+		{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
+		{Name: aws.String("tag:" + TagCreatedBy), Values: []string{provider.CreatedByValue}},
+	}
 }
 
 func tagFilters(labels map[string]string) []types.Filter {

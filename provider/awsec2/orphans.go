@@ -19,9 +19,9 @@ import (
 const filterChunk = 100
 
 // SweepOrphans implements provider.OrphanSweeper: it deletes the key pairs
-// CreateMachine imported (named "crabbox-<token>" and tagged crabbox=true)
+// CreateMachine imported (named "crabbox-<token>" and tagged crabbox=true and created-by=crabbox)
 // whose instance no longer exists, is terminated or is shutting down, then
-// the crabbox=true snapshots no image of the account uses (sweepSnapshots),
+// the snapshots tagged both ways no image of the account uses (sweepSnapshots),
 // and returns how many of both it deleted.
 func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 	n, err := d.sweepKeys(ctx)
@@ -39,8 +39,10 @@ func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 // a box that shut itself down while no Reap ran), or when a create was
 // interrupted between importing the key and launching the instance.
 //
-// A key pair is considered only when it carries the crabbox=true tag (the
-// IAM policy allows DeleteKeyPair on nothing else) and its EC2 CreateTime
+// A key pair is considered only when it carries both ownership tags,
+// crabbox=true and created-by=crabbox (the IAM policy allows DeleteKeyPair
+// only on crabbox=true; one tag alone, or another tool's created-by, is
+// foreign), and its EC2 CreateTime
 // is older than the orphan grace (WithOrphanGrace, default 10 minutes, on
 // the driver's clock, WithClock): a lease imports its key before it
 // launches its instance. Key pairs without a CreateTime are left alone.
@@ -58,10 +60,8 @@ func (d *Driver) SweepOrphans(ctx context.Context) (int, error) {
 // the listing, whose deletion the generated policy refuses (see
 // refusedAsGone).
 func (d *Driver) sweepKeys(ctx context.Context) (int, error) {
-	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: []types.Filter{
-		{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}},
-		{Name: aws.String("key-name"), Values: []string{"crabbox-*"}},
-	}})
+	out, err := d.ec2.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{Filters: append(ownedFilters(),
+		types.Filter{Name: aws.String("key-name"), Values: []string{"crabbox-*"}})})
 	if err != nil {
 		return 0, mapErr(err)
 	}
@@ -69,7 +69,7 @@ func (d *Driver) sweepKeys(ctx context.Context) (int, error) {
 	var cands []types.KeyPairInfo
 	for _, k := range out.KeyPairs {
 		tags := tagMap(k.Tags)
-		if tags[TagManaged] != "true" || !strings.HasPrefix(aws.ToString(k.KeyName), "crabbox-") {
+		if !ownedTags(tags) || !strings.HasPrefix(aws.ToString(k.KeyName), "crabbox-") {
 			continue // not ours, whatever the filter let through
 		}
 		if k.CreateTime == nil || k.CreateTime.After(cutoff) {
@@ -172,8 +172,9 @@ func (d *Driver) keysInUse(ctx context.Context, name string, values []string, in
 	return nil
 }
 
-// sweepSnapshots deletes the snapshots the account owns that carry the
-// crabbox=true tag (CreateImage and CopyImage tag them at creation) and
+// sweepSnapshots deletes the snapshots the account owns that carry both
+// ownership tags, crabbox=true and created-by=crabbox (CreateImage and
+// CopyImage tag them at creation; one tag alone is foreign), and
 // that no image of the account (disabled ones included) uses any more:
 // left by an image deregistered outside DeleteImage (by hand, by a
 // lifecycle policy, by an earlier driver version that kept no record) or by
@@ -195,7 +196,7 @@ func (d *Driver) sweepSnapshots(ctx context.Context) (int, error) {
 	var cands []string
 	p := ec2.NewDescribeSnapshotsPaginator(d.ec2, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},
-		Filters:  []types.Filter{{Name: aws.String("tag:" + TagManaged), Values: []string{"true"}}},
+		Filters:  ownedFilters(),
 	})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
@@ -203,7 +204,7 @@ func (d *Driver) sweepSnapshots(ctx context.Context) (int, error) {
 			return 0, mapErr(err)
 		}
 		for _, s := range out.Snapshots {
-			if tagMap(s.Tags)[TagManaged] != "true" || s.State != types.SnapshotStateCompleted {
+			if !ownedTags(tagMap(s.Tags)) || s.State != types.SnapshotStateCompleted {
 				continue
 			}
 			if s.StartTime == nil || s.StartTime.After(cutoff) {

@@ -176,7 +176,7 @@ func TestSweepOrphansKeepsYoungOrphanKey(t *testing.T) {
 	e, clk := sweepEnv(t, awsec2.WithOrphanGrace(time.Hour))
 	// As CreateMachine imports it, before RunInstances.
 	e.importKey("crabbox-cbx_young0000001", map[string]string{
-		awsec2.TagManaged: "true", awsec2.TagClientToken: "cbx_young0000001", "crabbox-lease": "cbx_young0000001"})
+		awsec2.TagManaged: "true", awsec2.TagCreatedBy: "crabbox", awsec2.TagClientToken: "cbx_young0000001", "crabbox-lease": "cbx_young0000001"})
 	e.sweep(0)
 	clk.advance(awsec2.DefaultOrphanGrace + time.Minute) // older than the default, younger than the option
 	e.sweep(0)
@@ -236,7 +236,7 @@ func TestSweepOrphansNeverTouchesUntaggedKeys(t *testing.T) {
 	// Tagged crabbox=true, but not a name the driver gives its key pairs.
 	e.importKey("ops-key", map[string]string{awsec2.TagManaged: "true"})
 	e.importKey("crabbox-cbx_owned0000001", map[string]string{
-		awsec2.TagManaged: "true", awsec2.TagClientToken: "cbx_owned0000001"})
+		awsec2.TagManaged: "true", awsec2.TagCreatedBy: "crabbox", awsec2.TagClientToken: "cbx_owned0000001"})
 	clk.advance(24 * time.Hour)
 	e.sweep(1)
 	want := []string{"crabbox-cbx_foreign00001", "crabbox-cbx_notours0001", "deploy", "ops-key"}
@@ -260,9 +260,9 @@ func TestSweepOrphansFindsInstanceByToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.importKey("crabbox-cbx_bytoken000001", map[string]string{
-		awsec2.TagManaged: "true", awsec2.TagClientToken: "cbx_bytoken000001"})
+		awsec2.TagManaged: "true", awsec2.TagCreatedBy: "crabbox", awsec2.TagClientToken: "cbx_bytoken000001"})
 	e.importKey("crabbox-cbx_orphan0000002", map[string]string{
-		awsec2.TagManaged: "true", awsec2.TagClientToken: "cbx_orphan0000002"})
+		awsec2.TagManaged: "true", awsec2.TagCreatedBy: "crabbox", awsec2.TagClientToken: "cbx_orphan0000002"})
 	clk.advance(time.Hour)
 	e.sweep(1)
 	if got, want := e.keyNames(), []string{"crabbox-cbx_bytoken000001"}; !slices.Equal(got, want) {
@@ -278,7 +278,7 @@ func TestSweepOrphansFindsInstanceByToken(t *testing.T) {
 func TestSweepOrphansReportsErrors(t *testing.T) {
 	e, clk := sweepEnv(t)
 	e.importKey("crabbox-cbx_err000000001", map[string]string{
-		awsec2.TagManaged: "true", awsec2.TagClientToken: "cbx_err000000001"})
+		awsec2.TagManaged: "true", awsec2.TagCreatedBy: "crabbox", awsec2.TagClientToken: "cbx_err000000001"})
 	clk.advance(time.Hour)
 	for _, action := range []string{"DescribeKeyPairs", "DescribeInstances", "DeleteKeyPair"} {
 		e.faults.Add(moto.Fault{Action: action, Times: 1})

@@ -20,7 +20,10 @@ import (
 // from the key's creation time on Hetzner) are deleted; younger ones, and
 // keys whose creation time is unknown, are left for a later run.
 func (d *Driver) DeleteOrphanKeys(ctx context.Context) (int, error) {
-	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(LabelKind) + "=" + kindLeaseKey}})
+	// Both ownership labels and the kind: a key another tool labelled like
+	// ours, or with one ownership label alone, is foreign.
+	keys, err := d.c.SSHKey.AllWithOpts(ctx, hcloud.SSHKeyListOpts{ListOpts: hcloud.ListOpts{LabelSelector: d.rk(labelManaged) + "=true," +
+		d.rk(labelCreatedBy) + "=" + provider.CreatedByValue + "," + d.rk(LabelKind) + "=" + kindLeaseKey}})
 	if err != nil {
 		return 0, mapErr("list lease keys", err)
 	}

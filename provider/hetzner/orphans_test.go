@@ -5,6 +5,7 @@ package hetzner_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -104,7 +105,7 @@ func TestDeleteOrphanKeys(t *testing.T) {
 	}
 	// A key whose lease never got a server is deleted once it is old enough.
 	if _, _, err := e.client.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "crabbox-cbx_00000000000d", PublicKey: string(authorizedKey(t)),
-		Labels: map[string]string{hetzner.LabelKind: "lease-key", hetzner.LabelToken: "cbx_00000000000d"}}); err != nil {
+		Labels: map[string]string{"crabbox": "true", "created-by": "crabbox", hetzner.LabelKind: "lease-key", hetzner.LabelToken: "cbx_00000000000d"}}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.d.DeleteOrphanKeys(ctx); err != nil || n != 0 {
@@ -136,4 +137,31 @@ func TestDeleteOrphanKeys(t *testing.T) {
 			t.Fatalf("DefaultOrphanKeyGrace = %v, DefaultOrphanGrace = %v", hetzner.DefaultOrphanKeyGrace, hetzner.DefaultOrphanGrace)
 		}
 	})
+}
+
+// A key labelled like a lease key but without both ownership labels (one
+// alone, or another tool's created-by) is foreign: the sweep keeps it.
+func TestDeleteOrphanKeysKeepsForeignWithOneOwnershipLabel(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 5, 6, 2, 0, 0, 0, time.UTC)}
+	e := newEnv(t, hcloudfake.Options{Now: clk.now}, 0, hetzner.WithClock(clk.now))
+	ctx := context.Background()
+	for i, labels := range []map[string]string{
+		{"crabbox": "true", "created-by": "other-tool"},
+		{"crabbox": "true"},
+		{"created-by": "crabbox"},
+	} {
+		tok := fmt.Sprintf("cbx_f0000000000%d", i)
+		labels[hetzner.LabelKind], labels[hetzner.LabelToken] = "lease-key", tok
+		if _, _, err := e.client.SSHKey.Create(ctx, hcloud.SSHKeyCreateOpts{Name: "crabbox-" + tok,
+			PublicKey: string(authorizedKey(t)), Labels: labels}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.advance(time.Hour)
+	if n, err := e.d.DeleteOrphanKeys(ctx); err != nil || n != 0 {
+		t.Fatalf("DeleteOrphanKeys = %d, %v; want 0: none of these keys is crabbox's", n, err)
+	}
+	if n := len(e.fake.SSHKeys()); n != 3 {
+		t.Fatalf("%d keys left, want the 3 foreign ones", n)
+	}
 }
