@@ -254,10 +254,14 @@ func WithRootVolumeGiB(gib int) Option {
 	}
 }
 
-var ssmPrefixRe = regexp.MustCompile(`^/([A-Za-z0-9_.\-]+/)*$`)
+// ssmPrefixRe is a parameter path of at least one segment: the root "/"
+// would make every top-level parameter of the account a channel, and give
+// the generated policy write and delete on all of them.
+var ssmPrefixRe = regexp.MustCompile(`^/([A-Za-z0-9_.\-]+/)+$`)
 
 // WithSSMPrefix sets the parameter path channels live under. It must start
-// and end with "/". Default "/crabbox/images/".
+// and end with "/" and have at least one segment ("/" alone is refused).
+// Default "/crabbox/images/".
 func WithSSMPrefix(prefix string) Option {
 	return func(o *options) error {
 		if !ssmPrefixRe.MatchString(prefix) {

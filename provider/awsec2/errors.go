@@ -58,6 +58,8 @@ var codeMap = map[string]error{
 	"InstanceLimitExceeded":        provider.ErrQuota,
 	"VcpuLimitExceeded":            provider.ErrQuota,
 	"MaxSpotInstanceCountExceeded": provider.ErrQuota,
+	"MaxIOPSLimitExceeded":         provider.ErrQuota,
+	"PendingVerification":          provider.ErrPermission, // the account is not yet allowed to launch
 	// throttling
 	"RequestLimitExceeded":      provider.ErrThrottled,
 	"Throttling":                provider.ErrThrottled,
@@ -141,6 +143,11 @@ func classify(err error) error {
 			return c
 		}
 		switch {
+		case strings.HasSuffix(code, "LimitExceeded"):
+			// Account limits (VolumeLimitExceeded, SnapshotLimitExceeded,
+			// AddressLimitExceeded, ...; RequestLimitExceeded, throttling,
+			// is in codeMap): the next type counts against the same limit.
+			return provider.ErrQuota
 		case strings.HasSuffix(code, ".NotFound"):
 			return provider.ErrNotFound
 		case strings.HasSuffix(code, ".Duplicate"):

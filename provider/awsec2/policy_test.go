@@ -154,3 +154,16 @@ func TestPolicyCoversImageReferences(t *testing.T) {
 		}
 	}
 }
+
+// The SSM prefix needs a segment: "/" would make every top-level parameter
+// a channel and give the policy write and delete on all of them.
+func TestSSMPrefixRootIsRefused(t *testing.T) {
+	for _, p := range []string{"/", "//", "", "crabbox/", "/crabbox"} {
+		if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, awsec2.WithSSMPrefix(p)); !errors.Is(err, provider.ErrInvalidArgument) {
+			t.Errorf("WithSSMPrefix(%q): %v, want ErrInvalidArgument", p, err)
+		}
+	}
+	if _, err := awsec2.NewFromClients(failingEC2{}, fakeSSM{}, awsec2.WithSSMPrefix("/a/")); err != nil {
+		t.Errorf("WithSSMPrefix(\"/a/\"): %v", err)
+	}
+}
