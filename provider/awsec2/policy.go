@@ -62,11 +62,14 @@ var ImageReferenceActions = map[string][]string{
 //   - iam:PassRole is granted only with an instance profile, only towards
 //     EC2, and only on the profile's role when WithInstanceProfileRole names
 //     it.
+//   - CreateImage only of instances tagged crabbox=true (its new image and
+//     snapshots on any AMI and snapshot ARN): the role cannot image, and so
+//     reboot or read the disk of, an instance crabbox did not launch.
 //
 // What is still broad, and why:
 //   - ec2:Describe* on "*": EC2 describe calls support no resource-level
 //     permissions.
-//   - RunInstances, CreateImage, CopyImage, CreateSecurityGroup and
+//   - RunInstances, CopyImage, CreateSecurityGroup and
 //     ImportKeyPair on "*": they touch resources the request does not tag
 //     (images, subnets, security groups, network interfaces), so a
 //     request-tag condition would need one statement per resource type. The
@@ -80,8 +83,13 @@ var ImageReferenceActions = map[string][]string{
 //     the channels and, where DescribeImageReferences is refused, reads
 //     the parameters of data type aws:ec2:image to find those naming an
 //     image (DescribeParameters supports no resource-level permissions; a
-//     parameter anywhere may reference an image). Values of other data
-//     types are never requested.
+//     parameter anywhere may reference an image). The driver never asks
+//     for values of other data types, but the grant lets the role read any
+//     parameter's value, SecureStrings too where their KMS key allows the
+//     role (the AWS-managed aws/ssm key does): keep secrets under a
+//     customer-managed key, or deny ssm:GetParameters on their paths with
+//     an explicit Deny next to this policy (cleanup then keeps images whose
+//     use it cannot read, as "use unknown").
 //   - Without WithInstanceProfileRole, iam:PassRole is on the account's
 //     roles (instance profile given as an ARN) or on "*" (given as a name),
 //     limited only by iam:PassedToService ec2.amazonaws.com.
@@ -107,9 +115,27 @@ func (d *Driver) Policy() PolicyDocument {
 			Sid:    "CrabboxCreate",
 			Effect: "Allow",
 			Action: []string{
-				"ec2:CopyImage", "ec2:CreateImage", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances",
+				"ec2:CopyImage", "ec2:CreateSecurityGroup", "ec2:ImportKeyPair", "ec2:RunInstances",
 			},
 			Resource: []string{"*"},
+		},
+		{
+			// CreateImage reads the instance it images: only crabbox's own
+			// (otherwise the role could image, and reboot, any instance of
+			// the account and read its disk from a lease of the image).
+			Sid:       "CrabboxImageOwnedInstances",
+			Effect:    "Allow",
+			Action:    []string{"ec2:CreateImage"},
+			Resource:  []string{"arn:aws:ec2:*:*:instance/*"},
+			Condition: owned,
+		},
+		{
+			// The image and snapshots CreateImage makes (tagged at creation,
+			// CrabboxTagOnCreate).
+			Sid:      "CrabboxImageNew",
+			Effect:   "Allow",
+			Action:   []string{"ec2:CreateImage"},
+			Resource: []string{"arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"},
 		},
 		{
 			Sid:       "CrabboxTagOnCreate",
