@@ -375,6 +375,22 @@ func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) 
 		ids = append(ids, s.ID)
 	}
 	var owned []string
+	// One call for all of them; a snapshot already gone fails the whole
+	// call (InvalidSnapshot.NotFound), and then each is asked alone.
+	all, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: ids})
+	switch {
+	case err == nil:
+		for _, s := range all.Snapshots {
+			if tagMap(s.Tags)[TagManaged] == "true" {
+				owned = append(owned, aws.ToString(s.SnapshotId))
+			}
+		}
+		return owned, nil
+	case !errors.Is(mapErr(err), provider.ErrNotFound):
+		return nil, mapErr(err)
+	case len(ids) == 1:
+		return nil, nil
+	}
 	for _, id := range ids {
 		out, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 		if err != nil {
@@ -430,9 +446,10 @@ func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
 				break
 			}
 			inUse := apiCode(err) == "InvalidSnapshot.InUse"
-			if inUse {
+			if inUse && attempt > 1 {
 				// Shared with an image that remains: it stays, no retry
-				// (the in-use right after a deregistration is retried).
+				// (the in-use right after a deregistration is retried;
+				// the first is retried without listing every image).
 				shared, serr := d.snapshotsUsedByOthers(ctx, "")
 				if serr != nil {
 					return serr

@@ -192,8 +192,8 @@ func TestCleanupAtScale(t *testing.T) {
 		single      bool
 		concurrency int
 	}{
-		{"baseline (single-id usage, Apply concurrency 1)", true, 1},
 		{"batched usage, Apply concurrency 4", false, 4},
+		{"baseline (single-id usage, Apply concurrency 1)", true, 1},
 	} {
 		e := newCleanupEnv(t)
 		start := time.Now()
@@ -207,7 +207,7 @@ func TestCleanupAtScale(t *testing.T) {
 		report(tc.name, r)
 		runs = append(runs, r)
 	}
-	b, s := runs[0], runs[1]
+	s, b := runs[0], runs[1]
 	t.Logf("ratios (baseline/new): plan calls %.1fx, plan time %.1fx, usage calls %d -> %d, apply time %.1fx",
 		float64(total(b.planCalls))/float64(total(s.planCalls)), b.plan.Seconds()/s.plan.Seconds(),
 		b.planCalls["DescribeImageReferences"], s.planCalls["DescribeImageReferences"], b.apply.Seconds()/s.apply.Seconds())
