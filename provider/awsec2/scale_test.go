@@ -117,6 +117,7 @@ func runScale(t *testing.T, e *cleanupEnv, d provider.Driver, concurrency int) s
 	c1 := snap()
 	r.planCalls = diff(c0, c1)
 	r.deletes = plan.Deletes
+	t.Logf("planned in %s: %d deletes, %d calls %v; applying", r.plan.Round(time.Millisecond), r.deletes, total(r.planCalls), r.planCalls)
 	start = time.Now()
 	res, err := plan.Apply(ctx)
 	if err != nil {
