@@ -1,5 +1,6 @@
 // Capabilities: the optional driver interfaces (provider.Images, Channels,
-// Protector, Deprecator, RegionCopier, UsageFinder, OrphanSweeper,
+// Protector, Deprecator, RegionCopier, UsageFinder, BatchUsageFinder,
+// OrphanSweeper,
 // ChannelVersionMarker, AccessProvider), discovered once by type assertion
 // when the Client is made, and reported by Client.Capabilities.
 
@@ -31,6 +32,9 @@ type Capabilities struct {
 	RegionCopier bool
 	// UsageFinder: PlanCleanup keeps images the provider reports in use.
 	UsageFinder bool
+	// BatchUsageFinder: PlanCleanup reads the use of many images per call
+	// (provider.BatchUsageFinder), so its calls grow with pages, not images.
+	BatchUsageFinder bool
 	// OrphanSweeper: Reap also deletes keys left by vanished machines.
 	OrphanSweeper bool
 	// ChannelVersionMarker: MarkKnownGood also marks the channel version on
@@ -56,6 +60,7 @@ type caps struct {
 	deprecator    provider.Deprecator
 	regionCopier  provider.RegionCopier
 	usageFinder   provider.UsageFinder
+	batchUsage    provider.BatchUsageFinder
 	orphanSweeper provider.OrphanSweeper
 	versionMarker provider.ChannelVersionMarker
 	access        provider.AccessProvider
@@ -73,6 +78,7 @@ func discoverCaps(d provider.Driver) caps {
 	k.deprecator, _ = d.(provider.Deprecator)
 	k.regionCopier, _ = d.(provider.RegionCopier)
 	k.usageFinder, _ = d.(provider.UsageFinder)
+	k.batchUsage, _ = d.(provider.BatchUsageFinder)
 	k.orphanSweeper, _ = d.(provider.OrphanSweeper)
 	k.versionMarker, _ = d.(provider.ChannelVersionMarker)
 	k.access, _ = d.(provider.AccessProvider)
@@ -94,6 +100,7 @@ func (c *Client) Capabilities() Capabilities {
 		Deprecator:           k.deprecator != nil,
 		RegionCopier:         k.regionCopier != nil,
 		UsageFinder:          k.usageFinder != nil,
+		BatchUsageFinder:     k.batchUsage != nil,
 		OrphanSweeper:        k.orphanSweeper != nil,
 		ChannelVersionMarker: k.versionMarker != nil,
 		AccessProvider:       k.access != nil,

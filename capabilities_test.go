@@ -23,8 +23,11 @@ func (fullDriver) CopyImage(context.Context, string, string, string) (*provider.
 	return nil, provider.ErrUnsupported
 }
 func (fullDriver) ImageUsage(context.Context, string) ([]string, error) { return nil, nil }
-func (fullDriver) SweepOrphans(context.Context) (int, error)            { return 0, nil }
-func (fullDriver) MarkKnownGood(context.Context, string, int64) error   { return nil }
+func (fullDriver) ImagesUsage(context.Context, []string) (map[string]provider.ImageUse, error) {
+	return nil, nil
+}
+func (fullDriver) SweepOrphans(context.Context) (int, error)          { return 0, nil }
+func (fullDriver) MarkKnownGood(context.Context, string, int64) error { return nil }
 func (fullDriver) MachineAccess(context.Context, *provider.Machine) (*provider.Access, error) {
 	return nil, provider.ErrUnsupported
 }
@@ -46,7 +49,7 @@ func TestCapabilities(t *testing.T) {
 			ChannelLister: true}},
 		{"all", fullDriver{cloud}, crabbox.Capabilities{
 			Images: true, Channels: true, Protector: true, Deprecator: true, RegionCopier: true,
-			UsageFinder: true, OrphanSweeper: true, ChannelVersionMarker: true, AccessProvider: true,
+			UsageFinder: true, BatchUsageFinder: true, OrphanSweeper: true, ChannelVersionMarker: true, AccessProvider: true,
 			ChannelLister: true, RetriesRequests: true,
 		}},
 	} {

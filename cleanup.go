@@ -10,6 +10,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -39,6 +40,11 @@ type CleanupPolicy struct {
 	// from its creation, one promoted and superseded before it became
 	// known-good from its last status change (default 3 days).
 	CandidateMaxAge time.Duration
+	// ApplyConcurrency is how many deletions Apply runs at once (default
+	// 4; 1 deletes one image at a time). Images whose snapshots overlap
+	// are always deleted one after another, in plan order, so each sees
+	// whether the other still holds a shared snapshot.
+	ApplyConcurrency int `json:",omitempty"`
 }
 
 func (p CleanupPolicy) withDefaults() CleanupPolicy {
@@ -57,8 +63,14 @@ func (p CleanupPolicy) withDefaults() CleanupPolicy {
 	if p.CandidateMaxAge <= 0 {
 		p.CandidateMaxAge = 72 * time.Hour
 	}
+	if p.ApplyConcurrency <= 0 {
+		p.ApplyConcurrency = defaultApplyConcurrency
+	}
 	return p
 }
+
+// defaultApplyConcurrency is CleanupPolicy.ApplyConcurrency's default.
+const defaultApplyConcurrency = 4
 
 // Cleanup actions.
 const (
@@ -123,18 +135,22 @@ func (c *Client) PlanCleanup(ctx context.Context, policy CleanupPolicy) (*Cleanu
 	}
 	f := cleanupFacts{promoted: ch.current, ever: ch.ever, history: ch.history,
 		inUse: map[string]string{}, unknown: map[string]string{}, vanished: map[string]bool{}}
+	var owned []string
 	for _, img := range imgs {
-		if !img.Owned {
-			continue
+		if img.Owned {
+			owned = append(owned, img.ID)
 		}
-		ref, why, gone := c.imageUse(ctx, img.ID)
+	}
+	use := c.imagesUse(ctx, owned)
+	for _, id := range owned {
+		u := use[id]
 		switch {
-		case gone:
-			f.vanished[img.ID] = true
-		case why != "":
-			f.unknown[img.ID] = why
-		case ref != "":
-			f.inUse[img.ID] = ref
+		case u.gone:
+			f.vanished[id] = true
+		case u.why != "":
+			f.unknown[id] = u.why
+		case u.ref != "":
+			f.inUse[id] = u.ref
 		}
 	}
 	plan := planWith(imgs, f, policy, c.o.now())
@@ -154,6 +170,12 @@ func (c *Client) imageUse(ctx context.Context, id string) (ref, why string, gone
 		return "", "provider " + c.info.Name + " cannot tell what uses images (no provider.UsageFinder)", false
 	}
 	refs, err := retry(ctx, c, "image", func(ctx context.Context) ([]string, error) { return uf.ImageUsage(ctx, id) })
+	return c.useFrom(ctx, id, refs, err)
+}
+
+// useFrom reads one image's usage answer (refs, err) as imageUse reports
+// it: an ErrNotFound answer is "gone" only when the image itself is gone.
+func (c *Client) useFrom(ctx context.Context, id string, refs []string, err error) (ref, why string, gone bool) {
 	switch {
 	case err == nil && len(refs) > 0:
 		return refs[0], "", false
@@ -167,6 +189,47 @@ func (c *Client) imageUse(ctx context.Context, id string) (ref, why string, gone
 		}
 	}
 	return "", err.Error(), false
+}
+
+// imageUseFact is what imageUse says about one image.
+type imageUseFact struct {
+	ref, why string
+	gone     bool
+}
+
+// imagesUse asks the provider what uses each of ids, with the rules of
+// imageUse, in as few calls as the provider allows: one
+// provider.BatchUsageFinder call (the driver pages it) when the driver has
+// one, else ImageUsage per image. A batch call that fails as a whole falls
+// back to the per-image form, so a transient failure costs calls, never a
+// decision; an id the batch omits is of unknown use.
+func (c *Client) imagesUse(ctx context.Context, ids []string) map[string]imageUseFact {
+	out := make(map[string]imageUseFact, len(ids))
+	bu := c.caps.batchUsage
+	if bu == nil || len(ids) == 0 {
+		for _, id := range ids {
+			ref, why, gone := c.imageUse(ctx, id)
+			out[id] = imageUseFact{ref, why, gone}
+		}
+		return out
+	}
+	got, err := retry(ctx, c, "image", func(ctx context.Context) (map[string]provider.ImageUse, error) {
+		return bu.ImagesUsage(ctx, ids)
+	})
+	for _, id := range ids {
+		u, ok := got[id]
+		switch {
+		case err != nil:
+			ref, why, gone := c.imageUse(ctx, id)
+			out[id] = imageUseFact{ref, why, gone}
+		case !ok:
+			out[id] = imageUseFact{why: "provider " + c.info.Name + " did not report its use"}
+		default:
+			ref, why, gone := c.useFrom(ctx, id, u.Refs, u.Err)
+			out[id] = imageUseFact{ref, why, gone}
+		}
+	}
+	return out
 }
 
 // planCleanup is the pure policy with only current channel values known:
@@ -442,8 +505,12 @@ func (r *CleanupResult) add(o CleanupOutcome) {
 // concurrent Promote protects before it points a channel at the image), or
 // because its lifted protection is still in the provider's cooldown
 // (provider.CooldownError: AWS keeps protection enabled with cooldown in
-// force for 24 hours after it is disabled), is reported kept, not failed. It goes on past failures and returns them
-// joined.
+// force for 24 hours after it is disabled), is reported kept, not failed.
+// It runs up to Policy.ApplyConcurrency deletions at once (images sharing
+// a snapshot one after another), reports the outcomes in plan order, and
+// goes on past failures, returning them joined. Once ctx is done it starts
+// no further deletion, waits for those under way, and reports the rest
+// failed with ctx's error.
 func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 	res := &CleanupResult{Deleted: []string{}, Outcomes: []CleanupOutcome{}}
 	if p == nil || p.c == nil {
@@ -454,26 +521,113 @@ func (p *CleanupPlan) Apply(ctx context.Context) (*CleanupResult, error) {
 	if err != nil {
 		return res, c.opErr("cleanup", "", err)
 	}
-	var errs []error
+	var items []CleanupItem
 	for _, it := range p.Items {
-		if it.Action != ActionDelete {
-			continue
-		}
-		o, err := p.applyOne(ctx, im, it)
-		res.add(o)
-		if err != nil {
-			errs = append(errs, c.opErr("cleanup", it.Image.ID, err))
-		}
-		if o.Result == ResultDeleted {
-			c.emit(Event{Kind: EventImageDeleted, Resource: "image", ID: o.ImageID, State: "deleted", Message: it.Reason})
+		if it.Action == ActionDelete {
+			items = append(items, it)
 		}
 	}
-	return res, errors.Join(errs...)
+	outs := make([]CleanupOutcome, len(items))
+	errs := make([]error, len(items))
+	others := &otherImages{}
+	work := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(max(p.Policy.ApplyConcurrency, 1), len(items)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for group := range work {
+				deleted := map[string]bool{} // by this group, earlier in plan order
+				for _, i := range group {
+					it := items[i]
+					if ctx.Err() != nil {
+						outs[i] = CleanupOutcome{ImageID: it.Image.ID, Result: ResultFailed, Reason: context.Cause(ctx).Error()}
+						errs[i] = context.Cause(ctx)
+						continue
+					}
+					o, err := p.applyOne(ctx, im, it, others, deleted)
+					outs[i], errs[i] = o, err
+					if o.Result == ResultDeleted || o.Result == ResultGone {
+						deleted[o.ImageID] = true
+					}
+					if o.Result == ResultDeleted {
+						c.emit(Event{Kind: EventImageDeleted, Resource: "image", ID: o.ImageID, State: "deleted", Message: it.Reason})
+					}
+				}
+			}
+		}()
+	}
+	groups := snapshotGroups(items)
+	for gi, group := range groups {
+		if ctx.Err() != nil {
+			// No new deletion once ctx is done: the rest fail with its error.
+			for _, g := range groups[gi:] {
+				for _, i := range g {
+					outs[i] = CleanupOutcome{ImageID: items[i].Image.ID, Result: ResultFailed, Reason: context.Cause(ctx).Error()}
+					errs[i] = context.Cause(ctx)
+				}
+			}
+			break
+		}
+		work <- group
+	}
+	close(work)
+	wg.Wait()
+	var joined []error
+	for i, o := range outs {
+		res.add(o)
+		if errs[i] != nil {
+			joined = append(joined, c.opErr("cleanup", items[i].Image.ID, errs[i]))
+		}
+	}
+	return res, errors.Join(joined...)
+}
+
+// snapshotGroups partitions the planned deletions (indices into items) into
+// groups of images linked by shared snapshots, each group and the groups in
+// plan order: a group's images are deleted one after another.
+func snapshotGroups(items []CleanupItem) [][]int {
+	parent := make([]int, len(items))
+	for i := range parent {
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	bySnap := map[string]int{}
+	for i, it := range items {
+		for _, s := range it.Image.Snapshots {
+			if j, ok := bySnap[s.ID]; ok {
+				a, b := find(i), find(j)
+				parent[max(a, b)] = min(a, b)
+			} else {
+				bySnap[s.ID] = i
+			}
+		}
+	}
+	var groups [][]int
+	at := map[int]int{}
+	for i := range items {
+		r := find(i)
+		g, ok := at[r]
+		if !ok {
+			g = len(groups)
+			at[r] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
 }
 
 // applyOne re-checks one planned deletion against fresh reads and deletes
 // the image when it still qualifies.
-func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it CleanupItem) (CleanupOutcome, error) {
+func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it CleanupItem, others *otherImages, deleted map[string]bool) (CleanupOutcome, error) {
 	c := p.c
 	id := it.Image.ID
 	o := CleanupOutcome{ImageID: id}
@@ -521,7 +675,7 @@ func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it Clean
 	case ref != "":
 		return kept("in use by " + ref)
 	}
-	shared, err := c.sharedSnapshots(ctx, im, cur)
+	shared, err := others.shared(ctx, c, im, cur, deleted)
 	if err != nil {
 		return failed(fmt.Errorf("reading which images share its snapshots: %w", err))
 	}
@@ -548,19 +702,37 @@ func (p *CleanupPlan) applyOne(ctx context.Context, im provider.Images, it Clean
 	return o, nil
 }
 
-// sharedSnapshots lists img's snapshots that another existing image uses
-// (the provider's DeleteImage leaves those in place).
-func (c *Client) sharedSnapshots(ctx context.Context, im provider.Images, img *Image) ([]string, error) {
+// otherImages is the image listing Apply reads once (when a planned image
+// has snapshots) to tell which of an image's snapshots another image uses.
+type otherImages struct {
+	mu   sync.Mutex
+	read bool
+	err  error
+	all  []*provider.Image
+}
+
+// shared lists img's snapshots that another existing image uses (the
+// provider's DeleteImage leaves those in place): an image of the listing
+// other than img, not deleted, and not deleted by this Apply before img
+// (deleted: images sharing a snapshot with img are deleted one after
+// another, by the same worker).
+func (o *otherImages) shared(ctx context.Context, c *Client, im provider.Images, img *Image, deleted map[string]bool) ([]string, error) {
 	if len(img.Snapshots) == 0 {
 		return nil, nil
 	}
-	all, err := retry(ctx, c, "image", func(ctx context.Context) ([]*provider.Image, error) { return im.ListImages(ctx, nil) })
+	o.mu.Lock()
+	if !o.read {
+		o.all, o.err = retry(ctx, c, "image", func(ctx context.Context) ([]*provider.Image, error) { return im.ListImages(ctx, nil) })
+		o.read = o.err == nil
+	}
+	all, err := o.all, o.err
+	o.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	used := map[string]bool{}
 	for _, other := range all {
-		if other.ID == img.ID || other.State == provider.ImageDeleted {
+		if other.ID == img.ID || other.State == provider.ImageDeleted || deleted[other.ID] {
 			continue
 		}
 		for _, s := range other.Snapshots {

@@ -1,5 +1,5 @@
 // Image use and channel listing for cleanup: ImageUsage (the machines
-// booted from an image) and ListChannels.
+// booted from an image), its batched form (BatchUsage) and ListChannels.
 
 package crabboxtest
 
@@ -55,5 +55,48 @@ func (c *Cloud) ListChannels(ctx context.Context) ([]string, error) {
 		}
 	}
 	sort.Strings(out)
+	return out, nil
+}
+
+// BatchUsage is the local cloud with provider.BatchUsageFinder as well:
+// ImagesUsage answers for many images from one machine listing. Cloud
+// itself has only ImageUsage, so a test that wraps a Cloud to hook
+// ImageUsage still sees every lookup cleanup makes; wrap it in BatchUsage
+// to exercise the batched path.
+type BatchUsage struct{ *Cloud }
+
+var _ provider.BatchUsageFinder = BatchUsage{}
+
+// ImagesUsage implements provider.BatchUsageFinder: ImageUsage's answer for
+// each id (an image that does not exist is an entry wrapping ErrNotFound).
+func (b BatchUsage) ImagesUsage(ctx context.Context, ids []string) (map[string]provider.ImageUse, error) {
+	c := b.Cloud
+	if err := c.begin(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[string]provider.ImageUse, len(ids))
+	for _, id := range ids {
+		if _, ok := c.images[id]; !ok {
+			out[id] = provider.ImageUse{Err: provider.Errorf(provider.ErrNotFound, "crabboxtest: image %q not found", id)}
+		}
+	}
+	c.mu.Unlock()
+	ms, err := c.ListMachines(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	refs := map[string][]string{}
+	for _, m := range ms {
+		if m.State != provider.MachineTerminated {
+			refs[m.Image] = append(refs[m.Image], "machine "+m.ID)
+		}
+	}
+	for _, id := range ids {
+		if _, gone := out[id]; !gone {
+			r := refs[id]
+			sort.Strings(r)
+			out[id] = provider.ImageUse{Refs: r}
+		}
+	}
 	return out, nil
 }

@@ -400,6 +400,31 @@ type UsageFinder interface {
 	ImageUsage(ctx context.Context, id string) ([]string, error)
 }
 
+// BatchUsageFinder is a UsageFinder that answers for many images in one go,
+// so cleanup's usage lookups grow with the backend's pages, not with the
+// images (AWS: DescribeImageReferences takes up to 10 image ids per call;
+// Hetzner: one server listing for the whole batch). Optional: cleanup uses
+// it when present and ImageUsage otherwise, and re-reads each image's use
+// with ImageUsage right before deleting it.
+//
+// ImagesUsage returns an entry for every id asked (the driver splits the
+// batch into what its API takes). An id the backend no longer knows is an
+// entry whose Err wraps ErrNotFound, not a failure of the call; any other
+// per-image error means that image's use is unknown (cleanup keeps it). An
+// error of the whole call means every image's use is unknown. The answer
+// for each id must equal what ImageUsage would return for it.
+type BatchUsageFinder interface {
+	UsageFinder
+	ImagesUsage(ctx context.Context, ids []string) (map[string]ImageUse, error)
+}
+
+// ImageUse is one image's entry in a BatchUsageFinder answer: its
+// references (nil when unused), or why they could not be read.
+type ImageUse struct {
+	Refs []string
+	Err  error
+}
+
 // OrphanSweeper deletes what the driver made for machines that no longer
 // exist (key pairs, SSH keys), leaving anything younger than a grace period
 // (a lease may be between uploading its key and creating its machine).

@@ -32,7 +32,8 @@
 //	driver.go    Driver, the EC2API and SSMAPI client interfaces, New, NewFromClients and their options, Info
 //	errors.go    AWS error codes and HTTP statuses mapped to portable provider codes
 //	machines.go  leases as EC2 instances: MachineTypes, CreateMachine, GetMachine, ListMachines, DeleteMachine, key pairs, the security group
-//	images.go    AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies, usage
+//	images.go    AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies
+//	usage.go     what uses an image: ImageUsage and ImagesUsage (DescribeImageReferences, or a scan where refused)
 //	channels.go  promotion channels as SSM parameters, known-good version labels
 //	orphans.go   SweepOrphans: key pairs left without an instance, snapshots left without an image
 //	labels.go    tag keys the driver writes, labels to and from EC2 tags and tag filters

@@ -1,4 +1,4 @@
-// AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies, usage.
+// AMIs and their snapshots: BaseImage, CreateImage, DeleteImage, deprecation, protection, copies (usage is in usage.go).
 
 package awsec2
 
@@ -10,14 +10,12 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/crabbox/crabbox-go/provider"
 )
@@ -366,6 +364,22 @@ func (d *Driver) ownedSnapshots(ctx context.Context, snaps []provider.Snapshot) 
 		ids = append(ids, s.ID)
 	}
 	var owned []string
+	// One call for all of them; a snapshot already gone fails the whole
+	// call (InvalidSnapshot.NotFound), and then each is asked alone.
+	all, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: ids})
+	switch {
+	case err == nil:
+		for _, s := range all.Snapshots {
+			if tagMap(s.Tags)[TagManaged] == "true" {
+				owned = append(owned, aws.ToString(s.SnapshotId))
+			}
+		}
+		return owned, nil
+	case !errors.Is(mapErr(err), provider.ErrNotFound):
+		return nil, mapErr(err)
+	case len(ids) == 1:
+		return nil, nil
+	}
 	for _, id := range ids {
 		out, err := d.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 		if err != nil {
@@ -421,9 +435,10 @@ func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
 				break
 			}
 			inUse := apiCode(err) == "InvalidSnapshot.InUse"
-			if inUse {
+			if inUse && attempt > 1 {
 				// Shared with an image that remains: it stays, no retry
-				// (the in-use right after a deregistration is retried).
+				// (the in-use right after a deregistration is retried;
+				// the first is retried without listing every image).
 				shared, serr := d.snapshotsUsedByOthers(ctx, "")
 				if serr != nil {
 					return serr
@@ -583,167 +598,6 @@ func copyByToken(ctx context.Context, c EC2API, token string) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-// liveInstanceStates are the instance states in which an instance uses its
-// image: a terminated one (which EC2 describes for about an hour) does not.
-var liveInstanceStates = []string{"pending", "running", "shutting-down", "stopping", "stopped"}
-
-// launchTemplateDepth is how many of a launch template's most recent
-// versions count as using an image: DescribeImageReferences' documented
-// default version-depth (EC2 User Guide, "How AMI reference checks work").
-const launchTemplateDepth = 10
-
-// ImageUsage implements provider.UsageFinder with DescribeImageReferences:
-// every resource type AWS checks (instances, launch templates, SSM
-// parameters, Image Builder recipes), with instances limited to those not
-// terminated (AWS's default includes terminated ones). Where that API is
-// missing or not permitted, it scans the same itself, as AWS documents
-// the check: instances not terminated, the 10 most recent versions of every
-// launch template and its $Default version, and SSM parameters of data
-// type aws:ec2:image (not Image Builder recipes: see docs/providers.md,
-// Fidelity). When the scan cannot read one of them either, it returns that
-// error: the caller must then treat the image's use as unknown, never as
-// unused.
-func (d *Driver) ImageUsage(ctx context.Context, id string) ([]string, error) {
-	var refs []string
-	p := ec2.NewDescribeImageReferencesPaginator(d.ec2, &ec2.DescribeImageReferencesInput{
-		ImageIds: []string{id}, IncludeAllResourceTypes: aws.Bool(true),
-		ResourceTypes: []types.ResourceTypeRequest{{
-			ResourceType: types.ImageReferenceResourceTypeEc2Instance,
-			ResourceTypeOptions: []types.ResourceTypeOption{{
-				OptionName: types.ImageReferenceOptionNameStateName, OptionValues: liveInstanceStates,
-			}},
-		}},
-	})
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			merr := mapErr(err)
-			if errors.Is(merr, provider.ErrUnsupported) || errors.Is(merr, provider.ErrPermission) {
-				return d.scanImageUsage(ctx, id)
-			}
-			return nil, merr
-		}
-		for _, r := range out.ImageReferences {
-			refs = append(refs, string(r.ResourceType)+" "+aws.ToString(r.Arn))
-		}
-	}
-	sort.Strings(refs)
-	return refs, nil
-}
-
-func (d *Driver) scanImageUsage(ctx context.Context, id string) ([]string, error) {
-	var refs []string
-	ip := ec2.NewDescribeInstancesPaginator(d.ec2, &ec2.DescribeInstancesInput{Filters: []types.Filter{
-		{Name: aws.String("image-id"), Values: []string{id}},
-		{Name: aws.String("instance-state-name"), Values: liveInstanceStates},
-	}})
-	for ip.HasMorePages() {
-		out, err := ip.NextPage(ctx)
-		if err != nil {
-			return nil, mapErr(err)
-		}
-		for _, r := range out.Reservations {
-			for _, in := range r.Instances {
-				refs = append(refs, "ec2:Instance "+aws.ToString(in.InstanceId))
-			}
-		}
-	}
-	lp := ec2.NewDescribeLaunchTemplatesPaginator(d.ec2, &ec2.DescribeLaunchTemplatesInput{})
-	for lp.HasMorePages() {
-		out, err := lp.NextPage(ctx)
-		if err != nil {
-			return nil, mapErr(err)
-		}
-		for _, lt := range out.LaunchTemplates {
-			uses, err := d.templateUses(ctx, lt, id)
-			if err != nil {
-				return nil, err
-			}
-			if uses {
-				refs = append(refs, "ec2:LaunchTemplate "+aws.ToString(lt.LaunchTemplateId))
-			}
-		}
-	}
-	prefs, err := d.scanParameterUsage(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	refs = append(refs, prefs...)
-	sort.Strings(refs)
-	return refs, nil
-}
-
-// templateUses reports whether one of the launch template's 10 most recent
-// versions, or its $Default version, names image id.
-func (d *Driver) templateUses(ctx context.Context, lt types.LaunchTemplate, id string) (bool, error) {
-	versions := []string{"$Default"}
-	latest := aws.ToInt64(lt.LatestVersionNumber)
-	for v := latest; v > 0 && v > latest-launchTemplateDepth; v-- {
-		versions = append(versions, strconv.FormatInt(v, 10))
-	}
-	if latest <= 0 {
-		versions = append(versions, "$Latest")
-	}
-	vout, err := d.ec2.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
-		LaunchTemplateId: lt.LaunchTemplateId, Versions: versions,
-	})
-	if err != nil {
-		return false, mapErr(err)
-	}
-	for _, v := range vout.LaunchTemplateVersions {
-		if v.LaunchTemplateData != nil && aws.ToString(v.LaunchTemplateData.ImageId) == id {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// ssmParameterReader is what scanning SSM parameters for an image needs
-// beyond SSMAPI; *ssm.Client has it.
-type ssmParameterReader interface {
-	DescribeParameters(ctx context.Context, in *ssm.DescribeParametersInput, optFns ...func(*ssm.Options)) (*ssm.DescribeParametersOutput, error)
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, optFns ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
-}
-
-// scanParameterUsage returns "ssm:Parameter NAME" for every SSM parameter
-// of data type aws:ec2:image whose value is id. The data type is read from
-// each parameter's metadata (not a DescribeParameters filter, which not
-// every endpoint implements).
-func (d *Driver) scanParameterUsage(ctx context.Context, id string) ([]string, error) {
-	pr, ok := d.ssm.(ssmParameterReader)
-	if !ok {
-		return nil, provider.Errorf(provider.ErrUnsupported, "awsec2: the SSM client cannot list parameters, so image parameters referencing %s cannot be found", id)
-	}
-	var names []string
-	p := ssm.NewDescribeParametersPaginator(pr, &ssm.DescribeParametersInput{})
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, mapErr(err)
-		}
-		for _, m := range out.Parameters {
-			if aws.ToString(m.DataType) == "aws:ec2:image" {
-				names = append(names, aws.ToString(m.Name))
-			}
-		}
-	}
-	var refs []string
-	for len(names) > 0 {
-		batch := names[:min(10, len(names))]
-		names = names[len(batch):]
-		out, err := pr.GetParameters(ctx, &ssm.GetParametersInput{Names: batch})
-		if err != nil {
-			return nil, mapErr(err)
-		}
-		for _, prm := range out.Parameters {
-			if aws.ToString(prm.Value) == id {
-				refs = append(refs, "ssm:Parameter "+aws.ToString(prm.Name))
-			}
-		}
-	}
-	return refs, nil
 }
 
 // BaseImage implements provider.Driver: the pinned image for arch, or the

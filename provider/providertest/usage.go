@@ -1,5 +1,6 @@
 // The UsageFinder subtest: ImageUsage reports a live machine booted from an
-// image, and stops reporting it once the machine is deleted.
+// image, and stops reporting it once the machine is deleted; a
+// BatchUsageFinder's ImagesUsage answers as ImageUsage does for each id.
 
 package providertest
 
@@ -7,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,6 +50,8 @@ func (s *suite) testUsageFinder(t *testing.T) {
 		return refers(refs), fmt.Sprintf("references %q", refs), nil
 	})
 
+	s.checkBatchUsage(t, uf, []string{image, missingID(image), image})
+
 	// Once the machine is deleted, no reference names it.
 	if err := s.h.Driver.DeleteMachine(ctx, m.ID); err != nil {
 		t.Fatalf("DeleteMachine(%s): %v", m.ID, err)
@@ -71,4 +75,37 @@ func (s *suite) testUsageFinder(t *testing.T) {
 	}
 	_, err := uf.ImageUsage(cancelledCtx(), image)
 	checkCancelled(t, "ImageUsage", err)
+}
+
+// checkBatchUsage: where the driver is a provider.BatchUsageFinder, its
+// answer for ids has an entry for every id, each equal to ImageUsage's
+// (an error entry where ImageUsage errs, of the same code for not-found).
+func (s *suite) checkBatchUsage(t *testing.T, uf provider.UsageFinder, ids []string) {
+	t.Helper()
+	bu, ok := uf.(provider.BatchUsageFinder)
+	if !ok {
+		return
+	}
+	ctx := t.Context()
+	got, err := bu.ImagesUsage(ctx, ids)
+	if err != nil {
+		t.Errorf("ImagesUsage(%q): %v", ids, err)
+		return
+	}
+	for _, id := range ids {
+		u, ok := got[id]
+		if !ok {
+			t.Errorf("ImagesUsage(%q) has no entry for %s", ids, id)
+			continue
+		}
+		refs, err := uf.ImageUsage(ctx, id)
+		switch {
+		case (err == nil) != (u.Err == nil) || errors.Is(err, provider.ErrNotFound) != errors.Is(u.Err, provider.ErrNotFound):
+			t.Errorf("ImagesUsage entry of %s has error %v; ImageUsage returned %v", id, u.Err, err)
+		case !slices.Equal(refs, u.Refs):
+			t.Errorf("ImagesUsage entry of %s = %q; ImageUsage = %q", id, u.Refs, refs)
+		}
+	}
+	_, err = bu.ImagesUsage(cancelledCtx(), ids)
+	checkCancelled(t, "ImagesUsage", err)
 }
