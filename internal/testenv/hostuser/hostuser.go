@@ -225,6 +225,7 @@ func remove(name string, uid int) error {
 		for _, pid := range Processes(uid) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		RemoveSharedMemory(uid)
 		out, err = exec.Command("userdel", "-r", name).CombinedOutput()
 		if err == nil {
 			return nil
@@ -233,6 +234,35 @@ func remove(name string, uid int) error {
 		time.Sleep(pause)
 	}
 	return fmt.Errorf("hostuser: userdel -r %s: %v: %s", name, err, out)
+}
+
+// RemoveSharedMemory marks for removal every System V shared memory
+// segment owned by uid. Killed X servers, VNC servers, recorders and
+// browsers leave their MIT-SHM segments behind (nothing else removes them,
+// userdel included), and a machine that runs the desktop tests often
+// enough reaches the kernel's segment limit (kernel.shmmni, 4096): every
+// x11vnc and ffmpeg then fails with "shmget: No space left on device". A
+// segment still attached goes when its last process detaches.
+func RemoveSharedMemory(uid int) int {
+	data, err := os.ReadFile("/proc/sysvipc/shm")
+	if err != nil {
+		return 0
+	}
+	var ids []string
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		// key shmid perms size cpid lpid nattch uid ...
+		f := strings.Fields(line)
+		if len(f) > 7 && f[7] == strconv.Itoa(uid) {
+			ids = append(ids, f[1])
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		if exec.Command("ipcrm", "-m", id).Run() == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Processes lists the pids of the living processes whose real uid is uid.

@@ -3,7 +3,9 @@ package hostuser_test
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -93,4 +95,50 @@ func TestInvalidNames(t *testing.T) {
 			t.Errorf("Ensure(%q) = %v, want ErrInvalidName", name, err)
 		}
 	}
+}
+
+// A released user's System V shared memory goes with it: killed X servers
+// and browsers leave their MIT-SHM segments, and enough of them exhaust
+// the kernel's limit for every later desktop test on the machine.
+func TestReleaseRemovesSharedMemory(t *testing.T) {
+	sshd.Require(t)
+	if _, err := exec.LookPath("ipcmk"); err != nil {
+		t.Skipf("ipcmk not installed: %v", err)
+	}
+	u, err := hostuser.Fresh("cbxu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = u.Release() })
+	cmd := exec.Command("ipcmk", "-M", "4096")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipcmk: %v: %s", err, out)
+	}
+	id := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "Shared memory id:"))
+	if !segmentExists(t, id) {
+		t.Fatalf("segment %s (from %q) not found", id, out)
+	}
+	if err := u.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if segmentExists(t, id) {
+		t.Errorf("shared memory segment %s of the released user %s is left behind", id, u.Name)
+		_ = exec.Command("ipcrm", "-m", id).Run()
+	}
+}
+
+func segmentExists(t *testing.T, id string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sysvipc/shm")
+	if err != nil {
+		t.Skipf("no /proc/sysvipc/shm: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == id {
+			return true
+		}
+	}
+	return false
 }
