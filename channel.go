@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -185,6 +186,15 @@ func (c *Client) setChannel(ctx context.Context, im provider.Images, chs provide
 			// a retire elsewhere unprotected), then report the promotion.
 			if err := c.protectForChannel(ctx, img, o.channel); err != nil {
 				return nil, err
+			}
+			// And labelled: a promotion whose write landed after its call
+			// gave up (a slow provider) has no promoted label yet.
+			if v := img.Labels[labelPromotedPrefix+o.channel]; !strings.HasPrefix(v, strconv.FormatInt(cur.Version, 10)+".") {
+				now := formatLabelTime(c.o.now())
+				lbl := map[string]string{labelPromotedPrefix + o.channel: sanitizeLabelValue(fmt.Sprintf("%d.%s.%s", cur.Version, now, cur.Proof))}
+				if err := retryErr(ctx, c, "image", func(ctx context.Context) error { return im.UpdateImageLabels(ctx, img.ID, lbl) }); err != nil {
+					return nil, fmt.Errorf("channel %s points at %s, but labelling it failed: %w", o.channel, img.ID, err)
+				}
 			}
 			return &Promotion{Channel: o.channel, Image: img, Previous: prev, Version: cur.Version, At: cur.At,
 				Operator: cur.Operator, Forced: o.forceReason, Proof: cur.Proof}, nil

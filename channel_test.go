@@ -4,6 +4,8 @@ package crabbox_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -907,4 +909,30 @@ func TestRetireKeepsImagesAnotherChannelServes(t *testing.T) {
 	got, err = c.GetImage(ctx, y.ID)
 	require.NoError(t, err)
 	assert.True(t, got.Protected, "beta serves y: the rollback of default must not unprotect it")
+}
+
+// A promotion whose channel write landed without its bookkeeping (the call
+// gave up before a slow provider applied the write): promoting the image
+// again finds the channel already pointing at it and writes the missing
+// promoted label.
+func TestPromoteAgainLabelsAnAlreadyCurrentImage(t *testing.T) {
+	cloud := crabboxtest.Start(t)
+	c := localClient(t, cloud)
+	ctx := testCtx(t)
+	a := bake(t, ctx, c, "alpha")
+	rep := proveImage(t, ctx, c, a.ID)
+	pr, err := c.Promote(ctx, a.ID, crabbox.WithProof(rep))
+	require.NoError(t, err)
+	key := "crabbox-promoted-" + crabbox.DefaultChannel
+	require.NoError(t, cloud.UpdateImageLabels(ctx, a.ID, map[string]string{key: ""}))
+	img, err := c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+	require.Empty(t, img.Labels[key])
+
+	again, err := c.Promote(ctx, a.ID, crabbox.WithProof(rep))
+	require.NoError(t, err)
+	assert.Equal(t, pr.Version, again.Version, "no second channel write")
+	img, err = c.GetImage(ctx, a.ID)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(img.Labels[key], fmt.Sprintf("%d.", pr.Version)), "promoted label %q", img.Labels[key])
 }

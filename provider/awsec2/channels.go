@@ -151,11 +151,21 @@ func (d *Driver) SetChannel(ctx context.Context, req provider.SetChannelRequest)
 		}
 		return nil, conflict
 	}
+	entry := &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator,
+		Proof: req.Proof, At: d.o.now().UTC()}
 	if err := d.waitWritten(ctx, name, out.Version, req.ImageID); err != nil {
-		return nil, err
+		if errors.Is(err, provider.ErrInvalidArgument) {
+			return nil, err // SSM refused the image: no promotion
+		}
+		// SSM accepted the write as this version, but it is not readable
+		// yet (or the caller stopped waiting): it lands once SSM validated
+		// an image EC2 describes. Say so with the entry, as for a channel
+		// that moved while follow-up work failed: a retry of this
+		// conditional write could only collide with it and read as a
+		// concurrent promotion.
+		return entry, err
 	}
-	return &provider.ChannelEntry{Channel: req.Channel, ImageID: req.ImageID, Version: out.Version, Operator: req.Operator,
-		Proof: req.Proof, At: d.o.now().UTC()}, nil
+	return entry, nil
 }
 
 // currentAtLeast is CurrentChannel, except that when the channel reads
@@ -219,7 +229,8 @@ func (d *Driver) waitReadable(ctx context.Context, name string, version int64) e
 // validated the image, and writes nothing when the validation fails: a
 // version that does not become readable in time is no promotion. It is
 // then ErrInvalidArgument when EC2 does not describe the image (SSM refused
-// it), ErrUnavailable otherwise (the write may still land).
+// it), ErrUnavailable otherwise (the write still lands; SetChannel returns
+// its entry with the error).
 func (d *Driver) waitWritten(ctx context.Context, name string, version int64, image string) error {
 	err := d.waitReadable(ctx, name, version)
 	if err == nil || !errors.Is(err, errNotReadable) {

@@ -227,3 +227,32 @@ func (e *env) sshRulesOn() []string {
 	}
 	return rules
 }
+
+// A validation slower than the channel write wait: SetChannel returns the
+// version SSM gave with the error (the write still lands), so Promote
+// reports the promotion with that error, does its bookkeeping, and never
+// calls its own late write a concurrent promotion.
+func TestSlowSSMValidationIsNotAConflict(t *testing.T) {
+	srv := moto.Start(t, moto.Options{SSMImageValidation: 2 * time.Second, SSMValidateImageExists: true})
+	e := lagEnv(t, srv, awsec2.WithChannelWriteWait(300*time.Millisecond))
+	ctx := t.Context()
+	const a = "ami-0ca0ca0120250115" // a launcher Canonical image: available
+	got, err := e.d.SetChannel(ctx, provider.SetChannelRequest{Channel: "default", ImageID: a, IfVersion: -1})
+	if err == nil || got == nil || got.ImageID != a || got.Version != 1 {
+		t.Fatalf("SetChannel past the write wait = %+v, %v; want the entry (version 1) with an error", got, err)
+	}
+	if errors.Is(err, provider.ErrConflict) {
+		t.Fatalf("SetChannel past the write wait: %v: not a conflict", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cur, err := e.d.CurrentChannel(ctx, "default")
+		if err == nil && cur.ImageID == a && cur.Version == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the accepted write never landed: %+v, %v", cur, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
