@@ -182,11 +182,26 @@ func actionFailure(ctx context.Context, err error) (hcloud.ActionError, bool) {
 func (d *Driver) settleServer(ctx context.Context, s *hcloud.Server, actions []*hcloud.Action, ownKey *hcloud.SSHKey) (*provider.Machine, error) {
 	what := "creation of server " + strconv.FormatInt(s.ID, 10)
 	if actions == nil {
-		running, err := d.c.Server.Action.AllFor(ctx, s, hcloud.ActionListOpts{Status: []hcloud.ActionStatus{hcloud.ActionStatusRunning}})
+		// Adopted: wait for what still runs on it, and a create_server
+		// action that already failed means the server never came up, as
+		// if its wait had seen it fail.
+		all, err := d.c.Server.Action.AllFor(ctx, s, hcloud.ActionListOpts{})
 		if err != nil {
 			return d.machine(s), mapErr("list actions of server "+strconv.FormatInt(s.ID, 10), err)
 		}
-		actions = running
+		actions = []*hcloud.Action{}
+		for _, a := range all {
+			switch {
+			case a.Status == hcloud.ActionStatusRunning:
+				actions = append(actions, a)
+			case a.Command == "create_server" && a.Status == hcloud.ActionStatusError:
+				ferr := provider.Wrap(actionClass(a.ErrorCode), fmt.Errorf("hetzner: %s failed: %w", what, a.Error()))
+				if rerr := d.releaseServer(ctx, s, ownKey); rerr != nil {
+					return d.machine(s), errors.Join(ferr, rerr)
+				}
+				return nil, ferr
+			}
+		}
 	}
 	if err := d.waitActions(ctx, what, actions...); err != nil {
 		if _, failed := actionFailure(ctx, err); failed {

@@ -160,3 +160,20 @@ func TestLocationFallbackAfterFailedCreateAction(t *testing.T) {
 		t.Fatalf("left %+v", st)
 	}
 }
+
+// A create whose reply was lost and whose create_server action failed
+// before the driver looked: adoption sees the failed action and treats the
+// server as never up (released, the error returned), not as a machine.
+func TestAdoptedCreateWithFailedActionIsNotAMachine(t *testing.T) {
+	e := newEnv(t, hcloudfake.Options{}, 0)
+	e.fake.SetLateNoCapacity("fsn1")
+	e.fake.InjectFault(hcloudfake.Fault{Method: "POST", Path: "/servers", Code: "service_error", After: true})
+	ctx := ctxFor(t, time.Minute)
+	m, err := e.d.CreateMachine(ctx, e.createReq(t, "cbx_00000000000e", "cx22"))
+	if !errors.Is(err, provider.ErrCapacity) || m != nil {
+		t.Fatalf("CreateMachine = %+v, %v; want nil, ErrCapacity (the adopted server's create failed)", m, err)
+	}
+	if st := e.fake.State(); st.Servers != 0 || st.SSHKeys != 0 {
+		t.Fatalf("left %+v: the failed server and its key must go", st)
+	}
+}
