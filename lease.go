@@ -30,7 +30,10 @@ import (
 // from Client.Warmup, Client.Lease or Client.Leases. In JSON, TTL and
 // IdleTimeout are float seconds ("ttl_seconds", "idle_timeout_seconds"),
 // like every duration the SDK writes; the nanosecond fields earlier
-// versions wrote ("ttl_ns", "idle_timeout_ns") are still read.
+// versions wrote ("ttl_ns", "idle_timeout_ns") are still read. Hold and
+// marshal a *Lease, never a Lease value: a Lease holds locks (go vet's
+// copylocks check flags a copy), and a value in a struct field is encoded
+// by encoding/json's defaults, with the nanosecond names.
 type Lease struct {
 	ID          string            `json:"id"`
 	Slug        string            `json:"slug"`
