@@ -540,9 +540,10 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 	}
 	sum := sha256.Sum256([]byte(id + "\x00" + region + "\x00" + name))
 	token := hex.EncodeToString(sum[:16])
-	// The copy carries its own token (not the source's), so a copy whose
-	// reply was lost can be found without asking EC2 to copy again.
-	tags := withManaged(src.Labels, map[string]string{TagName: name, TagCreateToken: token})
+	// The copy carries its own token (next to the source's labels, create
+	// token included), so a copy whose reply was lost can be found without
+	// asking EC2 to copy again.
+	tags := withManaged(src.Labels, map[string]string{TagName: name, TagCopyToken: token})
 	out, err := dst.CopyImage(ctx, &ec2.CopyImageInput{
 		SourceImageId: aws.String(id),
 		SourceRegion:  aws.String(d.o.region),
@@ -584,11 +585,11 @@ func (d *Driver) CopyImage(ctx context.Context, id, region, name string) (*provi
 // EC2.
 var amiName = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./'@_-]{3,128}$`)
 
-// copyByToken returns the id of the image with create token token in the
+// copyByToken returns the id of the image with copy token token in the
 // region of client c, "" if there is none.
 func copyByToken(ctx context.Context, c EC2API, token string) (string, error) {
 	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
-		Filters: []types.Filter{{Name: aws.String("tag:" + TagCreateToken), Values: []string{token}}}})
+		Filters: []types.Filter{{Name: aws.String("tag:" + TagCopyToken), Values: []string{token}}}})
 	if err != nil {
 		return "", mapErr(err)
 	}

@@ -27,6 +27,9 @@ const (
 	// TagCreateToken carries CreateImageRequest.Token on an image, so an
 	// image whose creation returned an ambiguous error is found again.
 	TagCreateToken = "crabbox-create-token"
+	// TagCopyToken carries the ClientToken of the CopyImage that made a
+	// copy, so a copy whose reply was lost is found again.
+	TagCopyToken = "crabbox-copy-token"
 	// TagClientToken carries CreateMachineRequest.Token on an instance (its
 	// EC2 ClientToken may differ: see WithSpot). DeleteMachine derives the
 	// key pair name from it when the instance has no KeyName.
