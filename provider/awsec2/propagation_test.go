@@ -233,7 +233,9 @@ func (e *env) sshRulesOn() []string {
 // reports the promotion with that error, does its bookkeeping, and never
 // calls its own late write a concurrent promotion.
 func TestSlowSSMValidationIsNotAConflict(t *testing.T) {
-	srv := moto.Start(t, moto.Options{SSMImageValidation: 2 * time.Second, SSMValidateImageExists: true})
+	// The validation outlasts the wait by far, so a loaded machine's slow
+	// calls cannot let the wait see the version.
+	srv := moto.Start(t, moto.Options{SSMImageValidation: 5 * time.Second, SSMValidateImageExists: true})
 	e := lagEnv(t, srv, awsec2.WithChannelWriteWait(300*time.Millisecond))
 	ctx := t.Context()
 	const a = "ami-0ca0ca0120250115" // a launcher Canonical image: available
@@ -244,7 +246,7 @@ func TestSlowSSMValidationIsNotAConflict(t *testing.T) {
 	if errors.Is(err, provider.ErrConflict) {
 		t.Fatalf("SetChannel past the write wait: %v: not a conflict", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cur, err := e.d.CurrentChannel(ctx, "default")
 		if err == nil && cur.ImageID == a && cur.Version == 1 {
