@@ -6,10 +6,16 @@
 package awsec2_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,9 +337,18 @@ func TestCleanupSharedSnapshots(t *testing.T) {
 		t.Errorf("plan item of %s: %+v, want its snapshot %s shared with %s", old.ID, it, shared, sibling.ID)
 	}
 	before := e.faults.Calls("DeleteSnapshot")
+	listings := &listingCounter{}
+	e.faults.Base = listings
 	res, err := plan.Apply(ctx)
+	e.faults.Base = nil
 	if err != nil || len(res.Deleted) != 2 || len(res.Failed) != 0 {
 		t.Fatalf("Apply = %+v, %v; want both deleted", res, err)
+	}
+	// Which images share a snapshot is asked of the snapshots themselves
+	// (DescribeImages' block-device-mapping.snapshot-id filter): at most one
+	// listing of the whole account per Apply, never one per deletion.
+	if n := listings.full.Load(); n > 1 {
+		t.Errorf("Apply of 2 images listed every image of the account %d times, want at most once", n)
 	}
 	for _, o := range res.Outcomes {
 		want := []string(nil)
@@ -354,4 +369,75 @@ func TestCleanupSharedSnapshots(t *testing.T) {
 		t.Errorf("shared snapshot %s: %v", shared, err)
 	}
 	e.drop(t, sibling.ID)
+}
+
+// listingCounter is a transport counting the DescribeImages calls that
+// list the whole account (no image id, no filter).
+type listingCounter struct{ full atomic.Int64 }
+
+func (l *listingCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Header.Get("X-Amz-Target") == "" {
+		body, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") == "DescribeImages" {
+			narrowed := false
+			for k := range form {
+				if strings.HasPrefix(k, "ImageId.") || strings.HasPrefix(k, "Filter.") {
+					narrowed = true
+				}
+			}
+			if !narrowed {
+				l.full.Add(1)
+			}
+		}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// The launcher's DescribeImages filter block-device-mapping.snapshot-id, on
+// which DeleteImage relies to find the images sharing a snapshot, follows
+// AWS: an image matches when any of its snapshots is any of the values.
+func TestDescribeImagesSnapshotFilter(t *testing.T) {
+	e := newCleanupEnv(t)
+	ctx := t.Context()
+	old := e.image(t)
+	tag := types.Tag{Key: aws.String(moto.TagImageShareSnapshot), Value: aws.String(old.ID)}
+	if _, err := e.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{e.m.ID}, Tags: []types.Tag{tag}}); err != nil {
+		t.Fatal(err)
+	}
+	sibling := e.image(t)
+	if _, err := e.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{e.m.ID}, Tags: []types.Tag{{Key: tag.Key}}}); err != nil {
+		t.Fatal(err)
+	}
+	alone := e.image(t)
+	shared, own := old.Snapshots[0].ID, alone.Snapshots[0].ID
+	for _, tc := range []struct {
+		values []string
+		want   []string
+	}{
+		{[]string{shared}, []string{old.ID, sibling.ID}},
+		{[]string{own}, []string{alone.ID}},
+		{[]string{shared, own}, []string{old.ID, sibling.ID, alone.ID}},
+		{[]string{"snap-0000000000000000f"}, nil},
+	} {
+		out, err := e.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"},
+			Filters: []types.Filter{{Name: aws.String("block-device-mapping.snapshot-id"), Values: tc.values}}})
+		if err != nil {
+			t.Fatalf("DescribeImages %v: %v", tc.values, err)
+		}
+		var got []string
+		for _, im := range out.Images {
+			got = append(got, aws.ToString(im.ImageId))
+		}
+		sort.Strings(got)
+		want := append([]string(nil), tc.want...)
+		sort.Strings(want)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("images with snapshots %v = %v, want %v", tc.values, got, want)
+		}
+	}
 }

@@ -280,7 +280,7 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	shared, err := d.snapshotsUsedByOthers(ctx, id)
+	shared, err := d.snapshotsUsedByOthers(ctx, id, owned)
 	if err != nil {
 		return err
 	}
@@ -332,10 +332,20 @@ func (d *Driver) refusedDeregistration(ctx context.Context, id string, err, merr
 // snapshotsUsedByOthers returns the snapshots that an image of the account
 // other than except still uses, disabled images included: deleting the
 // image leaves those in place (AWS refuses them with InvalidSnapshot.InUse
-// for as long as that image exists).
-func (d *Driver) snapshotsUsedByOthers(ctx context.Context, except string) (map[string]bool, error) {
+// for as long as that image exists). With snaps, only those snapshots are
+// asked about, through DescribeImages' block-device-mapping.snapshot-id
+// filter (the images sharing them, not the whole account: one call however
+// many images the account holds); without, every image is listed.
+func (d *Driver) snapshotsUsedByOthers(ctx context.Context, except string, snaps []string) (map[string]bool, error) {
 	used := map[string]bool{}
-	p := ec2.NewDescribeImagesPaginator(d.ec2, &ec2.DescribeImagesInput{Owners: []string{"self"}, IncludeDisabled: aws.Bool(true)})
+	in := &ec2.DescribeImagesInput{Owners: []string{"self"}, IncludeDisabled: aws.Bool(true)}
+	if snaps != nil {
+		if len(snaps) == 0 {
+			return used, nil
+		}
+		in.Filters = []types.Filter{{Name: aws.String("block-device-mapping.snapshot-id"), Values: snaps}}
+	}
+	p := ec2.NewDescribeImagesPaginator(d.ec2, in)
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -439,7 +449,7 @@ func (d *Driver) deleteSnapshots(ctx context.Context, ids []string) error {
 				// Shared with an image that remains: it stays, no retry
 				// (the in-use right after a deregistration is retried;
 				// the first is retried without listing every image).
-				shared, serr := d.snapshotsUsedByOthers(ctx, "")
+				shared, serr := d.snapshotsUsedByOthers(ctx, "", []string{id})
 				if serr != nil {
 					return serr
 				}

@@ -216,7 +216,7 @@ func (d *Driver) sweepSnapshots(ctx context.Context) (int, error) {
 	if len(cands) == 0 {
 		return 0, nil
 	}
-	used, err := d.snapshotsUsedByOthers(ctx, "")
+	used, err := d.snapshotsUsedByOthers(ctx, "", nil)
 	if err != nil {
 		return 0, err
 	}

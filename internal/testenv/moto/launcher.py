@@ -106,6 +106,46 @@ from moto.ec2 import utils as ec2utils  # noqa: E402
 ec2utils.filter_dict_attribute_mapping["client-token"] = "client_token"
 
 
+# --- DescribeImages filters on block device mappings -------------------------
+# AWS (EC2 API Reference, DescribeImages, Filters): "block-device-mapping.
+# snapshot-id - The ID of the snapshot used for the Amazon EBS volume", and
+# "block-device-mapping.device-name". moto raises FilterNotImplementedError.
+_orig_ami_filter = amimodels.Ami.get_filter_value
+
+
+def _ami_filter_value(self, filter_name, method_name=None):
+    if filter_name == "block-device-mapping.snapshot-id":
+        return [bd["Ebs"]["SnapshotId"] for bd in self.block_device_mappings if bd.get("Ebs")]
+    if filter_name == "block-device-mapping.device-name":
+        return [bd["DeviceName"] for bd in self.block_device_mappings]
+    return _orig_ami_filter(self, filter_name, method_name)
+
+
+amimodels.Ami.get_filter_value = _ami_filter_value
+
+# AWS: a filter with several values matches a resource when any of its
+# values matches any of the resource's (the values are ORed). moto's generic
+# matching of list values asks for a subset or superset instead, which misses
+# an image whose snapshots only overlap the values; the list-valued filters
+# added here use AWS's rule.
+_ANY_OF_FILTERS = {"block-device-mapping.snapshot-id", "block-device-mapping.device-name"}
+_orig_is_filter_matching = ec2utils.is_filter_matching
+
+
+def _is_filter_matching(obj, _filter, filter_value):
+    if _filter in _ANY_OF_FILTERS and isinstance(obj, amimodels.Ami):
+        if filter_value is None:
+            return False
+        values = filter_value if isinstance(filter_value, list) else [filter_value]
+        import fnmatch
+
+        return any(fnmatch.fnmatch(v, pat) for v in obj.get_filter_value(_filter) for pat in values)
+    return _orig_is_filter_matching(obj, _filter, filter_value)
+
+
+ec2utils.is_filter_matching = _is_filter_matching
+
+
 # --- RunInstances: capacity errors and ClientToken idempotency ---------------
 _orig_run_instances = EC2Response.run_instances
 
