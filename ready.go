@@ -210,7 +210,15 @@ func (l *Lease) probePort(ctx context.Context) (net.Conn, error) {
 		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("ssh port %s: %w", addr, err))
 	}
 	stop := context.AfterFunc(pctx, func() { conn.Close() })
-	banner, err := readBanner(conn)
+	// Our identification line goes out before the server's is read, as an
+	// SSH client's would: the server starts its key exchange once it has
+	// both, so waiting for its line first would cost a round trip.
+	hello := []byte(sshx.ClientVersion + "\r\n")
+	_, err = conn.Write(hello)
+	var banner []byte
+	if err == nil {
+		banner, err = readBanner(conn)
+	}
 	if !stop() {
 		conn.Close()
 		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("ssh port %s: no banner within %v", addr, probeTimeout))
@@ -219,7 +227,7 @@ func (l *Lease) probePort(ctx context.Context) (net.Conn, error) {
 		conn.Close()
 		return nil, provider.Wrap(provider.ErrUnavailable, fmt.Errorf("ssh port %s: %w", addr, err))
 	}
-	return &replayConn{Conn: conn, pending: banner}, nil
+	return &replayConn{Conn: conn, pending: banner, sent: hello}, nil
 }
 
 // readBanner reads from conn up to and including the first "SSH-" line (RFC
@@ -247,10 +255,25 @@ func readBanner(conn net.Conn) ([]byte, error) {
 	return nil, errors.New("no SSH banner in the first 8 KiB")
 }
 
-// replayConn is a connection whose first reads return bytes already read.
+// replayConn is a connection whose first reads return bytes already read,
+// and whose first write, the SSH client's identification line, was already
+// sent (sent): it is dropped.
 type replayConn struct {
 	net.Conn
 	pending []byte
+	sent    []byte
+}
+
+func (c *replayConn) Write(p []byte) (int, error) {
+	if c.sent != nil {
+		sent := c.sent
+		c.sent = nil
+		if !bytes.Equal(p, sent) {
+			return 0, fmt.Errorf("ssh client wrote %q first, but %q was already sent", p, sent)
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -147,6 +147,58 @@ type conn struct {
 	open    int    // our sessions opened and not yet closed
 	closes  uint64 // sessions closed so far
 	freed   chan struct{}
+
+	// A session opened right after the handshake, alongside whatever the
+	// caller runs first, and kept for the next Run: that Run's channel
+	// open has already made its round trip (on a fresh connection the
+	// readiness command is the first Run, the caller's first command or
+	// smoke the second). spareReady is closed once the open succeeded or
+	// failed; spare is the session, until a Run takes it.
+	spareMu    sync.Mutex
+	spare      *ssh.Session
+	spareReady chan struct{}
+}
+
+// preopen opens the spare session in the background.
+func (c *conn) preopen() {
+	c.spareReady = make(chan struct{})
+	go func() {
+		defer close(c.spareReady)
+		s, err := c.client.NewSession()
+		if err != nil {
+			return // refused (MaxSessions) or the connection died
+		}
+		c.sessionOpened()
+		c.spareMu.Lock()
+		c.spare = s
+		c.spareMu.Unlock()
+	}()
+}
+
+// takeSpare returns the spare session if it is open (waiting for its open
+// to resolve when wait is set and ctx allows), or nil.
+func (c *conn) takeSpare(ctx context.Context, wait bool) *ssh.Session {
+	if c.spareReady == nil {
+		return nil
+	}
+	if wait {
+		select {
+		case <-c.spareReady:
+		case <-ctx.Done():
+			return nil
+		}
+	} else {
+		select {
+		case <-c.spareReady:
+		default:
+			return nil
+		}
+	}
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	s := c.spare
+	c.spare = nil
+	return s
 }
 
 // sessionOpened counts a session we opened.
@@ -280,6 +332,13 @@ func (c *conn) deathErr() error {
 	return c.err
 }
 
+// ClientVersion is the identification line the client sends (RFC 4253
+// section 4.2), without its CR LF. A caller that probes the port may send
+// it first, before reading the server's line, and hand ConnectOver a
+// connection that drops the client's own identical first write: the
+// server's key exchange then starts a round trip sooner.
+const ClientVersion = "SSH-2.0-Go"
+
 // New validates cfg and returns a Client. It does not dial.
 func New(cfg Config) (*Client, error) {
 	switch {
@@ -375,6 +434,7 @@ func (c *Client) install(nc *conn) error {
 	if c.cur != nil {
 		c.cur.kill(ErrConnectionLost)
 	}
+	nc.preopen()
 	c.cur = nc
 	return nil
 }
@@ -476,6 +536,7 @@ func (c *Client) handshakeOver(ctx context.Context, tcp net.Conn) (*conn, error)
 
 	pin := &hostKeyPin{addr: c.cfg.Addr, want: c.cfg.HostKey}
 	cc := &ssh.ClientConfig{
+		ClientVersion:     ClientVersion,
 		User:              c.cfg.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(c.cfg.Signer)},
 		HostKeyCallback:   pin.check,
@@ -643,11 +704,21 @@ func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("sshx: run on %s: %w", c.cfg.Addr, err)
 	}
-	nc, sess, err := c.openSession(ctx)
+	nc, sess, spare, err := c.openSession(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := c.run(ctx, nc, sess, req)
+	res, err := c.run(ctx, nc, sess, req, spare)
+	if errors.Is(err, errStaleSpare) {
+		// The server closed the idle spare session (ChannelTimeout, say):
+		// a session of its own, once.
+		sess.Close()
+		nc.sessionClosed()
+		if nc, sess, _, err = c.openSession(ctx); err != nil {
+			return Result{}, err
+		}
+		res, err = c.run(ctx, nc, sess, req, false)
+	}
 	// Signalling and closing write to the connection; a stuck peer must not
 	// block us.
 	interrupted := ctx.Err() != nil && err != nil && errors.Is(err, ctx.Err())
@@ -661,7 +732,11 @@ func (c *Client) Run(ctx context.Context, req Request) (Result, error) {
 	return res, err
 }
 
-func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Request) (Result, error) {
+// errStaleSpare: the spare session could not start a command although the
+// connection lives.
+var errStaleSpare = errors.New("sshx: spare session closed by the server")
+
+func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Request, spare bool) (Result, error) {
 	out := &gate{}
 	if req.Stdout != nil {
 		sess.Stdout = &gatedWriter{g: out, w: req.Stdout}
@@ -678,6 +753,9 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 		}
 	}
 	if err := sess.Start(req.Command); err != nil {
+		if spare && !nc.isDead() && ctx.Err() == nil {
+			return Result{}, errStaleSpare
+		}
 		if nc.isDead() || errors.Is(err, io.EOF) {
 			return Result{}, fmt.Errorf("%w: starting command: %v", ErrConnectionLost, err)
 		}
@@ -754,10 +832,10 @@ func (nc *conn) answers(ctx context.Context) bool {
 
 // openSession opens a session channel, waiting for a free slot while the
 // server refuses one, and re-dialling once if the connection is broken.
-func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
+func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, bool, error) {
 	nc, err := c.conn(ctx, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	redialled := false
 	var w *slotWait // set once the server refused a channel
@@ -767,35 +845,42 @@ func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, error) {
 		}
 	}()
 	for {
+		if sess := nc.takeSpare(ctx, false); sess != nil {
+			return nc, sess, true, nil
+		}
 		sent := nc.closedSessions()
 		sess, err := newSession(ctx, nc)
 		if err == nil {
 			nc.sessionOpened()
-			return nc, sess, nil
+			return nc, sess, false, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("sshx: open session on %s: %w", c.cfg.Addr, ctx.Err())
+			return nil, nil, false, fmt.Errorf("sshx: open session on %s: %w", c.cfg.Addr, ctx.Err())
 		}
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) {
+			// The spare may hold the slot the server refused.
+			if sess := nc.takeSpare(ctx, true); sess != nil {
+				return nc, sess, true, nil
+			}
 			// MaxSessions reached (or a transient refusal): wait for one
 			// of our sessions to close (see slotWait).
 			if w == nil {
 				w = nc.newSlotWait(c.cfg.SlotRetry)
 			}
 			if werr := w.wait(ctx, sent); werr != nil {
-				return nil, nil, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, werr)
+				return nil, nil, false, fmt.Errorf("sshx: waiting for a session slot on %s (%v): %w", c.cfg.Addr, err, werr)
 			}
 			continue
 		}
 		// The connection is broken.
 		nc.kill(fmt.Errorf("%w: %v", ErrConnectionLost, err))
 		if redialled {
-			return nil, nil, fmt.Errorf("%w: open session: %v", ErrConnectionLost, err)
+			return nil, nil, false, fmt.Errorf("%w: open session: %v", ErrConnectionLost, err)
 		}
 		redialled = true
 		if nc, err = c.conn(ctx, nc); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 	}
 }
