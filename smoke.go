@@ -391,6 +391,16 @@ func (c *capture) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// absorb makes c hold what o captured (o is no longer written to).
+func (c *capture) absorb(o *capture) {
+	o.mu.Lock()
+	head, tail, total := o.head, o.tail, o.total
+	o.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.head, c.tail, c.total = head, tail, total
+}
+
 func (c *capture) headString() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -9,7 +9,9 @@ package crabbox
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -104,7 +106,7 @@ type batchReq struct {
 	ctx            context.Context
 	orig           string // the command as the check gave it
 	cmd            string // as Lease.Run would send it
-	stdout, stderr io.Writer
+	stdout, stderr *capture
 	run            *batchRun // set when sent
 
 	mu       sync.Mutex
@@ -119,18 +121,18 @@ type batchResult struct {
 
 // deliver hands the result (and output) to the waiting check, unless it
 // gave up waiting.
-func (r *batchReq) deliver(code int, stdout, stderr []byte, err error) {
+func (r *batchReq) deliver(code int, stdout, stderr *capture, err error) {
 	r.mu.Lock()
 	if r.finished {
 		r.mu.Unlock()
 		return
 	}
 	r.finished = true
-	if len(stdout) > 0 {
-		_, _ = r.stdout.Write(stdout)
+	if stdout != nil {
+		r.stdout.absorb(stdout)
 	}
-	if len(stderr) > 0 {
-		_, _ = r.stderr.Write(stderr)
+	if stderr != nil {
+		r.stderr.absorb(stderr)
 	}
 	r.mu.Unlock()
 	r.done <- batchResult{code, err}
@@ -290,10 +292,11 @@ func (br *batchRun) finished(abandoned bool) {
 	}
 }
 
-// batchScript renders the runner for reqs.
-func batchScript(reqs []*batchReq) string {
+// batchScript renders the runner for reqs, its frames' streams ending in
+// boundary.
+func batchScript(reqs []*batchReq, boundary string) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "N=%d\nM=%s\nHEAD=%d\nTAIL=%d\n", len(reqs), batchMarker, outputHeadBytes, outputTailBytes)
+	fmt.Fprintf(&sb, "N=%d\nM=%s\nB=%s\n", len(reqs), batchMarker, boundary)
 	for i, r := range reqs {
 		fmt.Fprintf(&sb, "c%d=%s\nt%d=%d\n", i, ShellQuote(r.cmd), i, remoteTimeout(r.ctx))
 	}
@@ -317,12 +320,12 @@ func remoteTimeout(ctx context.Context) int {
 // send runs one batch and delivers every request's result.
 func (b *batcher) send(br *batchRun, reqs []*batchReq) {
 	l := b.l
-	fw := &frameWriter{reqs: reqs}
+	fw := newFrameWriter(reqs)
 	errTail := newTail(outputTailBytes)
 	var res sshx.Result
 	client, err := l.sshClient(br.ctx)
 	if err == nil {
-		res, err = client.Run(br.ctx, sshx.Request{Command: batchScript(reqs), Stdout: fw, Stderr: errTail})
+		res, err = client.Run(br.ctx, sshx.Request{Command: batchScript(reqs, fw.boundary), Stdout: fw, Stderr: errTail})
 	}
 	if err == nil && res.ExitCode == batchSetupFailed && fw.frames == 0 {
 		// No runner on this box: one session per command, as without
@@ -372,20 +375,32 @@ func stderrSuffix(stderr string, ferr error) string {
 	return ": " + strings.Join(parts, "; ")
 }
 
-// frameWriter parses the runner's stdout into frames and delivers each.
-// The transport calls Write from one goroutine at a time.
+// frameWriter parses the runner's stdout into frames and delivers each:
+// a header line "<marker> <index> <exit code>", then the check's stdout
+// up to the line boundary, then its stderr up to the line boundary again.
+// The boundary is random per batch, so a check's output cannot end a
+// stream by accident. The transport calls Write from one goroutine at a
+// time.
 type frameWriter struct {
-	reqs   []*batchReq
-	frames int
-	err    error // the stream stopped making sense
+	reqs     []*batchReq
+	boundary string
+	delim    []byte // boundary and newline
+	frames   int
+	err      error // the stream stopped making sense
 
 	header  []byte
 	cur     *batchReq
 	code    int
-	out     []byte
-	errOut  []byte
-	wantOut int
-	wantErr int
+	stream  int    // 0: stdout, 1: stderr
+	pending []byte // bytes that may start the delimiter
+	out     [2]*capture
+}
+
+func newFrameWriter(reqs []*batchReq) *frameWriter {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	boundary := "--crabbox-end-" + hex.EncodeToString(b[:]) + "--"
+	return &frameWriter{reqs: reqs, boundary: boundary, delim: []byte(boundary + "\n")}
 }
 
 func (w *frameWriter) Write(p []byte) (int, error) {
@@ -406,43 +421,56 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 			w.header = w.header[:0]
 			continue
 		}
-		if w.wantOut > len(w.out) {
-			k := min(w.wantOut-len(w.out), len(p))
-			w.out = append(w.out, p[:k]...)
-			p = p[k:]
-		} else {
-			k := min(w.wantErr-len(w.errOut), len(p))
-			w.errOut = append(w.errOut, p[:k]...)
-			p = p[k:]
+		w.pending = append(w.pending, p...)
+		p = nil
+		for w.cur != nil {
+			i := bytes.Index(w.pending, w.delim)
+			if i < 0 {
+				// Keep what could be the delimiter's start.
+				if keep := len(w.delim) - 1; len(w.pending) > keep {
+					_, _ = w.out[w.stream].Write(w.pending[:len(w.pending)-keep])
+					w.pending = append(w.pending[:0], w.pending[len(w.pending)-keep:]...)
+				}
+				break
+			}
+			_, _ = w.out[w.stream].Write(w.pending[:i])
+			rest := w.pending[i+len(w.delim):]
+			w.stream++
+			if w.stream == 2 {
+				w.endFrame()
+				// What follows is the next frame's header.
+				p, w.pending = rest, nil
+				break
+			}
+			w.pending = append(w.pending[:0], rest...)
 		}
-		w.maybeEnd()
 	}
 	return n, nil
 }
 
 func (w *frameWriter) startFrame(h string) {
 	f := strings.Fields(h)
-	var v [4]int
-	ok := len(f) == 5 && f[0] == batchMarker
-	for i := 0; ok && i < 4; i++ {
-		var err error
-		v[i], err = strconv.Atoi(f[i+1])
-		ok = err == nil && (i == 1 || v[i] >= 0)
+	ok := len(f) == 3 && f[0] == batchMarker
+	var idx, code int
+	var err error
+	if ok {
+		idx, err = strconv.Atoi(f[1])
+		ok = err == nil && idx >= 0 && idx < len(w.reqs)
 	}
-	if !ok || v[0] >= len(w.reqs) {
+	if ok {
+		code, err = strconv.Atoi(f[2])
+		ok = err == nil && code >= 0
+	}
+	if !ok {
 		w.err = fmt.Errorf("bad frame header %q", h)
 		return
 	}
-	w.cur, w.code, w.wantOut, w.wantErr = w.reqs[v[0]], v[1], v[2], v[3]
-	w.out, w.errOut = make([]byte, 0, w.wantOut), make([]byte, 0, w.wantErr)
-	w.maybeEnd()
+	w.cur, w.code, w.stream = w.reqs[idx], code, 0
+	w.out = [2]*capture{newCapture(), newCapture()}
 }
 
-func (w *frameWriter) maybeEnd() {
-	if w.cur == nil || len(w.out) < w.wantOut || len(w.errOut) < w.wantErr {
-		return
-	}
+func (w *frameWriter) endFrame() {
 	w.frames++
-	w.cur.deliver(w.code, w.out, w.errOut, nil)
-	w.cur, w.out, w.errOut = nil, nil, nil
+	w.cur.deliver(w.code, w.out[0], w.out[1], nil)
+	w.cur, w.out = nil, [2]*capture{}
 }

@@ -1,0 +1,81 @@
+package crabbox
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The frame parser recovers each check's exit code, stdout and stderr
+// however the transport splits the stream, including output that contains
+// the start of the boundary, no trailing newline, or nothing at all.
+func TestFrameWriterSplitsAnywhere(t *testing.T) {
+	outs := []struct{ stdout, stderr string }{
+		{"hello\n", ""},
+		{"", "only stderr"},
+		{"", ""},
+		{"no newline", "err\n"},
+		{"--crabbox-end-", "--crabbox-end-00--\n"}, // looks like the boundary's start
+		{strings.Repeat("x", 9000) + "\nend\n", "tail"},
+	}
+	codes := []int{0, 1, 0, 127, 3, 0}
+	for _, chunk := range []int{1, 2, 7, 64, 1 << 20} {
+		reqs := make([]*batchReq, len(outs))
+		for i := range reqs {
+			reqs[i] = &batchReq{stdout: newCapture(), stderr: newCapture(), done: make(chan batchResult, 1), run: &batchRun{left: len(outs)}}
+		}
+		w := newFrameWriter(reqs)
+		var stream strings.Builder
+		order := []int{3, 0, 5, 1, 4, 2} // frames come in the order checks finish
+		for _, i := range order {
+			stream.WriteString(batchMarker + " " + strconv.Itoa(i) + " " + strconv.Itoa(codes[i]) + "\n")
+			stream.WriteString(outs[i].stdout + w.boundary + "\n" + outs[i].stderr + w.boundary + "\n")
+		}
+		s := stream.String()
+		for len(s) > 0 {
+			n := min(chunk, len(s))
+			if _, err := w.Write([]byte(s[:n])); err != nil {
+				t.Fatal(err)
+			}
+			s = s[n:]
+		}
+		if w.err != nil || w.frames != len(outs) {
+			t.Fatalf("chunk %d: %d frames, err %v", chunk, w.frames, w.err)
+		}
+		for i, r := range reqs {
+			res := <-r.done
+			if res.code != codes[i] || res.err != nil {
+				t.Errorf("chunk %d, check %d: code %d err %v, want %d", chunk, i, res.code, res.err, codes[i])
+			}
+			if got := r.stdout.headString(); got != outs[i].stdout {
+				t.Errorf("chunk %d, check %d: stdout %q, want %q", chunk, i, trunc(got), trunc(outs[i].stdout))
+			}
+			if got := r.stderr.headString(); got != outs[i].stderr {
+				t.Errorf("chunk %d, check %d: stderr %q, want %q", chunk, i, got, outs[i].stderr)
+			}
+			if r.stdout.total != int64(len(outs[i].stdout)) {
+				t.Errorf("chunk %d, check %d: stdout total %d, want %d", chunk, i, r.stdout.total, len(outs[i].stdout))
+			}
+		}
+	}
+}
+
+// A header that is not a frame stops the parse with an error (the batch's
+// checks then fail as "runner ended before this check finished").
+func TestFrameWriterRefusesBadHeaders(t *testing.T) {
+	for _, h := range []string{"garbage\n", batchMarker + " 9 0\n", batchMarker + " 0 -1\n", batchMarker + " 0\n", batchMarker + " x 0\n"} {
+		reqs := []*batchReq{{stdout: newCapture(), stderr: newCapture(), done: make(chan batchResult, 1), run: &batchRun{left: 1}}}
+		w := newFrameWriter(reqs)
+		_, _ = w.Write([]byte(h))
+		if w.err == nil {
+			t.Errorf("header %q accepted", h)
+		}
+	}
+}
+
+func trunc(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
