@@ -192,9 +192,11 @@ func (l *Lease) probeSSH(ctx context.Context) (state string, answered bool, err 
 }
 
 // probePort dials the lease's SSH address (with the client's dialer) and
-// reads the server's identification line. It returns the connection, with
-// the line put back in front of what follows, when the line starts with
-// "SSH-"; an error wrapping ErrUnavailable otherwise.
+// reads the server's identification line, having sent the client's
+// (sshx.ClientVersion) first. It returns the connection, with the server's
+// line put back in front of what follows and the client's first write
+// dropped, when the line starts with "SSH-"; an error wrapping
+// ErrUnavailable otherwise.
 func (l *Lease) probePort(ctx context.Context) (net.Conn, error) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()

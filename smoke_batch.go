@@ -293,18 +293,20 @@ func (br *batchRun) finished(abandoned bool) {
 }
 
 // batchScript renders the runner for reqs, its frames' streams ending in
-// boundary.
-func batchScript(reqs []*batchReq, boundary string) string {
+// boundary: the command that starts it, and the runner itself, which goes
+// to the command's stdin (so neither the checks' commands nor the boundary
+// show in a process list a check may print).
+func batchScript(reqs []*batchReq, boundary string) (command, runner string) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "N=%d\nM=%s\nB=%s\n", len(reqs), batchMarker, boundary)
+	fmt.Fprintf(&sb, "N=%d\nM=%s\nB=%s\nHEAD=%d\nTAIL=%d\n", len(reqs), batchMarker, boundary, outputHeadBytes, outputTailBytes)
 	for i, r := range reqs {
 		fmt.Fprintf(&sb, "c%d=%s\nt%d=%d\n", i, ShellQuote(r.cmd), i, remoteTimeout(r.ctx))
 	}
 	sb.WriteString(smokeBatchScript)
 	// The login shell starts the runner under /bin/sh and names itself
 	// for the checks; no /bin/sh is a runner that could not set up.
-	return `[ -x /bin/sh ] && exec /bin/sh -c ` + ShellQuote(sb.String()) +
-		` sh "$(readlink /proc/$$/exe 2>/dev/null)"` + fmt.Sprintf("\nexit %d", batchSetupFailed)
+	return `[ -x /bin/sh ] && exec /bin/sh -s "$(readlink /proc/$$/exe 2>/dev/null)"` +
+		fmt.Sprintf("\nexit %d", batchSetupFailed), sb.String()
 }
 
 // remoteTimeout is when the runner kills a command: a second after the
@@ -325,7 +327,8 @@ func (b *batcher) send(br *batchRun, reqs []*batchReq) {
 	var res sshx.Result
 	client, err := l.sshClient(br.ctx)
 	if err == nil {
-		res, err = client.Run(br.ctx, sshx.Request{Command: batchScript(reqs, fw.boundary), Stdout: fw, Stderr: errTail})
+		command, runner := batchScript(reqs, fw.boundary)
+		res, err = client.Run(br.ctx, sshx.Request{Command: command, Stdin: strings.NewReader(runner), Stdout: fw, Stderr: errTail})
 	}
 	if err == nil && res.ExitCode == batchSetupFailed && fw.frames == 0 {
 		// No runner on this box: one session per command, as without
@@ -378,8 +381,9 @@ func stderrSuffix(stderr string, ferr error) string {
 // frameWriter parses the runner's stdout into frames and delivers each:
 // a header line "<marker> <index> <exit code>", then the check's stdout
 // up to the line boundary, then its stderr up to the line boundary again.
-// The boundary is random per batch, so a check's output cannot end a
-// stream by accident. The transport calls Write from one goroutine at a
+// The boundary is random per batch and the runner arrives on stdin, so a
+// check's output does not end a stream by accident (a check that reads the
+// runner's files on purpose can, as it can fake its own exit code). The transport calls Write from one goroutine at a
 // time.
 type frameWriter struct {
 	reqs     []*batchReq

@@ -82,6 +82,10 @@ func TestSmokeBatchKeepsPerCheckResults(t *testing.T) {
 		crabbox.CommandExists("sh"),
 		crabbox.CommandExists("crabbox-no-such-tool"),
 		crabbox.DirExists("/"),
+		// Every process's command line, the runner's included: neither the
+		// frame boundary nor the other checks' commands are in it.
+		crabbox.CommandSucceeds("process list", `cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' '; echo listed`,
+			crabbox.OutputContains("listed")),
 	}
 	start := time.Now()
 	rep, err := crabbox.Smoke(ctx, l, checks, crabbox.WithBatchedChecks())
@@ -115,7 +119,8 @@ func TestSmokeBatchKeepsPerCheckResults(t *testing.T) {
 	assert.False(t, byTitle["command -v crabbox-no-such-tool"].Passed)
 	assert.Contains(t, byTitle["command -v crabbox-no-such-tool"].Output, "not found on PATH")
 	assert.True(t, byTitle["test -d /"].Passed)
-	assert.Equal(t, 5, rep.Passed)
+	assert.True(t, byTitle["process list"].Passed, byTitle["process list"].Error)
+	assert.Equal(t, 6, rep.Passed)
 	assert.Equal(t, 3, rep.Failed)
 }
 

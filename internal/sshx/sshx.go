@@ -753,7 +753,10 @@ func (c *Client) run(ctx context.Context, nc *conn, sess *ssh.Session, req Reque
 		}
 	}
 	if err := sess.Start(req.Command); err != nil {
-		if spare && !nc.isDead() && ctx.Err() == nil {
+		if err := ctx.Err(); err != nil {
+			return Result{}, fmt.Errorf("sshx: command interrupted: %w", err)
+		}
+		if spare && !nc.isDead() {
 			return Result{}, errStaleSpare
 		}
 		if nc.isDead() || errors.Is(err, io.EOF) {

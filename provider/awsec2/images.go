@@ -280,9 +280,11 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	shared, err := d.snapshotsUsedByOthers(ctx, id, owned)
-	if err != nil {
-		return err
+	var shared map[string]bool
+	if len(owned) > 0 {
+		if shared, err = d.snapshotsUsedByOthers(ctx, id, owned); err != nil {
+			return err
+		}
 	}
 	var free []string
 	for _, s := range owned {
