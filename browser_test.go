@@ -36,8 +36,18 @@ func TestDesktopBrowserWindowPassesAndLeavesNoProfile(t *testing.T) {
 
 	// The browser runs with the flags and the fresh profile, with the
 	// sandbox (not root).
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", b.PID))
-	require.NoError(t, err, "browser process %d", b.PID)
+	// Debian's /usr/bin/chromium is a script that execs the browser: while
+	// the exec runs, the process's cmdline reads empty (a loaded machine
+	// makes that window wide enough to hit), so read until it is not.
+	var cmdline []byte
+	for i := 0; ; i++ {
+		cmdline, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", b.PID))
+		require.NoError(t, err, "browser process %d", b.PID)
+		if len(cmdline) > 0 || i == 100 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 	for _, want := range append(crabbox.BrowserArgs(), "--user-data-dir="+hostDir+"/profile", pageURL) {
 		assert.Contains(t, args, want)
