@@ -16,6 +16,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/crabbox/crabbox-go/provider"
@@ -153,10 +154,13 @@ type conn struct {
 	// open has already made its round trip (on a fresh connection the
 	// readiness command is the first Run, the caller's first command or
 	// smoke the second). spareReady is closed once the open succeeded or
-	// failed; spare is the session, until a Run takes it.
+	// failed; spare is the session, until a Run takes it. The first Run
+	// does not wait for the spare's open (its own runs beside it); later
+	// Runs do, since that open was sent before theirs would be.
 	spareMu    sync.Mutex
 	spare      *ssh.Session
 	spareReady chan struct{}
+	runs       atomic.Int32 // Runs that asked for a session
 }
 
 // preopen opens the spare session in the background.
@@ -839,6 +843,9 @@ func (c *Client) openSession(ctx context.Context) (*conn, *ssh.Session, bool, er
 	nc, err := c.conn(ctx, nil)
 	if err != nil {
 		return nil, nil, false, err
+	}
+	if sess := nc.takeSpare(ctx, nc.runs.Add(1) > 1); sess != nil {
+		return nc, sess, true, nil
 	}
 	redialled := false
 	var w *slotWait // set once the server refused a channel

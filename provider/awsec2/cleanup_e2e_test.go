@@ -441,3 +441,30 @@ func TestDescribeImagesSnapshotFilter(t *testing.T) {
 		}
 	}
 }
+
+// An image none of whose snapshots crabbox owns (here: the snapshot lost
+// its ownership tag) is deregistered without asking which images share
+// snapshots at all: no listing of the account, and the snapshot stays.
+func TestDeleteImageWithoutOwnedSnapshotsListsNothing(t *testing.T) {
+	e := newCleanupEnv(t)
+	ctx := t.Context()
+	img := e.image(t)
+	snap := img.Snapshots[0].ID
+	if _, err := e.ec2.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{snap},
+		Tags: []types.Tag{{Key: aws.String(awsec2.TagManaged)}}}); err != nil {
+		t.Fatal(err)
+	}
+	listings := &listingCounter{}
+	e.faults.Base = listings
+	err := e.d.DeleteImage(ctx, img.ID)
+	e.faults.Base = nil
+	if err != nil {
+		t.Fatalf("DeleteImage: %v", err)
+	}
+	if n := listings.full.Load(); n != 0 {
+		t.Errorf("DeleteImage listed every image of the account %d times, want 0", n)
+	}
+	if _, err := e.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snap}}); err != nil {
+		t.Errorf("the unowned snapshot %s: %v", snap, err)
+	}
+}
