@@ -131,6 +131,7 @@ func TestDesktopForwardVNCShowsTheLiveDesktop(t *testing.T) {
 
 func TestForwardVNCWithoutAVNCServer(t *testing.T) {
 	l := uploadLease(t)
+	boxVNCPort(t, l) // not 5900, where another test's desktop may listen
 	// ForwardVNC waits for a server still starting; the caller's context
 	// bounds that wait, and the error says both why and that it ended.
 	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)

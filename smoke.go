@@ -188,24 +188,37 @@ func runSmoke(ctx context.Context, t smokeTarget, rep *SmokeReport, emit func(Ev
 		sem = make(chan struct{}, o.concurrency)
 	}
 	// A batching target learns how many shell checks run, so that it
-	// sends their commands as soon as all of them are waiting.
+	// sends their commands as soon as all of them are waiting. Without a
+	// concurrency limit all of them are counted before the first starts:
+	// a check that sent its command while the others were still being
+	// counted would go alone, in a session of its own. With a limit, a
+	// check counts once it holds a slot (a check waiting for one sends
+	// nothing).
 	tr, _ := t.(checkTracker)
+	if tr != nil && sem == nil {
+		for i := range checks {
+			if batchableKind(checks[i].Kind) {
+				tr.checkActive(1)
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	for i := range checks {
 		batchable := tr != nil && batchableKind(checks[i].Kind)
-		if batchable {
-			tr.checkActive(1)
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if batchable {
+			if batchable && sem == nil {
 				defer tr.checkActive(-1)
 			}
 			if sem != nil {
 				select {
 				case sem <- struct{}{}:
 					defer func() { <-sem }()
+					if batchable {
+						tr.checkActive(1)
+						defer tr.checkActive(-1)
+					}
 				case <-ctx.Done():
 					results[i] = CheckResult{Title: checks[i].Title, Kind: checks[i].Kind, Fingerprint: checks[i].Fingerprint(), ExitCode: -1,
 						Error: "not started: " + ctx.Err().Error()}

@@ -1,9 +1,14 @@
 package crabbox
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // The frame parser recovers each check's exit code, stdout and stderr
@@ -78,4 +83,77 @@ func trunc(s string) string {
 		return s[:40] + "..."
 	}
 	return s
+}
+
+// trackingTarget is a shellTarget that counts the running shell checks as
+// a batching target does, and records how many were counted when each
+// command arrived.
+type trackingTarget struct {
+	*shellTarget
+	mu       sync.Mutex
+	active   int
+	counted  int
+	seen     []int
+	arrived  chan struct{} // closed at the first command
+	once     sync.Once
+	holdNext func(n int)
+}
+
+func (t *trackingTarget) checkActive(delta int) {
+	if delta > 0 && t.holdNext != nil {
+		t.mu.Lock()
+		t.counted++
+		n := t.counted
+		t.mu.Unlock()
+		t.holdNext(n)
+	}
+	t.mu.Lock()
+	t.active += delta
+	t.mu.Unlock()
+}
+
+func (t *trackingTarget) runCommand(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
+	t.mu.Lock()
+	t.seen = append(t.seen, t.active)
+	t.mu.Unlock()
+	t.once.Do(func() { close(t.arrived) })
+	return t.shellTarget.runCommand(ctx, command, stdout, stderr)
+}
+
+// TestSmokeCountsEveryCheckBeforeTheFirstRuns: a batching target must know
+// all the smoke's shell checks before the first sends its command, or that
+// check goes alone (with MaxSessions 1 it then held the only slot while
+// the rest waited: TestSmokeBatchRunsShellChecksInOneSession failed in CI).
+// The second count waits for the first command to arrive: counting while
+// checks already run lets it.
+func TestSmokeCountsEveryCheckBeforeTheFirstRuns(t *testing.T) {
+	const n = 6
+	tg := &trackingTarget{shellTarget: newShellTarget(t), arrived: make(chan struct{})}
+	tg.holdNext = func(k int) {
+		if k == 2 {
+			select {
+			case <-tg.arrived:
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}
+	var checks []SmokeCheck
+	for i := range n {
+		checks = append(checks, CommandSucceeds(fmt.Sprintf("c%d", i), "true"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep := &SmokeReport{LeaseID: "cbx_0123456789ab", Results: []CheckResult{}}
+	if err := runSmoke(ctx, tg, rep, nil, time.Now, checks, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(tg.seen) != n {
+		t.Fatalf("%d commands ran, want %d", len(tg.seen), n)
+	}
+	if tg.seen[0] != n {
+		t.Errorf("the first command arrived with %d of %d checks counted", tg.seen[0], n)
+	}
+	if tg.active != 0 {
+		t.Errorf("%d checks still counted after the smoke", tg.active)
+	}
 }

@@ -13,9 +13,11 @@
 // file on the box, read at every login as OpenSSH does (so an image's
 // preparation, which removes the file, locks the source lease out). Commands
 // run on the host with /bin/sh -c, in ROOT+WorkRoot, with
-// CRABBOX_FS_ROOT=ROOT, HOME=ROOT/home/<user> and
-// PATH=ROOT/usr/local/bin:$PATH; like OpenSSH, a connection allows at most
-// 10 concurrent sessions.
+// CRABBOX_FS_ROOT=ROOT, HOME=ROOT/home/<user>,
+// PATH=ROOT/usr/local/bin:$PATH and CRABBOX_VNC_PORT set to a loopback port
+// of the box's own (every box shares the host's loopback, so the default
+// 5900 would be shared too); like OpenSSH, a connection allows at most 10
+// concurrent sessions.
 //
 // Commands run as the test process's user on the host file system: a
 // command that writes to an absolute path outside "$CRABBOX_FS_ROOT" writes

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -260,14 +261,15 @@ func authorizedIn(path string, key ssh.PublicKey) bool {
 }
 
 // boxEnv is the base environment of the commands of user's box rooted at
-// root: the host's PATH behind the box's /usr/local/bin.
+// root: the host's PATH behind the box's /usr/local/bin, and a VNC port of
+// its own.
 func boxEnv(root, user string) []string {
 	path := os.Getenv("PATH")
 	if path == "" {
 		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
 	home := filepath.Join(root, "home", user)
-	return []string{
+	env := []string{
 		"HOME=" + home,
 		"USER=" + user,
 		"LOGNAME=" + user,
@@ -276,6 +278,24 @@ func boxEnv(root, user string) []string {
 		"CRABBOX_FS_ROOT=" + root,
 		"PATH=" + filepath.Join(root, "usr", "local", "bin") + ":" + path,
 	}
+	// Every box shares this host's loopback, so the default VNC port
+	// (5900) would be every desktop box's, and the port of whatever else
+	// listens there: a box's own, free when it boots.
+	if port, err := freeLoopbackPort(); err == nil {
+		env = append(env, "CRABBOX_VNC_PORT="+strconv.Itoa(port))
+	}
+	return env
+}
+
+// freeLoopbackPort is a TCP port on 127.0.0.1 that nothing listened on a
+// moment ago.
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // register adds the booted m to the cloud and returns it, or returns the

@@ -11,8 +11,8 @@
 //
 // The user is not root, so the host's crabbox state (what a real box keeps
 // in /var/lib/crabbox and /tmp) lives below a temporary directory given to
-// the sessions as CRABBOX_FS_ROOT, and the display is given as
-// CRABBOX_DISPLAY. Close stops everything Start started and removes the
+// the sessions as CRABBOX_FS_ROOT, the display is given as CRABBOX_DISPLAY
+// and the VNC port as CRABBOX_VNC_PORT. Close stops everything Start started and removes the
 // user and the directories.
 //
 //	h, err := desktoptest.Start()
@@ -52,6 +52,11 @@ type Host struct {
 	SSH sshhost.Host
 	// Display is the X display its leases use, e.g. ":99".
 	Display string
+	// VNCPort is the loopback port its desktop leases' VNC server listens
+	// on (CRABBOX_VNC_PORT, which Lease.ForwardVNC reads): free when the
+	// host started, so hosts and other VNC servers of this machine do not
+	// share 5900.
+	VNCPort int
 
 	root string         // CRABBOX_FS_ROOT of the host
 	dir  string         // sshd's config, keys and log
@@ -158,7 +163,15 @@ func Start() (_ *Host, err error) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	cfg := fmt.Sprintf(`SetEnv CRABBOX_DISPLAY=%s CRABBOX_FS_ROOT=%s
+	// The box's VNC server gets a port of its own: the host's loopback
+	// is every box's, so the default 5900 would be shared.
+	vl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d.VNCPort = vl.Addr().(*net.TCPAddr).Port
+	vl.Close()
+	cfg := fmt.Sprintf(`SetEnv CRABBOX_DISPLAY=%s CRABBOX_FS_ROOT=%s CRABBOX_VNC_PORT=%d
 ListenAddress %s
 HostKey %s
 PidFile %s
@@ -170,7 +183,7 @@ KbdInteractiveAuthentication no
 StrictModes no
 UseDNS no
 PrintMotd no
-`, d.Display, d.root, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user.Name)
+`, d.Display, d.root, d.VNCPort, addr, hostKeyPath, filepath.Join(d.dir, "sshd.pid"), akPath, d.user.Name)
 	cfgPath := filepath.Join(d.dir, "sshd_config")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
