@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	crabbox "github.com/crabbox/crabbox-go"
+	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
@@ -249,7 +250,9 @@ func startDesktopHost(t *testing.T, o hostOptions) *desktopHost {
 		removeStaleXLock(h.display)
 	})
 	require.NoError(t, os.Chmod(root, 0o755))
-	h.vncPort = 20000 + mrand.IntN(20000)
+	vncPort, err := ports.Free("127.0.0.1")
+	require.NoError(t, err)
+	h.vncPort = vncPort
 	env := fmt.Sprintf("SetEnv CRABBOX_DISPLAY=:%d CRABBOX_FS_ROOT=%s CRABBOX_VNC_PORT=%d", h.display, root, h.vncPort)
 	if o.path != "" {
 		env += " PATH=" + o.path

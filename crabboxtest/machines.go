@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-go/internal/cloudinit"
+	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 	"github.com/crabbox/crabbox-go/provider"
 )
 
@@ -281,21 +282,12 @@ func boxEnv(root, user string) []string {
 	// Every box shares this host's loopback, so the default VNC port
 	// (5900) would be every desktop box's, and the port of whatever else
 	// listens there: a box's own, free when it boots.
-	if port, err := freeLoopbackPort(); err == nil {
+	// (From below the ephemeral range: no ":0" listener or client socket
+	// of this host can be given it before a VNC server binds it.)
+	if port, err := ports.Free("127.0.0.1"); err == nil {
 		env = append(env, "CRABBOX_VNC_PORT="+strconv.Itoa(port))
 	}
 	return env
-}
-
-// freeLoopbackPort is a TCP port on 127.0.0.1 that nothing listened on a
-// moment ago.
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // register adds the booted m to the cloud and returns it, or returns the
@@ -359,13 +351,13 @@ func (m *machine) bootSSH(bootDelay time.Duration) error {
 		return nil
 	}
 	// Reserve an address now so SSHAddr is known; it refuses
-	// connections until the listener starts.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// connections until the listener starts (a port from below the
+	// ephemeral range, which nothing else of this host is given
+	// meanwhile).
+	addr, err := ports.Addr("127.0.0.1")
 	if err != nil {
 		return provider.Errorf(provider.ErrUnavailable, "crabboxtest: machine %s: %v", m.id, err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	m.mu.Lock()
 	m.info.SSHAddr = addr
 	m.timers = append(m.timers, time.AfterFunc(bootDelay, func() { _ = m.startSSH(addr) }))

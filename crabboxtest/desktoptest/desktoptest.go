@@ -38,6 +38,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-go/internal/testenv/hostuser"
+	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
@@ -157,20 +158,17 @@ func Start() (_ *Host, err error) {
 	if err := os.WriteFile(akPath, ssh.MarshalAuthorizedKey(clientSigner.PublicKey()), 0o644); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// sshd's port and the box's VNC server's (a port of its own: the
+	// host's loopback is every box's, so the default 5900 would be
+	// shared), from below the ephemeral range, so that nothing else on
+	// this host is given them before their servers bind them.
+	addr, err := ports.Addr("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	// The box's VNC server gets a port of its own: the host's loopback
-	// is every box's, so the default 5900 would be shared.
-	vl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if d.VNCPort, err = ports.Free("127.0.0.1"); err != nil {
 		return nil, err
 	}
-	d.VNCPort = vl.Addr().(*net.TCPAddr).Port
-	vl.Close()
 	cfg := fmt.Sprintf(`SetEnv CRABBOX_DISPLAY=%s CRABBOX_FS_ROOT=%s CRABBOX_VNC_PORT=%d
 ListenAddress %s
 HostKey %s

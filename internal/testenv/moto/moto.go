@@ -14,7 +14,6 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 )
 
 //go:embed launcher.py
@@ -235,14 +236,9 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is moto's port: it binds it seconds later, after importing
+// moto, so not one another test's ":0" listener could be given meanwhile.
+func freePort() (int, error) { return ports.Free("127.0.0.1") }
 
 // Fault is one injection rule of a FaultTransport.
 type Fault struct {

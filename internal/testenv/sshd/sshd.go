@@ -32,6 +32,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/crabbox/crabbox-go/internal/testenv/hostuser"
+	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 )
 
 // Binary is the sshd used.
@@ -436,15 +437,9 @@ func descendants(root, uid int) []int {
 	return out
 }
 
-// freeAddr returns host:port with a port that was free a moment ago.
-func freeAddr(host string) (string, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr returns host:port with a port that was free a moment ago and
+// that no ":0" listener of another test can be given before sshd binds it.
+func freeAddr(host string) (string, error) { return ports.Addr(host) }
 
 type syncBuffer struct {
 	mu sync.Mutex
