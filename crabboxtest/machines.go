@@ -457,7 +457,7 @@ func (m *machine) stop() {
 	for p := range m.procs {
 		p.kill()
 	}
-	for pgid := range m.pgids {
+	for _, pgid := range boxGroups(m.pgids, m.root) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 	m.mu.Unlock()

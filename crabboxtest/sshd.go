@@ -324,6 +324,11 @@ func (m *machine) start(command string, env []string, ch ssh.Channel) (*proc, er
 		_ = errR.Close()
 		m.mu.Lock()
 		delete(m.procs, p)
+		if groupEmpty(cmd.Process.Pid) {
+			// Nothing of it lives on; the id may go to another
+			// process of the host now.
+			delete(m.pgids, cmd.Process.Pid)
+		}
 		m.mu.Unlock()
 		close(p.done)
 	}()
