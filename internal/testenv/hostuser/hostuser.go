@@ -156,6 +156,16 @@ func hold(name string, existingOK bool) (*User, error) {
 	accountMu.Lock()
 	defer accountMu.Unlock()
 	if existingOK {
+		// One process at a time finds or creates a shared account: a
+		// process that found it while another was between useradd and
+		// usermod would hand out an account sshd still refuses. (A
+		// fresh name is nobody else's.)
+		cl, err := lockCreate(name)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		defer cl.Close()
 		if uid, gid, err := lookup(name); err == nil {
 			return &User{Name: name, UID: uid, GID: gid, lock: f}, nil
 		}
@@ -199,6 +209,9 @@ func create(name string, existingOK bool) error {
 	if err := os.WriteFile(createdPath(name), nil, 0o644); err != nil {
 		_ = exec.Command("userdel", "-r", name).Run()
 		return fmt.Errorf("hostuser: %w", err)
+	}
+	if afterUseradd != nil {
+		afterUseradd()
 	}
 	// useradd leaves the account locked ("!"), which sshd refuses without
 	// PAM; "*" allows key login only.
@@ -348,6 +361,26 @@ func lockDir() string { return filepath.Join(os.TempDir(), "cbx-users") }
 func lockPath(name string) string { return filepath.Join(lockDir(), name+".lock") }
 
 func createdPath(name string) string { return filepath.Join(lockDir(), name+".created") }
+
+// afterUseradd, when set (by tests), runs between useradd and usermod.
+var afterUseradd func()
+
+// lockCreate takes the exclusive lock under which an account is found or
+// created (a file of its own, never removed).
+func lockCreate(name string) (*os.File, error) {
+	if err := os.MkdirAll(lockDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("hostuser: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(lockDir(), name+".create"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("hostuser: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hostuser: lock %s: %w", name, err)
+	}
+	return f, nil
+}
 
 func openLock(name string) (*os.File, error) {
 	if err := os.MkdirAll(lockDir(), 0o755); err != nil {

@@ -1,0 +1,4 @@
+package hostuser
+
+// SetAfterUseradd sets the hook that runs between useradd and usermod.
+func SetAfterUseradd(f func()) { afterUseradd = f }
