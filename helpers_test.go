@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"os/user"
@@ -29,6 +28,7 @@ import (
 	crabbox "github.com/crabbox/crabbox-go"
 	"github.com/crabbox/crabbox-go/internal/testenv/ports"
 	"github.com/crabbox/crabbox-go/internal/testenv/sshd"
+	"github.com/crabbox/crabbox-go/internal/testenv/xdisplay"
 	"github.com/crabbox/crabbox-go/provider"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
@@ -199,22 +199,15 @@ func needDesktopTools(t *testing.T, names ...string) {
 
 var desktopTools = []string{"Xvfb", "xdotool", "scrot", "ffmpeg", "ffprobe", "x11vnc", "chromium"}
 
-// freeDisplay returns a display number no X server uses or has locked.
+// freeDisplay returns a display number no X server uses or has locked,
+// reserved (against hosts of this and other test processes whose X server
+// has not started yet either) until the test's cleanups have run.
 func freeDisplay(t *testing.T) int {
 	t.Helper()
-	start := 200 + mrand.IntN(700)
-	for i := 0; i < 700; i++ {
-		n := 200 + (start-200+i)%700
-		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-			continue
-		}
-		return n
-	}
-	t.Fatal("no free X display number")
-	return 0
+	r, err := xdisplay.Reserve(200, 900, -1)
+	require.NoError(t, err)
+	t.Cleanup(r.Release) // registered first of the host's: runs last
+	return r.N
 }
 
 type desktopHost struct {

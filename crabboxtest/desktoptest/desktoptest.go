@@ -2,7 +2,8 @@
 // harnesses and desktop bake programs: a real OpenSSH sshd on 127.0.0.1
 // for a fresh, temporary Unix user, used like any existing host
 // (provider/sshhost), whose leases get a display (:99 unless another X
-// server has it) on which the SDK starts Xvfb, Chromium, recordings and
+// server or another host, in this process or any other, has it; reserved
+// until Close) on which the SDK starts Xvfb, Chromium, recordings and
 // screenshots as on a desktop box.
 //
 // It needs root (to create the user and run sshd) and the tools of
@@ -39,6 +40,7 @@ import (
 
 	"github.com/crabbox/crabbox-go/internal/testenv/hostuser"
 	"github.com/crabbox/crabbox-go/internal/testenv/ports"
+	"github.com/crabbox/crabbox-go/internal/testenv/xdisplay"
 	"github.com/crabbox/crabbox-go/provider/sshhost"
 )
 
@@ -59,10 +61,11 @@ type Host struct {
 	// share 5900.
 	VNCPort int
 
-	root string         // CRABBOX_FS_ROOT of the host
-	dir  string         // sshd's config, keys and log
-	user *hostuser.User // the temporary login user
-	sshd *exec.Cmd
+	root    string         // CRABBOX_FS_ROOT of the host
+	dir     string         // sshd's config, keys and log
+	user    *hostuser.User // the temporary login user
+	sshd    *exec.Cmd
+	display *xdisplay.Reservation
 }
 
 func newKey() (ssh.Signer, []byte, error) {
@@ -81,20 +84,6 @@ func newKey() (ssh.Signer, []byte, error) {
 	return s, pem.EncodeToMemory(blk), nil
 }
 
-// freeDisplay prefers :99 and otherwise finds a display nobody locked.
-func freeDisplay() (string, error) {
-	for n := 99; n < 999; n++ {
-		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		if _, err := os.Lstat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-			continue
-		}
-		return ":" + strconv.Itoa(n), nil
-	}
-	return "", errors.New("no free X display")
-}
-
 // Start starts the host. Close it when done.
 func Start() (_ *Host, err error) {
 	if os.Geteuid() != 0 {
@@ -111,9 +100,12 @@ func Start() (_ *Host, err error) {
 			d.Close()
 		}
 	}()
-	if d.Display, err = freeDisplay(); err != nil {
+	// :99 unless another X server or host has it; reserved until Close,
+	// since the X server starts only with a lease's desktop.
+	if d.display, err = xdisplay.Reserve(99, 999, 99); err != nil {
 		return nil, err
 	}
+	d.Display = d.display.Display()
 	if d.dir, err = os.MkdirTemp("", "crabbox-qa-sshd-"); err != nil {
 		return nil, err
 	}
@@ -247,6 +239,9 @@ func (d *Host) Close() error {
 		if p != "" && strings.HasPrefix(p, os.TempDir()) {
 			_ = os.RemoveAll(p)
 		}
+	}
+	if d.display != nil {
+		d.display.Release() // its X server is gone with the user
 	}
 	return nil
 }
