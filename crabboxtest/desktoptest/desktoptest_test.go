@@ -47,3 +47,38 @@ func TestHostRunsCommandsWithItsDisplay(t *testing.T) {
 		t.Fatalf("stdout %q, want %q", res.StdoutTail, want)
 	}
 }
+
+// TestHostsDoNotShareADisplayOrVNCPort: two hosts started before either
+// has an X server get displays and VNC ports of their own, and so does a
+// host started after one of them closed.
+func TestHostsDoNotShareADisplayOrVNCPort(t *testing.T) {
+	a, err := desktoptest.Start()
+	if errors.Is(err, desktoptest.ErrMissing) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := desktoptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Display == b.Display {
+		t.Errorf("both hosts got display %s", a.Display)
+	}
+	if a.VNCPort == b.VNCPort || a.VNCPort == 5900 || b.VNCPort == 5900 {
+		t.Errorf("VNC ports %d and %d: want two of their own", a.VNCPort, b.VNCPort)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := desktoptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if a.Display == c.Display {
+		t.Errorf("a third host got the first's display %s", a.Display)
+	}
+}
