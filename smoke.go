@@ -188,47 +188,59 @@ func runSmoke(ctx context.Context, t smokeTarget, rep *SmokeReport, emit func(Ev
 		sem = make(chan struct{}, o.concurrency)
 	}
 	// A batching target learns how many shell checks run, so that it
-	// sends their commands as soon as all of them are waiting. Without a
-	// concurrency limit all of them are counted before the first starts:
-	// a check that sent its command while the others were still being
-	// counted would go alone, in a session of its own. With a limit, a
-	// check counts once it holds a slot (a check waiting for one sends
-	// nothing).
+	// sends their commands as soon as all of them are waiting. The first
+	// wave (every check, or as many as the concurrency limit lets run) is
+	// counted, each check holding its slot, before any starts: a check
+	// that sent its command while the others were still being counted
+	// would go alone, in a session of its own. A later check counts once
+	// it has a slot (a check waiting for one sends nothing).
 	tr, _ := t.(checkTracker)
-	if tr != nil && sem == nil {
-		for i := range checks {
-			if batchableKind(checks[i].Kind) {
-				tr.checkActive(1)
-			}
-		}
-	}
+	batchable := func(i int) bool { return tr != nil && batchableKind(checks[i].Kind) }
 	var wg sync.WaitGroup
-	for i := range checks {
-		batchable := tr != nil && batchableKind(checks[i].Kind)
+	launch := func(i int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if batchable && sem == nil {
-				defer tr.checkActive(-1)
-			}
 			if sem != nil {
-				select {
-				case sem <- struct{}{}:
-					defer func() { <-sem }()
-					if batchable {
-						tr.checkActive(1)
-						defer tr.checkActive(-1)
-					}
-				case <-ctx.Done():
-					results[i] = CheckResult{Title: checks[i].Title, Kind: checks[i].Kind, Fingerprint: checks[i].Fingerprint(), ExitCode: -1,
-						Error: "not started: " + ctx.Err().Error()}
-					emit(Event{Kind: EventSmokeCheck, Resource: "smoke", ID: rep.LeaseID, State: "failed",
-						Message: checks[i].Title + ": " + results[i].Error})
-					return
-				}
+				defer func() { <-sem }()
+			}
+			if batchable(i) {
+				defer tr.checkActive(-1) // before the slot is freed
 			}
 			results[i] = runCheck(ctx, t, rep.LeaseID, i, checks[i], o, emit)
 		}()
+	}
+	first := len(checks)
+	if sem != nil {
+		first = min(cap(sem), len(checks))
+	}
+	for i := range first {
+		if sem != nil {
+			sem <- struct{}{} // the first wave fits: never blocks
+		}
+		if batchable(i) {
+			tr.checkActive(1)
+		}
+	}
+	for i := range first {
+		launch(i)
+	}
+	for i := first; i < len(checks); i++ {
+		if ctx.Err() == nil {
+			select {
+			case sem <- struct{}{}:
+				if batchable(i) {
+					tr.checkActive(1)
+				}
+				launch(i)
+				continue
+			case <-ctx.Done():
+			}
+		}
+		results[i] = CheckResult{Title: checks[i].Title, Kind: checks[i].Kind, Fingerprint: checks[i].Fingerprint(), ExitCode: -1,
+			Error: "not started: " + ctx.Err().Error()}
+		emit(Event{Kind: EventSmokeCheck, Resource: "smoke", ID: rep.LeaseID, State: "failed",
+			Message: checks[i].Title + ": " + results[i].Error})
 	}
 	wg.Wait()
 	rep.Duration = time.Since(start)

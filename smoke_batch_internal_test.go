@@ -121,39 +121,55 @@ func (t *trackingTarget) runCommand(ctx context.Context, command string, stdout,
 }
 
 // TestSmokeCountsEveryCheckBeforeTheFirstRuns: a batching target must know
-// all the smoke's shell checks before the first sends its command, or that
-// check goes alone (with MaxSessions 1 it then held the only slot while
-// the rest waited: TestSmokeBatchRunsShellChecksInOneSession failed in CI).
-// The second count waits for the first command to arrive: counting while
-// checks already run lets it.
+// all the smoke's shell checks that may run at once before the first sends
+// its command, or that check goes alone (with MaxSessions 1 it then held
+// the only slot while the rest waited: TestSmokeBatchRunsShellChecksInOneSession
+// failed in CI). The second count waits for the first command to arrive:
+// counting while checks already run lets it. With a concurrency limit the
+// first wave is the limit's worth, and no more are ever counted at once.
 func TestSmokeCountsEveryCheckBeforeTheFirstRuns(t *testing.T) {
 	const n = 6
-	tg := &trackingTarget{shellTarget: newShellTarget(t), arrived: make(chan struct{})}
-	tg.holdNext = func(k int) {
-		if k == 2 {
-			select {
-			case <-tg.arrived:
-			case <-time.After(300 * time.Millisecond):
+	for _, limit := range []int{0, n, 3} {
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			tg := &trackingTarget{shellTarget: newShellTarget(t), arrived: make(chan struct{})}
+			tg.holdNext = func(k int) {
+				if k == 2 {
+					select {
+					case <-tg.arrived:
+					case <-time.After(300 * time.Millisecond):
+					}
+				}
 			}
-		}
-	}
-	var checks []SmokeCheck
-	for i := range n {
-		checks = append(checks, CommandSucceeds(fmt.Sprintf("c%d", i), "true"))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rep := &SmokeReport{LeaseID: "cbx_0123456789ab", Results: []CheckResult{}}
-	if err := runSmoke(ctx, tg, rep, nil, time.Now, checks, nil); err != nil {
-		t.Fatal(err)
-	}
-	if len(tg.seen) != n {
-		t.Fatalf("%d commands ran, want %d", len(tg.seen), n)
-	}
-	if tg.seen[0] != n {
-		t.Errorf("the first command arrived with %d of %d checks counted", tg.seen[0], n)
-	}
-	if tg.active != 0 {
-		t.Errorf("%d checks still counted after the smoke", tg.active)
+			var checks []SmokeCheck
+			for i := range n {
+				checks = append(checks, CommandSucceeds(fmt.Sprintf("c%d", i), "sleep 0.05"))
+			}
+			var opts []SmokeOption
+			want := n
+			if limit > 0 {
+				opts = append(opts, WithSmokeConcurrency(limit))
+				want = limit
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rep := &SmokeReport{LeaseID: "cbx_0123456789ab", Results: []CheckResult{}}
+			if err := runSmoke(ctx, tg, rep, nil, time.Now, checks, opts); err != nil {
+				t.Fatal(err)
+			}
+			if len(tg.seen) != n {
+				t.Fatalf("%d commands ran, want %d", len(tg.seen), n)
+			}
+			if tg.seen[0] != want {
+				t.Errorf("the first command arrived with %d checks counted, want %d", tg.seen[0], want)
+			}
+			for i, a := range tg.seen {
+				if a > want {
+					t.Errorf("command %d arrived with %d checks counted, more than %d run at once", i, a, want)
+				}
+			}
+			if tg.active != 0 {
+				t.Errorf("%d checks still counted after the smoke", tg.active)
+			}
+		})
 	}
 }
