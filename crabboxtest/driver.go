@@ -375,7 +375,7 @@ func (c *Cloud) restoreMachine(sm savedMachine) error {
 		info.State = provider.MachinePending
 	}
 	m := &machine{c: c, id: id, token: sm.Token, dir: dir, root: filepath.Join(dir, "root"), cfg: cfg, sshCfg: sshCfg,
-		conns: map[net.Conn]struct{}{}, gate: newGate(), pgids: map[int]struct{}{}, procs: map[*proc]struct{}{},
+		conns: map[net.Conn]struct{}{}, gate: newGate(), pgids: map[int]uint64{}, procs: map[*proc]struct{}{},
 		info: info, terminate: sm.Terminate}
 	m.env = boxEnv(m.root, cfg.User)
 	c.mu.Lock()

@@ -43,7 +43,7 @@ type machine struct {
 	stopped   bool
 	listener  net.Listener
 	conns     map[net.Conn]struct{}
-	pgids     map[int]struct{} // process groups started on the box
+	pgids     map[int]uint64 // process groups started on the box: their leader's start time
 	procs     map[*proc]struct{}
 	timers    []*time.Timer
 	xvfb      *exec.Cmd      // the desktop's display server, if any
@@ -193,7 +193,7 @@ func (c *Cloud) newMachine(req provider.CreateMachineRequest, spec machineSpec) 
 		sshCfg: sshCfg,
 		conns:  map[net.Conn]struct{}{},
 		gate:   newGate(),
-		pgids:  map[int]struct{}{},
+		pgids:  map[int]uint64{},
 		procs:  map[*proc]struct{}{},
 		info: provider.Machine{
 			ID:      id,

@@ -21,26 +21,37 @@ func TestStopKillsOnlyTheBoxsGroups(t *testing.T) {
 	m := boot(t, c, l)
 	cl := dial(t, m.Machine, l)
 
-	// A command that leaves a child behind in its group and exits.
-	pidPath := filepath.Join(m.FSRoot, "child.pid")
-	s, err := cl.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Run(`sleep 300 >/dev/null 2>&1 </dev/null & echo $! > "$CRABBOX_FS_ROOT/child.pid"`); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(pidPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
+	// Commands that leave a child behind in their group and exit: one
+	// keeping the box's environment, one with none, one without
+	// CRABBOX_FS_ROOT.
+	var children []int
+	for i, bg := range []string{
+		`sleep 300`,
+		`env -i sleep 300`,
+		`(unset CRABBOX_FS_ROOT; exec sleep 300)`,
+	} {
+		pidPath := filepath.Join(m.FSRoot, "child.pid")
+		s, err := cl.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Run(bg + ` >/dev/null 2>&1 </dev/null & echo $! > "$CRABBOX_FS_ROOT/child.pid"`); err != nil {
+			t.Fatal(i, err)
+		}
+		b, err := os.ReadFile(pidPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, child)
 	}
 
-	// A process of the host's, in a group of its own, standing for one
-	// that was given a group id the box used.
+	// Processes of the host's, each in a group of its own, standing for
+	// ones given a group id the box used: a group leader, and a group
+	// whose leader has exited, leaving a child.
 	foreign := exec.Command("sleep", "300")
 	foreign.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := foreign.Start(); err != nil {
@@ -49,21 +60,42 @@ func TestStopKillsOnlyTheBoxsGroups(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { _ = foreign.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = foreign.Process.Kill(); <-exited })
+	orphanPath := filepath.Join(t.TempDir(), "orphan.pid")
+	leader := exec.Command("/bin/sh", "-c", `sleep 300 >/dev/null 2>&1 </dev/null & echo $! > "$1"`, "sh", orphanPath)
+	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := leader.Run(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(orphanPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(orphan, syscall.SIGKILL) })
 	c.mu.Lock()
 	mach := c.machines[m.ID]
 	c.mu.Unlock()
 	mach.mu.Lock()
-	mach.pgids[foreign.Process.Pid] = struct{}{}
+	mach.pgids[foreign.Process.Pid] = 1 // a start time not the foreign process's
+	mach.pgids[leader.Process.Pid] = startTime(orphan)
 	mach.mu.Unlock()
 
 	if err := c.KillMachine(m.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the box's background child to be killed", func() bool { return !alive(child) })
+	for i, child := range children {
+		eventually(t, "the box's background child "+strconv.Itoa(i)+" to be killed", func() bool { return !alive(child) })
+	}
 	select {
 	case <-exited:
 		t.Fatal("stopping the box killed a process group that is not the box's")
 	case <-time.After(200 * time.Millisecond):
+	}
+	if !alive(orphan) {
+		t.Fatal("stopping the box killed a group that is not the box's, whose leader had exited")
 	}
 }
 

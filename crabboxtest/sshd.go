@@ -289,7 +289,8 @@ func (m *machine) start(command string, env []string, ch ssh.Channel) (*proc, er
 		return nil, err
 	}
 	m.procs[p] = struct{}{}
-	m.pgids[cmd.Process.Pid] = struct{}{}
+	// Our child until it is waited for, so its id is not reused yet.
+	m.pgids[cmd.Process.Pid] = startTime(cmd.Process.Pid)
 	m.wg.Add(3)
 	m.mu.Unlock()
 
@@ -324,11 +325,10 @@ func (m *machine) start(command string, env []string, ch ssh.Channel) (*proc, er
 		_ = errR.Close()
 		m.mu.Lock()
 		delete(m.procs, p)
-		if groupEmpty(cmd.Process.Pid) {
-			// Nothing of it lives on; the id may go to another
-			// process of the host now.
-			delete(m.pgids, cmd.Process.Pid)
-		}
+		// Groups nothing lives on in (this one, or an earlier
+		// command's whose background children have ended): their ids
+		// may go to other processes of the host now.
+		m.forgetEmptyGroups()
 		m.mu.Unlock()
 		close(p.done)
 	}()
