@@ -16,8 +16,9 @@
 // CRABBOX_FS_ROOT=ROOT, HOME=ROOT/home/<user>,
 // PATH=ROOT/usr/local/bin:$PATH and CRABBOX_VNC_PORT set to a loopback port
 // of the box's own (every box shares the host's loopback, so the default
-// 5900 would be shared too); like OpenSSH, a connection allows at most 10
-// concurrent sessions.
+// 5900 would be shared too; a box booted while no port was free has none,
+// and its VNC server takes 5900); like OpenSSH, a connection allows at
+// most 10 concurrent sessions.
 //
 // Commands run as the test process's user on the host file system: a
 // command that writes to an absolute path outside "$CRABBOX_FS_ROOT" writes

@@ -13,8 +13,9 @@
 // The user is not root, so the host's crabbox state (what a real box keeps
 // in /var/lib/crabbox and /tmp) lives below a temporary directory given to
 // the sessions as CRABBOX_FS_ROOT, the display is given as CRABBOX_DISPLAY
-// and the VNC port as CRABBOX_VNC_PORT. Close stops everything Start started and removes the
-// user and the directories.
+// and the VNC port (Host.VNCPort, not 5900) as CRABBOX_VNC_PORT. Close
+// stops everything Start started and removes the user and the
+// directories.
 //
 //	h, err := desktoptest.Start()
 //	defer h.Close()

@@ -12,8 +12,11 @@
 // Holders coordinate through flock(2) on a per-user lock file in
 // os.TempDir()/cbx-users: each holder keeps a shared lock, a releaser that
 // gets the exclusive lock is the last one. A file next to it records that
-// the user was created here; both go with the user. Within a process, one
-// mutex serialises the account tools, which take the host's passwd lock.
+// the user was created here; both go with the user. A shared user (Ensure)
+// is found or created under the exclusive lock of a third file, NAME.create,
+// which stays: a process never finds the account while another is still
+// between useradd and usermod. Within a process, one mutex serialises the
+// account tools, which take the host's passwd lock.
 //
 // Everything here needs root and the shadow tools (useradd, usermod,
 // userdel).

@@ -49,10 +49,9 @@ func Reserve(lo, hi int, prefer int) (*Reservation, error) {
 	if lo < 0 || hi <= lo {
 		return nil, fmt.Errorf("xdisplay: bad range [%d, %d)", lo, hi)
 	}
-	if err := os.MkdirAll(dir, 0o1777); err != nil {
-		return nil, fmt.Errorf("xdisplay: %w", err)
+	if err := lockDir(); err != nil {
+		return nil, err
 	}
-	_ = os.Chmod(dir, 0o1777)
 	start := lo + rand.IntN(hi-lo)
 	order := make([]int, 0, hi-lo+1)
 	if prefer >= lo && prefer < hi {
@@ -65,10 +64,13 @@ func Reserve(lo, hi int, prefer int) (*Reservation, error) {
 		if xLocked(n) {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(n)+".lock"), os.O_RDWR|os.O_CREATE, 0o666)
+		// Read-only (flock needs no more), not through a link, and
+		// lockable by every user.
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(n)+".lock"), os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o666)
 		if err != nil {
 			continue
 		}
+		_ = f.Chmod(0o666)
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			f.Close()
 			continue
@@ -82,6 +84,27 @@ func Reserve(lo, hi int, prefer int) (*Reservation, error) {
 		return &Reservation{N: n, f: f}, nil
 	}
 	return nil, errors.New("xdisplay: no free X display number")
+}
+
+// lockDir makes sure dir is a real directory (not a link someone planted
+// in /tmp) that every user may lock in and nobody may remove others' files
+// from.
+func lockDir() error {
+	if err := os.Mkdir(dir, 0o777|os.ModeSticky); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("xdisplay: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("xdisplay: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) {
+		return fmt.Errorf("xdisplay: %s is not a directory of root's or this user's", dir)
+	}
+	if fi.Mode().Perm() != 0o777 || fi.Mode()&os.ModeSticky == 0 {
+		_ = os.Chmod(dir, 0o777|os.ModeSticky) // the umask took bits off
+	}
+	return nil
 }
 
 // xLocked reports whether an X server has (or had, uncleaned) display n.
