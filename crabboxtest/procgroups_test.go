@@ -38,15 +38,7 @@ func TestStopKillsOnlyTheBoxsGroups(t *testing.T) {
 		if err := s.Run(bg + ` >/dev/null 2>&1 </dev/null & echo $! > "$CRABBOX_FS_ROOT/child.pid"`); err != nil {
 			t.Fatal(i, err)
 		}
-		b, err := os.ReadFile(pidPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		child, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		children = append(children, child)
+		children = append(children, readPid(t, pidPath))
 	}
 
 	// Processes of the host's, each in a group of its own, standing for
@@ -66,14 +58,7 @@ func TestStopKillsOnlyTheBoxsGroups(t *testing.T) {
 	if err := leader.Run(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(orphanPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	orphan, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	orphan := readPid(t, orphanPath)
 	t.Cleanup(func() { _ = syscall.Kill(orphan, syscall.SIGKILL) })
 	c.mu.Lock()
 	mach := c.machines[m.ID]
@@ -122,4 +107,18 @@ func TestEmptyGroupsAreForgotten(t *testing.T) {
 		defer mach.mu.Unlock()
 		return len(mach.pgids) == 0
 	})
+}
+
+// readPid reads the process id a command wrote to path.
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }

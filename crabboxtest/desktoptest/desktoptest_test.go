@@ -16,13 +16,7 @@ import (
 // TestHostRunsCommandsWithItsDisplay: the host is an SSH host whose
 // sessions know its display and file-system root, and Close removes it.
 func TestHostRunsCommandsWithItsDisplay(t *testing.T) {
-	h, err := desktoptest.Start()
-	if errors.Is(err, desktoptest.ErrMissing) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startHost(t)
 	defer h.Close()
 	drv, err := sshhost.New([]sshhost.Host{h.SSH})
 	if err != nil {
@@ -52,13 +46,7 @@ func TestHostRunsCommandsWithItsDisplay(t *testing.T) {
 // has an X server get displays and VNC ports of their own, and so does a
 // host started after one of them closed.
 func TestHostsDoNotShareADisplayOrVNCPort(t *testing.T) {
-	a, err := desktoptest.Start()
-	if errors.Is(err, desktoptest.ErrMissing) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startHost(t)
 	defer a.Close()
 	b, err := desktoptest.Start()
 	if err != nil {
@@ -81,4 +69,18 @@ func TestHostsDoNotShareADisplayOrVNCPort(t *testing.T) {
 	if a.Display == c.Display {
 		t.Errorf("a third host got the first's display %s", a.Display)
 	}
+}
+
+// startHost starts a host, skipping (outside CI) where its tools are
+// missing. The caller closes it.
+func startHost(t *testing.T) *desktoptest.Host {
+	t.Helper()
+	h, err := desktoptest.Start()
+	if errors.Is(err, desktoptest.ErrMissing) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
